@@ -1,0 +1,83 @@
+-- scripts: uploaded trading-strategy files, their current state and the
+-- outcome of their latest run. The table is also the run queue (see the
+-- executor columns added by the executor migration).
+
+create table scripts (
+  id                      bigint generated always as identity,
+  user_id                 bigint not null,
+  -- Generated storage name (random, with the extension); the file lives at file_path.
+  filename                text not null,
+  -- The client's name, sanitised, for display and Content-Disposition only.
+  original_filename       text not null,
+  file_path               text not null,
+  file_size               bigint not null,
+  file_extension          text not null,
+  sha256                  text not null,
+  status                  script_status not null default 'uploaded',
+  execution_logs          text,
+  error_message           text,
+  exit_code               integer,
+  execution_time_seconds  numeric(10, 3),
+  memory_usage_mb         numeric(10, 2),
+  started_at              timestamptz,
+  completed_at            timestamptz,
+  created_at              timestamptz not null default now(),
+  updated_at              timestamptz not null default now(),
+
+  constraint pk_scripts primary key (id),
+  constraint fk_scripts_user foreign key (user_id) references users (id) on delete cascade,
+  constraint uq_scripts_filename unique (filename),
+  constraint ck_scripts_positive_file_size check (file_size > 0),
+  constraint ck_scripts_file_extension check (file_extension in ('.py', '.js', '.ts')),
+  constraint ck_scripts_filename_extension check (right(filename, length(file_extension)) = file_extension),
+  constraint ck_scripts_sha256_format check (sha256 ~ '^[0-9a-f]{64}$'),
+  constraint ck_scripts_original_filename_length check (length(original_filename) between 1 and 255),
+  constraint ck_scripts_execution_time_non_negative check (execution_time_seconds >= 0),
+  constraint ck_scripts_memory_usage_non_negative check (memory_usage_mb >= 0),
+  constraint ck_scripts_running_has_started_at check (status <> 'running' or started_at is not null),
+  constraint ck_scripts_finished_has_completed_at
+    check (status not in ('completed', 'failed', 'cancelled') or completed_at is not null),
+  constraint ck_scripts_completed_after_started check (completed_at >= started_at)
+);
+
+-- A user's scripts by state, and the per-user count of queued + running runs.
+create index ix_scripts_user_status on scripts (user_id, status);
+-- A user's scripts newest first, offset or keyset; also serves fk_scripts_user's cascade.
+create index ix_scripts_user_created on scripts (user_id, created_at desc, id desc);
+-- Everyone's scripts newest first (admin listings, recent uploads, uploads per period).
+create index ix_scripts_created_at on scripts (created_at, id);
+create index ix_scripts_status on scripts (status);
+
+create trigger tg_scripts_set_updated_at
+  before update on scripts
+  for each row
+  when (old.* is distinct from new.*)
+  execute function set_updated_at();
+
+-- The status machine of API.md, enforced for every writer:
+-- uploaded|completed|failed|cancelled -> queued -> running -> completed|failed|cancelled,
+-- and queued -> cancelled. The app's UPDATEs already guard with `where status = any(...)`;
+-- this refuses a bad transition written any other way, as a check violation
+-- named like a constraint so that the error mapper treats it as one.
+create function scripts_check_status_transition() returns trigger
+language plpgsql as $$
+begin
+  if not (
+       (old.status in ('uploaded', 'completed', 'failed', 'cancelled') and new.status = 'queued')
+    or (old.status = 'queued' and new.status in ('running', 'cancelled'))
+    or (old.status = 'running' and new.status in ('completed', 'failed', 'cancelled'))
+  ) then
+    raise exception 'script % cannot go from % to %', old.id, old.status, new.status
+      using errcode = 'check_violation',
+            constraint = 'ck_scripts_status_transition',
+            table = 'scripts';
+  end if;
+  return new;
+end;
+$$;
+
+create trigger tg_scripts_status_transition
+  before update of status on scripts
+  for each row
+  when (old.status is distinct from new.status)
+  execute function scripts_check_status_transition();

@@ -1,0 +1,93 @@
+/**
+ * The environment, read once and validated: every setting of the process comes
+ * from here, typed. Only entry points (main, worker, cli) call `loadConfig`;
+ * everything else receives the object, so tests can build one by hand.
+ */
+import { type Static, Type } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+
+const Int = (min: number, max: number, def: number, description: string) =>
+  Type.Integer({ minimum: min, maximum: max, default: def, description });
+
+/** Every variable the process reads, with its default. README's configuration table mirrors this. */
+export const ConfigSchema = Type.Object({
+  NODE_ENV: Type.Union([Type.Literal('development'), Type.Literal('production'), Type.Literal('test')], {
+    default: 'development',
+  }),
+  HOST: Type.String({ minLength: 1, default: '127.0.0.1' }),
+  PORT: Int(0, 65535, 3000, 'HTTP port'),
+  LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+    { default: 'info' },
+  ),
+  DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
+  DATABASE_READ_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
+  DB_POOL_MAX: Int(1, 1000, 10, 'connections in the pool'),
+  DB_IDLE_TIMEOUT_SECONDS: Int(0, 86400, 30, 'close idle connections after'),
+  DB_MAX_LIFETIME_SECONDS: Int(0, 86400, 1800, 'recycle connections after'),
+  DB_CONNECT_TIMEOUT_SECONDS: Int(1, 300, 5, 'give up connecting after'),
+  DB_STATEMENT_TIMEOUT_MS: Int(0, 3_600_000, 10_000, 'server-side statement_timeout'),
+  DB_QUERY_TIMEOUT_MS: Int(100, 3_600_000, 15_000, 'client-side limit on every query'),
+  DB_PREPARE: Type.Boolean({ default: true, description: 'false behind PgBouncer in transaction mode' }),
+  SLOW_QUERY_MS: Int(0, 3_600_000, 200, 'queries slower than this are logged at warn'),
+  EMBEDDED_PG_DIR: Type.String({ minLength: 1, default: '.data/postgres' }),
+  EMBEDDED_PG_PORT: Int(0, 65535, 0, '0 picks a free port'),
+  STORAGE_DIR: Type.String({ minLength: 1, default: '.data/storage' }),
+  MAX_UPLOAD_BYTES: Int(1, 1024 * 1024 * 1024, 10 * 1024 * 1024, 'largest accepted script'),
+  TOKEN_TTL_HOURS: Int(1, 24 * 365, 24 * 7, 'lifetime of a bearer token'),
+  AUTH_CACHE_TTL_SECONDS: Int(0, 3600, 30, 'how long a verified token is trusted without a query'),
+  AUTH_RATE_LIMIT_MAX: Int(1, 100_000, 10, 'login/register attempts per window and client'),
+  AUTH_RATE_LIMIT_WINDOW_SECONDS: Int(1, 86400, 60, 'the rate-limit window'),
+  IBKR_TOKEN_KEY: Type.Optional(
+    Type.String({ pattern: '^[A-Za-z0-9+/]{43}=$', description: '32 bytes, base64' }),
+  ),
+  EXECUTOR_ENABLED: Type.Boolean({ default: true, description: 'npm start also runs an executor' }),
+  EXECUTOR_CONCURRENCY: Int(1, 64, 2, 'scripts one executor runs at once'),
+  MAX_CONCURRENT_SCRIPTS: Int(1, 1000, 5, 'queued + running scripts per user'),
+  MAX_EXECUTION_SECONDS: Int(1, 86400, 300, 'wall-clock limit of a run'),
+  MAX_LOG_BYTES: Int(1024, 64 * 1024 * 1024, 1024 * 1024, 'captured output per run'),
+  SCRIPT_MEMORY_MB: Int(16, 65536, 512, 'address-space limit of a run'),
+  SCRIPT_CPU_SECONDS: Int(1, 86400, 300, 'CPU-time limit of a run'),
+  SCRIPT_MAX_PROCESSES: Int(1, 4096, 64, 'processes of the unprivileged script user'),
+  SCRIPT_UID: Int(0, 4_294_967_294, 65534, 'user scripts run as when the executor is root'),
+  SCRIPT_GID: Int(0, 4_294_967_294, 65534, 'group scripts run as when the executor is root'),
+  EXECUTOR_LEASE_SECONDS: Int(2, 3600, 30, 'a claim lapses unless renewed within'),
+  EXECUTOR_POLL_MS: Int(50, 600_000, 2000, 'fallback poll when no NOTIFY arrives'),
+  EXECUTOR_SHUTDOWN_GRACE_SECONDS: Int(0, 3600, 10, 'running scripts may finish within this on shutdown'),
+  PYTHON_BIN: Type.String({ minLength: 1, default: '/usr/bin/python3' }),
+});
+
+export type Config = Static<typeof ConfigSchema>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/**
+ * Builds the config from `env` (process.env by default). Empty strings count as
+ * unset. Throws ConfigError naming every bad variable.
+ */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const input: Record<string, unknown> = {};
+  for (const key of Object.keys(ConfigSchema.properties)) {
+    const raw = env[key];
+    if (raw !== undefined && raw !== '') input[key] = raw;
+  }
+  const withDefaults = Value.Default(ConfigSchema, Value.Convert(ConfigSchema, input));
+  const errors = [...Value.Errors(ConfigSchema, withDefaults)];
+  if (errors.length > 0) {
+    const lines = errors.map((e) => {
+      const name = e.path.replace(/^\//, '');
+      const shown = name.endsWith('URL') || name.endsWith('KEY') ? '(hidden)' : JSON.stringify(input[name]);
+      return `  ${name}=${shown}: ${e.message}`;
+    });
+    throw new ConfigError(`invalid configuration:\n${[...new Set(lines)].join('\n')}`);
+  }
+  const config = withDefaults as Config;
+  if (config.NODE_ENV === 'production' && config.IBKR_TOKEN_KEY === undefined) {
+    throw new ConfigError(
+      'invalid configuration:\n  IBKR_TOKEN_KEY is required in production (32 random bytes, base64: `openssl rand -base64 32`)',
+    );
+  }
+  return config;
+}

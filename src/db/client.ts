@@ -1,0 +1,75 @@
+/**
+ * The connection pool. One per process (two with a read replica), built from
+ * validated config: pool limits, timeouts, every session in UTC with a
+ * statement_timeout, and int8/numeric parsed to JS numbers (ids and our
+ * numeric(10,x) columns fit in a double exactly).
+ */
+
+import type { Logger } from 'pino';
+import postgres from 'postgres';
+
+/** int8 (20) and numeric (1700) as numbers; `count(*)` is int8 too. */
+const types = {
+  bigint: { to: 20, from: [20], serialize: (x: number) => String(x), parse: (x: string) => Number(x) },
+  numeric: { to: 1700, from: [1700], serialize: (x: number) => String(x), parse: (x: string) => Number(x) },
+};
+
+export type Types = { bigint: number; numeric: number };
+export type Sql = postgres.Sql<Types>;
+export type TransactionSql = postgres.TransactionSql<Types>;
+
+export interface PoolOptions {
+  url: string;
+  max: number;
+  idleTimeoutSeconds: number;
+  maxLifetimeSeconds: number;
+  connectTimeoutSeconds: number;
+  statementTimeoutMs: number;
+  prepare: boolean;
+  applicationName: string;
+}
+
+export function createPool(options: PoolOptions, log: Logger): Sql {
+  return postgres(options.url, {
+    max: options.max,
+    idle_timeout: options.idleTimeoutSeconds === 0 ? undefined : options.idleTimeoutSeconds,
+    max_lifetime: options.maxLifetimeSeconds === 0 ? null : options.maxLifetimeSeconds,
+    connect_timeout: options.connectTimeoutSeconds,
+    prepare: options.prepare,
+    types,
+    connection: {
+      application_name: options.applicationName,
+      TimeZone: 'UTC',
+      statement_timeout: options.statementTimeoutMs,
+      // A transaction left open by a crashed request must not hold locks for ever.
+      idle_in_transaction_session_timeout: 60_000,
+    },
+    onnotice: (notice) =>
+      log.info({ notice: { code: notice.code, message: notice.message } }, 'postgres notice'),
+  });
+}
+
+/** Pool options from the process config, for a given URL and application name. */
+export function poolOptionsFrom(
+  config: {
+    DB_POOL_MAX: number;
+    DB_IDLE_TIMEOUT_SECONDS: number;
+    DB_MAX_LIFETIME_SECONDS: number;
+    DB_CONNECT_TIMEOUT_SECONDS: number;
+    DB_STATEMENT_TIMEOUT_MS: number;
+    DB_PREPARE: boolean;
+  },
+  url: string,
+  applicationName: string,
+): PoolOptions {
+  return {
+    url,
+    applicationName,
+    max: config.DB_POOL_MAX,
+    idleTimeoutSeconds: config.DB_IDLE_TIMEOUT_SECONDS,
+    maxLifetimeSeconds: config.DB_MAX_LIFETIME_SECONDS,
+    connectTimeoutSeconds: config.DB_CONNECT_TIMEOUT_SECONDS,
+    statementTimeoutMs: config.DB_STATEMENT_TIMEOUT_MS,
+    prepare: config.DB_PREPARE,
+  };
+}

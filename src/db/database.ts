@@ -1,0 +1,158 @@
+/**
+ * Database: the executor every repository receives — the pool, or a transaction.
+ * Its query helpers say how many rows they expect (`many`, `maybeOne`, `one`),
+ * and each call is timed, logged (debug; warn when slow), given a client-side
+ * time limit, and has its PostgreSQL errors mapped to domain errors.
+ */
+import { performance } from 'node:perf_hooks';
+import type { Logger } from 'pino';
+import type postgres from 'postgres';
+import { DatabaseUnavailableError } from '../domain/errors.js';
+import type { Sql, TransactionSql } from './client.js';
+import { isRetryable, mapPostgresError } from './map-error.js';
+
+/** Called once per query with its name, duration and outcome (metrics). */
+export type QueryObserver = (name: string, seconds: number, ok: boolean) => void;
+
+export interface DatabaseOptions {
+  log: Logger;
+  /** Queries at least this slow are logged at warn. */
+  slowQueryMs: number;
+  /** Client-side limit: a frozen server never enforces its own statement_timeout. */
+  queryTimeoutMs: number;
+  onQuery?: QueryObserver;
+}
+
+export interface TransactionOptions {
+  isolation?: 'read committed' | 'repeatable read' | 'serializable';
+  /**
+   * How often a transaction that hit a serialization failure or deadlock is run
+   * again. Only for callbacks without outside side effects. Default 3.
+   */
+  retries?: number;
+}
+
+type AnySql = Sql | TransactionSql;
+type Row = Record<string, unknown>;
+
+export class Database {
+  constructor(
+    readonly sql: AnySql,
+    readonly options: DatabaseOptions,
+    /** True when `sql` is a transaction: `transaction()` then makes a savepoint. */
+    readonly inTransaction = false,
+  ) {}
+
+  /** All rows. */
+  async many<T extends object>(name: string, query: postgres.PendingQuery<T[]>): Promise<T[]> {
+    return this.run(name, query);
+  }
+
+  /** The first row, or null when there is none. */
+  async maybeOne<T extends object>(name: string, query: postgres.PendingQuery<T[]>): Promise<T | null> {
+    const [row] = await this.run(name, query);
+    return row ?? null;
+  }
+
+  /** Exactly one row; none is a bug in the query (an insert/aggregate always returns one). */
+  async one<T extends object>(name: string, query: postgres.PendingQuery<T[]>): Promise<T> {
+    const [row] = await this.run(name, query);
+    if (row === undefined) throw new Error(`query ${name} returned no row`);
+    return row;
+  }
+
+  /** The number of rows a statement affected (insert/update/delete without returning). */
+  async count(name: string, query: postgres.PendingQuery<Row[]>): Promise<number> {
+    const result = await this.run(name, query);
+    return result.count ?? 0;
+  }
+
+  /**
+   * Runs `fn` in a transaction: commit when it returns, rollback when it throws.
+   * Inside a transaction it makes a savepoint instead, so a failing inner part
+   * rolls back alone. Serialization failures and deadlocks rerun the whole
+   * transaction up to `retries` times.
+   */
+  async transaction<T>(fn: (tx: Database) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
+    if (this.inTransaction) {
+      const savepoint = (this.sql as TransactionSql).savepoint((sql) => fn(this.bound(sql)));
+      try {
+        return (await savepoint) as T;
+      } catch (error) {
+        throw mapPostgresError(error);
+      }
+    }
+    const retries = options.retries ?? 3;
+    const begin = options.isolation ? `isolation level ${options.isolation}` : '';
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const run = (this.sql as Sql).begin(begin, (sql) => fn(this.bound(sql)));
+        return (await this.withTimeout(run as Promise<T>, 'transaction')) as T;
+      } catch (error) {
+        const mapped = mapPostgresError(error);
+        if (attempt < retries && isRetryable(mapped)) {
+          this.options.log.info({ attempt: attempt + 1, err: error }, 'transaction conflict, retrying');
+          await sleep(2 ** attempt * 5 + Math.random() * 10);
+          continue;
+        }
+        throw mapped;
+      }
+    }
+  }
+
+  private bound(sql: TransactionSql): Database {
+    return new Database(sql, this.options, true);
+  }
+
+  private async run<T extends object>(
+    name: string,
+    query: postgres.PendingQuery<T[]>,
+  ): Promise<postgres.RowList<T[]>> {
+    const start = performance.now();
+    let ok = false;
+    try {
+      const rows = await this.withTimeout(query, name, () => query.cancel());
+      ok = true;
+      return rows;
+    } catch (error) {
+      throw mapPostgresError(error);
+    } finally {
+      const ms = performance.now() - start;
+      this.options.onQuery?.(name, ms / 1000, ok);
+      const { log, slowQueryMs } = this.options;
+      if (ms >= slowQueryMs) {
+        log.warn({ query: name, sql: statementText(query), ms: round(ms), ok }, 'slow query');
+      } else if (log.isLevelEnabled('debug')) {
+        log.debug({ query: name, sql: statementText(query), ms: round(ms), ok }, 'query');
+      }
+    }
+  }
+
+  /** Rejects with DatabaseUnavailableError when `work` takes longer than the query timeout. */
+  private withTimeout<T>(work: Promise<T>, name: string, onTimeout?: () => void): Promise<T> {
+    const ms = this.options.queryTimeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        onTimeout?.();
+        reject(new DatabaseUnavailableError(`the database did not answer ${name} within ${ms} ms`));
+      }, ms);
+    });
+    return Promise.race([work, expired]).finally(() => clearTimeout(timer));
+  }
+}
+
+/** The SQL text of a query, without its parameter values (they may be secrets). */
+function statementText(query: object): string {
+  const strings = (query as unknown as { strings?: readonly string[] }).strings;
+  return strings
+    ? strings
+        .map((s, i) => (i === 0 ? s : `$${i}${s}`))
+        .join('')
+        .replace(/\s+/g, ' ')
+        .trim()
+    : '';
+}
+
+const round = (ms: number) => Math.round(ms * 100) / 100;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

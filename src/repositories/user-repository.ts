@@ -1,0 +1,371 @@
+/**
+ * Users: accounts, their profile, role and state, and the IBKR link.
+ * Every statement returns only the public columns (USER_COLUMNS); password hash
+ * and IBKR tokens are read by the dedicated methods that need them.
+ */
+import { Type } from '@sinclair/typebox';
+import type postgres from 'postgres';
+import type { Database } from '../db/database.js';
+import type { AuthProvider, UserRole } from '../domain/enums.js';
+import { NotFoundError } from '../domain/errors.js';
+import { SCRIPT_COLUMNS, type Script } from '../domain/script.js';
+import {
+  assertValid,
+  IBKR_USER_ID_MAX_LENGTH,
+  normalizeEmail,
+  USER_COLUMNS,
+  type User,
+  usernameProblem,
+} from '../domain/user.js';
+import {
+  type CursorPage,
+  cursorPage,
+  decodeCursor,
+  likeContains,
+  type OffsetPage,
+  type OffsetQuery,
+  offsetOf,
+  offsetPage,
+} from './pagination.js';
+import { scriptFromJson } from './script-repository.js';
+
+export interface NewUser {
+  email: string;
+  username: string;
+  /** argon2id PHC string; required for `email` users. */
+  hashed_password?: string | null;
+  auth_provider?: AuthProvider;
+  google_id?: string | null;
+  role?: UserRole;
+  is_verified?: boolean;
+}
+
+/** Columns an update may change. Anything else is not a key of this type. */
+export interface UserPatch {
+  username?: string;
+  is_active?: boolean;
+  is_verified?: boolean;
+  role?: UserRole;
+  hashed_password?: string;
+}
+const PATCHABLE = ['username', 'is_active', 'is_verified', 'role', 'hashed_password'] as const;
+
+export interface UserFilters {
+  auth_provider?: AuthProvider;
+  is_active?: boolean;
+  ibkr_connected?: boolean;
+  last_login_since?: Date;
+  created_since?: Date;
+}
+
+export interface Credentials {
+  id: number;
+  hashed_password: string | null;
+  is_active: boolean;
+}
+
+export interface IbkrLink {
+  ibkr_user_id: string;
+  /** Already encrypted (secret-box); the repository never sees plain tokens. */
+  access_token_encrypted: string | null;
+  refresh_token_encrypted: string | null;
+  token_expires_at: Date | null;
+}
+
+export type UserWithScripts = User & { scripts: Script[] };
+
+const UserCursor = Type.Tuple([Type.Integer({ minimum: 1 })]);
+
+export class UserRepository {
+  constructor(private readonly db: Database) {}
+
+  private get sql() {
+    return this.db.sql;
+  }
+
+  /** Creates a user; the email is trimmed and lower-cased. EMAIL_TAKEN on a duplicate. */
+  async create(input: NewUser): Promise<User> {
+    const email = normalizeEmail(input.email);
+    assertValid([['/username', usernameProblem(input.username)]]);
+    const sql = this.sql;
+    return this.db.one<User>(
+      'users.create',
+      sql`
+        insert into users (email, username, hashed_password, auth_provider, google_id, role, is_verified)
+        values (
+          ${email}, ${input.username}, ${input.hashed_password ?? null},
+          ${input.auth_provider ?? 'email'}, ${input.google_id ?? null},
+          ${input.role ?? 'user'}, ${input.is_verified ?? false}
+        )
+        returning ${sql(USER_COLUMNS)}
+      `,
+    );
+  }
+
+  async findById(id: number): Promise<User | null> {
+    const sql = this.sql;
+    return this.db.maybeOne<User>(
+      'users.findById',
+      sql`select ${sql(USER_COLUMNS)} from users where id = ${id}`,
+    );
+  }
+
+  async getById(id: number): Promise<User> {
+    return orNotFound(await this.findById(id));
+  }
+
+  async findByEmail(email: string): Promise<User | null> {
+    const sql = this.sql;
+    return this.db.maybeOne<User>(
+      'users.findByEmail',
+      sql`select ${sql(USER_COLUMNS)} from users where email = ${email.trim().toLowerCase()}`,
+    );
+  }
+
+  /** What login needs to check a password, for an email user. */
+  async findCredentials(email: string): Promise<Credentials | null> {
+    const sql = this.sql;
+    return this.db.maybeOne<Credentials>(
+      'users.findCredentials',
+      sql`
+        select id, hashed_password, is_active
+        from users
+        where email = ${email.trim().toLowerCase()}
+          and auth_provider = 'email'
+      `,
+    );
+  }
+
+  async findCredentialsById(id: number): Promise<Credentials | null> {
+    const sql = this.sql;
+    return this.db.maybeOne<Credentials>(
+      'users.findCredentialsById',
+      sql`select id, hashed_password, is_active from users where id = ${id}`,
+    );
+  }
+
+  /** Changes the given columns; an empty patch returns the user unchanged. */
+  async update(id: number, patch: UserPatch): Promise<User> {
+    if (patch.username !== undefined) assertValid([['/username', usernameProblem(patch.username)]]);
+    const columns = PATCHABLE.filter((c) => patch[c] !== undefined);
+    if (columns.length === 0) return this.getById(id);
+    const sql = this.sql;
+    const user = await this.db.maybeOne<User>(
+      'users.update',
+      sql`
+        update users
+        set ${sql(patch, columns)}
+        where id = ${id}
+        returning ${sql(USER_COLUMNS)}
+      `,
+    );
+    return orNotFound(user);
+  }
+
+  async deactivate(id: number): Promise<User> {
+    return this.update(id, { is_active: false });
+  }
+
+  /** Records a successful sign-in. */
+  async touchLogin(id: number): Promise<User> {
+    const sql = this.sql;
+    const user = await this.db.maybeOne<User>(
+      'users.touchLogin',
+      sql`update users set last_login_at = now() where id = ${id} returning ${sql(USER_COLUMNS)}`,
+    );
+    return orNotFound(user);
+  }
+
+  /**
+   * Deletes the user and (by cascade) its scripts and tokens, returning the paths of
+   * the script files to remove. The user row is locked first, so no script can be
+   * added between collecting the paths and the delete (its foreign-key check waits,
+   * then fails).
+   */
+  async delete(id: number): Promise<{ file_paths: string[] }> {
+    return this.db.transaction(async (tx) => {
+      const sql = tx.sql;
+      const locked = await tx.maybeOne(
+        'users.delete.lock',
+        sql`select id from users where id = ${id} for update`,
+      );
+      if (locked === null) throw new NotFoundError('user');
+      const files = await tx.many<{ file_path: string }>(
+        'users.delete.scripts',
+        sql`delete from scripts where user_id = ${id} returning file_path`,
+      );
+      await tx.count('users.delete', sql`delete from users where id = ${id}`);
+      return { file_paths: files.map((f) => f.file_path) };
+    });
+  }
+
+  /** Offset page, newest first, with the total, in one round trip. */
+  async listPage(filters: UserFilters, page: OffsetQuery): Promise<OffsetPage<User>> {
+    const sql = this.sql;
+    const where = this.where(filters);
+    const rows = await this.db.many<{ total: number } & Nullable<User>>(
+      'users.listPage',
+      sql`
+        select c.total, u.*
+        from (select count(*) as total from users ${where}) as c
+        left join lateral (
+          select ${sql(USER_COLUMNS)}
+          from users
+          ${where}
+          order by id desc
+          limit ${page.per_page}
+          offset ${offsetOf(page)}
+        ) as u on true
+      `,
+    );
+    return offsetPage(rowsOf(rows), rows[0]?.total ?? 0, page);
+  }
+
+  /** Keyset page, newest first; `cursor` null for the first page. Stays fast at any depth. */
+  async listAfter(filters: UserFilters, cursor: string | null, limit: number): Promise<CursorPage<User>> {
+    const sql = this.sql;
+    const after = cursor === null ? null : decodeCursor(cursor, UserCursor)[0];
+    const rows = await this.db.many<User>(
+      'users.listAfter',
+      sql`
+        select ${sql(USER_COLUMNS)}
+        from users
+        ${this.where(filters)}
+        ${after === null ? sql`` : sql`and id < ${after}`}
+        order by id desc
+        limit ${limit + 1}
+      `,
+    );
+    return cursorPage(rows, limit, (u) => [u.id]);
+  }
+
+  /**
+   * Case-insensitive substring search of email or username. Served by the trigram
+   * GIN indexes (a BitmapOr of ix_users_email_trgm and ix_users_username_trgm).
+   */
+  async search(term: string, limit: number): Promise<User[]> {
+    const sql = this.sql;
+    const pattern = likeContains(term);
+    return this.db.many<User>(
+      'users.search',
+      sql`
+        select ${sql(USER_COLUMNS)}
+        from users
+        where email ilike ${pattern} or username ilike ${pattern}
+        order by id
+        limit ${limit}
+      `,
+    );
+  }
+
+  /** IBKR-connected users signed in since `since`, most recent first (the original's "active traders"). */
+  async listIbkrConnectedActiveSince(since: Date, limit: number): Promise<User[]> {
+    const sql = this.sql;
+    return this.db.many<User>(
+      'users.listIbkrConnectedActiveSince',
+      sql`
+        select ${sql(USER_COLUMNS)}
+        from users
+        where is_ibkr_connected
+          and last_login_at >= ${since}
+        order by last_login_at desc, id desc
+        limit ${limit}
+      `,
+    );
+  }
+
+  /** The user and all its scripts (newest first) in one query: the eager-loading case. */
+  async findWithScripts(id: number): Promise<UserWithScripts | null> {
+    const sql = this.sql;
+    const row = await this.db.maybeOne<User & { scripts: Record<string, unknown>[] }>(
+      'users.findWithScripts',
+      sql`
+        select ${sql(USER_COLUMNS.map((c) => `u.${c}`))},
+          coalesce(
+            (select json_agg(s order by s.created_at desc, s.id desc)
+             from (select ${sql(SCRIPT_COLUMNS)} from scripts where user_id = u.id) as s),
+            '[]'
+          ) as scripts
+        from users as u
+        where u.id = ${id}
+      `,
+    );
+    return row === null ? null : { ...row, scripts: row.scripts.map(scriptFromJson) };
+  }
+
+  /** Links (or relinks) an IBKR account. IBKR_ACCOUNT_TAKEN when another user has it. */
+  async linkIbkr(id: number, link: IbkrLink): Promise<User> {
+    if (link.ibkr_user_id.length === 0 || link.ibkr_user_id.length > IBKR_USER_ID_MAX_LENGTH)
+      assertValid([['/ibkr_user_id', `must be 1 to ${IBKR_USER_ID_MAX_LENGTH} characters`]]);
+    const sql = this.sql;
+    const user = await this.db.maybeOne<User>(
+      'users.linkIbkr',
+      sql`
+        update users
+        set ibkr_user_id = ${link.ibkr_user_id},
+            ibkr_access_token = ${link.access_token_encrypted},
+            ibkr_refresh_token = ${link.refresh_token_encrypted},
+            ibkr_token_expires_at = ${link.token_expires_at},
+            ibkr_connected_at = case
+              when ibkr_user_id is not distinct from ${link.ibkr_user_id} then ibkr_connected_at
+              else now()
+            end
+        where id = ${id}
+        returning ${sql(USER_COLUMNS)}
+      `,
+    );
+    return orNotFound(user);
+  }
+
+  async unlinkIbkr(id: number): Promise<User> {
+    const sql = this.sql;
+    const user = await this.db.maybeOne<User>(
+      'users.unlinkIbkr',
+      sql`
+        update users
+        set ibkr_user_id = null, ibkr_access_token = null, ibkr_refresh_token = null,
+            ibkr_token_expires_at = null, ibkr_connected_at = null
+        where id = ${id}
+        returning ${sql(USER_COLUMNS)}
+      `,
+    );
+    return orNotFound(user);
+  }
+
+  /** The stored (encrypted) IBKR tokens, for the code that decrypts them; never for responses. */
+  async findIbkrTokens(
+    id: number,
+  ): Promise<{ ibkr_access_token: string | null; ibkr_refresh_token: string | null } | null> {
+    const sql = this.sql;
+    return this.db.maybeOne(
+      'users.findIbkrTokens',
+      sql`select ibkr_access_token, ibkr_refresh_token from users where id = ${id}`,
+    );
+  }
+
+  private where(f: UserFilters): postgres.PendingQuery<postgres.Row[]> {
+    const sql = this.sql;
+    return sql`
+      where true
+      ${f.auth_provider === undefined ? sql`` : sql`and auth_provider = ${f.auth_provider}`}
+      ${f.is_active === undefined ? sql`` : sql`and is_active = ${f.is_active}`}
+      ${f.ibkr_connected === undefined ? sql`` : sql`and is_ibkr_connected = ${f.ibkr_connected}`}
+      ${f.last_login_since === undefined ? sql`` : sql`and last_login_at >= ${f.last_login_since}`}
+      ${f.created_since === undefined ? sql`` : sql`and created_at >= ${f.created_since}`}
+    `;
+  }
+}
+
+type Nullable<T> = { [K in keyof T]: T[K] | null };
+
+/** Rows of a `count left join lateral page` query: an empty page is one row of nulls. */
+export function rowsOf<T extends { id: unknown }>(rows: Array<{ total: number } & Nullable<T>>): T[] {
+  const items: T[] = [];
+  for (const { total: _total, ...row } of rows) if (row.id !== null) items.push(row as unknown as T);
+  return items;
+}
+
+function orNotFound(user: User | null): User {
+  if (user === null) throw new NotFoundError('user');
+  return user;
+}

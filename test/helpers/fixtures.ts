@@ -1,0 +1,43 @@
+/** Rows for tests, made through the repositories (never hand-written SQL). */
+import { createHash, randomBytes } from 'node:crypto';
+import type { Script } from '../../src/domain/script.js';
+import type { User } from '../../src/domain/user.js';
+import type { Repositories } from '../../src/repositories/index.js';
+import type { NewScript } from '../../src/repositories/script-repository.js';
+import type { NewUser } from '../../src/repositories/user-repository.js';
+
+// A syntactically valid argon2id PHC string; tests of the repositories do not verify it.
+export const FAKE_HASH =
+  '$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA';
+
+let counter = 0;
+const unique = () => `${process.pid}${++counter}${randomBytes(2).toString('hex')}`;
+
+export async function makeUser(repos: Repositories, overrides: Partial<NewUser> = {}): Promise<User> {
+  const tag = unique();
+  return repos.users.create({
+    email: `user${tag}@example.com`,
+    username: `user_${tag}`,
+    hashed_password: FAKE_HASH,
+    ...overrides,
+  });
+}
+
+export async function makeScript(
+  repos: Repositories,
+  userId: number,
+  overrides: Partial<NewScript> = {},
+): Promise<Script> {
+  const tag = unique();
+  const ext = overrides.file_extension ?? '.py';
+  return repos.scripts.create({
+    user_id: userId,
+    filename: `${tag}${ext}`,
+    original_filename: `strategy_${tag}${ext}`,
+    file_path: `/nonexistent/${tag}${ext}`,
+    file_size: 100,
+    file_extension: ext,
+    sha256: createHash('sha256').update(tag).digest('hex'),
+    ...overrides,
+  });
+}
