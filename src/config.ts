@@ -73,7 +73,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     const raw = env[key];
     if (raw !== undefined && raw !== '') input[key] = raw;
   }
-  const withDefaults = Value.Default(ConfigSchema, Value.Convert(ConfigSchema, input));
+  const withDefaults = Value.Default(ConfigSchema, Value.Convert(ConfigSchema, { ...input }));
   const errors = [...Value.Errors(ConfigSchema, withDefaults)];
   if (errors.length > 0) {
     const lines = errors.map((e) => {

@@ -150,7 +150,9 @@ export class ScriptRepository {
         decodeCursor('', ScriptCursor); // throws INVALID_CURSOR
       const dir = sort.startsWith('-') ? sql`<` : sql`>`;
       after = sort.endsWith('created_at')
-        ? sql`and (created_at, id) ${dir} (${key}::timestamptz, ${id})`
+        ? // ::text first: a parameter typed timestamptz would be serialised through a JS Date
+          // by the driver, dropping the microseconds the cursor carries.
+          sql`and (created_at, id) ${dir} (${key}::text::timestamptz, ${id})`
         : sql`and (coalesce(execution_time_seconds, -1), id) ${dir} (${key}::numeric, ${id})`;
     }
     const rows = await this.db.many<Script & { sort_key: string | number }>(

@@ -1,0 +1,267 @@
+import postgres from 'postgres';
+import t from 'tap';
+import { createPool } from '../../src/db/client.js';
+import { Database } from '../../src/db/database.js';
+import { freePort } from '../../src/db/embedded.js';
+import { ConcurrentUpdateError } from '../../src/db/map-error.js';
+import {
+  ConflictError,
+  DatabaseUnavailableError,
+  InvalidStateError,
+  NotFoundError,
+  ValidationError,
+} from '../../src/domain/errors.js';
+import { rejectsWith } from '../helpers/assert.js';
+import { testDatabase, testLogger } from '../helpers/db.js';
+import { makeScript, makeUser } from '../helpers/fixtures.js';
+import { captureLogger } from '../helpers/log-capture.js';
+
+t.test('sessions run in UTC with the configured statement_timeout and application_name', async (t) => {
+  const { db } = await testDatabase(t);
+  const sql = db.sql;
+  const row = await db.one<{ tz: string; st: string; app: string }>(
+    'test.settings',
+    sql`select current_setting('TimeZone') as tz, current_setting('statement_timeout') as st,
+          current_setting('application_name') as app`,
+  );
+  t.equal(row.tz, 'UTC');
+  t.equal(row.st, '30s');
+  t.match(row.app, /^dollarclub-test-/);
+});
+
+t.test('int8, count(*) and numeric come back as JS numbers; timestamptz as Date', async (t) => {
+  const { db } = await testDatabase(t);
+  const sql = db.sql;
+  const row = await db.one<{ big: number; n: number; num: number; ts: Date }>(
+    'test.types',
+    sql`select 9007199254740991::int8 as big, count(*) as n, 12.345::numeric(10,3) as num, now() as ts
+        from generate_series(1, 3)`,
+  );
+  t.same(row, { big: 9007199254740991, n: 3, num: 12.345, ts: row.ts });
+  t.ok(row.ts instanceof Date);
+});
+
+t.test('transaction commits when the callback returns', async (t) => {
+  const { repos } = await testDatabase(t);
+  const user = await repos.transaction(async (tx) => {
+    const u = await makeUser(tx);
+    await makeScript(tx, u.id);
+    return u;
+  });
+  const page = await repos.scripts.listPage({ user_id: user.id }, '-created_at', { page: 1, per_page: 5 });
+  t.equal(page.total, 1);
+});
+
+t.test('transaction rolls back everything when the callback throws', async (t) => {
+  const { repos, db } = await testDatabase(t);
+  const boom = new Error('boom');
+  await t.rejects(
+    repos.transaction(async (tx) => {
+      const u = await makeUser(tx, { email: 'rollback@example.com' });
+      await makeScript(tx, u.id);
+      throw boom;
+    }),
+    boom,
+  );
+  t.equal(await repos.users.findByEmail('rollback@example.com'), null);
+  const sql = db.sql;
+  t.same(await db.one('test.count', sql`select count(*) as n from scripts`), { n: 0 });
+});
+
+t.test('a nested transaction is a savepoint: its rollback keeps the outer work', async (t) => {
+  const { repos } = await testDatabase(t);
+  await repos.transaction(async (tx) => {
+    await makeUser(tx, { email: 'outer@example.com' });
+    await t.rejects(
+      tx.transaction(async (inner) => {
+        await makeUser(inner, { email: 'inner@example.com' });
+        throw new Error('inner fails');
+      }),
+      { message: 'inner fails' },
+    );
+    // A database error inside the savepoint is mapped too, and the outer transaction survives it.
+    await t.rejects(
+      tx.transaction((inner) => makeUser(inner, { email: 'outer@example.com' })),
+      ConflictError,
+    );
+  });
+  t.ok(await repos.users.findByEmail('outer@example.com'));
+  t.equal(await repos.users.findByEmail('inner@example.com'), null);
+});
+
+t.test('a serialization failure reruns the transaction, a bounded number of times', async (t) => {
+  const { db } = await testDatabase(t);
+  let attempts = 0;
+  const result = await db.transaction(async (tx) => {
+    attempts++;
+    const sql = tx.sql;
+    if (attempts < 3)
+      await tx.many('test.fail', sql`do $$ begin raise exception 'conflict' using errcode = '40001'; end $$`);
+    return 'done';
+  });
+  t.equal(result, 'done');
+  t.equal(attempts, 3);
+
+  let forever = 0;
+  await t.rejects(
+    db.transaction(
+      async (tx) => {
+        forever++;
+        const sql = tx.sql;
+        await tx.many(
+          'test.fail',
+          sql`do $$ begin raise exception 'conflict' using errcode = '40001'; end $$`,
+        );
+      },
+      { retries: 2 },
+    ),
+    ConcurrentUpdateError,
+  );
+  t.equal(forever, 3, 'one run plus two retries');
+});
+
+t.test('a real deadlock is detected, retried, and both transactions commit', async (t) => {
+  const { db, repos } = await testDatabase(t);
+  const a = await makeUser(repos);
+  const b = await makeUser(repos);
+  let attempts = 0;
+  // Each transaction locks one row, waits until the other has its row, then wants the other's.
+  let arrived = 0;
+  let release: () => void = () => {};
+  const bothLocked = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const swap = (first: number, second: number) =>
+    db.transaction(async (tx) => {
+      attempts++;
+      const sql = tx.sql;
+      await tx.many('test.lock1', sql`update users set is_verified = not is_verified where id = ${first}`);
+      if (++arrived === 2) release();
+      await bothLocked;
+      await tx.many('test.lock2', sql`update users set is_verified = not is_verified where id = ${second}`);
+    });
+  await Promise.all([swap(a.id, b.id), swap(b.id, a.id)]);
+  t.equal(attempts, 3, 'the deadlock victim ran twice');
+  const [ua, ub] = [await repos.users.getById(a.id), await repos.users.getById(b.id)];
+  t.same([ua.is_verified, ub.is_verified], [false, false], 'each user flipped twice');
+});
+
+t.test('PostgreSQL errors become domain errors by SQLSTATE and constraint', async (t) => {
+  const { db, repos } = await testDatabase(t);
+  const user = await makeUser(repos, { email: 'taken@example.com' });
+  await t.rejects(makeUser(repos, { email: 'taken@example.com' }), {
+    constructor: ConflictError,
+    code: 'EMAIL_TAKEN',
+    constraint: 'uq_users_email',
+  });
+  await rejectsWith(t, makeScript(repos, 999_999), NotFoundError, { resource: 'user' });
+  await t.rejects(makeScript(repos, user.id, { file_size: 0 }), {
+    constructor: ValidationError,
+    errors: [{ path: '/file', message: 'must not be empty' }],
+  });
+  const sql = db.sql;
+  await t.rejects(db.many('test.overflow', sql`select 99999999999::numeric(10,3)`), ValidationError);
+  await t.rejects(db.many('test.badint', sql`select 'abc'::int`), ValidationError);
+  const script = await makeScript(repos, user.id);
+  await t.rejects(
+    db.many(
+      'test.transition',
+      sql`update scripts set status = 'completed', completed_at = now() where id = ${script.id}`,
+    ),
+    InvalidStateError,
+  );
+  await t.rejects(db.many('test.syntax', sql`selec 1`), {
+    constructor: postgres.PostgresError,
+    code: '42601',
+  });
+});
+
+t.test('an unreachable server is DatabaseUnavailable', async (t) => {
+  const port = await freePort();
+  const sql = createPool(
+    {
+      url: `postgres://postgres@127.0.0.1:${port}/none`,
+      max: 1,
+      idleTimeoutSeconds: 1,
+      maxLifetimeSeconds: 0,
+      connectTimeoutSeconds: 1,
+      statementTimeoutMs: 1000,
+      prepare: true,
+      applicationName: 'test-unreachable',
+    },
+    testLogger(),
+  );
+  t.teardown(() => sql.end({ timeout: 1 }));
+  const db = new Database(sql, { log: testLogger(), slowQueryMs: 1000, queryTimeoutMs: 5000 });
+  await t.rejects(db.many('test.ping', sql`select 1`), DatabaseUnavailableError);
+});
+
+t.test('the client-side time limit ends a query that does not answer', async (t) => {
+  const { sql } = await testDatabase(t);
+  const db = new Database(sql, { log: testLogger(), slowQueryMs: 10_000, queryTimeoutMs: 300 });
+  await t.rejects(db.many('test.sleep', sql`select pg_sleep(5)`), {
+    constructor: DatabaseUnavailableError,
+    message: /did not answer test.sleep within 300 ms/,
+  });
+  // The cancel reached the server: the pool's connection is usable again.
+  t.same(await db.one('test.after', sql`select 1 as ok`), { ok: 1 });
+});
+
+t.test('statement_timeout on the server is DatabaseUnavailable too', async (t) => {
+  const { db } = await testDatabase(t);
+  await t.rejects(
+    db.transaction(async (tx) => {
+      const sql = tx.sql;
+      await tx.many('test.timeout', sql`set local statement_timeout = 100`);
+      await tx.many('test.sleep', sql`select pg_sleep(2)`);
+    }),
+    DatabaseUnavailableError,
+  );
+});
+
+t.test('queries are logged at debug with name, SQL and duration; never parameter values', async (t) => {
+  const { sql } = await testDatabase(t);
+  const { log, lines } = captureLogger('debug');
+  const db = new Database(sql, { log, slowQueryMs: 10_000, queryTimeoutMs: 5000 });
+  const secret = 'hunter2-secret-value';
+  await db.many('test.param', sql`select ${secret}::text as v`);
+  const line = lines.find((l) => l.query === 'test.param');
+  t.ok(line, 'a line for the query');
+  t.equal(line?.level, 20, 'at debug');
+  t.equal(line?.sql, 'select $1::text as v');
+  t.type(line?.ms, 'number');
+  t.notMatch(JSON.stringify(lines), secret);
+});
+
+t.test('a query slower than SLOW_QUERY_MS is logged at warn', async (t) => {
+  const { sql } = await testDatabase(t);
+  const { log, lines } = captureLogger('info');
+  const db = new Database(sql, { log, slowQueryMs: 50, queryTimeoutMs: 5000 });
+  await db.many('test.fast', sql`select 1`);
+  await db.many('test.slow', sql`select pg_sleep(0.2)`);
+  t.same(
+    lines.map((l) => [l.level, l.query]),
+    [[40, 'test.slow']],
+    'only the slow one, at warn; the fast one is below info',
+  );
+});
+
+t.test('every query reports its name, duration and outcome to the observer', async (t) => {
+  const { sql } = await testDatabase(t);
+  const seen: Array<[string, boolean]> = [];
+  const db = new Database(sql, {
+    log: testLogger(),
+    slowQueryMs: 10_000,
+    queryTimeoutMs: 5000,
+    onQuery: (name, seconds, ok) => {
+      t.ok(seconds >= 0);
+      seen.push([name, ok]);
+    },
+  });
+  await db.many('test.ok', sql`select 1`);
+  await t.rejects(db.many('test.bad', sql`select 1/0`));
+  t.same(seen, [
+    ['test.ok', true],
+    ['test.bad', false],
+  ]);
+});

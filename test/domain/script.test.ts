@@ -1,0 +1,63 @@
+import fc from 'fast-check';
+import t from 'tap';
+import { SCRIPT_STATUSES } from '../../src/domain/enums.js';
+import {
+  canTransition,
+  ORIGINAL_FILENAME_MAX_LENGTH,
+  sanitizeFilename,
+  scriptExtension,
+  statusesLeadingTo,
+} from '../../src/domain/script.js';
+
+t.test('scriptExtension accepts .py .js .ts in any case, nothing else', async (t) => {
+  t.equal(scriptExtension('a.py'), '.py');
+  t.equal(scriptExtension('A.TS'), '.ts');
+  t.equal(scriptExtension('x.tar.js'), '.js');
+  for (const name of ['a.pyc', 'py', '.py/evil', 'a.py.exe', 'a.', 'a.sh', 'a.py\\x', 'a'])
+    t.equal(scriptExtension(name), null, name);
+});
+
+t.test('sanitizeFilename keeps a harmless display name whatever comes in', async (t) => {
+  t.equal(sanitizeFilename('../../etc/passwd.py'), 'passwd.py');
+  t.equal(sanitizeFilename('..\\..\\win.py'), 'win.py');
+  t.equal(sanitizeFilename('a\u0000b\nc.py'), 'abc.py');
+  t.equal(sanitizeFilename('...hidden.py'), 'hidden.py');
+  t.equal(sanitizeFilename('/'), 'script');
+  t.equal(sanitizeFilename('évolution 📈.py'), 'évolution 📈.py');
+  const long = sanitizeFilename(`${'x'.repeat(400)}.py`);
+  t.equal(long.length, ORIGINAL_FILENAME_MAX_LENGTH);
+  t.ok(long.endsWith('.py'), 'the extension survives truncation');
+  fc.assert(
+    fc.property(fc.string({ unit: 'binary', maxLength: 600 }), (input) => {
+      const name = sanitizeFilename(input);
+      return (
+        name.length > 0 &&
+        [...name].length <= ORIGINAL_FILENAME_MAX_LENGTH &&
+        !/[/\\]/.test(name) &&
+        // biome-ignore lint/suspicious/noControlCharactersInRegex: asserting there are none
+        !/[\u0000-\u001f\u007f]/.test(name) &&
+        !name.startsWith('.')
+      );
+    }),
+    { numRuns: 2000 },
+  );
+});
+
+t.test('the status machine is the one API.md describes', async (t) => {
+  const allowed = SCRIPT_STATUSES.flatMap((from) =>
+    SCRIPT_STATUSES.filter((to) => canTransition(from, to)).map((to) => `${from}->${to}`),
+  );
+  t.same(allowed.sort(), [
+    'cancelled->queued',
+    'completed->queued',
+    'failed->queued',
+    'queued->cancelled',
+    'queued->running',
+    'running->cancelled',
+    'running->completed',
+    'running->failed',
+    'uploaded->queued',
+  ]);
+  t.same(statusesLeadingTo('queued'), ['uploaded', 'completed', 'failed', 'cancelled']);
+  t.same(statusesLeadingTo('cancelled'), ['queued', 'running']);
+});

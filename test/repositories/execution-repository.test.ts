@@ -1,0 +1,186 @@
+import t from 'tap';
+import {
+  InvalidStateError,
+  NotFoundError,
+  TooManyRunningError,
+  ValidationError,
+} from '../../src/domain/errors.js';
+import { rejectsWith } from '../helpers/assert.js';
+import { testDatabase } from '../helpers/db.js';
+import { makeScript, makeUser } from '../helpers/fixtures.js';
+
+const ok = { exit_code: 0, execution_time_seconds: 1.5, memory_usage_mb: 20 };
+
+t.test('a run goes uploaded → queued → running → completed and records its metrics', async (t) => {
+  const { repos } = await testDatabase(t);
+  const user = await makeUser(repos);
+  const script = await makeScript(repos, user.id);
+  const queued = await repos.executions.queue(script.id, { maxActive: 5 });
+  t.match(queued, { status: 'queued', started_at: null, completed_at: null });
+  const running = await repos.executions.startExecution(script.id);
+  t.equal(running.status, 'running');
+  t.ok(running.started_at instanceof Date);
+  const done = await repos.executions.complete(script.id, {
+    exit_code: 0,
+    execution_time_seconds: 2.0004,
+    memory_usage_mb: 33.333,
+  });
+  t.match(done, { status: 'completed', exit_code: 0, execution_time_seconds: 2, memory_usage_mb: 33.33 });
+  t.ok(done.completed_at! >= done.started_at!);
+});
+
+t.test('re-queueing a finished script clears the previous outcome', async (t) => {
+  const { repos } = await testDatabase(t);
+  const user = await makeUser(repos);
+  const script = await makeScript(repos, user.id);
+  await repos.executions.queue(script.id, { maxActive: 5 });
+  await repos.executions.startExecution(script.id);
+  await repos.executions.fail(script.id, 'exit code 3', { ...ok, exit_code: 3 });
+  const again = await repos.executions.queue(script.id, { maxActive: 5 });
+  t.match(again, {
+    status: 'queued',
+    exit_code: null,
+    error_message: null,
+    execution_time_seconds: null,
+    memory_usage_mb: null,
+    started_at: null,
+    completed_at: null,
+  });
+});
+
+t.test('transitions the status machine does not allow are INVALID_STATE and change nothing', async (t) => {
+  const { repos } = await testDatabase(t);
+  const user = await makeUser(repos);
+  const script = await makeScript(repos, user.id);
+  await rejectsWith(t, repos.executions.startExecution(script.id), InvalidStateError, {
+    current: 'uploaded',
+  });
+  await rejectsWith(t, repos.executions.complete(script.id, ok), InvalidStateError);
+  await rejectsWith(t, repos.executions.fail(script.id, 'x', ok), InvalidStateError);
+  await rejectsWith(t, repos.executions.cancel(script.id), InvalidStateError, { current: 'uploaded' });
+  await repos.executions.queue(script.id, { maxActive: 5 });
+  await rejectsWith(t, repos.executions.queue(script.id, { maxActive: 5 }), InvalidStateError, {
+    current: 'queued',
+  });
+  await rejectsWith(t, repos.executions.complete(script.id, ok), InvalidStateError, { current: 'queued' });
+  await repos.executions.startExecution(script.id);
+  await rejectsWith(t, repos.executions.queue(script.id, { maxActive: 5 }), InvalidStateError, {
+    current: 'running',
+  });
+  await repos.executions.complete(script.id, ok);
+  await rejectsWith(t, repos.executions.cancel(script.id), InvalidStateError, { current: 'completed' });
+  t.equal((await repos.scripts.getById(script.id)).status, 'completed');
+  await rejectsWith(t, repos.executions.startExecution(999_999), NotFoundError);
+  await rejectsWith(t, repos.executions.cancel(999_999), NotFoundError);
+  await rejectsWith(t, repos.executions.queue(999_999, { maxActive: 5 }), NotFoundError);
+});
+
+t.test('cancel works from queued and from running, for the owner only', async (t) => {
+  const { repos } = await testDatabase(t);
+  const owner = await makeUser(repos);
+  const stranger = await makeUser(repos);
+  const a = await makeScript(repos, owner.id);
+  const b = await makeScript(repos, owner.id);
+  await repos.executions.queue(a.id, { maxActive: 5 });
+  await rejectsWith(t, repos.executions.cancel(a.id, stranger.id), NotFoundError);
+  const cancelledQueued = await repos.executions.cancel(a.id, owner.id);
+  t.match(cancelledQueued, { status: 'cancelled', started_at: null });
+  t.ok(cancelledQueued.completed_at instanceof Date);
+  await repos.executions.queue(b.id, { maxActive: 5 });
+  await repos.executions.startExecution(b.id);
+  t.equal((await repos.executions.cancel(b.id)).status, 'cancelled');
+});
+
+t.test('queue is refused to someone else, and counts only the owner queued + running runs', async (t) => {
+  const { repos } = await testDatabase(t);
+  const owner = await makeUser(repos);
+  const other = await makeUser(repos);
+  const scripts = [];
+  for (let i = 0; i < 4; i++) scripts.push(await makeScript(repos, owner.id));
+  const foreign = await makeScript(repos, other.id);
+  await rejectsWith(
+    t,
+    repos.executions.queue(scripts[0]!.id, { ownerId: other.id, maxActive: 5 }),
+    NotFoundError,
+  );
+  await repos.executions.queue(scripts[0]!.id, { ownerId: owner.id, maxActive: 2 });
+  await repos.executions.queue(scripts[1]!.id, { ownerId: owner.id, maxActive: 2 });
+  await repos.executions.startExecution(scripts[1]!.id);
+  await rejectsWith(t, repos.executions.queue(scripts[2]!.id, { maxActive: 2 }), TooManyRunningError, {
+    limit: 2,
+  });
+  t.equal((await repos.scripts.getById(scripts[2]!.id)).status, 'uploaded', 'refused without a change');
+  t.equal(
+    (await repos.executions.queue(foreign.id, { maxActive: 2 })).status,
+    'queued',
+    'other users are not counted',
+  );
+  await repos.executions.complete(scripts[1]!.id, ok);
+  t.equal(
+    (await repos.executions.queue(scripts[2]!.id, { maxActive: 2 })).status,
+    'queued',
+    'a slot freed up',
+  );
+});
+
+t.test('the per-user cap holds when many queue requests arrive at once', async (t) => {
+  const { repos } = await testDatabase(t, { poolMax: 20 });
+  const maxActive = 5;
+  for (let round = 0; round < 5; round++) {
+    const user = await makeUser(repos);
+    const scripts = [];
+    for (let i = 0; i < 15; i++) scripts.push(await makeScript(repos, user.id));
+    const results = await Promise.allSettled(
+      scripts.map((s) => repos.executions.queue(s.id, { ownerId: user.id, maxActive })),
+    );
+    const won = results.filter((r) => r.status === 'fulfilled').length;
+    const capped = results.filter(
+      (r) => r.status === 'rejected' && r.reason instanceof TooManyRunningError,
+    ).length;
+    t.same([won, capped], [maxActive, 15 - maxActive], `round ${round}: exactly ${maxActive} queued`);
+    const active = await repos.scripts.listPage({ user_id: user.id, status: 'queued' }, '-created_at', {
+      page: 1,
+      per_page: 50,
+    });
+    t.equal(active.total, maxActive, 'and the table agrees');
+  }
+});
+
+t.test(
+  '50 concurrent startExecution calls on one queued script: exactly one wins, every round',
+  async (t) => {
+    const { repos } = await testDatabase(t, { poolMax: 25 });
+    const user = await makeUser(repos);
+    for (let round = 0; round < 20; round++) {
+      const script = await makeScript(repos, user.id);
+      await repos.executions.queue(script.id, { maxActive: 100 });
+      const results = await Promise.allSettled(
+        Array.from({ length: 50 }, () => repos.executions.startExecution(script.id)),
+      );
+      const winners = results.filter((r) => r.status === 'fulfilled');
+      const losers = results.filter((r) => r.status === 'rejected' && r.reason instanceof InvalidStateError);
+      if (winners.length !== 1 || losers.length !== 49) {
+        t.fail(`round ${round}: ${winners.length} winners, ${losers.length} invalid-state losers`);
+        return;
+      }
+      await repos.executions.complete(script.id, ok);
+    }
+    t.pass('20 rounds, one winner each, 49 INVALID_STATE each');
+  },
+);
+
+t.test('metrics are validated before any write', async (t) => {
+  const { repos } = await testDatabase(t);
+  const user = await makeUser(repos);
+  const script = await makeScript(repos, user.id);
+  await repos.executions.queue(script.id, { maxActive: 5 });
+  await repos.executions.startExecution(script.id);
+  for (const bad of [
+    { ...ok, execution_time_seconds: -1 },
+    { ...ok, memory_usage_mb: -0.5 },
+    { ...ok, execution_time_seconds: Number.NaN },
+    { ...ok, execution_time_seconds: 1e12 },
+  ])
+    await rejectsWith(t, repos.executions.complete(script.id, bad), ValidationError);
+  t.equal((await repos.scripts.getById(script.id)).status, 'running');
+});

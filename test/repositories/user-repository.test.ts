@@ -1,0 +1,335 @@
+import t from 'tap';
+import { ConflictError, NotFoundError, ValidationError } from '../../src/domain/errors.js';
+import { testDatabase } from '../helpers/db.js';
+import { FAKE_HASH, makeScript, makeUser } from '../helpers/fixtures.js';
+
+t.test('create trims and lower-cases the email and returns only public columns', async (t) => {
+  const { repos } = await testDatabase(t);
+  const user = await repos.users.create({
+    email: '  Alice@Example.COM ',
+    username: 'alice',
+    hashed_password: FAKE_HASH,
+  });
+  t.equal(user.email, 'alice@example.com');
+  t.same(
+    Object.keys(user).sort(),
+    [
+      'auth_provider',
+      'created_at',
+      'email',
+      'ibkr_connected_at',
+      'ibkr_user_id',
+      'id',
+      'is_active',
+      'is_ibkr_connected',
+      'is_verified',
+      'last_login_at',
+      'role',
+      'updated_at',
+      'username',
+    ],
+    'no hashed_password, no tokens',
+  );
+  t.match(user, {
+    auth_provider: 'email',
+    role: 'user',
+    is_active: true,
+    is_verified: false,
+    is_ibkr_connected: false,
+  });
+});
+
+t.test('create refuses a duplicate email whatever its case, and bad fields before any SQL', async (t) => {
+  const { repos } = await testDatabase(t);
+  await makeUser(repos, { email: 'bob@example.com' });
+  await t.rejects(makeUser(repos, { email: 'BOB@example.com' }), {
+    constructor: ConflictError,
+    code: 'EMAIL_TAKEN',
+  });
+  await t.rejects(makeUser(repos, { email: 'not-an-email' }), {
+    constructor: ValidationError,
+    errors: [{ path: '/email', message: 'must be an email address' }],
+  });
+  await t.rejects(makeUser(repos, { username: 'a b' }), {
+    constructor: ValidationError,
+    errors: [{ path: '/username' }],
+  });
+  const page = await repos.users.listPage({}, { page: 1, per_page: 10 });
+  t.equal(page.total, 1, 'nothing else was written');
+});
+
+t.test('google users need no password', async (t) => {
+  const { repos } = await testDatabase(t);
+  const user = await makeUser(repos, { auth_provider: 'google', google_id: 'g-123', hashed_password: null });
+  t.equal(user.auth_provider, 'google');
+  await t.rejects(makeUser(repos, { auth_provider: 'google', google_id: 'g-123', hashed_password: null }), {
+    code: 'GOOGLE_ACCOUNT_TAKEN',
+  });
+  await t.rejects(makeUser(repos, { hashed_password: null }), ValidationError, 'an email user needs one');
+});
+
+t.test('findById / getById / findByEmail / findCredentials', async (t) => {
+  const { repos } = await testDatabase(t);
+  const user = await makeUser(repos, { email: 'carol@example.com' });
+  t.same(await repos.users.findById(user.id), user);
+  t.same(await repos.users.getById(user.id), user);
+  t.equal(await repos.users.findById(user.id + 1000), null);
+  await t.rejects(repos.users.getById(user.id + 1000), NotFoundError);
+  t.same(await repos.users.findByEmail(' CAROL@example.com'), user);
+  t.equal(await repos.users.findByEmail('nobody@example.com'), null);
+  t.same(await repos.users.findCredentials('carol@example.com'), {
+    id: user.id,
+    hashed_password: FAKE_HASH,
+    is_active: true,
+  });
+  t.same(await repos.users.findCredentialsById(user.id), {
+    id: user.id,
+    hashed_password: FAKE_HASH,
+    is_active: true,
+  });
+  const google = await makeUser(repos, { auth_provider: 'google', google_id: 'g-9', hashed_password: null });
+  t.equal(await repos.users.findCredentials(google.email), null, 'google users have no password login');
+});
+
+t.test(
+  'update changes only the given columns and bumps updated_at; an empty patch changes nothing',
+  async (t) => {
+    const { repos } = await testDatabase(t);
+    const user = await makeUser(repos);
+    const updated = await repos.users.update(user.id, {
+      username: 'renamed',
+      role: 'admin',
+      is_verified: true,
+    });
+    t.match(updated, {
+      username: 'renamed',
+      role: 'admin',
+      is_verified: true,
+      email: user.email,
+      is_active: true,
+    });
+    t.ok(updated.updated_at >= user.updated_at);
+    t.same(await repos.users.update(user.id, {}), updated);
+    await t.rejects(repos.users.update(user.id, { username: 'x' }), ValidationError);
+    await t.rejects(repos.users.update(user.id + 1000, { username: 'ghost' }), NotFoundError);
+    const deactivated = await repos.users.deactivate(user.id);
+    t.equal(deactivated.is_active, false);
+    t.equal((await repos.users.findCredentialsById(user.id))?.is_active, false);
+  },
+);
+
+t.test('touchLogin records the sign-in without touching updated_at', async (t) => {
+  const { repos } = await testDatabase(t);
+  const user = await makeUser(repos);
+  t.equal(user.last_login_at, null);
+  const after = await repos.users.touchLogin(user.id);
+  t.ok(after.last_login_at instanceof Date);
+  t.same(after.updated_at, user.updated_at);
+  await t.rejects(repos.users.touchLogin(user.id + 1000), NotFoundError);
+});
+
+t.test('delete removes the user and its scripts and returns their file paths', async (t) => {
+  const { repos } = await testDatabase(t);
+  const user = await makeUser(repos);
+  const other = await makeUser(repos);
+  const s1 = await makeScript(repos, user.id, { file_path: '/data/a.py' });
+  const s2 = await makeScript(repos, user.id, { file_path: '/data/b.py' });
+  const kept = await makeScript(repos, other.id);
+  const { file_paths } = await repos.users.delete(user.id);
+  t.same(file_paths.sort(), ['/data/a.py', '/data/b.py']);
+  t.equal(await repos.users.findById(user.id), null);
+  t.equal(await repos.scripts.findById(s1.id), null);
+  t.equal(await repos.scripts.findById(s2.id), null);
+  t.ok(await repos.scripts.findById(kept.id), "another user's scripts stay");
+  await t.rejects(repos.users.delete(user.id), NotFoundError);
+});
+
+t.test('listPage: newest first, filters, totals and page counts in one query', async (t) => {
+  const { repos } = await testDatabase(t);
+  const users = [];
+  for (let i = 0; i < 7; i++) users.push(await makeUser(repos));
+  await repos.users.deactivate(users[1]!.id);
+  await repos.users.linkIbkr(users[2]!.id, {
+    ibkr_user_id: 'U1',
+    access_token_encrypted: null,
+    refresh_token_encrypted: null,
+    token_expires_at: null,
+  });
+  await repos.users.touchLogin(users[2]!.id);
+  const google = await makeUser(repos, { auth_provider: 'google', google_id: 'g1', hashed_password: null });
+
+  const first = await repos.users.listPage({}, { page: 1, per_page: 3 });
+  t.same(
+    first.items.map((u) => u.id),
+    [google.id, users[6]!.id, users[5]!.id],
+  );
+  t.match(first, { total: 8, page: 1, per_page: 3, pages: 3 });
+  const last = await repos.users.listPage({}, { page: 3, per_page: 3 });
+  t.same(
+    last.items.map((u) => u.id),
+    [users[1]!.id, users[0]!.id],
+  );
+  const beyond = await repos.users.listPage({}, { page: 9, per_page: 3 });
+  t.same(
+    beyond,
+    { items: [], total: 8, page: 9, per_page: 3, pages: 3 },
+    'past the end: empty, total still known',
+  );
+
+  t.equal((await repos.users.listPage({ is_active: false }, { page: 1, per_page: 20 })).total, 1);
+  t.equal(
+    (await repos.users.listPage({ auth_provider: 'google' }, { page: 1, per_page: 20 })).items[0]?.id,
+    google.id,
+  );
+  const ibkr = await repos.users.listPage(
+    { ibkr_connected: true, last_login_since: new Date(Date.now() - 7 * 86400_000) },
+    { page: 1, per_page: 20 },
+  );
+  t.same(
+    ibkr.items.map((u) => u.id),
+    [users[2]!.id],
+  );
+  t.equal(
+    (await repos.users.listPage({ created_since: new Date(Date.now() + 60_000) }, { page: 1, per_page: 5 }))
+      .total,
+    0,
+  );
+  const empty = await repos.users.listPage(
+    { created_since: new Date(Date.now() + 60_000) },
+    { page: 1, per_page: 5 },
+  );
+  t.same(empty, { items: [], total: 0, page: 1, per_page: 5, pages: 0 });
+});
+
+t.test('listAfter walks every user exactly once, in the offset order', async (t) => {
+  const { repos } = await testDatabase(t);
+  for (let i = 0; i < 11; i++) await makeUser(repos);
+  const seen: number[] = [];
+  let cursor: string | null = null;
+  let pages = 0;
+  do {
+    const page = await repos.users.listAfter({}, cursor, 4);
+    seen.push(...page.items.map((u) => u.id));
+    cursor = page.next_cursor;
+    pages++;
+  } while (cursor !== null);
+  t.equal(pages, 3);
+  const offset = await repos.users.listPage({}, { page: 1, per_page: 100 });
+  t.same(
+    seen,
+    offset.items.map((u) => u.id),
+  );
+  const exact = await repos.users.listAfter({}, null, 11);
+  t.equal(exact.next_cursor, null, 'no next cursor when the last page is exactly full');
+});
+
+t.test('a tampered cursor is INVALID_CURSOR', async (t) => {
+  const { repos } = await testDatabase(t);
+  for (const cursor of [
+    '!!!',
+    Buffer.from('{"a":1}').toString('base64url'),
+    Buffer.from('[-5]').toString('base64url'),
+    '',
+  ]) {
+    await t.rejects(repos.users.listAfter({}, cursor, 5), {
+      constructor: ValidationError,
+      code: 'INVALID_CURSOR',
+    });
+  }
+});
+
+t.test(
+  'search matches a case-insensitive substring of email or username; wildcards are literal',
+  async (t) => {
+    const { repos } = await testDatabase(t);
+    const a = await makeUser(repos, { email: 'trader.joe@example.com', username: 'joe' });
+    const b = await makeUser(repos, { email: 'x@example.com', username: 'SuperTrader' });
+    await makeUser(repos, { email: 'other@example.com', username: 'someone' });
+    const pct = await makeUser(repos, { email: 'percent@example.com', username: 'a_b' });
+    t.same(
+      (await repos.users.search('TRADER', 20)).map((u) => u.id),
+      [a.id, b.id],
+    );
+    t.same(
+      (await repos.users.search('trader', 1)).map((u) => u.id),
+      [a.id],
+      'limit holds',
+    );
+    t.same(
+      (await repos.users.search('a_b', 20)).map((u) => u.id),
+      [pct.id],
+      '_ is not a wildcard',
+    );
+    t.same(await repos.users.search('%', 20), []);
+  },
+);
+
+t.test('IBKR-connected users active since a time', async (t) => {
+  const { repos, db } = await testDatabase(t);
+  const link = (id: string) => ({
+    ibkr_user_id: id,
+    access_token_encrypted: null,
+    refresh_token_encrypted: null,
+    token_expires_at: null,
+  });
+  const active = await makeUser(repos);
+  const stale = await makeUser(repos);
+  const unlinked = await makeUser(repos);
+  await repos.users.linkIbkr(active.id, link('U-active'));
+  await repos.users.linkIbkr(stale.id, link('U-stale'));
+  for (const u of [active, stale, unlinked]) await repos.users.touchLogin(u.id);
+  const sql = db.sql;
+  await db.many(
+    'test.age',
+    sql`update users set last_login_at = now() - interval '30 days' where id = ${stale.id}`,
+  );
+  const found = await repos.users.listIbkrConnectedActiveSince(new Date(Date.now() - 7 * 86400_000), 10);
+  t.same(
+    found.map((u) => u.id),
+    [active.id],
+  );
+});
+
+t.test('findWithScripts returns the user with all its scripts in one query', async (t) => {
+  const { repos } = await testDatabase(t);
+  const user = await makeUser(repos);
+  const none = await repos.users.findWithScripts(user.id);
+  t.same(none, { ...user, scripts: [] });
+  const s1 = await makeScript(repos, user.id);
+  const s2 = await makeScript(repos, user.id);
+  const other = await makeUser(repos);
+  await makeScript(repos, other.id);
+  const found = await repos.users.findWithScripts(user.id);
+  t.same(found?.scripts, [s2, s1], 'newest first, typed like every other row (Dates, numbers)');
+  t.equal(await repos.users.findWithScripts(user.id + 1000), null);
+});
+
+t.test('linkIbkr / unlinkIbkr keep the generated flag and the link time right', async (t) => {
+  const { repos } = await testDatabase(t);
+  const user = await makeUser(repos);
+  const other = await makeUser(repos);
+  const link = {
+    ibkr_user_id: 'U123',
+    access_token_encrypted: 'v1:enc-a',
+    refresh_token_encrypted: 'v1:enc-r',
+    token_expires_at: new Date('2030-01-01T00:00:00Z'),
+  };
+  const linked = await repos.users.linkIbkr(user.id, link);
+  t.match(linked, { is_ibkr_connected: true, ibkr_user_id: 'U123' });
+  t.ok(linked.ibkr_connected_at instanceof Date);
+  t.same(await repos.users.findIbkrTokens(user.id), {
+    ibkr_access_token: 'v1:enc-a',
+    ibkr_refresh_token: 'v1:enc-r',
+  });
+  const relinked = await repos.users.linkIbkr(user.id, { ...link, access_token_encrypted: 'v1:enc-b' });
+  t.same(relinked.ibkr_connected_at, linked.ibkr_connected_at, 'same account: link time kept');
+  await t.rejects(repos.users.linkIbkr(other.id, link), {
+    constructor: ConflictError,
+    code: 'IBKR_ACCOUNT_TAKEN',
+  });
+  await t.rejects(repos.users.linkIbkr(other.id, { ...link, ibkr_user_id: '' }), ValidationError);
+  const unlinked = await repos.users.unlinkIbkr(user.id);
+  t.match(unlinked, { is_ibkr_connected: false, ibkr_user_id: null, ibkr_connected_at: null });
+  t.same(await repos.users.findIbkrTokens(user.id), { ibkr_access_token: null, ibkr_refresh_token: null });
+  await t.rejects(repos.users.unlinkIbkr(user.id + 1000), NotFoundError);
+});
