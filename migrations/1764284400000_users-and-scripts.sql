@@ -50,7 +50,7 @@ create table users (
   is_active              boolean not null default true,
   is_verified            boolean not null default false,
   ibkr_user_id           text,
-  -- AES-256-GCM ciphertexts (src/domain/secret-box.ts), never plain tokens.
+  -- AES-256-GCM ciphertexts (src/services/secret-box.ts), never plain tokens.
   ibkr_access_token      text,
   ibkr_refresh_token     text,
   ibkr_token_expires_at  timestamptz,
@@ -65,9 +65,12 @@ create table users (
   constraint uq_users_email unique (email),
   constraint uq_users_google_id unique (google_id),
   constraint uq_users_ibkr_user_id unique (ibkr_user_id),
-  -- The same expression as EMAIL_PATTERN in src/domain/user.ts.
-  constraint ck_users_email_format
-    check (email ~ '^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$' and length(email) <= 254),
+  -- The same rule as EMAIL_PATTERN in src/domain/user.ts: no whitespace (JavaScript's \s,
+  -- which counts the Unicode spaces that PostgreSQL's [:space:] does not), one @, a dot after it.
+  constraint ck_users_email_format check (
+    email ~ '^[^@\s\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]+@[^@\s\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]+\.[^@\s\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]+$'
+    and length(email) <= 254
+  ),
   constraint ck_users_email_lower_case check (email = lower(btrim(email))),
   constraint ck_users_username_format check (username ~ '^[A-Za-z0-9_-]{3,100}$'),
   constraint ck_users_hashed_password_argon2id

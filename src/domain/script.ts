@@ -111,12 +111,13 @@ export function assertExecutionMetrics(m: {
   memory_usage_mb?: number | null;
 }): void {
   const problems: Array<{ path: string; message: string }> = [];
+  // The largest values numeric(10,3) and numeric(10,2) hold (after rounding).
   const check = (path: string, value: number | null | undefined, max: number) => {
     if (value === null || value === undefined) return;
-    if (!Number.isFinite(value) || value < 0 || value >= max)
-      problems.push({ path, message: `must be a number from 0 to below ${max}` });
+    if (!Number.isFinite(value) || value < 0 || value > max)
+      problems.push({ path, message: `must be a number from 0 to ${max}` });
   };
-  check('/execution_time_seconds', m.execution_time_seconds, 1e7);
-  check('/memory_usage_mb', m.memory_usage_mb, 1e8);
+  check('/execution_time_seconds', m.execution_time_seconds, 9_999_999.999);
+  check('/memory_usage_mb', m.memory_usage_mb, 99_999_999.99);
   if (problems.length > 0) throw new ValidationError(problems);
 }
