@@ -21,6 +21,11 @@ export interface DatabaseOptions {
   /** Client-side limit: a frozen server never enforces its own statement_timeout. */
   queryTimeoutMs: number;
   onQuery?: QueryObserver;
+  /**
+   * Shared by every Database of a pool: queries and transactions under way,
+   * including those waiting for a connection (readiness reports the waiting).
+   */
+  activity?: { inFlight: number };
 }
 
 export interface TransactionOptions {
@@ -84,7 +89,9 @@ export class Database {
     }
     const retries = options.retries ?? 3;
     const begin = options.isolation ? `isolation level ${options.isolation}` : '';
+    const activity = this.options.activity;
     for (let attempt = 0; ; attempt++) {
+      if (activity) activity.inFlight++;
       try {
         const run = (this.sql as Sql).begin(begin, (sql) => fn(this.bound(sql)));
         return (await this.withTimeout(run as Promise<T>, 'transaction')) as T;
@@ -96,6 +103,8 @@ export class Database {
           continue;
         }
         throw mapped;
+      } finally {
+        if (activity) activity.inFlight--;
       }
     }
   }
@@ -110,6 +119,8 @@ export class Database {
   ): Promise<postgres.RowList<T[]>> {
     const start = performance.now();
     let ok = false;
+    const activity = this.inTransaction ? undefined : this.options.activity;
+    if (activity) activity.inFlight++;
     try {
       const rows = await this.withTimeout(query, name, () => query.cancel());
       ok = true;
@@ -117,6 +128,7 @@ export class Database {
     } catch (error) {
       throw mapPostgresError(error);
     } finally {
+      if (activity) activity.inFlight--;
       const ms = performance.now() - start;
       this.options.onQuery?.(name, ms / 1000, ok);
       const { log, slowQueryMs } = this.options;

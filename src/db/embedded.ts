@@ -19,6 +19,11 @@ export interface EmbeddedOptions {
   persistent: boolean;
   /** Trade durability for speed: for throw-away test clusters only. */
   fast?: boolean;
+  /**
+   * When the cluster is already running for another live process (the app), use it
+   * instead of failing: for the CLI and migrations next to a running `npm start`.
+   */
+  reuseRunning?: boolean;
   log?: (message: string) => void;
 }
 
@@ -40,6 +45,16 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
   // The server runs as the `postgres` OS user when we are root: it must reach its folder.
   await chmod(parent, 0o755);
   const password = await clusterPassword(dir);
+  if (options.reuseRunning) {
+    const running = await runningPort(dir);
+    if (running !== null) {
+      return {
+        url: `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${running}/postgres`,
+        port: running,
+        stop: async () => {},
+      };
+    }
+  }
   const port = options.port || (await freePort());
   const output: string[] = [];
   const log = (message: unknown) => {
@@ -132,6 +147,33 @@ async function clearStalePid(dir: string, log?: (message: string) => void): Prom
   process.kill(pid, 'SIGINT'); // fast shutdown
   for (let i = 0; i < 100 && isAlive(pid); i++) await new Promise((r) => setTimeout(r, 100));
   if (isAlive(pid)) throw new EmbeddedPostgresError(`orphaned PostgreSQL (pid ${pid}) did not stop`);
+}
+
+/** The port of a cluster in `dir` that a live, non-orphaned server is running; otherwise null. */
+async function runningPort(dir: string): Promise<number | null> {
+  const pidFile = path.join(dir, 'postmaster.pid');
+  if (!existsSync(pidFile)) return null;
+  // postmaster.pid: pid, data directory, start time, port, ... (one per line).
+  const lines = (await readFile(pidFile, 'utf8')).split('\n');
+  const pid = Number(lines[0]);
+  const port = Number(lines[3]);
+  if (!Number.isInteger(pid) || !isAlive(pid) || (await parentPid(pid)) === 1) return null;
+  return Number.isInteger(port) && port > 0 ? port : null;
+}
+
+/** Creates `name` on the cluster if it does not exist; returns the URL of that database. */
+export async function ensureDatabase(serverUrl: string, name: string): Promise<string> {
+  const { default: postgres } = await import('postgres');
+  const sql = postgres(serverUrl, { max: 1, onnotice: () => {} });
+  try {
+    const [exists] = await sql`select 1 as found from pg_database where datname = ${name}`;
+    if (!exists) await sql`create database ${sql(name)}`;
+  } finally {
+    await sql.end();
+  }
+  const url = new URL(serverUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
 }
 
 function isAlive(pid: number): boolean {

@@ -7,6 +7,7 @@ import { ExecutionRepository } from './execution-repository.js';
 import { ScriptRepository } from './script-repository.js';
 import { StatsRepository } from './stats-repository.js';
 import { SystemRepository } from './system-repository.js';
+import { TokenRepository } from './token-repository.js';
 import { UserRepository } from './user-repository.js';
 
 export class Repositories {
@@ -15,6 +16,7 @@ export class Repositories {
   readonly executions: ExecutionRepository;
   readonly stats: StatsRepository;
   readonly system: SystemRepository;
+  readonly tokens: TokenRepository;
 
   /** `readDb`, when given, serves the read-only statistics (a replica). */
   constructor(
@@ -26,6 +28,7 @@ export class Repositories {
     this.executions = new ExecutionRepository(db);
     this.stats = new StatsRepository(readDb);
     this.system = new SystemRepository(db);
+    this.tokens = new TokenRepository(db);
   }
 
   transaction<T>(fn: (tx: Repositories) => Promise<T>, options?: TransactionOptions): Promise<T> {
@@ -33,4 +36,11 @@ export class Repositories {
   }
 }
 
-export { ExecutionRepository, ScriptRepository, StatsRepository, SystemRepository, UserRepository };
+export {
+  ExecutionRepository,
+  ScriptRepository,
+  StatsRepository,
+  SystemRepository,
+  TokenRepository,
+  UserRepository,
+};

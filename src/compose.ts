@@ -1,0 +1,65 @@
+/**
+ * The object graph of a process, apart from where its configuration and its
+ * pool come from: main.ts, worker.ts, cli.ts and the tests all build it here.
+ */
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import type { Sql } from './db/client.js';
+import { Database } from './db/database.js';
+import type { AppContext } from './http/context.js';
+import type { Metrics } from './metrics.js';
+import { Repositories } from './repositories/index.js';
+import { AuthCache } from './services/auth-cache.js';
+import { AuthService } from './services/auth-service.js';
+import { ScriptService } from './services/script-service.js';
+import { SecretBox } from './services/secret-box.js';
+import { UserService } from './services/user-service.js';
+import type { Storage } from './storage/file-storage.js';
+
+export interface ComposeOptions {
+  config: Config;
+  sql: Sql;
+  /** A read replica's pool, for statistics; the primary when absent. */
+  readSql?: Sql;
+  log: Logger;
+  metrics: Metrics;
+  storage: Storage;
+  migrations: string[];
+}
+
+export interface Composition {
+  ctx: AppContext;
+  db: Database;
+  cache: AuthCache;
+  /** Queries under way on the primary pool (readiness reports the waiting ones). */
+  activity: { inFlight: number };
+}
+
+export function compose(options: ComposeOptions): Composition {
+  const { config, log, metrics } = options;
+  const activity = { inFlight: 0 };
+  const dbOptions = {
+    log,
+    slowQueryMs: config.SLOW_QUERY_MS,
+    queryTimeoutMs: config.DB_QUERY_TIMEOUT_MS,
+    onQuery: metrics.observeQuery,
+  };
+  const db = new Database(options.sql, { ...dbOptions, activity });
+  const readDb = options.readSql ? new Database(options.readSql, dbOptions) : db;
+  const repos = new Repositories(db, readDb);
+  const cache = new AuthCache(config.AUTH_CACHE_TTL_SECONDS * 1000);
+  const auth = new AuthService(repos, cache, config.TOKEN_TTL_HOURS * 3_600_000);
+  if (config.IBKR_TOKEN_KEY === undefined)
+    log.warn('IBKR_TOKEN_KEY is not set: IBKR tokens are encrypted with an insecure development key');
+  const secrets = config.IBKR_TOKEN_KEY ? new SecretBox(config.IBKR_TOKEN_KEY) : SecretBox.development();
+  const ctx: AppContext = {
+    config,
+    repos,
+    auth,
+    users: new UserService(repos, auth, options.storage, secrets, log),
+    scripts: new ScriptService(repos, options.storage, config.MAX_UPLOAD_BYTES, log),
+    metrics,
+    migrations: options.migrations,
+  };
+  return { ctx, db, cache, activity };
+}

@@ -1,0 +1,139 @@
+/**
+ * The Fastify application: `build()` wires plugins and routes around an
+ * AppContext and returns the app without listening (tests use `inject`;
+ * src/main.ts listens). Health, docs and metrics live at the root, the API under
+ * /api/v1.
+ */
+import { randomUUID } from 'node:crypto';
+import helmet from '@fastify/helmet';
+import multipart from '@fastify/multipart';
+import rateLimit from '@fastify/rate-limit';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import underPressure from '@fastify/under-pressure';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyPluginAsync,
+  LogController,
+} from 'fastify';
+import type { Logger } from 'pino';
+import type { AppContext } from './context.js';
+import { installErrorHandlers, problem, sendProblem } from './errors.js';
+import { authPlugin } from './plugins/auth.js';
+import { metricsPlugin } from './plugins/metrics.js';
+import { authRoutes } from './routes/auth.js';
+import { healthRoutes } from './routes/health.js';
+import { meRoutes } from './routes/me.js';
+import { scriptRoutes } from './routes/scripts.js';
+import { STATS_SCHEMAS, statsRoutes } from './routes/stats.js';
+import { userRoutes } from './routes/users.js';
+import { SHARED_SCHEMAS } from './schemas/common.js';
+import { SCRIPT_SCHEMAS } from './schemas/script.js';
+import { USER_SCHEMAS } from './schemas/user.js';
+
+export interface BuildOptions {
+  ctx: AppContext;
+  logger: Logger;
+  /** The pool's activity counter (see Database), for readiness. */
+  activity?: { inFlight: number };
+  /** Trust X-Forwarded-For (behind a reverse proxy), so rate limits see the client. */
+  trustProxy?: boolean;
+  /** More authenticated /api/v1 routes (the executor adds its own). */
+  apiRoutes?: Array<FastifyPluginAsync<{ ctx: AppContext }>>;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
+
+export async function build(options: BuildOptions): Promise<FastifyInstance> {
+  const { ctx } = options;
+  const app = Fastify({
+    loggerInstance: options.logger as FastifyBaseLogger,
+    // A well-formed X-Request-Id from a proxy is kept, so one id follows a request across services.
+    genReqId: (req) => {
+      const header = req.headers['x-request-id'];
+      return typeof header === 'string' && REQUEST_ID.test(header) ? header : randomUUID();
+    },
+    requestIdHeader: false,
+    logController: new LogController({ requestIdLogLabel: 'request_id' }),
+    trustProxy: options.trustProxy ?? false,
+    bodyLimit: 1024 * 1024,
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    return503OnClosing: true,
+    // Fastify's default Ajv strips unknown properties and says nothing; we refuse them (400).
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  installErrorHandlers(app);
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+  for (const schema of [...SHARED_SCHEMAS, ...USER_SCHEMAS, ...SCRIPT_SCHEMAS, ...STATS_SCHEMAS])
+    app.addSchema(schema);
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'DollarClub API',
+        version: '1.0.0',
+        description: 'Accounts, trading-strategy scripts, their runs, and platform statistics.',
+      },
+      components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer' } } },
+    },
+    // Named components (User, Script, Problem, ...) instead of def-0, def-1.
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true });
+  await app.register(helmet, {
+    contentSecurityPolicy: {
+      directives: {
+        defaultSrc: ["'self'"],
+        imgSrc: ["'self'", 'data:', 'validator.swagger.io'],
+        scriptSrc: ["'self'", ...app.swaggerCSP.script],
+        styleSrc: ["'self'", 'https:', ...app.swaggerCSP.style],
+      },
+    },
+  });
+  await app.register(underPressure, {
+    maxEventLoopDelay: 2000,
+    retryAfter: 5,
+    pressureHandler: (request, reply, type) => {
+      request.log.warn({ type }, 'under pressure: refusing a request');
+      void sendProblem(
+        reply.header('retry-after', '5'),
+        problem(503, 'SERVER_OVERLOADED', 'the server is overloaded; try again shortly', {
+          request_id: request.id,
+        }),
+      );
+    },
+  });
+  await app.register(rateLimit, { global: false });
+  await app.register(multipart, {
+    limits: { fileSize: ctx.config.MAX_UPLOAD_BYTES, files: 1, fields: 0, parts: 1 },
+  });
+  await app.register(metricsPlugin, { ctx });
+  await app.register(authPlugin, { auth: ctx.auth });
+
+  await app.register(healthRoutes, { ctx, activity: options.activity });
+  await app.register(
+    async (api) => {
+      await api.register(authRoutes, { ctx, prefix: '/auth' });
+      await api.register(async (secured) => {
+        secured.addHook('onRoute', (route) => {
+          route.schema = { ...route.schema, security: [{ bearerAuth: [] }] };
+        });
+        secured.addHook('onRequest', secured.authenticate);
+        await secured.register(meRoutes, { ctx });
+        await secured.register(userRoutes, { ctx });
+        await secured.register(scriptRoutes, { ctx });
+        await secured.register(statsRoutes, { ctx });
+        for (const routes of options.apiRoutes ?? []) await secured.register(routes, { ctx });
+      });
+    },
+    { prefix: '/api/v1' },
+  );
+  return app;
+}

@@ -1,0 +1,22 @@
+/** What the routes are given: services and repositories, never the pool itself. */
+import type { Config } from '../config.js';
+import type { Metrics } from '../metrics.js';
+import type { Repositories } from '../repositories/index.js';
+import type { AuthService } from '../services/auth-service.js';
+import type { ScriptService } from '../services/script-service.js';
+import type { UserService } from '../services/user-service.js';
+
+export interface AppContext {
+  config: Config;
+  repos: Repositories;
+  auth: AuthService;
+  users: UserService;
+  scripts: ScriptService;
+  metrics: Metrics;
+  /** Migration names on disk, for readiness (current / pending). */
+  migrations: string[];
+}
+
+export interface RouteOptions {
+  ctx: AppContext;
+}

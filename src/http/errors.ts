@@ -1,0 +1,148 @@
+/**
+ * One error handler for the whole API: domain errors and Fastify's own 4xx become
+ * RFC 9457 problem+json with a stable `code`; anything else is a bug, logged with
+ * the request id and answered with a generic 500 that reveals nothing.
+ */
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import {
+  ConflictError,
+  DatabaseUnavailableError,
+  DomainError,
+  ForbiddenError,
+  ForeignKeyError,
+  InvalidStateError,
+  NotFoundError,
+  PayloadTooLargeError,
+  TooManyRunningError,
+  UnauthenticatedError,
+  UnsupportedFileTypeError,
+  ValidationError,
+} from '../domain/errors.js';
+import type { ProblemBody } from './schemas/common.js';
+
+const STATUS_OF: Array<[abstract new (...args: never[]) => DomainError, number]> = [
+  [ValidationError, 400],
+  [UnauthenticatedError, 401],
+  [ForbiddenError, 403],
+  [NotFoundError, 404],
+  [ConflictError, 409],
+  [InvalidStateError, 409],
+  [ForeignKeyError, 409],
+  [PayloadTooLargeError, 413],
+  [UnsupportedFileTypeError, 415],
+  [TooManyRunningError, 429],
+  [DatabaseUnavailableError, 503],
+];
+
+const TITLES: Record<number, string> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  406: 'Not Acceptable',
+  409: 'Conflict',
+  413: 'Content Too Large',
+  415: 'Unsupported Media Type',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable',
+};
+
+/** Codes for Fastify's and its plugins' own client errors, by status. */
+const GENERIC_CODES: Record<number, string> = {
+  400: 'BAD_REQUEST',
+  401: 'UNAUTHENTICATED',
+  403: 'FORBIDDEN',
+  404: 'NOT_FOUND',
+  405: 'METHOD_NOT_ALLOWED',
+  406: 'UNSUPPORTED_MEDIA_TYPE',
+  413: 'PAYLOAD_TOO_LARGE',
+  415: 'UNSUPPORTED_MEDIA_TYPE',
+  429: 'RATE_LIMITED',
+};
+
+export function problem(
+  status: number,
+  code: string,
+  detail: string,
+  extra: Partial<ProblemBody> = {},
+): ProblemBody {
+  return {
+    type: `https://dollarclub.dev/problems/${code.toLowerCase().replaceAll('_', '-')}`,
+    title: TITLES[status] ?? 'Error',
+    status,
+    detail,
+    code,
+    ...extra,
+  };
+}
+
+export function sendProblem(reply: FastifyReply, body: ProblemBody): FastifyReply {
+  return reply.code(body.status).type('application/problem+json').send(body);
+}
+
+function toProblem(
+  error: FastifyError | Error,
+  request: FastifyRequest,
+): { body: ProblemBody; log: boolean } {
+  const request_id = request.id;
+  if (error instanceof DomainError) {
+    const status = STATUS_OF.find(([type]) => error instanceof type)?.[1] ?? 500;
+    const errors = error instanceof ValidationError && error.errors.length > 0 ? error.errors : undefined;
+    return { body: problem(status, error.code, error.message, { request_id, errors }), log: status >= 500 };
+  }
+  const fastifyError = error as FastifyError;
+  if (fastifyError.validation) {
+    const errors = fastifyError.validation.map((v) => ({
+      path: `/${fastifyError.validationContext ?? 'body'}${v.instancePath}${
+        v.keyword === 'required' || v.keyword === 'additionalProperties'
+          ? `/${String((v.params as Record<string, unknown>).missingProperty ?? (v.params as Record<string, unknown>).additionalProperty)}`
+          : ''
+      }`,
+      message: v.keyword === 'additionalProperties' ? 'is not allowed' : (v.message ?? 'is invalid'),
+    }));
+    return {
+      body: problem(400, 'VALIDATION_FAILED', 'the request is not valid', { request_id, errors }),
+      log: false,
+    };
+  }
+  const status = fastifyError.statusCode;
+  if (status !== undefined && status >= 400 && status < 500) {
+    const code = GENERIC_CODES[status] ?? 'BAD_REQUEST';
+    // Fastify's client-error messages describe the request, never the server.
+    return {
+      body: problem(status === 406 ? 415 : status, code, fastifyError.message, { request_id }),
+      log: false,
+    };
+  }
+  if (status === 503) {
+    return {
+      body: problem(503, 'SERVICE_UNAVAILABLE', 'the server is overloaded; try again', { request_id }),
+      log: true,
+    };
+  }
+  return {
+    body: problem(500, 'INTERNAL', 'something went wrong on our side; it has been logged', { request_id }),
+    log: true,
+  };
+}
+
+export function installErrorHandlers(app: FastifyInstance): void {
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    const { body, log } = toProblem(error, request);
+    if (log) request.log.error({ err: error }, 'request failed');
+    else request.log.info({ code: body.code, status: body.status, detail: body.detail }, 'request refused');
+    if (body.status === 401) reply.header('www-authenticate', 'Bearer');
+    if (body.status === 503) reply.header('retry-after', '5');
+    return sendProblem(reply, body);
+  });
+  app.setNotFoundHandler((request, reply) =>
+    sendProblem(
+      reply,
+      problem(404, 'NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`, {
+        request_id: request.id,
+      }),
+    ),
+  );
+}

@@ -1,0 +1,36 @@
+/**
+ * Prometheus: request durations by route pattern (never the raw URL, whose ids
+ * would explode the label set), and `GET /metrics`, which also samples the pool
+ * and the run queue at scrape time.
+ */
+import fp from 'fastify-plugin';
+import type { AppContext } from '../context.js';
+
+export const metricsPlugin = fp<{ ctx: AppContext }>(
+  async (app, { ctx }) => {
+    const { metrics } = ctx;
+    metrics.poolMax.set(ctx.config.DB_POOL_MAX);
+    app.addHook('onResponse', async (request, reply) => {
+      metrics.httpDuration.observe(
+        {
+          method: request.method,
+          route: request.routeOptions.url ?? 'unmatched',
+          status_code: String(reply.statusCode),
+        },
+        reply.elapsedTime / 1000,
+      );
+    });
+    app.get('/metrics', { schema: { hide: true } }, async (request, reply) => {
+      try {
+        const status = await ctx.repos.system.status();
+        metrics.poolConnections.set({ state: 'total' }, status.connections);
+        metrics.poolConnections.set({ state: 'idle' }, status.idle_connections);
+      } catch (err) {
+        // Metrics must answer while the database is down: that is when they matter.
+        request.log.warn({ err }, 'could not sample the pool for metrics');
+      }
+      return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+    });
+  },
+  { name: 'metrics' },
+);

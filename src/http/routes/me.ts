@@ -1,0 +1,81 @@
+/** The signed-in user: profile, password, and the IBKR link. */
+import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
+import type { RouteOptions } from '../context.js';
+import { principalOf } from '../plugins/auth.js';
+import { problems } from '../schemas/common.js';
+import { Password, User, Username } from '../schemas/user.js';
+
+export const meRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, { ctx }) => {
+  app.get(
+    '/me',
+    {
+      schema: {
+        tags: ['me'],
+        summary: 'The current user',
+        response: { 200: Type.Ref(User), ...problems(401, 503) },
+      },
+    },
+    async (request) => ctx.repos.users.getById(principalOf(request).user_id),
+  );
+
+  app.patch(
+    '/me',
+    {
+      schema: {
+        tags: ['me'],
+        summary: 'Change the username and/or the password',
+        description: 'A new password needs the current one, and ends every other session of the user.',
+        body: Type.Object(
+          {
+            username: Type.Optional(Username),
+            current_password: Type.Optional(Type.String({ maxLength: 1024 })),
+            new_password: Type.Optional(Password),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: Type.Ref(User), ...problems(400, 401, 503) },
+      },
+    },
+    async (request) => ctx.users.updateSelf(principalOf(request), request.body),
+  );
+
+  app.put(
+    '/me/ibkr',
+    {
+      schema: {
+        tags: ['me'],
+        summary: 'Link an Interactive Brokers account',
+        description: 'Tokens are stored encrypted (AES-256-GCM) and never returned.',
+        body: Type.Object(
+          {
+            ibkr_user_id: Type.String({ minLength: 1, maxLength: 100 }),
+            access_token: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })),
+            refresh_token: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })),
+            token_expires_at: Type.Optional(Type.String({ format: 'date-time' })),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: Type.Ref(User), ...problems(400, 401, 409, 503) },
+      },
+    },
+    async (request) => {
+      const { token_expires_at, ...rest } = request.body;
+      return ctx.users.linkIbkr(principalOf(request).user_id, {
+        ...rest,
+        token_expires_at: token_expires_at === undefined ? undefined : new Date(token_expires_at),
+      });
+    },
+  );
+
+  app.delete(
+    '/me/ibkr',
+    {
+      schema: {
+        tags: ['me'],
+        summary: 'Unlink the Interactive Brokers account and forget its tokens',
+        response: { 200: Type.Ref(User), ...problems(401, 503) },
+      },
+    },
+    async (request) => ctx.users.unlinkIbkr(principalOf(request).user_id),
+  );
+};

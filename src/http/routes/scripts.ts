@@ -1,0 +1,210 @@
+/**
+ * Scripts: upload, list, read, download, delete. A user reaches only its own
+ * scripts (someone else's id is a 404); admins reach all.
+ * Execution routes (execute, cancel, logs, running) are in execution.ts.
+ */
+
+import type { Readable } from 'node:stream';
+import type {} from '@fastify/multipart';
+import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
+import contentDisposition from 'content-disposition';
+import { ForbiddenError, ValidationError } from '../../domain/errors.js';
+import { SCRIPT_SORTS } from '../../repositories/script-repository.js';
+import type { RouteOptions } from '../context.js';
+import { ownerScope, principalOf } from '../plugins/auth.js';
+import { CursorQuery, IdParams, NoContent, PageQuery, problems } from '../schemas/common.js';
+import { Script, ScriptOwner, ScriptStatus } from '../schemas/script.js';
+import { listPage } from './pages.js';
+
+const ScriptPage = Type.Union([
+  Type.Object(
+    {
+      scripts: Type.Array(Type.Ref(Script)),
+      total: Type.Integer(),
+      page: Type.Integer(),
+      per_page: Type.Integer(),
+      pages: Type.Integer(),
+    },
+    { additionalProperties: false, title: 'offset page' },
+  ),
+  Type.Object(
+    { scripts: Type.Array(Type.Ref(Script)), next_cursor: Type.Union([Type.String(), Type.Null()]) },
+    { additionalProperties: false, title: 'cursor page' },
+  ),
+]);
+
+const ScriptWithOwner = Type.Object(
+  { ...Script.properties, user: Type.Ref(ScriptOwner) },
+  { additionalProperties: false },
+);
+
+export const scriptRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, { ctx }) => {
+  app.post(
+    '/scripts',
+    {
+      // The body is a multipart stream read by the handler; its schema is documentation only.
+      validatorCompiler: () => () => true,
+      schema: {
+        tags: ['scripts'],
+        summary: 'Upload a script (.py, .js or .ts) as the multipart field `file`',
+        consumes: ['multipart/form-data'],
+        body: Type.Object({ file: Type.String({ format: 'binary' }) }),
+        response: { 201: Type.Ref(Script), ...problems(400, 401, 413, 415, 503) },
+      },
+    },
+    async (request, reply) => {
+      const part = await request
+        .file({
+          limits: { fileSize: ctx.config.MAX_UPLOAD_BYTES, files: 1, fields: 0, parts: 1, headerPairs: 100 },
+        })
+        .catch((error: Error & { statusCode?: number }) => {
+          // The multipart parser's own errors carry no status: they describe a malformed body.
+          if (error.statusCode !== undefined) throw error;
+          throw ValidationError.field('/file', 'the body is not valid multipart data', 'MALFORMED_UPLOAD');
+        });
+      if (part === undefined) throw ValidationError.field('/file', 'a file is required', 'FILE_REQUIRED');
+      if (part.fieldname !== 'file') {
+        part.file.resume();
+        throw ValidationError.field(
+          `/${part.fieldname.slice(0, 50)}`,
+          'the file must be sent as the field `file`',
+        );
+      }
+      const script = await ctx.scripts.upload(principalOf(request).user_id, {
+        filename: part.filename,
+        stream: part.file,
+      });
+      request.log.info({ script_id: script.id, size: script.file_size }, 'script uploaded');
+      return reply.code(201).send(script);
+    },
+  );
+
+  app.get(
+    '/scripts',
+    {
+      schema: {
+        tags: ['scripts'],
+        summary: 'Own scripts, newest first; admins may ask for one user (`user_id`) or everyone (`all`)',
+        querystring: Type.Object(
+          {
+            ...PageQuery,
+            ...CursorQuery,
+            status: Type.Optional(Type.Ref(ScriptStatus)),
+            min_execution_time: Type.Optional(Type.Number({ minimum: 0, maximum: 1e7 })),
+            created_since: Type.Optional(Type.String({ format: 'date-time' })),
+            sort: Type.Optional(
+              Type.Union(
+                SCRIPT_SORTS.map((s) => Type.Literal(s)),
+                { default: '-created_at' },
+              ),
+            ),
+            user_id: Type.Optional(Type.Integer({ minimum: 1, maximum: 2 ** 53 - 1 })),
+            all: Type.Optional(Type.Boolean()),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: ScriptPage, ...problems(400, 401, 403, 503) },
+      },
+    },
+    async (request) => {
+      const { page, per_page, cursor, sort, created_since, user_id, all, ...rest } = request.query;
+      const principal = principalOf(request);
+      if ((user_id !== undefined || all !== undefined) && principal.role !== 'admin')
+        throw new ForbiddenError('only admins may list scripts of other users');
+      if (user_id !== undefined && all === true)
+        throw ValidationError.field('/querystring/all', 'cannot be combined with user_id');
+      const filters = {
+        ...rest,
+        user_id: all === true ? undefined : (user_id ?? principal.user_id),
+        created_since: created_since === undefined ? undefined : new Date(created_since),
+      };
+      const order = sort ?? '-created_at';
+      return listPage(
+        'scripts',
+        { page, per_page, cursor },
+        (p) => ctx.repos.scripts.listPage(filters, order, p),
+        (c, limit) => ctx.repos.scripts.listAfter(filters, order, c, limit),
+      );
+    },
+  );
+
+  app.get(
+    '/scripts/recent',
+    {
+      preHandler: app.requireAdmin,
+      schema: {
+        tags: ['scripts'],
+        summary: 'Scripts of the last `days`, newest first, each with its owner (admin)',
+        querystring: Type.Object(
+          {
+            days: Type.Optional(Type.Integer({ minimum: 1, maximum: 3650, default: 7 })),
+            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+          },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object({ scripts: Type.Array(ScriptWithOwner) }, { additionalProperties: false }),
+          ...problems(400, 401, 403, 503),
+        },
+      },
+    },
+    async (request) => {
+      const days = request.query.days ?? 7;
+      const since = new Date(Date.now() - days * 86_400_000);
+      return { scripts: await ctx.repos.scripts.listRecentWithUser(since, request.query.limit ?? 100) };
+    },
+  );
+
+  app.get(
+    '/scripts/:id',
+    {
+      schema: {
+        tags: ['scripts'],
+        summary: 'One script',
+        params: IdParams,
+        response: { 200: Type.Ref(Script), ...problems(400, 401, 404, 503) },
+      },
+    },
+    async (request) => ctx.repos.scripts.getById(request.params.id, ownerScope(request)),
+  );
+
+  app.get(
+    '/scripts/:id/content',
+    {
+      schema: {
+        tags: ['scripts'],
+        summary: 'The uploaded file, as an attachment under its original name',
+        params: IdParams,
+        response: {
+          200: Type.Unsafe<Readable>({ type: 'string', format: 'binary', description: 'the file' }),
+          ...problems(400, 401, 404, 503),
+        },
+      },
+    },
+    async (request, reply) => {
+      const file = await ctx.scripts.content(request.params.id, ownerScope(request));
+      return reply
+        .type('application/octet-stream')
+        .header('content-disposition', contentDisposition(file.filename))
+        .header('content-length', file.size)
+        .send(file.stream);
+    },
+  );
+
+  app.delete(
+    '/scripts/:id',
+    {
+      schema: {
+        tags: ['scripts'],
+        summary: 'Delete a script and its file; refused while it is queued or running',
+        params: IdParams,
+        response: { 204: NoContent, ...problems(400, 401, 404, 409, 503) },
+      },
+    },
+    async (request, reply) => {
+      await ctx.scripts.delete(request.params.id, ownerScope(request));
+      request.log.info({ script_id: request.params.id }, 'script deleted');
+      return reply.code(204).send(null);
+    },
+  );
+};

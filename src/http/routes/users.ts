@@ -1,0 +1,172 @@
+/** Users, for admins; a user may read and delete itself. Anyone else's id is a 404. */
+import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
+import type { FastifyRequest } from 'fastify';
+import { NotFoundError } from '../../domain/errors.js';
+import type { RouteOptions } from '../context.js';
+import { principalOf } from '../plugins/auth.js';
+import { CursorQuery, IdParams, NoContent, PageQuery, problems } from '../schemas/common.js';
+import { Script } from '../schemas/script.js';
+import { AuthProvider, User, Username, UserRole } from '../schemas/user.js';
+import { listPage } from './pages.js';
+
+const UserWithScripts = Type.Object(
+  { ...User.properties, scripts: Type.Optional(Type.Array(Type.Ref(Script))) },
+  { additionalProperties: false },
+);
+
+const UserPage = Type.Union([
+  Type.Object(
+    {
+      users: Type.Array(Type.Ref(User)),
+      total: Type.Integer(),
+      page: Type.Integer(),
+      per_page: Type.Integer(),
+      pages: Type.Integer(),
+    },
+    { additionalProperties: false, title: 'offset page' },
+  ),
+  Type.Object(
+    { users: Type.Array(Type.Ref(User)), next_cursor: Type.Union([Type.String(), Type.Null()]) },
+    { additionalProperties: false, title: 'cursor page' },
+  ),
+]);
+
+/** The caller itself, or anyone for an admin; otherwise the user is "not found". */
+function assertSelfOrAdmin(request: FastifyRequest, id: number): void {
+  const principal = principalOf(request);
+  if (principal.role !== 'admin' && principal.user_id !== id) throw new NotFoundError('user');
+}
+
+export const userRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, { ctx }) => {
+  app.get(
+    '/users',
+    {
+      preHandler: app.requireAdmin,
+      schema: {
+        tags: ['users'],
+        summary: 'List users, newest first (offset page, or keyset with `cursor`)',
+        querystring: Type.Object(
+          {
+            ...PageQuery,
+            ...CursorQuery,
+            auth_provider: Type.Optional(Type.Ref(AuthProvider)),
+            is_active: Type.Optional(Type.Boolean()),
+            ibkr_connected: Type.Optional(Type.Boolean()),
+            last_login_since: Type.Optional(Type.String({ format: 'date-time' })),
+            created_since: Type.Optional(Type.String({ format: 'date-time' })),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: UserPage, ...problems(400, 401, 403, 503) },
+      },
+    },
+    async (request) => {
+      const { page, per_page, cursor, last_login_since, created_since, ...rest } = request.query;
+      const filters = {
+        ...rest,
+        last_login_since: last_login_since === undefined ? undefined : new Date(last_login_since),
+        created_since: created_since === undefined ? undefined : new Date(created_since),
+      };
+      return listPage(
+        'users',
+        { page, per_page, cursor },
+        (p) => ctx.repos.users.listPage(filters, p),
+        (c, limit) => ctx.repos.users.listAfter(filters, c, limit),
+      );
+    },
+  );
+
+  app.get(
+    '/users/search',
+    {
+      preHandler: app.requireAdmin,
+      schema: {
+        tags: ['users'],
+        summary: 'Case-insensitive substring search of email or username',
+        querystring: Type.Object(
+          {
+            q: Type.String({ minLength: 1, maxLength: 100 }),
+            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20 })),
+          },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object({ users: Type.Array(Type.Ref(User)) }, { additionalProperties: false }),
+          ...problems(400, 401, 403, 503),
+        },
+      },
+    },
+    async (request) => ({ users: await ctx.repos.users.search(request.query.q, request.query.limit ?? 20) }),
+  );
+
+  app.get(
+    '/users/:id',
+    {
+      schema: {
+        tags: ['users'],
+        summary: 'One user (admin, or the user itself); `include=scripts` embeds its scripts',
+        params: IdParams,
+        querystring: Type.Object(
+          { include: Type.Optional(Type.Literal('scripts')) },
+          { additionalProperties: false },
+        ),
+        response: { 200: UserWithScripts, ...problems(400, 401, 404, 503) },
+      },
+    },
+    async (request) => {
+      const { id } = request.params;
+      assertSelfOrAdmin(request, id);
+      if (request.query.include === 'scripts') {
+        const user = await ctx.repos.users.findWithScripts(id);
+        if (user === null) throw new NotFoundError('user');
+        return user;
+      }
+      return ctx.repos.users.getById(id);
+    },
+  );
+
+  app.patch(
+    '/users/:id',
+    {
+      preHandler: app.requireAdmin,
+      schema: {
+        tags: ['users'],
+        summary: 'Change a user (admin)',
+        params: IdParams,
+        body: Type.Object(
+          {
+            username: Type.Optional(Username),
+            is_active: Type.Optional(Type.Boolean()),
+            is_verified: Type.Optional(Type.Boolean()),
+            role: Type.Optional(Type.Ref(UserRole)),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: Type.Ref(User), ...problems(400, 401, 403, 404, 503) },
+      },
+    },
+    async (request) => {
+      const user = await ctx.users.update(request.params.id, request.body);
+      request.log.info({ user_id: user.id, changes: Object.keys(request.body) }, 'user changed by an admin');
+      return user;
+    },
+  );
+
+  app.delete(
+    '/users/:id',
+    {
+      schema: {
+        tags: ['users'],
+        summary: 'Delete a user, its scripts and their files (admin, or the user itself)',
+        params: IdParams,
+        response: { 204: NoContent, ...problems(400, 401, 404, 503) },
+      },
+    },
+    async (request, reply) => {
+      assertSelfOrAdmin(request, request.params.id);
+      await ctx.users.delete(request.params.id);
+      request.log.info({ user_id: request.params.id }, 'user deleted');
+      return reply.code(204).send(null);
+    },
+  );
+};

@@ -1,0 +1,80 @@
+/**
+ * `npm start`: the composition root. Config → database (DATABASE_URL or an
+ * embedded PostgreSQL in ./.data) → migrations → API (+ the script executor) →
+ * listen. SIGTERM/SIGINT finish in-flight requests, stop the executor, close
+ * the pool and the embedded database, and exit 0.
+ */
+import { hostname } from 'node:os';
+import closeWithGrace from 'close-with-grace';
+import { compose } from './compose.js';
+import { ConfigError, loadConfig } from './config.js';
+import { createPool, poolOptionsFrom } from './db/client.js';
+import { locateDatabase } from './db/connect.js';
+import { migrate, migrationNames } from './db/migrate.js';
+import { build } from './http/app.js';
+import { createLogger } from './logger.js';
+import { startMaintenance } from './maintenance.js';
+import { Metrics } from './metrics.js';
+import { listenForAuthChanges } from './services/auth-listener.js';
+import { FileStorage } from './storage/file-storage.js';
+
+async function main(): Promise<void> {
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(error.message);
+      process.exit(1);
+    }
+    throw error;
+  }
+  const log = createLogger(config.LOG_LEVEL);
+  const location = await locateDatabase(config, log);
+  const ran = await migrate({ databaseUrl: location.url, log: (message) => log.debug({ migrate: message }) });
+  log.info({ applied: ran }, ran.length > 0 ? 'migrations applied' : 'schema is up to date');
+
+  const processName = `dollarclub-api:${hostname()}:${process.pid}`;
+  const sql = createPool(poolOptionsFrom(config, location.url, processName), log);
+  const readSql = config.DATABASE_READ_URL
+    ? createPool(poolOptionsFrom(config, config.DATABASE_READ_URL, `${processName}:read`), log)
+    : undefined;
+  const storage = new FileStorage(config.STORAGE_DIR);
+  await storage.init();
+  const metrics = new Metrics();
+  const composition = compose({
+    config,
+    sql,
+    readSql,
+    log,
+    metrics,
+    storage,
+    migrations: await migrationNames(),
+  });
+  const authListener = await listenForAuthChanges(sql, composition.cache, log);
+  const app = await build({
+    ctx: composition.ctx,
+    logger: log,
+    activity: composition.activity,
+    trustProxy: config.TRUST_PROXY,
+  });
+  const maintenance = startMaintenance(composition.ctx.repos, config.LOG_RETENTION_DAYS, log);
+
+  closeWithGrace({ delay: (config.EXECUTOR_SHUTDOWN_GRACE_SECONDS + 10) * 1000 }, async ({ signal, err }) => {
+    if (err) log.error({ err }, 'shutting down after an error');
+    else log.info({ signal }, 'shutting down');
+    maintenance.stop();
+    await app.close(); // stops accepting, finishes in-flight requests
+    await authListener.unlisten().catch(() => {});
+    await Promise.all([sql.end({ timeout: 5 }), readSql?.end({ timeout: 5 })]);
+    await location.embedded?.stop();
+    log.info('stopped');
+  });
+
+  await app.listen({ host: config.HOST, port: config.PORT });
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});

@@ -1,0 +1,28 @@
+/**
+ * Keeps this process's AuthCache in step with the database: the `auth_changed`
+ * notifications (sent by triggers at commit) evict a user's cached tokens. On
+ * every (re)connection of the listening session the whole cache is dropped,
+ * since notifications sent while it was away are lost.
+ */
+import type { Logger } from 'pino';
+import type { Sql } from '../db/client.js';
+import type { AuthCache } from './auth-cache.js';
+
+export async function listenForAuthChanges(
+  sql: Sql,
+  cache: AuthCache,
+  log: Logger,
+): Promise<{ unlisten: () => Promise<void> }> {
+  const { unlisten } = await sql.listen(
+    'auth_changed',
+    (payload) => {
+      const userId = Number(payload);
+      if (Number.isSafeInteger(userId)) cache.evictUser(userId);
+    },
+    () => {
+      cache.clear();
+      log.debug('listening for auth_changed');
+    },
+  );
+  return { unlisten };
+}

@@ -1,0 +1,115 @@
+/**
+ * Accounts and bearer tokens: register, login, logout, and the check every
+ * authenticated request makes. Passwords are argon2id; tokens are random and
+ * stored hashed; verified tokens are cached briefly (AuthCache).
+ */
+import { ForbiddenError, UnauthenticatedError } from '../domain/errors.js';
+import { assertValid, normalizeEmail, passwordProblem, type User, usernameProblem } from '../domain/user.js';
+import type { Repositories } from '../repositories/index.js';
+import type { AuthCache, AuthIdentity } from './auth-cache.js';
+import { hashPassword, verifyPassword } from './passwords.js';
+import { newToken, tokenHash } from './tokens.js';
+
+export interface Session {
+  user: User;
+  token: string;
+}
+
+/** The identity of an authenticated request, and which token it used. */
+export interface Principal extends AuthIdentity {
+  token_hash: Buffer;
+}
+
+export class AuthService {
+  constructor(
+    private readonly repos: Repositories,
+    private readonly cache: AuthCache,
+    private readonly tokenTtlMs: number,
+  ) {}
+
+  /** Creates an email account and signs it in. EMAIL_TAKEN when the email is registered. */
+  async register(input: { email: string; username: string; password: string }): Promise<Session> {
+    // Every cheap check before the expensive hash.
+    const email = normalizeEmail(input.email);
+    assertValid([
+      ['/username', usernameProblem(input.username)],
+      ['/password', passwordProblem(input.password)],
+    ]);
+    const hashed = await hashPassword(input.password);
+    return this.repos.transaction(async (tx) => {
+      const user = await tx.users.create({ email, username: input.username, hashed_password: hashed });
+      return { user, token: await this.issue(tx, user.id) };
+    });
+  }
+
+  /**
+   * Signs in by email and password. Unknown email and wrong password are the same
+   * 401 and cost the same time; a deactivated account is 403 (only once the password
+   * is proven, so it reveals nothing to a guesser).
+   */
+  async login(email: string, password: string): Promise<Session> {
+    const credentials = await this.repos.users.findCredentials(email);
+    const ok = await verifyPassword(credentials?.hashed_password ?? null, password);
+    if (credentials === null || !ok) throw new UnauthenticatedError('wrong email or password');
+    if (!credentials.is_active) throw new ForbiddenError('this account is deactivated', 'ACCOUNT_INACTIVE');
+    return this.repos.transaction(async (tx) => {
+      const user = await tx.users.touchLogin(credentials.id);
+      return { user, token: await this.issue(tx, user.id) };
+    });
+  }
+
+  /** Revokes the token in use. */
+  async logout(principal: Principal): Promise<void> {
+    await this.repos.tokens.revoke(principal.token_hash);
+    this.cache.evictKey(cacheKey(principal.token_hash));
+  }
+
+  /** Who presents this bearer token; UnauthenticatedError when nobody valid does. */
+  async authenticate(token: string): Promise<Principal> {
+    const hash = tokenHash(token);
+    if (hash === null) throw new UnauthenticatedError('invalid or expired token');
+    const key = cacheKey(hash);
+    const cached = this.cache.get(key);
+    if (cached !== null) return { ...cached, token_hash: hash };
+    const identity = await this.repos.tokens.authenticate(hash);
+    if (identity === null) throw new UnauthenticatedError('invalid or expired token');
+    const principal = { user_id: identity.user_id, role: identity.role };
+    this.cache.set(key, principal, identity.expires_at);
+    return { ...principal, token_hash: hash };
+  }
+
+  /**
+   * Sets a new password after checking the current one, and ends every other
+   * session of the user (the one in use stays signed in).
+   */
+  async changePassword(principal: Principal, current: string | undefined, next: string): Promise<void> {
+    assertValid([['/new_password', passwordProblem(next)]]);
+    if (current === undefined) assertValid([['/current_password', 'is required to set a new password']]);
+    const credentials = await this.repos.users.findCredentialsById(principal.user_id);
+    if (credentials?.hashed_password == null)
+      assertValid([['/current_password', 'this account signs in with Google and has no password']]);
+    if (!(await verifyPassword(credentials?.hashed_password ?? null, current ?? '')))
+      assertValid([['/current_password', 'is not the current password']]);
+    const hashed = await hashPassword(next);
+    await this.repos.transaction(async (tx) => {
+      await tx.users.update(principal.user_id, { hashed_password: hashed });
+      await tx.tokens.revokeAllForUser(principal.user_id, principal.token_hash);
+    });
+    this.cache.evictUser(principal.user_id);
+  }
+
+  /** Forget cached tokens of a user whose role, state or existence changed (other processes hear it by NOTIFY). */
+  evictUser(userId: number): void {
+    this.cache.evictUser(userId);
+  }
+
+  private async issue(tx: Repositories, userId: number): Promise<string> {
+    const token = newToken();
+    await tx.tokens.create(userId, tokenHash(token)!, new Date(Date.now() + this.tokenTtlMs));
+    return token;
+  }
+}
+
+function cacheKey(hash: Buffer): string {
+  return hash.toString('base64');
+}

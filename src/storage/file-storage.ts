@@ -1,0 +1,91 @@
+/**
+ * Where uploaded scripts live: a folder (STORAGE_DIR), under generated names.
+ * Callers hold a storage key (`ab/<uuid>.py`), never a path built from client
+ * input; `pathOf` refuses any key that would leave the folder. One interface, so
+ * an object store can take its place.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { createReadStream, createWriteStream, type ReadStream } from 'node:fs';
+import { chmod, mkdir, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { type Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { ScriptExtension } from '../domain/script.js';
+
+export interface StoredFile {
+  key: string;
+  size: number;
+  sha256: string;
+}
+
+export interface Storage {
+  /** Streams `source` into a new file; on any error nothing is left behind. */
+  save(source: Readable, extension: ScriptExtension): Promise<StoredFile>;
+  open(key: string): ReadStream;
+  /** Removes a file; a missing one is not an error. */
+  remove(key: string): Promise<void>;
+  /** The absolute path of a key, for the executor. */
+  pathOf(key: string): string;
+}
+
+const KEY_PATTERN = /^[0-9a-f]{2}\/[0-9a-f-]{36}\.(py|js|ts)$/;
+
+export class FileStorage implements Storage {
+  readonly root: string;
+
+  constructor(root: string) {
+    this.root = path.resolve(root);
+  }
+
+  /** Creates the folder; readable by the unprivileged user scripts run as (they get a copy, not this path). */
+  async init(): Promise<void> {
+    await mkdir(this.root, { recursive: true, mode: 0o700 });
+  }
+
+  async save(source: Readable, extension: ScriptExtension): Promise<StoredFile> {
+    const id = randomUUID();
+    const key = `${id.slice(0, 2)}/${id}${extension}`;
+    const file = this.pathOf(key);
+    await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+    const hash = createHash('sha256');
+    let size = 0;
+    const measure = new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        size += chunk.length;
+        hash.update(chunk);
+        done(null, chunk);
+      },
+    });
+    try {
+      // 'wx': never overwrite, even if a UUID ever repeated.
+      await pipeline(source, measure, createWriteStream(file, { flags: 'wx', mode: 0o600 }));
+      await chmod(file, 0o600);
+    } catch (error) {
+      await rm(file, { force: true });
+      throw error;
+    }
+    return { key, size, sha256: hash.digest('hex') };
+  }
+
+  open(key: string): ReadStream {
+    return createReadStream(this.pathOf(key));
+  }
+
+  async remove(key: string): Promise<void> {
+    await rm(this.pathOf(key), { force: true });
+  }
+
+  async exists(key: string): Promise<boolean> {
+    return stat(this.pathOf(key)).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  pathOf(key: string): string {
+    if (!KEY_PATTERN.test(key)) throw new Error(`not a storage key: ${JSON.stringify(key)}`);
+    const file = path.join(this.root, key);
+    if (!file.startsWith(this.root + path.sep)) throw new Error('storage key escapes the storage folder');
+    return file;
+  }
+}

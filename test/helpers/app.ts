@@ -1,0 +1,103 @@
+/**
+ * The whole app over a fresh database of this test file, for `app.inject`.
+ * Rate limits are raised unless a test sets them; uploads go to a temporary folder.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type { Test } from 'tap';
+import { type Composition, compose } from '../../src/compose.js';
+import { type Config, loadConfig } from '../../src/config.js';
+import { migrationNames } from '../../src/db/migrate.js';
+import type { User } from '../../src/domain/user.js';
+import { build } from '../../src/http/app.js';
+import { Metrics } from '../../src/metrics.js';
+import { FileStorage } from '../../src/storage/file-storage.js';
+import { type TestDatabase, testDatabase, testLogger } from './db.js';
+
+export interface TestApp extends Composition {
+  app: FastifyInstance;
+  database: TestDatabase;
+  storage: FileStorage;
+  config: Config;
+}
+
+export async function testApp(t: Test, env: Record<string, string> = {}): Promise<TestApp> {
+  const database = await testDatabase(t);
+  const storageDir = await mkdtemp(path.join(tmpdir(), 'dollarclub-storage-'));
+  t.teardown(() => rm(storageDir, { recursive: true, force: true }));
+  const config = loadConfig({
+    NODE_ENV: 'test',
+    STORAGE_DIR: storageDir,
+    AUTH_RATE_LIMIT_MAX: '100000',
+    ...env,
+  });
+  const storage = new FileStorage(config.STORAGE_DIR);
+  await storage.init();
+  const log = testLogger();
+  const composition = compose({
+    config,
+    sql: database.sql,
+    log,
+    metrics: new Metrics({ defaultMetrics: false }),
+    storage,
+    migrations: await migrationNames(),
+  });
+  const app = await build({ ctx: composition.ctx, logger: log, activity: composition.activity });
+  t.teardown(() => app.close());
+  return { ...composition, app, database, storage, config };
+}
+
+export interface Account {
+  user: User;
+  token: string;
+  headers: { authorization: string };
+  password: string;
+}
+
+let counter = 0;
+
+/** Registers a user through the API. */
+export async function signUp(
+  app: FastifyInstance,
+  fields: Partial<{ email: string; username: string; password: string }> = {},
+): Promise<Account> {
+  const n = `${process.pid}_${++counter}`;
+  const body = {
+    email: `person${n}@example.com`,
+    username: `person_${n}`,
+    password: 'correct horse battery',
+    ...fields,
+  };
+  const res = await app.inject({ method: 'POST', url: '/api/v1/auth/register', payload: body });
+  if (res.statusCode !== 201) throw new Error(`register failed: ${res.statusCode} ${res.body}`);
+  const { user, token } = res.json();
+  return { user, token, headers: { authorization: `Bearer ${token}` }, password: body.password };
+}
+
+/** Registers a user and makes it an admin. */
+export async function signUpAdmin(testApp: TestApp): Promise<Account> {
+  const account = await signUp(testApp.app);
+  account.user = await testApp.ctx.repos.users.update(account.user.id, { role: 'admin' });
+  testApp.cache.evictUser(account.user.id);
+  return account;
+}
+
+/** A multipart/form-data body with one file part. */
+export function multipartFile(
+  filename: string,
+  content: string | Buffer,
+  field = 'file',
+): { payload: Buffer; headers: Record<string, string> } {
+  const boundary = `----dollarclub${Math.random().toString(16).slice(2)}`;
+  const head = Buffer.from(
+    `--${boundary}\r\nContent-Disposition: form-data; name="${field}"; filename="${filename}"\r\n` +
+      'Content-Type: application/octet-stream\r\n\r\n',
+  );
+  const tail = Buffer.from(`\r\n--${boundary}--\r\n`);
+  return {
+    payload: Buffer.concat([head, Buffer.isBuffer(content) ? content : Buffer.from(content), tail]),
+    headers: { 'content-type': `multipart/form-data; boundary=${boundary}` },
+  };
+}
