@@ -38,6 +38,12 @@ export const ConfigSchema = Type.Object({
   AUTH_CACHE_TTL_SECONDS: Int(0, 3600, 30, 'how long a verified token is trusted without a query'),
   AUTH_RATE_LIMIT_MAX: Int(1, 100_000, 10, 'login/register attempts per window and client'),
   AUTH_RATE_LIMIT_WINDOW_SECONDS: Int(1, 86400, 60, 'the rate-limit window'),
+  MAX_EVENT_LOOP_DELAY_MS: Int(
+    0,
+    600_000,
+    5000,
+    'shed load (503) past this event-loop delay; 0 turns it off',
+  ),
   TRUST_PROXY: Type.Boolean({
     default: false,
     description: 'trust X-Forwarded-For (behind a reverse proxy)',
@@ -59,7 +65,17 @@ export const ConfigSchema = Type.Object({
   EXECUTOR_LEASE_SECONDS: Int(2, 3600, 30, 'a claim lapses unless renewed within'),
   EXECUTOR_POLL_MS: Int(50, 600_000, 2000, 'fallback poll when no NOTIFY arrives'),
   EXECUTOR_SHUTDOWN_GRACE_SECONDS: Int(0, 3600, 10, 'running scripts may finish within this on shutdown'),
+  EXECUTOR_WORK_DIR: Type.String({
+    minLength: 1,
+    default: '/tmp/dollarclub-runs',
+    description: 'scratch folders of runs',
+  }),
   PYTHON_BIN: Type.String({ minLength: 1, default: '/usr/bin/python3' }),
+  NODE_BIN: Type.String({
+    minLength: 1,
+    default: process.execPath,
+    description: 'runs .js and compiled .ts',
+  }),
 });
 
 export type Config = Static<typeof ConfigSchema>;

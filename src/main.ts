@@ -1,8 +1,9 @@
 /**
  * `npm start`: the composition root. Config → database (DATABASE_URL or an
- * embedded PostgreSQL in ./.data) → migrations → API (+ the script executor) →
- * listen. SIGTERM/SIGINT finish in-flight requests, stop the executor, close
- * the pool and the embedded database, and exit 0.
+ * embedded PostgreSQL in ./.data) → migrations → API → listen → script executor
+ * (unless EXECUTOR_ENABLED=false). SIGTERM/SIGINT finish in-flight requests,
+ * stop the executor (recording its runs), close the pool and the embedded
+ * database, and exit 0.
  */
 import { hostname } from 'node:os';
 import closeWithGrace from 'close-with-grace';
@@ -11,6 +12,7 @@ import { ConfigError, loadConfig } from './config.js';
 import { createPool, poolOptionsFrom } from './db/client.js';
 import { locateDatabase } from './db/connect.js';
 import { migrate, migrationNames } from './db/migrate.js';
+import { Executor } from './executor/executor.js';
 import { build } from './http/app.js';
 import { createLogger } from './logger.js';
 import { startMaintenance } from './maintenance.js';
@@ -59,12 +61,17 @@ async function main(): Promise<void> {
     trustProxy: config.TRUST_PROXY,
   });
   const maintenance = startMaintenance(composition.ctx.repos, config.LOG_RETENTION_DAYS, log);
+  const executor = config.EXECUTOR_ENABLED
+    ? new Executor({ config, repos: composition.ctx.repos, sql, storage, log, metrics })
+    : undefined;
 
   closeWithGrace({ delay: (config.EXECUTOR_SHUTDOWN_GRACE_SECONDS + 10) * 1000 }, async ({ signal, err }) => {
     if (err) log.error({ err }, 'shutting down after an error');
     else log.info({ signal }, 'shutting down');
     maintenance.stop();
-    await app.close(); // stops accepting, finishes in-flight requests
+    // Stop accepting and finish in-flight requests; stop claiming, and let running
+    // scripts finish within the grace period (then they are killed and recorded).
+    await Promise.all([app.close(), executor?.stop()]);
     await authListener.unlisten().catch(() => {});
     await Promise.all([sql.end({ timeout: 5 }), readSql?.end({ timeout: 5 })]);
     await location.embedded?.stop();
@@ -72,6 +79,7 @@ async function main(): Promise<void> {
   });
 
   await app.listen({ host: config.HOST, port: config.PORT });
+  await executor?.start();
 }
 
 main().catch((error) => {

@@ -1,6 +1,7 @@
 -- scripts: uploaded trading-strategy files, their current state and the
--- outcome of their latest run. The table is also the run queue (see the
--- executor columns added by the executor migration).
+-- outcome of their latest run. The table is also the run queue: `queued` rows
+-- are claimed by executors with FOR UPDATE SKIP LOCKED (src/repositories/
+-- execution-repository.ts); a claim is a lease that its executor renews.
 
 create table scripts (
   id                      bigint generated always as identity,
@@ -23,6 +24,13 @@ create table scripts (
   completed_at            timestamptz,
   created_at              timestamptz not null default now(),
   updated_at              timestamptz not null default now(),
+  -- When the script entered the queue: executors take the oldest first.
+  queued_at               timestamptz,
+  -- Which executor holds the run, and until when its claim is good unless renewed.
+  -- Every write about a run is guarded by executor_id, so an executor that lost its
+  -- lease (and whose run was failed by another) changes nothing when it wakes up.
+  executor_id             text,
+  lease_expires_at        timestamptz,
 
   constraint pk_scripts primary key (id),
   constraint fk_scripts_user foreign key (user_id) references users (id) on delete cascade,
@@ -37,7 +45,10 @@ create table scripts (
   constraint ck_scripts_running_has_started_at check (status <> 'running' or started_at is not null),
   constraint ck_scripts_finished_has_completed_at
     check (status not in ('completed', 'failed', 'cancelled') or completed_at is not null),
-  constraint ck_scripts_completed_after_started check (completed_at >= started_at)
+  constraint ck_scripts_completed_after_started check (completed_at >= started_at),
+  constraint ck_scripts_queued_has_queued_at check (status <> 'queued' or queued_at is not null),
+  constraint ck_scripts_running_has_lease
+    check (status <> 'running' or (executor_id is not null and lease_expires_at is not null))
 );
 
 -- A user's scripts by state, and the per-user count of queued + running runs.
@@ -47,6 +58,10 @@ create index ix_scripts_user_created on scripts (user_id, created_at desc, id de
 -- Everyone's scripts newest first (admin listings, recent uploads, uploads per period).
 create index ix_scripts_created_at on scripts (created_at, id);
 create index ix_scripts_status on scripts (status);
+-- The queue, oldest first: small, since only queued rows are in it.
+create index ix_scripts_queue on scripts (queued_at, id) where status = 'queued';
+-- Runs whose lease may have lapsed.
+create index ix_scripts_running_lease on scripts (lease_expires_at) where status = 'running';
 
 create trigger tg_scripts_set_updated_at
   before update on scripts
@@ -81,3 +96,32 @@ create trigger tg_scripts_status_transition
   for each row
   when (old.status is distinct from new.status)
   execute function scripts_check_status_transition();
+
+-- Executors LISTEN: `script_queued` wakes an idle executor at once (it also polls),
+-- `script_cancelled` tells the executor running a script to kill it (a cancel, or
+-- the row deleted with its user). Sent at commit, whoever writes the row.
+create function scripts_notify_executors() returns trigger
+language plpgsql as $$
+begin
+  if tg_op = 'DELETE' then
+    perform pg_notify('script_cancelled', old.id::text);
+  elsif new.status = 'queued' then
+    perform pg_notify('script_queued', new.id::text);
+  elsif new.status = 'cancelled' and old.status = 'running' then
+    perform pg_notify('script_cancelled', new.id::text);
+  end if;
+  return null;
+end;
+$$;
+
+create trigger tg_scripts_notify_executors
+  after update of status on scripts
+  for each row
+  when (old.status is distinct from new.status and new.status in ('queued', 'cancelled'))
+  execute function scripts_notify_executors();
+
+create trigger tg_scripts_notify_executors_on_delete
+  after delete on scripts
+  for each row
+  when (old.status = 'running')
+  execute function scripts_notify_executors();

@@ -12,18 +12,15 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import underPressure from '@fastify/under-pressure';
-import Fastify, {
-  type FastifyBaseLogger,
-  type FastifyInstance,
-  type FastifyPluginAsync,
-  LogController,
-} from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from 'pino';
+import { ValidationError } from '../domain/errors.js';
 import type { AppContext } from './context.js';
-import { installErrorHandlers, problem, sendProblem } from './errors.js';
+import { handleError, installErrorHandlers, problem, sendProblem } from './errors.js';
 import { authPlugin } from './plugins/auth.js';
 import { metricsPlugin } from './plugins/metrics.js';
 import { authRoutes } from './routes/auth.js';
+import { executionRoutes } from './routes/execution.js';
 import { healthRoutes } from './routes/health.js';
 import { meRoutes } from './routes/me.js';
 import { scriptRoutes } from './routes/scripts.js';
@@ -40,8 +37,6 @@ export interface BuildOptions {
   activity?: { inFlight: number };
   /** Trust X-Forwarded-For (behind a reverse proxy), so rate limits see the client. */
   trustProxy?: boolean;
-  /** More authenticated /api/v1 routes (the executor adds its own). */
-  apiRoutes?: Array<FastifyPluginAsync<{ ctx: AppContext }>>;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
@@ -62,11 +57,36 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     return503OnClosing: true,
+    // Malformed URLs are refused before routing, outside setErrorHandler: answer them as problems too.
+    frameworkErrors: handleError,
     // Fastify's default Ajv strips unknown properties and says nothing; we refuse them (400).
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
+    ajv: {
+      customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false },
+      // ajv-formats accepts a leap second (`23:59:60Z`) as a date-time, but a JS Date cannot hold it
+      // (Invalid Date, a 500 once it reaches the driver): such a value is invalid input.
+      onCreate: (ajv) => {
+        const dateTime = ajv.formats['date-time'] as { validate: (value: string) => boolean };
+        ajv.addFormat('date-time', {
+          type: 'string',
+          validate: (value: string) => dateTime.validate(value) && !Number.isNaN(Date.parse(value)),
+        });
+      },
+    },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   installErrorHandlers(app);
+  // Ajv coerces "Infinity" and "1e400" to Infinity and then skips minimum/maximum
+  // (ajv-validator/ajv#2212, fastify/fastify#6718): refuse what the validators let through.
+  app.addHook('preHandler', async (request) => {
+    for (const [part, value] of [
+      ['querystring', request.query],
+      ['params', request.params],
+      ['body', request.body],
+    ] as const) {
+      const path = nonFinitePath(value);
+      if (path !== null) throw ValidationError.field(`/${part}${path}`, 'must be a finite number');
+    }
+  });
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });
@@ -98,7 +118,8 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     },
   });
   await app.register(underPressure, {
-    maxEventLoopDelay: 2000,
+    // Generous by default: start-up (module compilation) alone can stall a busy 2-core machine for seconds.
+    maxEventLoopDelay: ctx.config.MAX_EVENT_LOOP_DELAY_MS,
     retryAfter: 5,
     pressureHandler: (request, reply, type) => {
       request.log.warn({ type }, 'under pressure: refusing a request');
@@ -129,11 +150,22 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
         await secured.register(meRoutes, { ctx });
         await secured.register(userRoutes, { ctx });
         await secured.register(scriptRoutes, { ctx });
+        await secured.register(executionRoutes, { ctx });
         await secured.register(statsRoutes, { ctx });
-        for (const routes of options.apiRoutes ?? []) await secured.register(routes, { ctx });
       });
     },
     { prefix: '/api/v1' },
   );
   return app;
+}
+
+/** The JSON pointer of the first non-finite number in a validated request part, or null. */
+function nonFinitePath(value: unknown, path = ''): string | null {
+  if (typeof value === 'number') return Number.isFinite(value) ? null : path;
+  if (value === null || typeof value !== 'object') return null;
+  for (const [key, item] of Object.entries(value)) {
+    const found = nonFinitePath(item, `${path}/${key}`);
+    if (found !== null) return found;
+  }
+  return null;
 }

@@ -43,6 +43,7 @@ const TITLES: Record<number, string> = {
   406: 'Not Acceptable',
   409: 'Conflict',
   413: 'Content Too Large',
+  414: 'URI Too Long',
   415: 'Unsupported Media Type',
   429: 'Too Many Requests',
   500: 'Internal Server Error',
@@ -58,6 +59,7 @@ const GENERIC_CODES: Record<number, string> = {
   405: 'METHOD_NOT_ALLOWED',
   406: 'UNSUPPORTED_MEDIA_TYPE',
   413: 'PAYLOAD_TOO_LARGE',
+  414: 'URI_TOO_LONG',
   415: 'UNSUPPORTED_MEDIA_TYPE',
   429: 'RATE_LIMITED',
 };
@@ -128,15 +130,21 @@ function toProblem(
   };
 }
 
+/**
+ * The error handler; also Fastify's `frameworkErrors` option, since a malformed URL
+ * (FST_ERR_BAD_URL) or an over-long path parameter never reaches a route or setErrorHandler.
+ */
+export function handleError(error: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const { body, log } = toProblem(error, request);
+  if (log) request.log.error({ err: error }, 'request failed');
+  else request.log.info({ code: body.code, status: body.status, detail: body.detail }, 'request refused');
+  if (body.status === 401) reply.header('www-authenticate', 'Bearer');
+  if (body.status === 503) reply.header('retry-after', '5');
+  return sendProblem(reply, body);
+}
+
 export function installErrorHandlers(app: FastifyInstance): void {
-  app.setErrorHandler((error: FastifyError, request, reply) => {
-    const { body, log } = toProblem(error, request);
-    if (log) request.log.error({ err: error }, 'request failed');
-    else request.log.info({ code: body.code, status: body.status, detail: body.detail }, 'request refused');
-    if (body.status === 401) reply.header('www-authenticate', 'Bearer');
-    if (body.status === 503) reply.header('retry-after', '5');
-    return sendProblem(reply, body);
-  });
+  app.setErrorHandler(handleError);
   app.setNotFoundHandler((request, reply) =>
     sendProblem(
       reply,

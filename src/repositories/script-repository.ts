@@ -58,8 +58,8 @@ export type ScriptWithUser = Script & { user: { id: number; email: string; usern
 // since a JS Date would drop PostgreSQL's microseconds) and its id.
 const ScriptCursor = Type.Tuple([
   Type.Union(SCRIPT_SORTS.map((s) => Type.Literal(s))),
-  Type.Union([Type.String({ maxLength: 64 }), Type.Number()]),
-  Type.Integer({ minimum: 1 }),
+  Type.Union([Type.String({ maxLength: 64 }), Type.Number({ minimum: -1, maximum: 1e7 })]),
+  Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }),
 ]);
 
 export class ScriptRepository {

@@ -74,7 +74,8 @@ export interface IbkrLink {
 
 export type UserWithScripts = User & { scripts: Script[] };
 
-const UserCursor = Type.Tuple([Type.Integer({ minimum: 1 })]);
+// The maximum keeps an out-of-range id (1e300) a tampered cursor, not an SQL data error.
+const UserCursor = Type.Tuple([Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })]);
 
 export class UserRepository {
   constructor(private readonly db: Database) {}

@@ -31,7 +31,8 @@ export class ScriptService {
       throw new UnsupportedFileTypeError('only .py, .js and .ts scripts are accepted');
     }
     // An error of the request stream is the client's (cut off, malformed); one of the disk is ours.
-    let streamError: unknown;
+    // The parser may have failed the stream already (the whole body arrived before this handler ran).
+    let streamError: unknown = upload.stream.errored ?? undefined;
     upload.stream.once('error', (error) => {
       streamError = error;
     });

@@ -40,7 +40,8 @@ export class SecretBox {
     const [version, data] = stored.split(':');
     if (version !== VERSION || data === undefined) throw new Error('unknown secret format');
     const raw = Buffer.from(data, 'base64url');
-    const decipher = createDecipheriv('aes-256-gcm', this.key, raw.subarray(0, 12));
+    // authTagLength: without it Node accepts a tag cut to 4 bytes, which is forgeable.
+    const decipher = createDecipheriv('aes-256-gcm', this.key, raw.subarray(0, 12), { authTagLength: 16 });
     decipher.setAAD(Buffer.from(context));
     decipher.setAuthTag(raw.subarray(12, 28));
     return Buffer.concat([decipher.update(raw.subarray(28)), decipher.final()]).toString('utf8');

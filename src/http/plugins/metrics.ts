@@ -1,7 +1,8 @@
 /**
  * Prometheus: request durations by route pattern (never the raw URL, whose ids
  * would explode the label set), and `GET /metrics`, which also samples the pool
- * and the run queue at scrape time.
+ * and the run queue at scrape time. Database query durations and script runs
+ * are recorded where they happen (Database, Executor).
  */
 import fp from 'fastify-plugin';
 import type { AppContext } from '../context.js';
@@ -22,9 +23,14 @@ export const metricsPlugin = fp<{ ctx: AppContext }>(
     });
     app.get('/metrics', { schema: { hide: true } }, async (request, reply) => {
       try {
-        const status = await ctx.repos.system.status();
+        const [status, depth] = await Promise.all([
+          ctx.repos.system.status(),
+          ctx.repos.executions.queueDepth(),
+        ]);
         metrics.poolConnections.set({ state: 'total' }, status.connections);
         metrics.poolConnections.set({ state: 'idle' }, status.idle_connections);
+        metrics.queueDepth.set({ status: 'queued' }, depth.queued);
+        metrics.queueDepth.set({ status: 'running' }, depth.running);
       } catch (err) {
         // Metrics must answer while the database is down: that is when they matter.
         request.log.warn({ err }, 'could not sample the pool for metrics');

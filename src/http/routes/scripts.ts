@@ -57,7 +57,14 @@ export const scriptRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app,
         .file({
           limits: { fileSize: ctx.config.MAX_UPLOAD_BYTES, files: 1, fields: 0, parts: 1, headerPairs: 100 },
         })
-        .catch((error: Error & { statusCode?: number }) => {
+        .catch((error: Error & { statusCode?: number; code?: string }) => {
+          // A text field where the file should be is a bad request, not a too large one.
+          if (error.code === 'FST_FIELDS_LIMIT' || error.code === 'FST_PARTS_LIMIT')
+            throw ValidationError.field(
+              '/file',
+              'the body must hold one part: the file `file`',
+              'FILE_REQUIRED',
+            );
           // The multipart parser's own errors carry no status: they describe a malformed body.
           if (error.statusCode !== undefined) throw error;
           throw ValidationError.field('/file', 'the body is not valid multipart data', 'MALFORMED_UPLOAD');

@@ -1,0 +1,45 @@
+/**
+ * Killing what a script started. A run is its own process group (spawned
+ * detached); its leader is GNU time, which must outlive the script to report the
+ * peak memory, so the group's other members are killed first and the leader last.
+ * A process that leaves the group (setsid) escapes this: see README, "What the
+ * executor does not protect against".
+ */
+import { readdir, readFile } from 'node:fs/promises';
+
+/** Pids of the processes whose process group is `pgid` (from /proc). */
+export async function groupMembers(pgid: number): Promise<number[]> {
+  const members: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = await readFile(`/proc/${entry}/stat`, 'utf8');
+      // Fields after the command name, which may contain spaces and parentheses: state ppid pgrp ...
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(fields[2]) === pgid) members.push(Number(entry));
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return members;
+}
+
+/** SIGKILL to every member of the group except its leader. */
+export async function killMembers(pgid: number): Promise<void> {
+  for (const pid of await groupMembers(pgid)) {
+    if (pid !== pgid) signal(pid, 'SIGKILL');
+  }
+}
+
+/** SIGKILL to the whole group, leader included. */
+export function killGroup(pgid: number): void {
+  signal(-pgid, 'SIGKILL');
+}
+
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
+  }
+}

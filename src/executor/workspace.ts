@@ -1,0 +1,74 @@
+/**
+ * A fresh scratch folder per run, owned by the user the script runs as, holding
+ * a copy of the script (the storage folder itself is not readable by scripts).
+ * TypeScript is compiled here with esbuild (what tsx, the project's runner,
+ * uses), so the script needs nothing of the project at run time.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmod, chown, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { transform } from 'esbuild';
+import type { ScriptExtension } from '../domain/script.js';
+
+export interface Workspace {
+  dir: string;
+  /** Where GNU time writes its report: beside the scratch folders, not inside one. */
+  statsFile: string;
+  /** The file to run, relative to `dir`. */
+  entry: string;
+  remove(): Promise<void>;
+}
+
+export class ScriptCompileError extends Error {
+  override name = 'ScriptCompileError';
+}
+
+export interface WorkspaceOptions {
+  /** The parent of all scratch folders; created 0711 (enter, not list). */
+  root: string;
+  scriptId: number;
+  sourcePath: string;
+  extension: ScriptExtension;
+  user?: { uid: number; gid: number };
+}
+
+export async function prepareWorkspace(options: WorkspaceOptions): Promise<Workspace> {
+  await mkdir(options.root, { recursive: true, mode: 0o711 });
+  await chmod(options.root, 0o711);
+  const name = `run-${options.scriptId}-${randomBytes(6).toString('hex')}`;
+  const dir = path.join(options.root, name);
+  const statsFile = path.join(options.root, `${name}.time`);
+  await mkdir(dir, { mode: 0o700 });
+  const remove = () =>
+    Promise.all([rm(dir, { recursive: true, force: true }), rm(statsFile, { force: true })]).then(() => {});
+  try {
+    let source = await readFile(options.sourcePath);
+    let entry = options.extension === '.py' ? 'main.py' : 'main.js';
+    if (options.extension === '.ts') {
+      try {
+        const out = await transform(source.toString('utf8'), {
+          loader: 'ts',
+          sourcefile: 'main.ts',
+          target: 'node20',
+        });
+        source = Buffer.from(out.code);
+      } catch (error) {
+        const errors =
+          (error as { errors?: Array<{ text: string; location?: { line: number } }> }).errors ?? [];
+        const detail = errors.map((e) => `line ${e.location?.line ?? '?'}: ${e.text}`).join('; ');
+        throw new ScriptCompileError(`the TypeScript does not compile: ${detail || String(error)}`);
+      }
+      entry = 'main.js';
+    }
+    const file = path.join(dir, entry);
+    await writeFile(file, source, { mode: 0o400, flag: 'wx' });
+    if (options.user) {
+      await chown(dir, options.user.uid, options.user.gid);
+      await chown(file, options.user.uid, options.user.gid);
+    }
+    return { dir, statsFile, entry, remove };
+  } catch (error) {
+    await remove();
+    throw error;
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * `npm run worker`: a script executor alone, for more capacity or other
+ * machines. Needs the same database (DATABASE_URL; without it, the embedded
+ * PostgreSQL that `npm start` runs in EMBEDDED_PG_DIR) and the same STORAGE_DIR.
+ * SIGTERM stops claiming, lets running scripts finish within the grace period,
+ * records every outcome, and exits 0.
+ */
+import { hostname } from 'node:os';
+import closeWithGrace from 'close-with-grace';
+import { ConfigError, loadConfig } from './config.js';
+import { createPool, poolOptionsFrom } from './db/client.js';
+import { locateDatabase } from './db/connect.js';
+import { Database } from './db/database.js';
+import { migrate } from './db/migrate.js';
+import { Executor } from './executor/executor.js';
+import { createLogger } from './logger.js';
+import { Metrics } from './metrics.js';
+import { Repositories } from './repositories/index.js';
+import { FileStorage } from './storage/file-storage.js';
+
+async function main(): Promise<void> {
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(error.message);
+      process.exit(1);
+    }
+    throw error;
+  }
+  const log = createLogger(config.LOG_LEVEL, 'dollarclub-worker');
+  const location = await locateDatabase(config, log, { reuseRunning: true });
+  await migrate({ databaseUrl: location.url });
+  const sql = createPool(
+    poolOptionsFrom(config, location.url, `dollarclub-worker:${hostname()}:${process.pid}`),
+    log,
+  );
+  const metrics = new Metrics();
+  const db = new Database(sql, {
+    log,
+    slowQueryMs: config.SLOW_QUERY_MS,
+    queryTimeoutMs: config.DB_QUERY_TIMEOUT_MS,
+    onQuery: metrics.observeQuery,
+  });
+  const storage = new FileStorage(config.STORAGE_DIR);
+  const executor = new Executor({ config, repos: new Repositories(db), sql, storage, log, metrics });
+  closeWithGrace({ delay: (config.EXECUTOR_SHUTDOWN_GRACE_SECONDS + 10) * 1000 }, async ({ signal, err }) => {
+    if (err) log.error({ err }, 'shutting down after an error');
+    else log.info({ signal }, 'shutting down');
+    await executor.stop();
+    await sql.end({ timeout: 5 });
+    await location.embedded?.stop();
+  });
+  await executor.start();
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});

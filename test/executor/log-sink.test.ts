@@ -1,0 +1,88 @@
+import fc from 'fast-check';
+import t from 'tap';
+import { LogSink, truncateUtf8 } from '../../src/executor/log-sink.js';
+import { tailLines } from '../../src/http/routes/execution.js';
+
+function sink(maxBytes: number, write: (text: string) => Promise<boolean>) {
+  return new LogSink({ maxBytes, flushMs: 10_000, batchBytes: 1024 * 1024, write, onError: () => {} });
+}
+
+t.test('writes buffered output in one batch, in order', async (t) => {
+  const writes: string[] = [];
+  const s = sink(1000, async (text) => {
+    writes.push(text);
+    return true;
+  });
+  for (let i = 0; i < 100; i++) s.push(`line ${i}\n`);
+  await s.flush();
+  t.same(writes, [Array.from({ length: 100 }, (_, i) => `line ${i}\n`).join('')]);
+});
+
+t.test('cuts output at maxBytes with one marker, never splitting a character', async (t) => {
+  let written = '';
+  const s = sink(10, async (text) => {
+    written += text;
+    return true;
+  });
+  s.push('abcdefgh');
+  s.push('é€😀xyz');
+  s.push('more that is dropped');
+  await s.flush();
+  t.ok(written.startsWith('abcdefghé'), 'as much as fits, whole characters only');
+  t.match(written, /\[output truncated: the log is limited to 10 bytes\]\n$/);
+  t.equal(written.match(/truncated/g)?.length, 1);
+  t.ok(s.isTruncated);
+});
+
+t.test('a failed write is retried, in order, on the next flush', async (t) => {
+  const writes: string[] = [];
+  let fail = true;
+  const s = sink(1000, async (text) => {
+    if (fail) throw new Error('database down');
+    writes.push(text);
+    return true;
+  });
+  s.push('one\n');
+  await s.flush();
+  fail = false;
+  s.push('two\n');
+  await s.flush();
+  t.same(writes, ['one\ntwo\n']);
+});
+
+t.test('a refused write stops writing and keeps the text for drain()', async (t) => {
+  const writes: string[] = [];
+  const s = sink(1000, async (text) => {
+    writes.push(text);
+    return false;
+  });
+  s.push('one\n');
+  await s.flush();
+  t.ok(s.lost);
+  s.push('two\n');
+  await s.flush();
+  t.equal(writes.length, 1, 'no write after the refusal');
+  t.equal(s.drain(), 'one\ntwo\n');
+  t.equal(s.drain(), '');
+});
+
+t.test('truncateUtf8 never exceeds the byte budget nor splits a character', async (t) => {
+  t.doesNotThrow(() =>
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary', maxLength: 200 }), fc.nat(400), (text, bytes) => {
+        const cut = truncateUtf8(text, bytes);
+        // A split character would decode to U+FFFD, and `text` would not start with `cut`.
+        return Buffer.byteLength(cut) <= bytes && text.startsWith(cut);
+      }),
+      { numRuns: 2000 },
+    ),
+  );
+});
+
+t.test('tailLines keeps the last N lines and the final newline', async (t) => {
+  t.equal(tailLines('a\nb\nc\n', 2), 'b\nc\n');
+  t.equal(tailLines('a\nb\nc', 2), 'b\nc');
+  t.equal(tailLines('a\n', 5), 'a\n');
+  t.equal(tailLines('', 3), '');
+  t.equal(tailLines('a\nb\n', undefined), 'a\nb\n');
+});

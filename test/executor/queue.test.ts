@@ -1,0 +1,201 @@
+/**
+ * The queue under concurrency: many executors, many requests, a dead executor.
+ */
+import { spawn } from 'node:child_process';
+import t from 'tap';
+import { loadConfig } from '../../src/config.js';
+import { InvalidStateError } from '../../src/domain/errors.js';
+import { Executor } from '../../src/executor/executor.js';
+import { Metrics } from '../../src/metrics.js';
+import { Repositories } from '../../src/repositories/index.js';
+import { signUp } from '../helpers/app.js';
+import { rejectsWith } from '../helpers/assert.js';
+import { testLogger } from '../helpers/db.js';
+import { execute, executorFixture, processesIn, upload, waitFor } from '../helpers/executor.js';
+import { makeScript, makeUser } from '../helpers/fixtures.js';
+
+t.test('four claimers against 500 queued scripts: each claimed exactly once', async (t) => {
+  const f = await executorFixture(t);
+  const repos = f.ctx.repos;
+  const user = await makeUser(repos);
+  const sql = f.database.sql;
+  const ids: number[] = [];
+  for (let i = 0; i < 500; i++) ids.push((await makeScript(repos, user.id)).id);
+  await sql`update scripts set status = 'queued', queued_at = now()`;
+  const claimed: number[][] = [[], [], [], []];
+  await Promise.all(
+    claimed.map(async (mine, n) => {
+      for (;;) {
+        const batch = await repos.executions.claim({ executorId: `claimer-${n}`, seconds: 60 }, 7);
+        if (batch.length === 0) return;
+        mine.push(...batch.map((c) => c.id));
+      }
+    }),
+  );
+  const all = claimed.flat();
+  t.equal(all.length, 500, 'no script claimed twice');
+  t.same(
+    [...new Set(all)].sort((a, b) => a - b),
+    ids,
+    'every script claimed',
+  );
+  t.ok(
+    claimed.every((mine) => mine.length > 0),
+    'every claimer got work',
+  );
+  const [row] =
+    await sql`select count(*) as n from scripts where status = 'running' and executor_id like 'claimer-%'`;
+  t.equal(row?.n, 500);
+});
+
+t.test('several executors run 500 queued scripts, each exactly once', async (t) => {
+  const f = await executorFixture(t, { EXECUTOR_CONCURRENCY: '4', EXECUTOR_POLL_MS: '200' });
+  const account = await signUp(f.app);
+  const source = 'import os\nprint("ran", os.environ["DOLLARCLUB_SCRIPT_ID"])\n';
+  const ids: number[] = [];
+  for (let i = 0; i < 500; i++) ids.push(await upload(f, account, `s${i}.py`, source));
+  const sql = f.database.sql;
+  await sql`update scripts set status = 'queued', queued_at = now()`;
+  // Each executor gets its own repositories, whose claims we record on the way out.
+  const claims = new Map<number, string[]>();
+  const config = loadConfig({ NODE_ENV: 'test', STORAGE_DIR: f.config.STORAGE_DIR, ...f.env });
+  const executors = Array.from({ length: 3 }, () => {
+    const repos = new Repositories(f.db);
+    const executor: Executor = new Executor({
+      config,
+      repos,
+      sql,
+      storage: f.storage,
+      log: testLogger(),
+      metrics: new Metrics({ defaultMetrics: false }),
+    });
+    const claim = repos.executions.claim.bind(repos.executions);
+    repos.executions.claim = async (lease, limit) => {
+      const got = await claim(lease, limit);
+      for (const c of got) claims.set(c.id, [...(claims.get(c.id) ?? []), executor.id]);
+      return got;
+    };
+    return executor;
+  });
+  t.teardown(() => Promise.all(executors.map((e) => e.stop(0))));
+  await Promise.all(executors.map((e) => e.start()));
+  const deadline = Date.now() + 240_000;
+  for (;;) {
+    const [row] =
+      await sql`select count(*) filter (where status in ('queued', 'running')) as left from scripts`;
+    if (row?.left === 0 || Date.now() > deadline) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  const rows = await sql<{ id: number; status: string; execution_logs: string }[]>`
+    select id, status, execution_logs from scripts order by id
+  `;
+  t.equal(rows.filter((r) => r.status === 'completed').length, 500, 'all completed');
+  t.ok(
+    rows.every((r) => r.execution_logs === `ran ${r.id}\n`),
+    'each ran once, with its own output',
+  );
+  t.equal(claims.size, 500);
+  t.ok(
+    [...claims.values()].every((by) => by.length === 1),
+    'no script was claimed twice',
+  );
+  t.equal(new Set([...claims.values()].flat()).size, 3, 'all three executors took part');
+});
+
+t.test(
+  'an executor killed mid-run: its script is failed after the lease; its late writes change nothing',
+  async (t) => {
+    const f = await executorFixture(t, { EXECUTOR_LEASE_SECONDS: '2' });
+    const account = await signUp(f.app);
+    const id = await upload(
+      f,
+      account,
+      'long.py',
+      'import time\nprint("started", flush=True)\ntime.sleep(60)\n',
+    );
+    const child = spawn(process.execPath, ['--import=tsx', 'test/fixtures/executor-process.ts'], {
+      env: {
+        ...process.env,
+        ...f.env,
+        NODE_OPTIONS: '',
+        DATABASE_URL: f.database.url,
+        STORAGE_DIR: f.config.STORAGE_DIR,
+        LOG_LEVEL: 'warn',
+      },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    t.teardown(() => {
+      child.kill('SIGKILL');
+    });
+    const ready = await new Promise<string>((resolve, reject) => {
+      child.stdout.on('data', (d: Buffer) => {
+        const m = /ready (\S+)/.exec(d.toString());
+        if (m) resolve(m[1]!);
+      });
+      child.on('exit', (code) => reject(new Error(`executor process exited with ${code}`)));
+    });
+    await execute(f, account, id);
+    const running = await waitFor(f, id, (s) => s.status === 'running');
+    t.equal(running.status, 'running');
+    const sql = f.database.sql;
+    const [held] = await sql`select executor_id from scripts where id = ${id}`;
+    t.equal(held?.executor_id, ready, 'the other process holds it');
+    // Wait until its first output is stored, then kill the executor (not the script: it is orphaned).
+    for (let i = 0; i < 200 && !(await f.ctx.repos.executions.readLogs(id)).logs.includes('started'); i++)
+      await new Promise((r) => setTimeout(r, 50));
+    t.ok((await processesIn(f.workDir)).length >= 1, 'the script runs');
+    child.kill('SIGKILL');
+    await new Promise((resolve) => child.once('exit', resolve));
+
+    // Any executor notices the lapsed lease (at start, then every lease period).
+    await f.startExecutor();
+    const failed = await waitFor(f, id, (s) => s.status !== 'running', 20_000);
+    t.match(failed, { status: 'failed', error_message: /stopped renewing its lease/ });
+    t.match(
+      (await f.ctx.repos.executions.readLogs(id)).logs,
+      /started/,
+      'output stored before the death is kept',
+    );
+
+    // The dead executor's late writes, had it woken up, would change nothing.
+    const before = await f.ctx.repos.scripts.getById(id);
+    const result = { exit_code: 0, execution_time_seconds: 1, memory_usage_mb: 1 };
+    await rejectsWith(t, f.ctx.repos.executions.complete(id, result, ready), InvalidStateError);
+    await rejectsWith(t, f.ctx.repos.executions.fail(id, 'late', result, ready), InvalidStateError);
+    t.equal(await f.ctx.repos.executions.appendLog(id, ready, 'late output'), false);
+    t.equal(await f.ctx.repos.executions.recordCancelledRun(id, ready, result), false);
+    t.same(await f.ctx.repos.scripts.getById(id), before, 'the row is unchanged');
+    t.same(await f.ctx.repos.executions.renewLeases([id], { executorId: ready, seconds: 30 }), []);
+  },
+);
+
+t.test('50 concurrent execute requests on one script: exactly one 202, the rest 409', async (t) => {
+  const f = await executorFixture(t);
+  const account = await signUp(f.app);
+  const id = await upload(f, account, 'once.py', 'print(1)\n');
+  const answers = await Promise.all(Array.from({ length: 50 }, () => execute(f, account, id)));
+  const codes = answers.map((a) => a.statusCode).sort();
+  t.equal(codes.filter((c) => c === 202).length, 1);
+  t.equal(codes.filter((c) => c === 409).length, 49);
+  t.ok(
+    answers.filter((a) => a.statusCode === 409).every((a) => a.json().code === 'INVALID_STATE'),
+    'the losers get INVALID_STATE',
+  );
+});
+
+t.test('the per-user cap holds under concurrent execute requests', async (t) => {
+  const f = await executorFixture(t, { MAX_CONCURRENT_SCRIPTS: '5' });
+  const account = await signUp(f.app);
+  const other = await signUp(f.app);
+  const ids: number[] = [];
+  for (let i = 0; i < 12; i++) ids.push(await upload(f, account, `s${i}.py`, 'print(1)\n'));
+  const otherId = await upload(f, other, 'o.py', 'print(1)\n');
+  const answers = await Promise.all(ids.map((id) => execute(f, account, id)));
+  const codes = answers.map((a) => a.statusCode);
+  t.equal(codes.filter((c) => c === 202).length, 5, 'five queued');
+  t.equal(codes.filter((c) => c === 429).length, 7, 'seven refused');
+  const refused = answers.find((a) => a.statusCode === 429);
+  t.match(refused?.json(), { code: 'TOO_MANY_RUNNING', status: 429 });
+  t.match(refused?.headers['content-type'], /application\/problem\+json/);
+  t.equal((await execute(f, other, otherId)).statusCode, 202, "another user's cap is their own");
+});

@@ -1,0 +1,306 @@
+/**
+ * Real child processes through the real executor: outcomes, metrics, limits,
+ * the sandbox, and the log pipeline.
+ */
+import t from 'tap';
+import { signUp } from '../helpers/app.js';
+import {
+  execute,
+  executorFixture,
+  processesIn,
+  signUpWithScript,
+  upload,
+  waitFor,
+} from '../helpers/executor.js';
+
+const isRoot = process.getuid?.() === 0;
+
+t.test('a Python script that prints and exits 0: completed, metrics and output recorded', async (t) => {
+  const f = await executorFixture(t);
+  await f.startExecutor();
+  const { account, id } = await signUpWithScript(
+    f,
+    'hello.py',
+    'import sys\nprint("hello")\nprint("to stderr", file=sys.stderr)\nprint("bye")\n',
+  );
+  t.equal((await execute(f, account, id)).statusCode, 202);
+  const script = await waitFor(f, id);
+  t.match(script, { status: 'completed', exit_code: 0, error_message: null });
+  t.ok(script.execution_time_seconds !== null && script.execution_time_seconds > 0, 'wall time recorded');
+  t.ok(script.memory_usage_mb !== null && script.memory_usage_mb > 1, 'peak memory recorded');
+  t.ok(script.started_at! <= script.completed_at!);
+  const logs = await f.app.inject({ url: `/api/v1/scripts/${id}/logs`, headers: account.headers });
+  t.equal(logs.statusCode, 200);
+  t.match(logs.headers['content-type'], /^text\/plain/);
+  t.match(logs.body, /hello\n/);
+  t.match(logs.body, /to stderr\n/);
+  t.match(logs.body, /bye\n/);
+  // Finished runs keep their output in scripts.execution_logs, nothing left in chunks.
+  const sql = f.database.sql;
+  const [row] =
+    await sql`select execution_logs, (select count(*) from script_log_chunks) as chunks from scripts where id = ${id}`;
+  t.match(row?.execution_logs, /hello/);
+  t.equal(row?.chunks, 0);
+});
+
+t.test('exit code 3: failed, with the code and the last stderr line as the reason', async (t) => {
+  const f = await executorFixture(t);
+  await f.startExecutor();
+  const { account, id } = await signUpWithScript(
+    f,
+    'three.py',
+    'import sys\nprint("working")\nprint("bad input file", file=sys.stderr)\nsys.exit(3)\n',
+  );
+  await execute(f, account, id);
+  const script = await waitFor(f, id);
+  t.match(script, { status: 'failed', exit_code: 3, error_message: 'exited with code 3: bad input file' });
+  t.ok(script.memory_usage_mb !== null);
+});
+
+t.test('a script past MAX_EXECUTION_SECONDS is killed with its children and failed', async (t) => {
+  const f = await executorFixture(t, { MAX_EXECUTION_SECONDS: '2' });
+  await f.startExecutor();
+  const { account, id } = await signUpWithScript(
+    f,
+    'sleepy.py',
+    [
+      'import subprocess, time',
+      '# a child process that would outlive us if only we were killed',
+      'subprocess.Popen(["sleep", "60"])',
+      'print("started", flush=True)',
+      'time.sleep(60)',
+    ].join('\n'),
+  );
+  await execute(f, account, id);
+  const script = await waitFor(f, id);
+  t.match(script, { status: 'failed', exit_code: null });
+  t.match(script.error_message, /^timed out after 2 s/);
+  t.ok(script.execution_time_seconds! >= 2 && script.execution_time_seconds! < 10);
+  t.same(await processesIn(f.workDir), [], 'no process of the run is left, the sleeping child included');
+  const logs = await f.app.inject({ url: `/api/v1/scripts/${id}/logs`, headers: account.headers });
+  t.match(logs.body, /started/, 'output written before the kill is kept');
+});
+
+t.test('a script that allocates past the memory limit fails with a useful message', async (t) => {
+  const f = await executorFixture(t, { SCRIPT_MEMORY_MB: '64' });
+  await f.startExecutor();
+  const { account, id } = await signUpWithScript(
+    f,
+    'hog.py',
+    'data = bytearray(512 * 1024 * 1024)\nprint("never")\n',
+  );
+  await execute(f, account, id);
+  const script = await waitFor(f, id);
+  t.match(script, { status: 'failed', exit_code: 1 });
+  t.match(script.error_message, /out of memory \(limit 64 MB\).*MemoryError/);
+  t.ok(script.memory_usage_mb! < 64, 'the peak stayed under the limit');
+});
+
+t.test('a Node script past its heap limit fails', async (t) => {
+  const f = await executorFixture(t, { SCRIPT_MEMORY_MB: '64' });
+  await f.startExecutor();
+  const { account, id } = await signUpWithScript(
+    f,
+    'hog.js',
+    'const hoard = []; for (;;) hoard.push(new Array(1e6).fill(Math.random()));\n',
+  );
+  await execute(f, account, id);
+  const script = await waitFor(f, id);
+  t.equal(script.status, 'failed');
+  t.ok(script.memory_usage_mb! > 32, 'the peak is recorded');
+});
+
+t.test('the sandbox: no database URL or secret in the environment, no reading other scripts', async (t) => {
+  const f = await executorFixture(t);
+  await f.startExecutor();
+  const victim = await signUp(f.app);
+  const victimScript = await upload(f, victim, 'secret.py', 'API_KEY = "victim-secret-strategy"\n');
+  const sql = f.database.sql;
+  const [victimRow] = await sql`select file_path from scripts where id = ${victimScript}`;
+  const victimPath = f.storage.pathOf(String(victimRow?.file_path));
+  const { account, id } = await signUpWithScript(
+    f,
+    'snoop.py',
+    [
+      'import os, sys',
+      'print("env:", sorted(os.environ.keys()))',
+      'print("DATABASE_URL" in os.environ, "IBKR_TOKEN_KEY" in os.environ)',
+      'print("uid", os.getuid())',
+      'try:',
+      `    print("read:", open(${JSON.stringify(victimPath)}).read())`,
+      'except Exception as e:',
+      '    print("refused:", type(e).__name__)',
+    ].join('\n'),
+  );
+  await execute(f, account, id);
+  await waitFor(f, id);
+  const { logs } = await f.ctx.repos.executions.readLogs(id);
+  t.match(logs, /False False/, 'neither DATABASE_URL nor IBKR_TOKEN_KEY');
+  t.notMatch(logs, /postgres:\/\//);
+  t.notMatch(logs, /victim-secret-strategy/, "another user's script cannot be read");
+  t.match(logs, /refused: (PermissionError|FileNotFoundError)/);
+  if (isRoot) t.match(logs, /uid 65534/, 'runs as nobody when the executor is root');
+});
+
+t.test('JavaScript and TypeScript scripts run; TypeScript that does not compile fails clearly', async (t) => {
+  const f = await executorFixture(t);
+  await f.startExecutor();
+  const account = await signUp(f.app);
+  const js = await upload(f, account, 'a.js', 'console.log("js", 6 * 7);\n');
+  const ts = await upload(
+    f,
+    account,
+    'b.ts',
+    'interface Order { qty: number }\nconst o: Order = { qty: 2 };\nconsole.log("ts", o.qty * 21);\n',
+  );
+  const esm = await upload(
+    f,
+    account,
+    'c.js',
+    'import { createHash } from "node:crypto";\nconsole.log(typeof createHash);\n',
+  );
+  const broken = await upload(f, account, 'd.ts', 'const x: = 1;\n');
+  for (const id of [js, ts, esm, broken]) t.equal((await execute(f, account, id)).statusCode, 202);
+  for (const id of [js, ts, esm]) t.match(await waitFor(f, id), { status: 'completed', exit_code: 0 });
+  t.match((await f.ctx.repos.executions.readLogs(js)).logs, 'js 42\n');
+  t.match((await f.ctx.repos.executions.readLogs(ts)).logs, 'ts 42\n');
+  t.match((await f.ctx.repos.executions.readLogs(esm)).logs, 'function\n');
+  const failed = await waitFor(f, broken);
+  t.match(failed, { status: 'failed' });
+  t.match(failed.error_message, /^the TypeScript does not compile: line 1/);
+});
+
+t.test('output is stored in batches, not a write per line', async (t) => {
+  const f = await executorFixture(t);
+  const appends: string[] = [];
+  const observe = f.ctx.metrics.observeQuery;
+  // Count the executor's append statements through the database's query observer.
+  f.db.options.onQuery = (name, seconds, ok) => {
+    if (name === 'executions.appendLog') appends.push(name);
+    observe(name, seconds, ok);
+  };
+  await f.startExecutor();
+  const { account, id } = await signUpWithScript(
+    f,
+    'chatty.py',
+    'for i in range(20000):\n    print("line", i)\n',
+  );
+  await execute(f, account, id);
+  t.equal((await waitFor(f, id)).status, 'completed');
+  const { logs } = await f.ctx.repos.executions.readLogs(id);
+  t.equal(logs.split('\n').length - 1, 20000, 'every line is there, in order');
+  t.match(logs, /^line 0\nline 1\n/);
+  t.ok(logs.endsWith('line 19999\n'));
+  t.ok(appends.length > 0 && appends.length < 50, `${appends.length} appends for 20000 lines`);
+});
+
+t.test('output past MAX_LOG_BYTES is cut with a marker', async (t) => {
+  const f = await executorFixture(t, { MAX_LOG_BYTES: '4096' });
+  await f.startExecutor();
+  const { account, id } = await signUpWithScript(
+    f,
+    'flood.py',
+    'for i in range(10000):\n    print("x" * 50)\n',
+  );
+  await execute(f, account, id);
+  t.equal((await waitFor(f, id)).status, 'completed');
+  const { logs } = await f.ctx.repos.executions.readLogs(id);
+  t.ok(Buffer.byteLength(logs) < 4096 + 200, `${Buffer.byteLength(logs)} bytes kept`);
+  t.match(logs, /\[output truncated: the log is limited to 4096 bytes\]\n$/);
+});
+
+t.test('cancel of a running script kills its process group within a second', async (t) => {
+  const f = await executorFixture(t);
+  await f.startExecutor();
+  const { account, id } = await signUpWithScript(
+    f,
+    'long.py',
+    'import subprocess, time\nsubprocess.Popen(["sleep", "60"])\nprint("running", flush=True)\ntime.sleep(60)\n',
+  );
+  await execute(f, account, id);
+  await waitFor(f, id, (s) => s.status === 'running');
+  // Wait until the script (and its child) are really there.
+  for (let i = 0; i < 100 && (await processesIn(f.workDir)).length < 2; i++)
+    await new Promise((r) => setTimeout(r, 50));
+  t.ok((await processesIn(f.workDir)).length >= 2, 'the script and its child run');
+  const cancel = await f.app.inject({
+    method: 'POST',
+    url: `/api/v1/scripts/${id}/cancel`,
+    headers: account.headers,
+  });
+  t.equal(cancel.statusCode, 200);
+  t.equal(cancel.json().status, 'cancelled');
+  const cancelledAt = Date.now();
+  while ((await processesIn(f.workDir)).length > 0 && Date.now() - cancelledAt < 5000)
+    await new Promise((r) => setTimeout(r, 20));
+  const gone = Date.now() - cancelledAt;
+  t.same(await processesIn(f.workDir), [], 'every process of the run is gone');
+  t.ok(gone < 1000, `gone ${gone} ms after the cancel answered`);
+  // The executor still records what the killed run measured, and its output.
+  const script = await waitFor(f, id, (s) => s.memory_usage_mb !== null);
+  t.match(script, { status: 'cancelled', error_message: 'cancelled' });
+  t.ok(script.execution_time_seconds !== null);
+  t.match((await f.ctx.repos.executions.readLogs(id)).logs, /running/);
+});
+
+t.test('a script deleted with its user while running is killed (its lease is refused)', async (t) => {
+  const f = await executorFixture(t);
+  await f.startExecutor();
+  const { account, id } = await signUpWithScript(
+    f,
+    'orphan.py',
+    'import time\nprint("up", flush=True)\ntime.sleep(60)\n',
+  );
+  await execute(f, account, id);
+  await waitFor(f, id, (s) => s.status === 'running');
+  for (let i = 0; i < 100 && (await processesIn(f.workDir)).length < 1; i++)
+    await new Promise((r) => setTimeout(r, 50));
+  const res = await f.app.inject({
+    method: 'DELETE',
+    url: `/api/v1/users/${account.user.id}`,
+    headers: account.headers,
+  });
+  t.equal(res.statusCode, 204);
+  const deadline = Date.now() + 10_000;
+  while ((await processesIn(f.workDir)).length > 0 && Date.now() < deadline)
+    await new Promise((r) => setTimeout(r, 50));
+  t.same(await processesIn(f.workDir), [], 'the process is gone');
+});
+
+t.test(
+  'stop() lets a short run finish, kills a long one after the grace period and records it',
+  async (t) => {
+    const f = await executorFixture(t, { EXECUTOR_SHUTDOWN_GRACE_SECONDS: '1' });
+    const executor = await f.startExecutor();
+    const account = await signUp(f.app);
+    const quick = await upload(f, account, 'quick.py', 'import time\ntime.sleep(0.3)\nprint("done")\n');
+    const slow = await upload(
+      f,
+      account,
+      'slow.py',
+      'import time\nprint("started", flush=True)\ntime.sleep(60)\n',
+    );
+    await execute(f, account, quick);
+    await execute(f, account, slow);
+    await waitFor(f, slow, (s) => s.status === 'running');
+    await waitFor(f, quick, (s) => s.status !== 'queued');
+    for (let i = 0; i < 100 && (await processesIn(f.workDir)).length < 1; i++)
+      await new Promise((r) => setTimeout(r, 50));
+    await executor.stop();
+    t.equal(
+      (await f.ctx.repos.scripts.getById(quick)).status,
+      'completed',
+      'finished within the grace period',
+    );
+    const killed = await f.ctx.repos.scripts.getById(slow);
+    t.match(killed, { status: 'failed', error_message: /the executor shut down before the script finished/ });
+    t.ok(killed.memory_usage_mb !== null, 'measured even when killed');
+    t.same(await f.ctx.repos.scripts.listRunning(), [], 'nothing is left running');
+    t.same(await processesIn(f.workDir), []);
+    // A stopped executor claims nothing.
+    const later = await upload(f, account, 'later.py', 'print(1)\n');
+    await execute(f, account, later);
+    await new Promise((r) => setTimeout(r, 500));
+    t.equal((await f.ctx.repos.scripts.getById(later)).status, 'queued');
+  },
+);
