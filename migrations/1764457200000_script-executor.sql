@@ -1,7 +1,9 @@
 -- Up Migration
 -- The script executor: queue and lease columns on scripts, batched run output
 -- in script_log_chunks, and NOTIFY triggers that wake and stop executors.
--- Adding nullable columns and partial indexes does not rewrite the table.
+-- Locking: adding nullable columns does not rewrite scripts, but the new checks,
+-- the unique (id, user_id) index and the partial indexes each scan it once while
+-- writes to it wait (seconds per million rows): run it in a quiet moment.
 -- Rows already `running` (no executor could own them) are failed first, and
 -- `queued` ones get a queue time, so the new checks hold.
 
@@ -20,7 +22,8 @@ update scripts set queued_at = updated_at where status = 'queued';
 alter table scripts
   add constraint ck_scripts_queued_has_queued_at check (status <> 'queued' or queued_at is not null),
   add constraint ck_scripts_running_has_lease
-    check (status <> 'running' or (executor_id is not null and lease_expires_at is not null));
+    check (status <> 'running' or (executor_id is not null and executor_id <> '' and lease_expires_at is not null)),
+  add constraint uq_scripts_id_user unique (id, user_id);
 
 create index ix_scripts_queue on scripts (queued_at, id) where status = 'queued';
 create index ix_scripts_running_lease on scripts (lease_expires_at) where status = 'running';
@@ -60,15 +63,16 @@ create table script_log_chunks (
   created_at  timestamptz not null default now(),
 
   constraint pk_script_log_chunks primary key (id),
-  constraint fk_script_log_chunks_script foreign key (script_id) references scripts (id) on delete cascade,
-  constraint fk_script_log_chunks_user foreign key (user_id) references users (id) on delete cascade,
+  -- (script_id, user_id): a chunk belongs to its script and to that script's owner, never
+  -- another user; it goes with the script (and so with the user).
+  constraint fk_script_log_chunks_script foreign key (script_id, user_id)
+    references scripts (id, user_id) on delete cascade,
   constraint ck_script_log_chunks_data_not_empty check (data <> '')
 );
 
--- A run's chunks in order; followers read those after the last id they saw.
+-- A run's chunks in order (followers read those after the last id they saw); also
+-- serves fk_script_log_chunks_script's cascade.
 create index ix_script_log_chunks_script on script_log_chunks (script_id, id);
--- fk_script_log_chunks_user's cascade.
-create index ix_script_log_chunks_user on script_log_chunks (user_id);
 
 -- Down Migration
 drop table script_log_chunks;
@@ -78,6 +82,7 @@ drop function scripts_notify_executors();
 drop index ix_scripts_running_lease;
 drop index ix_scripts_queue;
 alter table scripts
+  drop constraint uq_scripts_id_user,
   drop constraint ck_scripts_running_has_lease,
   drop constraint ck_scripts_queued_has_queued_at,
   drop column lease_expires_at,

@@ -38,12 +38,12 @@ export const ConfigSchema = Type.Object({
   AUTH_CACHE_TTL_SECONDS: Int(0, 3600, 30, 'how long a verified token is trusted without a query'),
   AUTH_RATE_LIMIT_MAX: Int(1, 100_000, 10, 'login/register attempts per window and client'),
   AUTH_RATE_LIMIT_WINDOW_SECONDS: Int(1, 86400, 60, 'the rate-limit window'),
-  MAX_EVENT_LOOP_DELAY_MS: Int(
-    0,
-    600_000,
-    5000,
-    'shed load (503) past this event-loop delay; 0 turns it off',
-  ),
+  MAX_EVENT_LOOP_UTILIZATION: Type.Number({
+    minimum: 0,
+    maximum: 1,
+    default: 0.98,
+    description: 'shed load (503) while the event loop is busier than this; 0 turns it off',
+  }),
   TRUST_PROXY: Type.Boolean({
     default: false,
     description: 'trust X-Forwarded-For (behind a reverse proxy)',

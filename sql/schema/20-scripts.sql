@@ -48,7 +48,9 @@ create table scripts (
   constraint ck_scripts_completed_after_started check (completed_at >= started_at),
   constraint ck_scripts_queued_has_queued_at check (status <> 'queued' or queued_at is not null),
   constraint ck_scripts_running_has_lease
-    check (status <> 'running' or (executor_id is not null and lease_expires_at is not null))
+    check (status <> 'running' or (executor_id is not null and executor_id <> '' and lease_expires_at is not null)),
+  -- The target of script_log_chunks' foreign key, which keeps a chunk's user_id its script's.
+  constraint uq_scripts_id_user unique (id, user_id)
 );
 
 -- A user's scripts by state, and the per-user count of queued + running runs.

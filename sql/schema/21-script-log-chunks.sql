@@ -13,12 +13,13 @@ create table script_log_chunks (
   created_at  timestamptz not null default now(),
 
   constraint pk_script_log_chunks primary key (id),
-  constraint fk_script_log_chunks_script foreign key (script_id) references scripts (id) on delete cascade,
-  constraint fk_script_log_chunks_user foreign key (user_id) references users (id) on delete cascade,
+  -- (script_id, user_id): a chunk belongs to its script and to that script's owner, never
+  -- another user; it goes with the script (and so with the user).
+  constraint fk_script_log_chunks_script foreign key (script_id, user_id)
+    references scripts (id, user_id) on delete cascade,
   constraint ck_script_log_chunks_data_not_empty check (data <> '')
 );
 
--- A run's chunks in order; followers read those after the last id they saw.
+-- A run's chunks in order (followers read those after the last id they saw); also
+-- serves fk_script_log_chunks_script's cascade.
 create index ix_script_log_chunks_script on script_log_chunks (script_id, id);
--- fk_script_log_chunks_user's cascade.
-create index ix_script_log_chunks_user on script_log_chunks (user_id);

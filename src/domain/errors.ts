@@ -24,7 +24,10 @@ export class ValidationError extends DomainError {
   readonly code: string;
   readonly errors: FieldError[];
   constructor(errors: FieldError[], options?: ErrorOptions & { code?: string; message?: string }) {
-    super(options?.message ?? errors.map((e) => `${e.path}: ${e.message}`).join('; '), options);
+    super(
+      options?.message ?? errors.map((e) => (e.path ? `${e.path}: ${e.message}` : e.message)).join('; '),
+      options,
+    );
     this.errors = errors;
     this.code = options?.code ?? 'VALIDATION_FAILED';
   }

@@ -91,11 +91,17 @@ export function scriptExtension(filename: string): ScriptExtension | null {
  * no control characters, no leading dots, at most 255 characters (keeping the
  * extension). It is never used to build a path: files are stored under a generated name.
  */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: removing control characters is the point
+const UNSAFE_CHARACTERS = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
 export function sanitizeFilename(filename: string): string {
   const lastSegment = filename.split(/[/\\]/).pop() ?? '';
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: removing control characters is the point
-  let name = lastSegment.replace(/[\u0000-\u001f\u007f-\u009f]/g, '').trim();
+  // Control characters, and the bidirectional overrides that make `evil\u202Eyp.exe` look like `evilexe.py`.
+  let name = lastSegment.replace(UNSAFE_CHARACTERS, '').trim();
+  const extension = scriptExtension(name);
   name = name.replace(/^\.+/, '');
+  // `.py` alone would become `py`: keep a name that still shows what the file is.
+  if (extension !== null && name.toLowerCase() === extension.slice(1)) name = `script${extension}`;
   if (name.length === 0) name = 'script';
   const chars = [...name];
   if (chars.length > ORIGINAL_FILENAME_MAX_LENGTH) {

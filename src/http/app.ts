@@ -14,7 +14,6 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import underPressure from '@fastify/under-pressure';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from 'pino';
-import { ValidationError } from '../domain/errors.js';
 import type { AppContext } from './context.js';
 import { handleError, installErrorHandlers, problem, sendProblem } from './errors.js';
 import { authPlugin } from './plugins/auth.js';
@@ -29,6 +28,7 @@ import { userRoutes } from './routes/users.js';
 import { SHARED_SCHEMAS } from './schemas/common.js';
 import { SCRIPT_SCHEMAS } from './schemas/script.js';
 import { USER_SCHEMAS } from './schemas/user.js';
+import { validatorCompiler } from './validation.js';
 
 export interface BuildOptions {
   ctx: AppContext;
@@ -59,39 +59,16 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     return503OnClosing: true,
     // Malformed URLs are refused before routing, outside setErrorHandler: answer them as problems too.
     frameworkErrors: handleError,
-    // Fastify's default Ajv strips unknown properties and says nothing; we refuse them (400).
-    ajv: {
-      customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false },
-      // ajv-formats accepts a leap second (`23:59:60Z`) as a date-time, but a JS Date cannot hold it
-      // (Invalid Date, a 500 once it reaches the driver): such a value is invalid input.
-      onCreate: (ajv) => {
-        const dateTime = ajv.formats['date-time'] as { validate: (value: string) => boolean };
-        ajv.addFormat('date-time', {
-          type: 'string',
-          validate: (value: string) => dateTime.validate(value) && !Number.isNaN(Date.parse(value)),
-        });
-      },
-    },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   installErrorHandlers(app);
-  // Ajv coerces "Infinity" and "1e400" to Infinity and then skips minimum/maximum
-  // (ajv-validator/ajv#2212, fastify/fastify#6718): refuse what the validators let through.
-  app.addHook('preHandler', async (request) => {
-    for (const [part, value] of [
-      ['querystring', request.query],
-      ['params', request.params],
-      ['body', request.body],
-    ] as const) {
-      const path = nonFinitePath(value);
-      if (path !== null) throw ValidationError.field(`/${part}${path}`, 'must be a finite number');
-    }
-  });
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });
-  for (const schema of [...SHARED_SCHEMAS, ...USER_SCHEMAS, ...SCRIPT_SCHEMAS, ...STATS_SCHEMAS])
-    app.addSchema(schema);
+  const schemas = [...SHARED_SCHEMAS, ...USER_SCHEMAS, ...SCRIPT_SCHEMAS, ...STATS_SCHEMAS];
+  for (const schema of schemas) app.addSchema(schema);
+  // Fastify's default Ajv coerces JSON bodies and strips unknown properties silently; ours does neither.
+  app.setValidatorCompiler(validatorCompiler(schemas));
 
   await app.register(swagger, {
     openapi: {
@@ -118,8 +95,9 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     },
   });
   await app.register(underPressure, {
-    // Generous by default: start-up (module compilation) alone can stall a busy 2-core machine for seconds.
-    maxEventLoopDelay: ctx.config.MAX_EVENT_LOOP_DELAY_MS,
+    // Utilisation, not delay: under-pressure reads a sample window without any delay sample
+    // (a stall of a second, as at start-up) as an infinite delay and sheds every request.
+    maxEventLoopUtilization: ctx.config.MAX_EVENT_LOOP_UTILIZATION,
     retryAfter: 5,
     pressureHandler: (request, reply, type) => {
       request.log.warn({ type }, 'under pressure: refusing a request');
@@ -157,15 +135,4 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     { prefix: '/api/v1' },
   );
   return app;
-}
-
-/** The JSON pointer of the first non-finite number in a validated request part, or null. */
-function nonFinitePath(value: unknown, path = ''): string | null {
-  if (typeof value === 'number') return Number.isFinite(value) ? null : path;
-  if (value === null || typeof value !== 'object') return null;
-  for (const [key, item] of Object.entries(value)) {
-    const found = nonFinitePath(item, `${path}/${key}`);
-    if (found !== null) return found;
-  }
-  return null;
 }

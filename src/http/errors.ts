@@ -97,7 +97,9 @@ function toProblem(
   const fastifyError = error as FastifyError;
   if (fastifyError.validation) {
     const errors = fastifyError.validation.map((v) => ({
-      path: `/${fastifyError.validationContext ?? 'body'}${v.instancePath}${
+      // The same pointer a domain rule would give (`/password`, `/per_page`): which part of the
+      // request it is in is clear from the field, and one field never has two names.
+      path: `${v.instancePath}${
         v.keyword === 'required' || v.keyword === 'additionalProperties'
           ? `/${String((v.params as Record<string, unknown>).missingProperty ?? (v.params as Record<string, unknown>).additionalProperty)}`
           : ''

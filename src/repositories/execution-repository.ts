@@ -57,7 +57,6 @@ export interface LogState {
 }
 
 type Fragment = postgres.PendingQuery<postgres.Row[]>;
-const TEMPORARY_DEFAULT_LEASE: Lease = { executorId: 'manual', seconds: 3600 };
 type TransitionRow = { previous_status: ScriptStatus; active_count?: number } & {
   [K in keyof Script]: Script[K] | null;
 };
@@ -154,7 +153,7 @@ export class ExecutionRepository {
   }
 
   /** queued → running for a given script (an executor that picks its own work). */
-  async startExecution(id: number, lease: Lease = TEMPORARY_DEFAULT_LEASE): Promise<Script> {
+  async startExecution(id: number, lease: Lease): Promise<Script> {
     const sql = this.db.sql;
     return this.transition(
       'executions.start',

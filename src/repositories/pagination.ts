@@ -56,7 +56,7 @@ export function decodeCursor<S extends TSchema>(cursor: string, schema: S): Stat
   return value;
 }
 
-function invalidCursor(): ValidationError {
+export function invalidCursor(): ValidationError {
   return ValidationError.field(
     '/cursor',
     'is not a cursor this server issued for this list',

@@ -13,6 +13,7 @@ import {
   type CursorPage,
   cursorPage,
   decodeCursor,
+  invalidCursor,
   type OffsetPage,
   type OffsetQuery,
   offsetOf,
@@ -146,8 +147,9 @@ export class ScriptRepository {
     let after = sql``;
     if (cursor !== null) {
       const [cursorSort, key, id] = decodeCursor(cursor, ScriptCursor);
-      if (cursorSort !== sort || typeof key !== (sort.endsWith('created_at') ? 'string' : 'number'))
-        decodeCursor('', ScriptCursor); // throws INVALID_CURSOR
+      const byTime = sort.endsWith('created_at');
+      if (cursorSort !== sort || (byTime ? !isTimestampText(key) : typeof key !== 'number'))
+        throw invalidCursor();
       const dir = sort.startsWith('-') ? sql`<` : sql`>`;
       after = sort.endsWith('created_at')
         ? // ::text first: a parameter typed timestamptz would be serialised through a JS Date
@@ -270,6 +272,26 @@ const ORDER_BY: Record<ScriptSort, (sql: AnySql) => postgres.PendingQuery<postgr
   execution_time_seconds: (sql) => sql`coalesce(execution_time_seconds, -1), id`,
   '-execution_time_seconds': (sql) => sql`coalesce(execution_time_seconds, -1) desc, id desc`,
 };
+
+/**
+ * `created_at::text` as this server writes it (sessions are in UTC): a cursor's
+ * timestamp must be one, a real date included, before PostgreSQL is asked to read it.
+ */
+const TIMESTAMP_TEXT = /^(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})(\.\d{1,6})?\+00$/;
+function isTimestampText(value: unknown): boolean {
+  const m = typeof value === 'string' ? TIMESTAMP_TEXT.exec(value) : null;
+  if (m === null) return false;
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as number[];
+  const date = new Date(Date.UTC(year!, month! - 1, day!, hour!, minute!, second!));
+  return (
+    date.getUTCFullYear() === year &&
+    date.getUTCMonth() === month! - 1 &&
+    date.getUTCDate() === day &&
+    date.getUTCHours() === hour &&
+    date.getUTCMinutes() === minute &&
+    date.getUTCSeconds() === second
+  );
+}
 
 const DATE_FIELDS = ['started_at', 'completed_at', 'created_at', 'updated_at'] as const;
 

@@ -31,6 +31,8 @@ export class UserService {
   ): Promise<User> {
     // Check the username first: a refused rename must not leave a changed password behind.
     if (patch.username !== undefined) assertValid([['/username', usernameProblem(patch.username)]]);
+    if (patch.current_password !== undefined && patch.new_password === undefined)
+      assertValid([['/current_password', 'is only needed to set a new_password']]);
     if (patch.new_password !== undefined)
       await this.auth.changePassword(principal, patch.current_password, patch.new_password);
     return this.repos.users.update(principal.user_id, { username: patch.username });

@@ -3,8 +3,8 @@
  * TypeScript validation in between): each attempt must fail with the right
  * SQLSTATE and the right constraint name, which is what the error mapper and
  * the API's error answers rely on. Also: the generated column, the updated_at
- * triggers, the cascade of users to scripts, and the status machine trigger
- * against SCRIPT_TRANSITIONS.
+ * triggers, the cascades of users to scripts and of scripts to their log chunks,
+ * and the status machine trigger against SCRIPT_TRANSITIONS.
  */
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
@@ -26,6 +26,11 @@ const T3 = new Date('2024-01-01T00:02:00Z');
 const T4 = new Date('2024-01-01T00:03:00Z');
 const LONG_AGO = new Date('2000-01-01T00:00:00.000Z');
 const LONG_AGO_ISO = LONG_AGO.toISOString();
+/** What a script needs to be validly `queued` (ck_scripts_queued_has_queued_at). */
+const QUEUED: Row = { status: 'queued', queued_at: T1 };
+/** What a script needs to be validly `running`: started, and leased by an executor (ck_scripts_running_has_lease). */
+const RUNNING: Row = { status: 'running', started_at: T1, executor_id: 'executor-1', lease_expires_at: T2 };
+const NO_SUCH_ID = 2 ** 53 - 1;
 
 // SQLSTATEs.
 const CHECK = '23514';
@@ -60,7 +65,7 @@ async function expectViolation(t: Test, [label, attempt, code, name]: Case): Pro
   if (ok && name !== null && code !== NOT_NULL) broken.add(name);
 }
 
-t.test('constraints of users and scripts', async (t) => {
+t.test('constraints of users, scripts and script_log_chunks', async (t) => {
   const { sql } = await testDatabase(t);
 
   /** A valid email user, with `overrides` applied, inserted as raw SQL. */
@@ -103,10 +108,22 @@ t.test('constraints of users and scripts', async (t) => {
     return row!;
   };
   const takenScript = await insertScript({ filename: 'taken.py' });
+  // The run whose output the log chunk cases write.
+  const run = await insertScript(RUNNING);
+
+  const validChunk = (): Row => ({ script_id: run.id, user_id: owner.id, data: `line ${tag()}\n` });
+  const insertChunk = async (overrides: Row = {}): Promise<Row & { id: number }> => {
+    const [row] = await sql<(Row & { id: number })[]>`
+      insert into script_log_chunks ${sql({ ...validChunk(), ...overrides })} returning *
+    `;
+    return row!;
+  };
+  const takenChunk = await insertChunk();
 
   // Attempts for the tables below: a valid row with these overrides, inserted when the case runs.
   const user = (overrides: Row) => () => insertUser(overrides);
   const script = (overrides: Row) => () => insertScript(overrides);
+  const chunk = (overrides: Row) => () => insertChunk(overrides);
 
   await t.test('valid rows and boundary values are accepted', async (t) => {
     // biome-ignore format: a table, one case a line
@@ -125,8 +142,14 @@ t.test('constraints of users and scripts', async (t) => {
       ['original_filename of 255 characters', script({ original_filename: 'o'.repeat(255) })],
       ['zero execution time and memory', script({ execution_time_seconds: 0, memory_usage_mb: 0 })],
       ['largest numeric(10,3) and numeric(10,2)', script({ execution_time_seconds: 9999999.999, memory_usage_mb: 99999999.99 })],
-      ['running with started_at', script({ status: 'running', started_at: T1 })],
+      ['queued with queued_at', script(QUEUED)],
+      ['running with started_at, executor_id and lease_expires_at', script(RUNNING)],
       ['completed at the instant it started', script({ status: 'completed', started_at: T1, completed_at: T1 })],
+      // recordCancelledRun finds a cancelled run by the executor that held it.
+      ['cancelled run keeping its executor_id and lease', script({ ...RUNNING, status: 'cancelled', completed_at: T2 })],
+      ['log chunk', chunk({})],
+      ['log chunk of one character', chunk({ data: 'x' })],
+      ['log chunk of a blank line', chunk({ data: '\n' })],
     ];
     for (const [label, attempt] of accepted) await t.resolves(attempt(), label);
   });
@@ -206,16 +229,33 @@ t.test('constraints of users and scripts', async (t) => {
       ['execution time of 1e7 s', script({ execution_time_seconds: 1e7 }), OVERFLOW, null],
       ['execution time rounding up to 1e7 s', script({ execution_time_seconds: 9999999.9995 }), OVERFLOW, null],
       ['memory of 1e8 MB', script({ memory_usage_mb: 1e8 }), OVERFLOW, null],
-      ['running without started_at', script({ status: 'running' }), CHECK, 'ck_scripts_running_has_started_at'],
+      ['running without started_at', script({ ...RUNNING, started_at: null }), CHECK, 'ck_scripts_running_has_started_at'],
+      ['running without executor_id', script({ ...RUNNING, executor_id: null }), CHECK, 'ck_scripts_running_has_lease'],
+      ['running with an empty executor_id', script({ ...RUNNING, executor_id: '' }), CHECK, 'ck_scripts_running_has_lease'],
+      ['running without lease_expires_at', script({ ...RUNNING, lease_expires_at: null }), CHECK, 'ck_scripts_running_has_lease'],
+      ['queued without queued_at', script({ status: 'queued' }), CHECK, 'ck_scripts_queued_has_queued_at'],
       ['completed without completed_at', script({ status: 'completed', started_at: T1 }), CHECK, 'ck_scripts_finished_has_completed_at'],
       ['failed without completed_at', script({ status: 'failed', started_at: T1 }), CHECK, 'ck_scripts_finished_has_completed_at'],
       ['cancelled without completed_at', script({ status: 'cancelled' }), CHECK, 'ck_scripts_finished_has_completed_at'],
       ['completed before started', script({ status: 'completed', started_at: T2, completed_at: T1 }), CHECK, 'ck_scripts_completed_after_started'],
       ['restart keeping an older completed_at', () => sql`update scripts set started_at = ${T2}, completed_at = ${T1} where id = ${takenScript.id}`, CHECK, 'ck_scripts_completed_after_started'],
       ['status not in the enum', script({ status: 'paused' }), BAD_TEXT, null],
-      ['user that does not exist', script({ user_id: 2 ** 53 - 1 }), FOREIGN_KEY, 'fk_scripts_user'],
+      ['user that does not exist', script({ user_id: NO_SUCH_ID }), FOREIGN_KEY, 'fk_scripts_user'],
       ['duplicate filename', script({ filename: 'taken.py' }), UNIQUE, 'uq_scripts_filename'],
       ['duplicate id', () => sql`insert into scripts (id, user_id, filename, original_filename, file_path, file_size, file_extension, sha256) overriding system value values (${takenScript.id}, ${owner.id}, 'pk.py', 'pk.py', '/x/pk.py', 1, '.py', ${sha()})`, UNIQUE, 'pk_scripts'],
+    ];
+    for (const c of cases) await expectViolation(t, c);
+  });
+
+  await t.test('script_log_chunks: its check, primary key and foreign keys', async (t) => {
+    // biome-ignore format: a table, one case a line
+    const cases: Case[] = [
+      ['empty data', chunk({ data: '' }), CHECK, 'ck_script_log_chunks_data_not_empty'],
+      ['emptying a chunk', () => sql`update script_log_chunks set data = '' where id = ${takenChunk.id}`, CHECK, 'ck_script_log_chunks_data_not_empty'],
+      ['script that does not exist', chunk({ script_id: NO_SUCH_ID }), FOREIGN_KEY, 'fk_script_log_chunks_script'],
+      ['user that does not exist', chunk({ user_id: NO_SUCH_ID }), FOREIGN_KEY, 'fk_script_log_chunks_script'],
+      ['a user who does not own the script', async () => chunk({ user_id: (await insertUser()).id })(), FOREIGN_KEY, 'fk_script_log_chunks_script'],
+      ['duplicate id', () => sql`insert into script_log_chunks (id, script_id, user_id, data) overriding system value values (${takenChunk.id}, ${run.id}, ${owner.id}, 'x')`, UNIQUE, 'pk_script_log_chunks'],
     ];
     for (const c of cases) await expectViolation(t, c);
   });
@@ -225,15 +265,19 @@ t.test('constraints of users and scripts', async (t) => {
     const columns = await sql<{ table: string; column: string }[]>`
       select c.relname as table, a.attname as column
       from pg_attribute a join pg_class c on c.oid = a.attrelid
-      where c.relname in ('users', 'scripts') and c.relnamespace = 'public'::regnamespace
+      where c.relname in ('users', 'scripts', 'script_log_chunks') and c.relnamespace = 'public'::regnamespace
         and a.attnum > 0 and not a.attisdropped and a.attnotnull
         and a.attidentity = '' and a.attgenerated = ''
       order by c.relname, a.attnum
     `;
-    t.ok(columns.length >= 15, `${columns.length} NOT NULL columns`);
+    t.ok(columns.length >= 19, `${columns.length} NOT NULL columns`);
+    const inserts: Record<string, (overrides: Row) => Promise<unknown>> = {
+      users: insertUser,
+      scripts: insertScript,
+      script_log_chunks: insertChunk,
+    };
     for (const { table, column } of columns) {
-      const attempt =
-        table === 'users' ? () => insertUser({ [column]: null }) : () => insertScript({ [column]: null });
+      const attempt = () => inserts[table]!({ [column]: null });
       await expectViolation(t, [`${table}.${column} null`, attempt, NOT_NULL, column]);
     }
   });
@@ -336,46 +380,90 @@ t.test('constraints of users and scripts', async (t) => {
     await sql`update scripts set execution_logs = 'line 1' where id = ${s.id}`;
     const first = await updatedAt(s.id);
     t.ok(first > LONG_AGO_ISO, 'a change sets it');
-    await sql`update scripts set status = 'queued' where id = ${s.id}`;
+    await sql`update scripts set status = 'queued', queued_at = now() where id = ${s.id}`;
     t.ok((await updatedAt(s.id)) > first, 'a later change moves it again');
     await sql`update scripts set updated_at = ${LONG_AGO} where id = ${s.id}`;
     t.ok((await updatedAt(s.id)) > LONG_AGO_ISO, 'updated_at cannot be set back by hand');
   });
 
-  await t.test('deleting a user deletes its scripts', async (t) => {
+  await t.test('deleting a user deletes its scripts and their log chunks', async (t) => {
     const doomed = await insertUser();
     const kept = await insertUser();
     for (const userId of [doomed.id, doomed.id, kept.id]) await insertScript({ user_id: userId });
-    await insertScript({ user_id: doomed.id, status: 'running', started_at: T1 });
+    const doomedRun = await insertScript({ ...RUNNING, user_id: doomed.id });
+    const keptRun = await insertScript({ ...RUNNING, user_id: kept.id });
+    for (const r of [doomedRun, doomedRun, keptRun])
+      await insertChunk({ script_id: r.id, user_id: r.user_id });
     const deleted = await sql`delete from users where id = ${doomed.id}`;
     t.equal(deleted.count, 1);
-    const [left] = await sql<{ doomed: number; kept: number }[]>`
+    const [scripts] = await sql<{ doomed: number; kept: number }[]>`
       select count(*) filter (where user_id = ${doomed.id}) as doomed,
              count(*) filter (where user_id = ${kept.id}) as kept
       from scripts
     `;
-    t.strictSame(left, { doomed: 0, kept: 1 }, 'its scripts are gone, others are not');
+    t.strictSame(scripts, { doomed: 0, kept: 2 }, 'its scripts are gone, others are not');
+    const [chunks] = await sql<{ doomed: number; kept: number }[]>`
+      select count(*) filter (where user_id = ${doomed.id}) as doomed,
+             count(*) filter (where user_id = ${kept.id}) as kept
+      from script_log_chunks
+    `;
+    t.strictSame(chunks, { doomed: 0, kept: 1 }, 'its log chunks are gone, others are not');
+  });
+
+  await t.test('deleting a script deletes its log chunks', async (t) => {
+    const doomed = await insertScript(RUNNING);
+    const kept = await insertScript(RUNNING);
+    for (const s of [doomed, doomed, doomed, kept]) await insertChunk({ script_id: s.id });
+    const deleted = await sql`delete from scripts where id = ${doomed.id}`;
+    t.equal(deleted.count, 1);
+    const [left] = await sql<{ doomed: number; kept: number }[]>`
+      select count(*) filter (where script_id = ${doomed.id}) as doomed,
+             count(*) filter (where script_id = ${kept.id}) as kept
+      from script_log_chunks
+    `;
+    t.strictSame(left, { doomed: 0, kept: 1 }, 'its chunks are gone, those of other scripts are not');
   });
 
   await t.test('the status machine trigger agrees with SCRIPT_TRANSITIONS', async (t) => {
-    // Timestamps a script needs to sit in a status (inserts bypass the trigger).
+    // What a script needs to sit validly in a status (inserts bypass the trigger, not the checks).
     const inStatus = (status: ScriptStatus): Row => {
-      if (status === 'running') return { status, started_at: T1 };
+      if (status === 'queued') return QUEUED;
+      if (status === 'running') return RUNNING;
       if (status === 'completed' || status === 'failed' || status === 'cancelled')
         return { status, started_at: T1, completed_at: T2 };
       return { status };
     };
-    // What the UPDATE to a status sets alongside: a (re)start clears completed_at.
+    // What the UPDATE to a status sets alongside, as the repositories do: a queueing
+    // stamps queued_at and clears the last run, a claim starts the run under a lease.
+    // So every allowed transition yields a valid row, and only the trigger can refuse.
     const toStatus = (status: ScriptStatus): Row => {
-      if (status === 'running') return { status, started_at: T3, completed_at: null };
+      if (status === 'queued')
+        return {
+          status,
+          queued_at: T3,
+          started_at: null,
+          completed_at: null,
+          executor_id: null,
+          lease_expires_at: null,
+        };
+      if (status === 'running')
+        return {
+          status,
+          started_at: T3,
+          completed_at: null,
+          executor_id: 'executor-2',
+          lease_expires_at: T4,
+        };
       if (status === 'completed' || status === 'failed' || status === 'cancelled')
         return { status, completed_at: T4 };
       return { status };
     };
     let allowed = 0;
+    let pairs = 0;
     for (const from of SCRIPT_STATUSES) {
       for (const to of SCRIPT_STATUSES) {
         if (from === to) continue;
+        pairs++;
         const s = await insertScript(inStatus(from));
         const attempt = () =>
           sql`update scripts set ${sql(toStatus(to))} where id = ${s.id} returning status`;
@@ -394,6 +482,7 @@ t.test('constraints of users and scripts', async (t) => {
     }
     // API.md: uploaded|completed|failed|cancelled → queued, queued → running|cancelled,
     // running → completed|failed|cancelled.
+    t.equal(pairs, 30, 'thirty (from, to) pairs tried');
     t.equal(allowed, 9, 'nine allowed transitions');
     for (const status of SCRIPT_STATUSES) {
       const s = await insertScript(inStatus(status));
@@ -404,17 +493,21 @@ t.test('constraints of users and scripts', async (t) => {
     }
   });
 
-  await t.test('every constraint of users and scripts was broken by a case above', async (t) => {
+  await t.test('every constraint of users, scripts and script_log_chunks was broken by a case', async (t) => {
     // From the catalog: a constraint added to the schema without a case here fails this test.
     const rows = await sql<{ conname: string }[]>`
       select conname from pg_constraint
-      where conrelid in ('users'::regclass, 'scripts'::regclass) and contype in ('p', 'u', 'f', 'c')
+      where conrelid in ('users'::regclass, 'scripts'::regclass, 'script_log_chunks'::regclass)
+        and contype in ('p', 'u', 'f', 'c')
       order by conname
     `;
     const constraints = [...rows.map((r) => r.conname), 'ck_scripts_status_transition'];
-    t.equal(constraints.length, 28, '27 constraints and the status trigger');
+    t.equal(constraints.length, 34, '33 constraints and the status trigger');
+    // (id, user_id) is unique because id is: pk_scripts always fires first. It exists as the
+    // target of fk_script_log_chunks_script, which the cases above do break.
+    const implied = ['uq_scripts_id_user'];
     t.strictSame(
-      constraints.filter((name) => !broken.has(name)),
+      constraints.filter((name) => !broken.has(name) && !implied.includes(name)),
       [],
       'none left unbroken',
     );

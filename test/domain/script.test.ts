@@ -23,6 +23,10 @@ t.test('sanitizeFilename keeps a harmless display name whatever comes in', async
   t.equal(sanitizeFilename('a\u0000b\nc.py'), 'abc.py');
   t.equal(sanitizeFilename('...hidden.py'), 'hidden.py');
   t.equal(sanitizeFilename('/'), 'script');
+  t.equal(sanitizeFilename('.py'), 'script.py');
+  t.equal(sanitizeFilename('....PY'), 'script.py');
+  t.equal(sanitizeFilename('invoice\u202Eyp.exe'), 'invoiceyp.exe', 'no bidirectional override survives');
+  t.equal(sanitizeFilename('a\u2066b\u2069.py'), 'ab.py');
   t.equal(sanitizeFilename('évolution 📈.py'), 'évolution 📈.py');
   const long = sanitizeFilename(`${'x'.repeat(400)}.py`);
   t.equal(long.length, ORIGINAL_FILENAME_MAX_LENGTH);
@@ -35,7 +39,7 @@ t.test('sanitizeFilename keeps a harmless display name whatever comes in', async
         [...name].length <= ORIGINAL_FILENAME_MAX_LENGTH &&
         !/[/\\]/.test(name) &&
         // biome-ignore lint/suspicious/noControlCharactersInRegex: asserting there are none
-        !/[\u0000-\u001f\u007f]/.test(name) &&
+        !/[\u0000-\u001f\u007f\u202a-\u202e\u2066-\u2069]/.test(name) &&
         !name.startsWith('.')
       );
     }),

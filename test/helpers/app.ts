@@ -33,7 +33,7 @@ export async function testApp(t: Test, env: Record<string, string> = {}): Promis
     AUTH_RATE_LIMIT_MAX: '100000',
     // Load shedding reacts to a starved event loop, which a busy test machine produces at will;
     // it is not what these tests are about.
-    MAX_EVENT_LOOP_DELAY_MS: '0',
+    MAX_EVENT_LOOP_UTILIZATION: '0',
     ...env,
   });
   const storage = new FileStorage(config.STORAGE_DIR);

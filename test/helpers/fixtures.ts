@@ -41,3 +41,6 @@ export async function makeScript(
     ...overrides,
   });
 }
+
+/** A lease for tests that start runs by hand (no executor renews it). */
+export const LEASE = { executorId: 'test-executor', seconds: 300 };

@@ -4,7 +4,7 @@ import { encodeCursor } from '../../src/repositories/pagination.js';
 import { SCRIPT_SORTS, type ScriptSort } from '../../src/repositories/script-repository.js';
 import { rejectsWith } from '../helpers/assert.js';
 import { testDatabase } from '../helpers/db.js';
-import { makeScript, makeUser } from '../helpers/fixtures.js';
+import { LEASE, makeScript, makeUser } from '../helpers/fixtures.js';
 
 t.test('create returns the script without its file_path; findById/getById respect the owner', async (t) => {
   const { repos } = await testDatabase(t);
@@ -49,7 +49,7 @@ async function finish(
   outcome: 'complete' | 'fail' = 'complete',
 ) {
   await repos.executions.queue(id, { maxActive: 100 });
-  await repos.executions.startExecution(id);
+  await repos.executions.startExecution(id, LEASE);
   const result = {
     exit_code: outcome === 'complete' ? 0 : 1,
     execution_time_seconds: seconds,
@@ -149,8 +149,12 @@ t.test('a cursor from another sort, or tampered with, is INVALID_CURSOR', async 
       code: 'INVALID_CURSOR',
     });
   }
-  // A well-formed cursor whose timestamp PostgreSQL cannot read is refused as invalid input.
-  await t.rejects(repos.scripts.listAfter({}, 'created_at', bad[2]!, 1), ValidationError);
+  // A well-formed cursor whose timestamp is not one (or not a real date) is a tampered cursor.
+  await t.rejects(repos.scripts.listAfter({}, 'created_at', bad[2]!, 1), { code: 'INVALID_CURSOR' });
+  for (const time of ['2026-02-30 00:00:00+00', '2026-13-01 00:00:00+00', '2026-01-01 24:00:00+00'])
+    await t.rejects(repos.scripts.listAfter({}, 'created_at', encodeCursor(['created_at', time, 1]), 1), {
+      code: 'INVALID_CURSOR',
+    });
 });
 
 t.test('listRunning lists running scripts, optionally of one owner', async (t) => {
@@ -162,7 +166,7 @@ t.test('listRunning lists running scripts, optionally of one owner', async (t) =
   await makeScript(repos, bob.id);
   for (const s of [a, b]) {
     await repos.executions.queue(s.id, { maxActive: 5 });
-    await repos.executions.startExecution(s.id);
+    await repos.executions.startExecution(s.id, LEASE);
   }
   t.same(
     (await repos.scripts.listRunning()).map((s) => s.id),
@@ -206,7 +210,7 @@ t.test('delete removes an idle script and returns its path; refuses queued and r
   const busy = await makeScript(repos, owner.id);
   await repos.executions.queue(busy.id, { maxActive: 5 });
   await rejectsWith(t, repos.scripts.delete(busy.id), InvalidStateError, { current: 'queued' });
-  await repos.executions.startExecution(busy.id);
+  await repos.executions.startExecution(busy.id, LEASE);
   await rejectsWith(t, repos.scripts.delete(busy.id), InvalidStateError, { current: 'running' });
   t.ok(await repos.scripts.findById(busy.id), 'still there');
 });

@@ -1,12 +1,12 @@
 import t from 'tap';
 import { testDatabase } from '../helpers/db.js';
-import { makeScript, makeUser } from '../helpers/fixtures.js';
+import { LEASE, makeScript, makeUser } from '../helpers/fixtures.js';
 
 type Repos = Awaited<ReturnType<typeof testDatabase>>['repos'];
 
 async function run(repos: Repos, id: number, seconds: number, outcome: 'complete' | 'fail' | 'start') {
   await repos.executions.queue(id, { maxActive: 100 });
-  await repos.executions.startExecution(id);
+  await repos.executions.startExecution(id, LEASE);
   if (outcome === 'start') return;
   const result = {
     exit_code: outcome === 'complete' ? 0 : 1,

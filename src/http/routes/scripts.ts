@@ -119,7 +119,7 @@ export const scriptRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app,
       if ((user_id !== undefined || all !== undefined) && principal.role !== 'admin')
         throw new ForbiddenError('only admins may list scripts of other users');
       if (user_id !== undefined && all === true)
-        throw ValidationError.field('/querystring/all', 'cannot be combined with user_id');
+        throw ValidationError.field('/all', 'cannot be combined with user_id');
       const filters = {
         ...rest,
         user_id: all === true ? undefined : (user_id ?? principal.user_id),
@@ -138,7 +138,8 @@ export const scriptRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app,
   app.get(
     '/scripts/recent',
     {
-      preHandler: app.requireAdmin,
+      // Before validation: a user learns nothing of an admin route's input rules.
+      onRequest: app.requireAdmin,
       schema: {
         tags: ['scripts'],
         summary: 'Scripts of the last `days`, newest first, each with its owner (admin)',

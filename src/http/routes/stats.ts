@@ -35,7 +35,8 @@ const UserStats = Type.Object(
 export const STATS_SCHEMAS = [ScriptStats, UserStats];
 
 export const statsRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, { ctx }) => {
-  app.addHook('preHandler', app.requireAdmin);
+  // onRequest, after `authenticate`: a user gets 403 before any input is validated.
+  app.addHook('onRequest', app.requireAdmin);
   const stats = ctx.repos.stats;
   const tags = ['stats'];
 

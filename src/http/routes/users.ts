@@ -41,7 +41,8 @@ export const userRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, {
   app.get(
     '/users',
     {
-      preHandler: app.requireAdmin,
+      // Before validation: a user learns nothing of an admin route's input rules.
+      onRequest: app.requireAdmin,
       schema: {
         tags: ['users'],
         summary: 'List users, newest first (offset page, or keyset with `cursor`)',
@@ -79,7 +80,8 @@ export const userRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, {
   app.get(
     '/users/search',
     {
-      preHandler: app.requireAdmin,
+      // Before validation: a user learns nothing of an admin route's input rules.
+      onRequest: app.requireAdmin,
       schema: {
         tags: ['users'],
         summary: 'Case-insensitive substring search of email or username',
@@ -128,7 +130,8 @@ export const userRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, {
   app.patch(
     '/users/:id',
     {
-      preHandler: app.requireAdmin,
+      // Before validation: a user learns nothing of an admin route's input rules.
+      onRequest: app.requireAdmin,
       schema: {
         tags: ['users'],
         summary: 'Change a user (admin)',

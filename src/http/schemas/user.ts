@@ -33,7 +33,7 @@ export const User = Type.Object(
 
 export const Email = Type.String({ minLength: 3, maxLength: 320, description: 'trimmed and lower-cased' });
 export const Username = Type.String({ minLength: 3, maxLength: 100, pattern: '^[A-Za-z0-9_-]{3,100}$' });
-export const Password = Type.String({ minLength: 8, maxLength: 1024, description: '8 to 256 characters' });
+export const Password = Type.String({ minLength: 8, maxLength: 256, description: '8 to 256 characters' });
 
 export const Session = Type.Object(
   { user: Type.Ref(User), token: Type.String({ description: 'bearer token for the Authorization header' }) },

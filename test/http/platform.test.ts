@@ -1,0 +1,508 @@
+/**
+ * What every route shares: liveness and readiness (also with the database gone or
+ * frozen), the OpenAPI document, Prometheus metrics, problem+json for Fastify's own
+ * errors and for bugs, request ids, secrets kept out of logs, and helmet's headers.
+ */
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
+import type { Logger } from 'pino';
+import t, { type Test } from 'tap';
+import { compose } from '../../src/compose.js';
+import { loadConfig } from '../../src/config.js';
+import { createPool, poolOptionsFrom, type Sql } from '../../src/db/client.js';
+import { freePort } from '../../src/db/embedded.js';
+import { MIGRATIONS_DIR, migrationNames } from '../../src/db/migrate.js';
+import { build } from '../../src/http/app.js';
+import { Metrics } from '../../src/metrics.js';
+import { newToken } from '../../src/services/tokens.js';
+import { FileStorage } from '../../src/storage/file-storage.js';
+import { signUp, signUpAdmin, testApp } from '../helpers/app.js';
+import { testDatabase, testLogger } from '../helpers/db.js';
+import { captureLogger } from '../helpers/log-capture.js';
+
+/** DB_QUERY_TIMEOUT_MS of the apps over a dead or frozen database. */
+const QUERY_TIMEOUT_MS = 500;
+
+/**
+ * The app over a pool of its own (`url`), or over `sql`, with `logger`: what
+ * test/helpers/app.ts builds, for the cases it cannot (a database that is down,
+ * a logger the test reads, a route added before the first request).
+ */
+async function appOver(
+  t: Test,
+  where: { url: string } | { sql: Sql },
+  options: { logger?: Logger; env?: Record<string, string> } = {},
+): Promise<FastifyInstance> {
+  const storageDir = await mkdtemp(path.join(tmpdir(), 'dollarclub-platform-'));
+  t.teardown(() => rm(storageDir, { recursive: true, force: true }));
+  const config = loadConfig({
+    NODE_ENV: 'test',
+    STORAGE_DIR: storageDir,
+    AUTH_RATE_LIMIT_MAX: '100000',
+    MAX_EVENT_LOOP_UTILIZATION: '0',
+    DB_QUERY_TIMEOUT_MS: String(QUERY_TIMEOUT_MS),
+    DB_CONNECT_TIMEOUT_SECONDS: '1',
+    ...options.env,
+  });
+  const log = options.logger ?? testLogger();
+  let sql: Sql;
+  if ('sql' in where) sql = where.sql;
+  else {
+    sql = createPool(poolOptionsFrom(config, where.url, `dollarclub-platform-${process.pid}`), log);
+    t.teardown(() => sql.end({ timeout: 1 }));
+  }
+  const storage = new FileStorage(storageDir);
+  await storage.init();
+  const composition = compose({
+    config,
+    sql,
+    log,
+    metrics: new Metrics({ defaultMetrics: false }),
+    storage,
+    migrations: await migrationNames(),
+  });
+  const app = await build({ ctx: composition.ctx, logger: log, activity: composition.activity });
+  t.teardown(() => app.close());
+  return app;
+}
+
+/** A TCP server that accepts connections and never says a word: a frozen database. */
+async function frozenServer(t: Test): Promise<number> {
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => {});
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => server.close(resolve));
+  });
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('no port');
+  return address.port;
+}
+
+function isProblem(t: Test, res: LightMyRequestResponse, status: number, code: string): void {
+  t.equal(res.statusCode, status, `answered ${status}`);
+  t.match(res.headers['content-type'], /^application\/problem\+json/, 'as problem+json');
+  const body = res.json();
+  t.match(body, { type: String, title: String, status, detail: String, code }, `a ${code} problem`);
+}
+
+// ---------------------------------------------------------------------------
+// Health
+
+t.test('GET /health answers 200 {status: ok} without a database call', async (t) => {
+  const app = await appOver(t, { url: `postgres://postgres@127.0.0.1:${await freePort()}/nowhere` });
+  const res = await app.inject('/health');
+  t.equal(res.statusCode, 200);
+  t.same(res.json(), { status: 'ok' });
+});
+
+t.test('GET /health/database reports latency, version, pool and migrations when ready', async (t) => {
+  const { app, config } = await testApp(t);
+  const files = (await readdir(MIGRATIONS_DIR)).filter((f) => f.endsWith('.sql')).sort();
+  const last = files.at(-1)!.replace(/\.sql$/, '');
+  const res = await app.inject('/health/database');
+  t.equal(res.statusCode, 200);
+  const body = res.json();
+  t.match(body, {
+    status: 'ok',
+    latency_ms: Number,
+    server_version: /^\d+(\.\d+)?/,
+    pool: { size: Number, idle: Number, waiting: 0, max: config.DB_POOL_MAX },
+    migrations: { current: last, pending: 0 },
+  });
+  t.ok(body.latency_ms >= 0, 'latency is a duration');
+  t.ok(
+    body.pool.size >= 1 && body.pool.size <= config.DB_POOL_MAX,
+    'the pool holds at least the connection it used',
+  );
+  t.ok(body.pool.idle >= 0 && body.pool.idle <= body.pool.size, 'idle connections are some of the pool');
+});
+
+t.test('with nothing listening where the database should be', async (t) => {
+  const app = await appOver(t, { url: `postgres://postgres@127.0.0.1:${await freePort()}/nowhere` });
+
+  await t.test('readiness answers 503 {status: unavailable}', async (t) => {
+    const res = await app.inject('/health/database');
+    t.equal(res.statusCode, 503);
+    t.match(res.json(), { status: 'unavailable' });
+  });
+
+  await t.test('a route that needs the database answers 503 DATABASE_UNAVAILABLE', async (t) => {
+    const res = await app.inject({
+      method: 'POST',
+      url: '/api/v1/auth/login',
+      payload: { email: 'someone@example.com', password: 'whatever it is' },
+    });
+    isProblem(t, res, 503, 'DATABASE_UNAVAILABLE');
+  });
+
+  await t.test('liveness still answers 200', async (t) => {
+    t.equal((await app.inject('/health')).statusCode, 200);
+  });
+});
+
+t.test('with a database that accepts connections and never answers', async (t) => {
+  const port = await frozenServer(t);
+  const app = await appOver(t, { url: `postgres://postgres@127.0.0.1:${port}/frozen` });
+  await app.inject('/health'); // the app is built and accepting before anything is timed
+
+  await t.test('readiness answers 503 within the 2 s the contract allows (2.5 s with margin)', async (t) => {
+    const start = performance.now();
+    const res = await app.inject('/health/database');
+    const ms = performance.now() - start;
+    t.equal(res.statusCode, 503);
+    t.match(res.json(), { status: 'unavailable' });
+    t.ok(ms < 2500, `answered in ${Math.round(ms)} ms`);
+  });
+
+  const routes: InjectOptions[] = [
+    {
+      method: 'POST',
+      url: '/api/v1/auth/login',
+      payload: { email: 'someone@example.com', password: 'whatever it is' },
+    },
+    { method: 'GET', url: '/api/v1/me', headers: { authorization: `Bearer ${newToken()}` } },
+    { method: 'GET', url: '/api/v1/scripts', headers: { authorization: `Bearer ${newToken()}` } },
+  ];
+  for (const route of routes) {
+    await t.test(`${route.method} ${route.url} fails fast with 503 DATABASE_UNAVAILABLE`, async (t) => {
+      const start = performance.now();
+      const res = await app.inject(route);
+      const ms = performance.now() - start;
+      isProblem(t, res, 503, 'DATABASE_UNAVAILABLE');
+      t.equal(res.headers['retry-after'], '5', 'with Retry-After');
+      t.ok(ms < 2500, `answered in ${Math.round(ms)} ms (query timeout ${QUERY_TIMEOUT_MS} ms)`);
+    });
+  }
+});
+
+t.test('readiness keeps its 2 s bound even when queries may wait far longer', async (t) => {
+  const port = await frozenServer(t);
+  const app = await appOver(
+    t,
+    { url: `postgres://postgres@127.0.0.1:${port}/frozen` },
+    { env: { DB_QUERY_TIMEOUT_MS: '30000', DB_CONNECT_TIMEOUT_SECONDS: '30' } },
+  );
+  await app.inject('/health');
+  const start = performance.now();
+  const res = await app.inject('/health/database');
+  const ms = performance.now() - start;
+  t.equal(res.statusCode, 503);
+  t.match(res.json(), { status: 'unavailable' });
+  t.ok(ms < 2500, `answered in ${Math.round(ms)} ms`);
+});
+
+// ---------------------------------------------------------------------------
+// Docs
+
+/** API.md's routes other than the script runs (execute, cancel, logs, running). */
+const DOCUMENTED: Array<[string, string]> = [
+  ['post', '/api/v1/auth/register'],
+  ['post', '/api/v1/auth/login'],
+  ['post', '/api/v1/auth/logout'],
+  ['get', '/api/v1/me'],
+  ['patch', '/api/v1/me'],
+  ['put', '/api/v1/me/ibkr'],
+  ['delete', '/api/v1/me/ibkr'],
+  ['get', '/api/v1/users'],
+  ['get', '/api/v1/users/search'],
+  ['get', '/api/v1/users/{id}'],
+  ['patch', '/api/v1/users/{id}'],
+  ['delete', '/api/v1/users/{id}'],
+  ['post', '/api/v1/scripts'],
+  ['get', '/api/v1/scripts'],
+  ['get', '/api/v1/scripts/recent'],
+  ['get', '/api/v1/scripts/{id}'],
+  ['get', '/api/v1/scripts/{id}/content'],
+  ['delete', '/api/v1/scripts/{id}'],
+  ['get', '/api/v1/stats/scripts'],
+  ['get', '/api/v1/stats/scripts/by-status'],
+  ['get', '/api/v1/stats/scripts/performance'],
+  ['get', '/api/v1/stats/users'],
+  ['get', '/api/v1/stats/users/by-provider'],
+  ['get', '/api/v1/stats/users/top'],
+  ['get', '/api/v1/stats/users/script-counts'],
+];
+
+type Json = Record<string, unknown>;
+interface OpenApi {
+  openapi: string;
+  paths: Record<string, Record<string, Json & { security?: unknown; responses?: Record<string, Json> }>>;
+  components: { schemas: Record<string, Json>; securitySchemes?: Record<string, Json> };
+}
+
+/**
+ * Every property name a response can carry, with the component it belongs to:
+ * `$ref`s into components.schemas are followed (once each).
+ */
+function responseProperties(doc: OpenApi, schema: unknown, owner: string, seen = new Set<string>()) {
+  const found: Array<{ owner: string; name: string }> = [];
+  const walk = (node: unknown, owner: string): void => {
+    if (Array.isArray(node)) {
+      for (const item of node) walk(item, owner);
+      return;
+    }
+    if (node === null || typeof node !== 'object') return;
+    const object = node as Json;
+    if (typeof object.$ref === 'string') {
+      const name = object.$ref.replace(/^#\/components\/schemas\//, '');
+      if (!seen.has(name)) {
+        seen.add(name);
+        walk(doc.components.schemas[name], name);
+      }
+    }
+    if (object.properties !== null && typeof object.properties === 'object')
+      for (const name of Object.keys(object.properties)) found.push({ owner, name });
+    for (const [key, value] of Object.entries(object)) if (key !== '$ref') walk(value, owner);
+  };
+  walk(schema, owner);
+  return found;
+}
+
+t.test('GET /docs serves Swagger UI, GET /docs/json the OpenAPI document', async (t) => {
+  const { app } = await testApp(t);
+
+  await t.test('/docs is an HTML page', async (t) => {
+    const res = await app.inject('/docs');
+    t.equal(res.statusCode, 200);
+    t.match(res.headers['content-type'], /^text\/html/);
+    t.match(res.body, /<html/i);
+  });
+
+  const res = await app.inject('/docs/json');
+  t.equal(res.statusCode, 200);
+  const doc = res.json<OpenApi>();
+  const text = res.body;
+
+  await t.test('OpenAPI 3 with every implemented route of API.md', async (t) => {
+    t.match(doc.openapi, /^3\./);
+    for (const [method, route] of DOCUMENTED)
+      t.ok(doc.paths[route]?.[method], `${method.toUpperCase()} ${route}`);
+  });
+
+  await t.test('named components, no def-N references', async (t) => {
+    for (const name of ['User', 'Script', 'Problem'])
+      t.ok(doc.components.schemas[name], `components.schemas.${name}`);
+    t.notMatch(text, /def-\d/, 'no def-N anywhere');
+    for (const [, ref] of text.matchAll(/"\$ref":"([^"]*)"/g))
+      t.ok(
+        ref!.startsWith('#/components/schemas/') &&
+          doc.components.schemas[ref!.split('/').pop()!] !== undefined,
+        `${ref} resolves`,
+      );
+  });
+
+  await t.test('every route behind a token declares bearerAuth', async (t) => {
+    t.match(doc.components.securitySchemes, { bearerAuth: { type: 'http', scheme: 'bearer' } });
+    const open = new Set(['post /api/v1/auth/register', 'post /api/v1/auth/login']);
+    for (const [route, operations] of Object.entries(doc.paths)) {
+      if (!route.startsWith('/api/v1/')) continue;
+      for (const [method, operation] of Object.entries(operations)) {
+        const name = `${method} ${route}`;
+        if (open.has(name)) t.notOk(operation.security, `${name} is open`);
+        else t.same(operation.security, [{ bearerAuth: [] }], `${name} needs a bearer token`);
+      }
+    }
+  });
+
+  await t.test('no response exposes hashed_password, file_path or a token (but Session.token)', async (t) => {
+    let checked = 0;
+    for (const [route, operations] of Object.entries(doc.paths)) {
+      for (const [method, operation] of Object.entries(operations)) {
+        for (const { owner, name } of responseProperties(doc, operation.responses, `${method} ${route}`)) {
+          checked++;
+          if (['hashed_password', 'file_path'].includes(name) || /token/i.test(name))
+            t.ok(owner === 'Session' && name === 'token', `${owner}.${name} is not exposed`);
+        }
+      }
+    }
+    t.ok(checked > 100, `${checked} response properties looked at`);
+    t.match(doc.components.schemas.Session, { properties: { token: {} } }, 'the session carries its token');
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Metrics
+
+t.test('GET /metrics exposes request and query durations by pattern, and the pool', async (t) => {
+  const harness = await testApp(t);
+  const { app } = harness;
+  await app.inject('/health');
+  const admin = await signUpAdmin(harness);
+  const other = await signUp(app);
+  t.equal((await app.inject({ url: '/api/v1/me', headers: admin.headers })).statusCode, 200);
+  const byId = await app.inject({ url: `/api/v1/users/${other.user.id}`, headers: admin.headers });
+  t.equal(byId.statusCode, 200);
+
+  const res = await app.inject('/metrics');
+  t.equal(res.statusCode, 200);
+  t.match(res.headers['content-type'], /^text\/plain/);
+  const text = res.body;
+  t.match(
+    text,
+    /^http_request_duration_seconds_count\{[^}]*route="\/api\/v1\/me"[^}]*\} [1-9]/m,
+    'labelled /api/v1/me',
+  );
+  t.match(
+    text,
+    /^http_request_duration_seconds_count\{[^}]*route="\/api\/v1\/users\/:id"[^}]*\} [1-9]/m,
+    'by pattern',
+  );
+  t.notMatch(text, new RegExp(`route="/api/v1/users/${other.user.id}"`), 'never the raw URL with its id');
+  t.match(text, /^db_query_duration_seconds_count\{[^}]*\} [1-9]/m, 'query durations');
+  t.match(text, /^db_pool_connections\{[^}]*\} \d+/m, 'pool connections');
+});
+
+// ---------------------------------------------------------------------------
+// Errors
+
+t.test('request errors are problems', async (t) => {
+  const { app } = await testApp(t);
+  await app.inject('/health');
+
+  await t.test('invalid JSON answers 400', async (t) => {
+    const res = await app.inject({
+      method: 'POST',
+      url: '/api/v1/auth/login',
+      headers: { 'content-type': 'application/json' },
+      payload: '{"email": "a@b.c", "password": ',
+    });
+    isProblem(t, res, 400, 'BAD_REQUEST');
+  });
+
+  for (const payload of ['{"__proto__":{"x":1}}', '{"constructor":{"prototype":{"x":1}}}']) {
+    await t.test(`prototype poisoning ${payload} answers 400`, async (t) => {
+      const res = await app.inject({
+        method: 'POST',
+        url: '/api/v1/auth/login',
+        headers: { 'content-type': 'application/json' },
+        payload,
+      });
+      t.equal(res.statusCode, 400);
+      t.match(res.headers['content-type'], /^application\/problem\+json/);
+      t.match(res.json(), { status: 400, code: String, detail: String });
+      t.equal(({} as Json).x, undefined, 'Object.prototype is clean');
+    });
+  }
+
+  await t.test('an unknown route answers 404 NOT_FOUND', async (t) => {
+    isProblem(t, await app.inject('/api/v1/nothing-here'), 404, 'NOT_FOUND');
+    isProblem(t, await app.inject({ method: 'DELETE', url: '/health' }), 404, 'NOT_FOUND');
+  });
+
+  await t.test('a malformed URL answers 400 as a problem', async (t) => {
+    isProblem(t, await app.inject('/api/v1/users/%E0%A4%A'), 400, 'BAD_REQUEST');
+  });
+});
+
+t.test('an unexpected error answers a generic 500 and is logged with its request id', async (t) => {
+  const { sql } = await testDatabase(t);
+  const { log, lines } = captureLogger('info');
+  const app = await appOver(t, { sql }, { logger: log });
+  const secret = 'connection to /var/lib/secret.conf failed: password=hunter2';
+  app.get('/boom', async () => {
+    throw new Error(secret);
+  });
+  const res = await app.inject('/boom');
+  isProblem(t, res, 500, 'INTERNAL');
+  const body = res.json();
+  t.match(body.detail, /something went wrong/, 'a generic detail');
+  for (const leak of [secret, 'hunter2', '/var/lib', 'stack', 'Error:', '.ts:', 'node_modules'])
+    t.notOk(res.body.includes(leak), `the body does not contain ${JSON.stringify(leak)}`);
+  const requestId = res.headers['x-request-id'];
+  t.ok(requestId, 'the answer carries its request id');
+  const logged = lines.find((l) => l.level === 50 && l.request_id === requestId);
+  t.ok(logged, 'an error line with the request id');
+  t.match(logged, { err: { message: secret, stack: /Error/ } }, 'with the error and its stack');
+});
+
+t.test('x-request-id: a well-formed incoming id is kept, anything else replaced', async (t) => {
+  const { app } = await testApp(t);
+  const kept = await app.inject({ url: '/health', headers: { 'x-request-id': 'edge-proxy.42:abc_DEF' } });
+  t.equal(kept.headers['x-request-id'], 'edge-proxy.42:abc_DEF');
+  const problem = await app.inject({ url: '/nowhere', headers: { 'x-request-id': 'trace-7' } });
+  t.equal(problem.headers['x-request-id'], 'trace-7', 'on error answers too');
+  t.equal(problem.json().request_id, 'trace-7', 'and in the problem');
+  for (const bad of ['has spaces', 'x'.repeat(65), '<script>', 'ü', '']) {
+    const res = await app.inject({ url: '/health', headers: { 'x-request-id': bad } });
+    const id = String(res.headers['x-request-id']);
+    t.not(id, bad, `${JSON.stringify(bad.slice(0, 10))} is replaced`);
+    t.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'by a UUID');
+  }
+  const fresh = await app.inject('/health');
+  t.match(fresh.headers['x-request-id'], /^[0-9a-f-]{36}$/, 'one is made when none comes');
+});
+
+t.test('the Authorization header, tokens and passwords never reach the logs', async (t) => {
+  const { sql } = await testDatabase(t);
+  const { log, lines, text } = captureLogger('trace');
+  const app = await appOver(t, { sql }, { logger: log });
+  await app.inject('/health');
+  const password = 'a very secret passphrase';
+  const email = 'logs@example.com';
+  const registered = await app.inject({
+    method: 'POST',
+    url: '/api/v1/auth/register',
+    payload: { email, username: 'logs_person', password },
+  });
+  t.equal(registered.statusCode, 201);
+  const { token } = registered.json();
+  const login = await app.inject({
+    method: 'POST',
+    url: '/api/v1/auth/login',
+    payload: { email, password },
+  });
+  t.equal(login.statusCode, 200);
+  const second = login.json().token as string;
+  const headers = { authorization: `Bearer ${token}` };
+  t.equal((await app.inject({ url: '/api/v1/me', headers })).statusCode, 200);
+  t.equal((await app.inject({ url: '/api/v1/users', headers })).statusCode, 403);
+  const changed = await app.inject({
+    method: 'PATCH',
+    url: '/api/v1/me',
+    headers,
+    payload: { current_password: password, new_password: `${password} 2` },
+  });
+  t.equal(changed.statusCode, 200);
+  t.equal(
+    (await app.inject({ method: 'POST', url: '/api/v1/auth/logout', headers })).statusCode,
+    204,
+    'logged out',
+  );
+  const refused = await app.inject({ url: '/api/v1/me', headers });
+  t.equal(refused.statusCode, 401, 'the revoked token is refused');
+
+  t.ok(lines.length > 20, `${lines.length} log lines written at trace`);
+  t.ok(
+    lines.some((l) => typeof l.msg === 'string' && /incoming request/.test(l.msg)),
+    'requests themselves are logged',
+  );
+  const all = text();
+  for (const [name, secret] of [
+    ['the token', token],
+    ['the second token', second],
+    ['the password', password],
+    ['the Authorization header', `Bearer ${token}`],
+  ] as const)
+    t.notOk(all.includes(secret), `${name} is in no log line`);
+  t.notOk(/"authorization":"Bearer/i.test(all), 'no Authorization header value at all');
+});
+
+t.test('helmet headers are on every answer', async (t) => {
+  const { app } = await testApp(t);
+  for (const url of ['/health', '/api/v1/me', '/nowhere']) {
+    const res = await app.inject(url);
+    t.equal(res.headers['x-content-type-options'], 'nosniff', `${url}: nosniff`);
+    t.ok(res.headers['content-security-policy'], `${url}: a content security policy`);
+    t.equal(res.headers['x-powered-by'], undefined, `${url}: no x-powered-by`);
+  }
+});
