@@ -6,7 +6,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream, type ReadStream } from 'node:fs';
-import { chmod, mkdir, rm, stat } from 'node:fs/promises';
+import { mkdir, open, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -56,10 +56,12 @@ export class FileStorage implements Storage {
         done(null, chunk);
       },
     });
+    // Opened (created) before streaming, so that the cleanup below never races the open:
+    // a stream that fails early would otherwise create the file after we removed it.
+    // 'wx': never overwrite, even if a UUID ever repeated.
+    const handle = await open(file, 'wx', 0o600);
     try {
-      // 'wx': never overwrite, even if a UUID ever repeated.
-      await pipeline(source, measure, createWriteStream(file, { flags: 'wx', mode: 0o600 }));
-      await chmod(file, 0o600);
+      await pipeline(source, measure, createWriteStream('', { fd: handle }));
     } catch (error) {
       await rm(file, { force: true });
       throw error;
