@@ -140,17 +140,28 @@ export class Database {
     }
   }
 
-  /** Rejects with DatabaseUnavailableError when `work` takes longer than the query timeout. */
-  private withTimeout<T>(work: Promise<T>, name: string, onTimeout?: () => void): Promise<T> {
+  /**
+   * Rejects with DatabaseUnavailableError when `work` takes longer than the query
+   * timeout. One promise and one timer per query (no Promise.race): it is on every call.
+   */
+  private withTimeout<T>(work: PromiseLike<T>, name: string, onTimeout?: () => void): Promise<T> {
     const ms = this.options.queryTimeoutMs;
-    let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
         onTimeout?.();
         reject(new DatabaseUnavailableError(`the database did not answer ${name} within ${ms} ms`));
       }, ms);
+      work.then(
+        (value) => {
+          clearTimeout(timer);
+          resolve(value);
+        },
+        (error) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+      );
     });
-    return Promise.race([work, expired]).finally(() => clearTimeout(timer));
   }
 }
 

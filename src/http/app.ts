@@ -5,7 +5,6 @@
  * /api/v1.
  */
 import { randomUUID } from 'node:crypto';
-import helmet from '@fastify/helmet';
 import multipart from '@fastify/multipart';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
@@ -18,6 +17,7 @@ import type { AppContext } from './context.js';
 import { handleError, installErrorHandlers, problem, sendProblem } from './errors.js';
 import { authPlugin } from './plugins/auth.js';
 import { metricsPlugin } from './plugins/metrics.js';
+import { securityHeaders } from './plugins/security-headers.js';
 import { authRoutes } from './routes/auth.js';
 import { executionRoutes } from './routes/execution.js';
 import { healthRoutes } from './routes/health.js';
@@ -84,13 +84,15 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) },
   });
   await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true });
-  await app.register(helmet, {
-    contentSecurityPolicy: {
-      directives: {
-        defaultSrc: ["'self'"],
-        imgSrc: ["'self'", 'data:', 'validator.swagger.io'],
-        scriptSrc: ["'self'", ...app.swaggerCSP.script],
-        styleSrc: ["'self'", 'https:', ...app.swaggerCSP.style],
+  await app.register(securityHeaders, {
+    helmet: {
+      contentSecurityPolicy: {
+        directives: {
+          defaultSrc: ["'self'"],
+          imgSrc: ["'self'", 'data:', 'validator.swagger.io'],
+          scriptSrc: ["'self'", ...app.swaggerCSP.script],
+          styleSrc: ["'self'", 'https:', ...app.swaggerCSP.style],
+        },
       },
     },
   });
