@@ -70,6 +70,39 @@ export class Metrics {
 
   /** A query observer for Database (see src/db/database.ts). */
   readonly observeQuery = (name: string, seconds: number, ok: boolean): void => {
-    this.queryDuration.observe({ query: name, outcome: ok ? 'ok' : 'error' }, seconds);
+    cachedChild(this.queryChildren, this.queryDuration, `${name}|${ok}`, () => ({
+      query: name,
+      outcome: ok ? 'ok' : 'error',
+    })).observe(seconds);
   };
+
+  /** Observes an HTTP request (see src/http/plugins/metrics.ts). */
+  observeRequest(method: string, route: string, statusCode: number, seconds: number): void {
+    cachedChild(this.httpChildren, this.httpDuration, `${method}|${route}|${statusCode}`, () => ({
+      method,
+      route,
+      status_code: String(statusCode),
+    })).observe(seconds);
+  }
+
+  private readonly queryChildren = new Map<string, Histogram.Internal<'query' | 'outcome'>>();
+  private readonly httpChildren = new Map<string, Histogram.Internal<'method' | 'route' | 'status_code'>>();
+}
+
+/**
+ * prom-client hashes the label object on every observe(); its children skip that.
+ * They are kept per label set (bounded: route patterns, query names, statuses).
+ */
+function cachedChild<L extends string>(
+  cache: Map<string, Histogram.Internal<L>>,
+  histogram: Histogram<L>,
+  key: string,
+  labels: () => Partial<Record<L, string>>,
+): Histogram.Internal<L> {
+  let child = cache.get(key);
+  if (child === undefined) {
+    child = histogram.labels(labels());
+    cache.set(key, child);
+  }
+  return child;
 }

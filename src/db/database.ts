@@ -46,6 +46,8 @@ export class Database {
     readonly options: DatabaseOptions,
     /** True when `sql` is a transaction: `transaction()` then makes a savepoint. */
     readonly inTransaction = false,
+    /** Set when the transaction this Database belongs to ran out of time (see transaction()). */
+    private readonly abort?: { aborted: boolean },
   ) {}
 
   /** All rows. */
@@ -80,7 +82,7 @@ export class Database {
    */
   async transaction<T>(fn: (tx: Database) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
     if (this.inTransaction) {
-      const savepoint = (this.sql as TransactionSql).savepoint((sql) => fn(this.bound(sql)));
+      const savepoint = (this.sql as TransactionSql).savepoint((sql) => fn(this.bound(sql, this.abort)));
       try {
         return (await savepoint) as T;
       } catch (error) {
@@ -92,9 +94,19 @@ export class Database {
     const activity = this.options.activity;
     for (let attempt = 0; ; attempt++) {
       if (activity) activity.inFlight++;
+      // The caller is answered when the time is up, but the transaction may still be waiting
+      // for a connection or a statement. It must not commit after that answer: once aborted,
+      // its next statement fails, and so does its callback's return (so it rolls back).
+      const abort = { aborted: false };
       try {
-        const run = (this.sql as Sql).begin(begin, (sql) => fn(this.bound(sql)));
-        return (await this.withTimeout(run as Promise<T>, 'transaction')) as T;
+        const run = (this.sql as Sql).begin(begin, async (sql) => {
+          const result = await fn(this.bound(sql, abort));
+          if (abort.aborted) throw abortedError();
+          return result;
+        });
+        return (await this.withTimeout(run as Promise<T>, 'transaction', () => {
+          abort.aborted = true;
+        })) as T;
       } catch (error) {
         const mapped = mapPostgresError(error);
         if (attempt < retries && isRetryable(mapped)) {
@@ -109,8 +121,8 @@ export class Database {
     }
   }
 
-  private bound(sql: TransactionSql): Database {
-    return new Database(sql, this.options, true);
+  private bound(sql: TransactionSql, abort: { aborted: boolean } | undefined): Database {
+    return new Database(sql, this.options, true, abort);
   }
 
   private async run<T extends object>(
@@ -119,6 +131,7 @@ export class Database {
   ): Promise<postgres.RowList<T[]>> {
     const start = performance.now();
     let ok = false;
+    if (this.abort?.aborted) throw abortedError();
     const activity = this.inTransaction ? undefined : this.options.activity;
     if (activity) activity.inFlight++;
     try {
@@ -176,6 +189,9 @@ function statementText(query: object): string {
         .trim()
     : '';
 }
+
+const abortedError = () =>
+  new DatabaseUnavailableError('the transaction ran out of time; it was rolled back');
 
 const round = (ms: number) => Math.round(ms * 100) / 100;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

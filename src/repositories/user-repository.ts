@@ -103,11 +103,17 @@ export class UserRepository {
     );
   }
 
+  /** Hot (GET /me): columns written out, so the driver reuses the statement text as is. */
   async findById(id: number): Promise<User | null> {
     const sql = this.sql;
     return this.db.maybeOne<User>(
       'users.findById',
-      sql`select ${sql(USER_COLUMNS)} from users where id = ${id}`,
+      sql`
+        select id, email, username, auth_provider, role, is_active, is_verified, is_ibkr_connected,
+          ibkr_user_id, ibkr_connected_at, created_at, updated_at, last_login_at
+        from users
+        where id = ${id}
+      `,
     );
   }
 
@@ -161,6 +167,26 @@ export class UserRepository {
       `,
     );
     return orNotFound(user);
+  }
+
+  /**
+   * Replaces the password hash only while it is still `expected` (compare-and-set):
+   * of two changes checked against the same hash, the second finds the first's hash
+   * (PostgreSQL rechecks the condition on the row the first committed) and changes
+   * nothing. False when nothing was changed (the hash differs, or no such user).
+   */
+  async replacePassword(id: number, expected: string, hashed: string): Promise<boolean> {
+    const sql = this.sql;
+    const n = await this.db.count(
+      'users.replacePassword',
+      sql`
+        update users
+        set hashed_password = ${hashed}
+        where id = ${id}
+          and hashed_password = ${expected}
+      `,
+    );
+    return n === 1;
   }
 
   async deactivate(id: number): Promise<User> {

@@ -11,6 +11,7 @@ import {
   NotFoundError,
   ValidationError,
 } from '../../src/domain/errors.js';
+import { Repositories } from '../../src/repositories/index.js';
 import { rejectsWith } from '../helpers/assert.js';
 import { testDatabase, testLogger } from '../helpers/db.js';
 import { makeScript, makeUser } from '../helpers/fixtures.js';
@@ -267,4 +268,42 @@ t.test('every query reports its name, duration and outcome to the observer', asy
     ['test.ok', true],
     ['test.bad', false],
   ]);
+});
+
+t.test('a transaction that ran out of time never commits afterwards', async (t) => {
+  const { sql } = await testDatabase(t, { poolMax: 1 });
+  const db = new Database(sql, { log: testLogger(), slowQueryMs: 10_000, queryTimeoutMs: 300 });
+  const patient = new Database(sql, { log: testLogger(), slowQueryMs: 10_000, queryTimeoutMs: 30_000 });
+  const repos = new Repositories(db);
+  // 1. Its work is slow (here: the callback itself): the caller gets 503 first, then the
+  //    callback's last statement finishes — and the transaction rolls back instead of committing.
+  let callbackDone!: () => void;
+  const finished = new Promise<void>((resolve) => {
+    callbackDone = resolve;
+  });
+  await t.rejects(
+    repos.transaction(async (tx) => {
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      try {
+        return await makeUser(tx, { email: 'late@example.com' });
+      } finally {
+        callbackDone();
+      }
+    }),
+    DatabaseUnavailableError,
+  );
+  await finished;
+  // 2. It waits for a connection (the only one is busy): it runs later, but sends nothing.
+  const busy = patient.many('test.busy', sql`select pg_sleep(1)`);
+  await t.rejects(
+    repos.transaction((tx) => makeUser(tx, { email: 'queued@example.com' })),
+    DatabaseUnavailableError,
+  );
+  await busy;
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const rows = await patient.many<{ email: string }>(
+    'test.users',
+    sql`select email from users where email in ('late@example.com', 'queued@example.com')`,
+  );
+  t.same(rows, [], 'neither transaction committed');
 });

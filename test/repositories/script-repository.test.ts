@@ -1,5 +1,6 @@
 import t from 'tap';
 import { InvalidStateError, NotFoundError, ValidationError } from '../../src/domain/errors.js';
+import { SCRIPT_COLUMNS } from '../../src/domain/script.js';
 import { encodeCursor } from '../../src/repositories/pagination.js';
 import { SCRIPT_SORTS, type ScriptSort } from '../../src/repositories/script-repository.js';
 import { rejectsWith } from '../helpers/assert.js';
@@ -237,4 +238,15 @@ t.test('pruneLogs clears the output of runs finished before a time, and only tho
     { id: old.id, execution_logs: null },
     { id: fresh.id, execution_logs: 'output' },
   ]);
+});
+
+t.test('statements that write the columns out select exactly SCRIPT_COLUMNS', async (t) => {
+  const { repos } = await testDatabase(t);
+  const user = await makeUser(repos);
+  const script = await makeScript(repos, user.id);
+  for (const found of [
+    await repos.scripts.findById(script.id),
+    await repos.scripts.findById(script.id, user.id),
+  ])
+    t.same(Object.keys(found ?? {}), [...SCRIPT_COLUMNS]);
 });

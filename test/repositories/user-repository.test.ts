@@ -1,5 +1,6 @@
 import t from 'tap';
 import { ConflictError, NotFoundError, ValidationError } from '../../src/domain/errors.js';
+import { USER_COLUMNS } from '../../src/domain/user.js';
 import { testDatabase } from '../helpers/db.js';
 import { FAKE_HASH, makeScript, makeUser } from '../helpers/fixtures.js';
 
@@ -332,4 +333,10 @@ t.test('linkIbkr / unlinkIbkr keep the generated flag and the link time right', 
   t.match(unlinked, { is_ibkr_connected: false, ibkr_user_id: null, ibkr_connected_at: null });
   t.same(await repos.users.findIbkrTokens(user.id), { ibkr_access_token: null, ibkr_refresh_token: null });
   await t.rejects(repos.users.unlinkIbkr(user.id + 1000), NotFoundError);
+});
+
+t.test('findById, which writes its columns out, selects exactly USER_COLUMNS', async (t) => {
+  const { repos } = await testDatabase(t);
+  const user = await makeUser(repos);
+  t.same(Object.keys((await repos.users.findById(user.id)) ?? {}), [...USER_COLUMNS]);
 });

@@ -11,15 +11,14 @@ export const metricsPlugin = fp<{ ctx: AppContext }>(
   async (app, { ctx }) => {
     const { metrics } = ctx;
     metrics.poolMax.set(ctx.config.DB_POOL_MAX);
-    app.addHook('onResponse', async (request, reply) => {
-      metrics.httpDuration.observe(
-        {
-          method: request.method,
-          route: request.routeOptions.url ?? 'unmatched',
-          status_code: String(reply.statusCode),
-        },
+    app.addHook('onResponse', (request, reply, done) => {
+      metrics.observeRequest(
+        request.method,
+        request.routeOptions.url ?? 'unmatched',
+        reply.statusCode,
         reply.elapsedTime / 1000,
       );
+      done();
     });
     app.get('/metrics', { schema: { hide: true } }, async (request, reply) => {
       try {
