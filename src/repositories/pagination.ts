@@ -48,7 +48,10 @@ export function decodeCursor<S extends TSchema>(cursor: string, schema: S): Stat
   let value: unknown;
   try {
     if (!/^[A-Za-z0-9_-]{1,512}$/.test(cursor)) throw new Error('not base64url');
-    value = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    const bytes = Buffer.from(cursor, 'base64url');
+    // Base64 decoding ignores stray trailing characters: only the canonical form is ours.
+    if (bytes.toString('base64url') !== cursor) throw new Error('not canonical');
+    value = JSON.parse(bytes.toString('utf8'));
   } catch {
     throw invalidCursor();
   }
