@@ -15,6 +15,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } 
 import type { Logger } from 'pino';
 import type { AppContext } from './context.js';
 import { handleError, installErrorHandlers, problem, sendProblem } from './errors.js';
+import type { FollowLimits } from './followers.js';
 import { authPlugin } from './plugins/auth.js';
 import { metricsPlugin } from './plugins/metrics.js';
 import { securityHeaders } from './plugins/security-headers.js';
@@ -25,7 +26,7 @@ import { meRoutes } from './routes/me.js';
 import { scriptRoutes } from './routes/scripts.js';
 import { STATS_SCHEMAS, statsRoutes } from './routes/stats.js';
 import { userRoutes } from './routes/users.js';
-import { SHARED_SCHEMAS } from './schemas/common.js';
+import { completeResponses, SHARED_SCHEMAS } from './schemas/common.js';
 import { SCRIPT_SCHEMAS } from './schemas/script.js';
 import { USER_SCHEMAS } from './schemas/user.js';
 import { validatorCompiler } from './validation.js';
@@ -37,7 +38,15 @@ export interface BuildOptions {
   activity?: { inFlight: number };
   /** Trust X-Forwarded-For (behind a reverse proxy), so rate limits see the client. */
   trustProxy?: boolean;
+  /** Limits on open log streams; by default derived from the configuration (followers.ts). */
+  followLimits?: FollowLimits;
 }
+
+/**
+ * Routes load shedding never refuses: liveness and metrics must answer when the
+ * process is busiest, or an orchestrator restarts a healthy process for being loaded.
+ */
+const NEVER_SHED = new Set(['/health', '/metrics']);
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
@@ -62,6 +71,8 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   installErrorHandlers(app);
+  // Before any route: every documented route lists the failures any request may meet.
+  app.addHook('onRoute', completeResponses);
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });
@@ -102,6 +113,8 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     maxEventLoopUtilization: ctx.config.MAX_EVENT_LOOP_UTILIZATION,
     retryAfter: 5,
     pressureHandler: (request, reply, type) => {
+      // Returning without an answer lets the request through.
+      if (NEVER_SHED.has(request.routeOptions.url ?? '')) return;
       request.log.warn({ type }, 'under pressure: refusing a request');
       void sendProblem(
         reply.header('retry-after', '5'),
@@ -130,7 +143,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
         await secured.register(meRoutes, { ctx });
         await secured.register(userRoutes, { ctx });
         await secured.register(scriptRoutes, { ctx });
-        await secured.register(executionRoutes, { ctx });
+        await secured.register(executionRoutes, { ctx, followLimits: options.followLimits });
         await secured.register(statsRoutes, { ctx });
       });
     },

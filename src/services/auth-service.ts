@@ -3,7 +3,7 @@
  * authenticated request makes. Passwords are argon2id; tokens are random and
  * stored hashed; verified tokens are cached briefly (AuthCache).
  */
-import { ForbiddenError, UnauthenticatedError } from '../domain/errors.js';
+import { ConflictError, ForbiddenError, NotFoundError, UnauthenticatedError } from '../domain/errors.js';
 import { assertValid, normalizeEmail, passwordProblem, type User, usernameProblem } from '../domain/user.js';
 import type { Repositories } from '../repositories/index.js';
 import type { AuthCache, AuthIdentity } from './auth-cache.js';
@@ -13,6 +13,14 @@ import { newToken, tokenHash } from './tokens.js';
 export interface Session {
   user: User;
   token: string;
+}
+
+/** A checked password change, ready to write (AuthService.preparePasswordChange). */
+export interface PasswordChange {
+  /** The stored hash the current password was verified against. */
+  checked: string;
+  /** The new password's hash. */
+  hashed: string;
 }
 
 /** The identity of an authenticated request, and which token it used. */
@@ -71,31 +79,63 @@ export class AuthService {
     const key = cacheKey(hash);
     const cached = this.cache.get(key);
     if (cached !== null) return { ...cached, token_hash: hash };
+    // Taken before the query: an eviction while it runs means its answer may be stale (AuthCache).
+    const generation = this.cache.generation();
     const identity = await this.repos.tokens.authenticate(hash);
     if (identity === null) throw new UnauthenticatedError('invalid or expired token');
     const principal = { user_id: identity.user_id, role: identity.role };
-    this.cache.set(key, principal, identity.expires_at);
+    this.cache.set(key, principal, identity.expires_at, generation);
     return { ...principal, token_hash: hash };
   }
 
   /**
    * Sets a new password after checking the current one, and ends every other
-   * session of the user (the one in use stays signed in).
+   * session of the user (the one in use stays signed in). PASSWORD_CHANGED (409)
+   * when another request changed the password between the check and the write.
    */
   async changePassword(principal: Principal, current: string | undefined, next: string): Promise<void> {
+    const change = await this.preparePasswordChange(principal, current, next);
+    await this.repos.transaction((tx) => this.applyPasswordChange(tx, principal, change));
+    this.cache.evictUser(principal.user_id);
+  }
+
+  /**
+   * The slow half of a password change, to run outside any transaction: checks the
+   * rules and the current password, and hashes the new one. The hash the check was
+   * made against comes back too: `applyPasswordChange` writes only over that one.
+   */
+  async preparePasswordChange(
+    principal: Principal,
+    current: string | undefined,
+    next: string,
+  ): Promise<PasswordChange> {
     assertValid([['/new_password', passwordProblem(next)]]);
     if (current === undefined) assertValid([['/current_password', 'is required to set a new password']]);
     const credentials = await this.repos.users.findCredentialsById(principal.user_id);
-    if (credentials?.hashed_password == null)
+    const checked = credentials?.hashed_password ?? null;
+    if (checked === null)
       assertValid([['/current_password', 'this account signs in with Google and has no password']]);
-    if (!(await verifyPassword(credentials?.hashed_password ?? null, current ?? '')))
+    if (!(await verifyPassword(checked, current ?? '')))
       assertValid([['/current_password', 'is not the current password']]);
-    const hashed = await hashPassword(next);
-    await this.repos.transaction(async (tx) => {
-      await tx.users.update(principal.user_id, { hashed_password: hashed });
-      await tx.tokens.revokeAllForUser(principal.user_id, principal.token_hash);
-    });
-    this.cache.evictUser(principal.user_id);
+    return { checked: checked!, hashed: await hashPassword(next) };
+  }
+
+  /**
+   * The write of a password change, inside the caller's transaction `tx`: the new
+   * hash replaces the checked one only if it is still stored (a concurrent change
+   * makes this a ConflictError PASSWORD_CHANGED, and the transaction rolls back),
+   * and every other token of the user is revoked with it. The caller evicts the
+   * user's cached tokens after the commit (`evictUser`).
+   */
+  async applyPasswordChange(tx: Repositories, principal: Principal, change: PasswordChange): Promise<void> {
+    if (!(await tx.users.replacePassword(principal.user_id, change.checked, change.hashed))) {
+      if ((await tx.users.findCredentialsById(principal.user_id)) === null) throw new NotFoundError('user');
+      throw new ConflictError(
+        'PASSWORD_CHANGED',
+        'the password was changed by another request in the meantime; nothing was changed',
+      );
+    }
+    await tx.tokens.revokeAllForUser(principal.user_id, principal.token_hash);
   }
 
   /** Forget cached tokens of a user whose role, state or existence changed (other processes hear it by NOTIFY). */

@@ -1,10 +1,32 @@
 /** Uploads and deletions: a row and a file that must not outlive each other. */
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import { PayloadTooLargeError, UnsupportedFileTypeError, ValidationError } from '../domain/errors.js';
+import {
+  ForbiddenError,
+  NotFoundError,
+  PayloadTooLargeError,
+  UnsupportedFileTypeError,
+  ValidationError,
+} from '../domain/errors.js';
 import { type Script, sanitizeFilename, scriptExtension } from '../domain/script.js';
 import type { Repositories } from '../repositories/index.js';
+import type { ScriptFilters, ScriptSort, ScriptWithUser } from '../repositories/script-repository.js';
 import type { Storage } from '../storage/file-storage.js';
+import type { Principal } from './auth-service.js';
+import { fetchPage, type Page, type PageRequest } from './paging.js';
+
+/** GET /scripts: filters, whose scripts, order, and the page. */
+export interface ScriptListQuery extends Omit<ScriptFilters, 'user_id'>, PageRequest {
+  /** Admins only: this user's scripts. */
+  user_id?: number;
+  /** Admins only: everyone's scripts. */
+  all?: boolean;
+  sort?: ScriptSort;
+}
+
+const DAY_MS = 86_400_000;
+const RECENT_DAYS_DEFAULT = 7;
+const RECENT_LIMIT_DEFAULT = 100;
 
 export interface Upload {
   filename: string;
@@ -67,6 +89,37 @@ export class ScriptService {
     }
   }
 
+  /**
+   * GET /scripts: a user lists its own scripts; an admin too by default, one user's
+   * with `user_id`, or everyone's with `all` (not both). FORBIDDEN for a user who asks
+   * for `user_id` or `all`.
+   */
+  async list(principal: Principal, query: ScriptListQuery): Promise<Page<Script>> {
+    const { user_id, all, sort, ...rest } = query;
+    if ((user_id !== undefined || all !== undefined) && principal.role !== 'admin')
+      throw new ForbiddenError('only admins may list scripts of other users');
+    if (user_id !== undefined && all === true)
+      throw ValidationError.field('/all', 'cannot be combined with user_id');
+    const filters: ScriptFilters = {
+      status: rest.status,
+      min_execution_time: rest.min_execution_time,
+      created_since: rest.created_since,
+      user_id: all === true ? undefined : (user_id ?? principal.user_id),
+    };
+    const order = sort ?? '-created_at';
+    return fetchPage(
+      rest,
+      (page) => this.repos.scripts.listPage(filters, order, page),
+      (cursor, limit) => this.repos.scripts.listAfter(filters, order, cursor, limit),
+    );
+  }
+
+  /** Everyone's scripts created in the last `days` (7), newest first, with their owners (admin). */
+  async listRecent(query: { days?: number; limit?: number }): Promise<ScriptWithUser[]> {
+    const since = new Date(Date.now() - (query.days ?? RECENT_DAYS_DEFAULT) * DAY_MS);
+    return this.repos.scripts.listRecentWithUser(since, query.limit ?? RECENT_LIMIT_DEFAULT);
+  }
+
   /** Deletes an idle script's row, then its file. */
   async delete(id: number, ownerId?: number): Promise<void> {
     const { file_path } = await this.repos.scripts.delete(id, ownerId);
@@ -75,14 +128,18 @@ export class ScriptService {
       .catch((err) => this.log.warn({ err, key: file_path }, 'could not remove a script file'));
   }
 
-  /** The stored bytes and the name to offer them under. */
-  async content(id: number, ownerId?: number) {
+  /**
+   * The stored bytes and the name to offer them under. A script whose file is gone
+   * (deleted concurrently, or lost) is NOT_FOUND, known before any byte is sent.
+   */
+  async content(id: number, ownerId?: number): Promise<{ stream: Readable; filename: string; size: number }> {
     const file = await this.repos.scripts.getFile(id, ownerId);
-    return {
-      stream: this.storage.open(file.file_path),
-      filename: file.original_filename,
-      size: file.file_size,
-    };
+    const opened = await this.storage.open(file.file_path);
+    if (opened === null) {
+      this.log.warn({ script_id: id, key: file.file_path }, 'the file of a script is missing');
+      throw new NotFoundError('script file', 'the file of this script is missing');
+    }
+    return { stream: opened.stream, filename: file.original_filename, size: opened.size };
   }
 
   private tooLarge(): PayloadTooLargeError {

@@ -2,8 +2,10 @@
 
 import type { Logger } from 'pino';
 import type { UserRole } from '../domain/enums.js';
+import { NotFoundError } from '../domain/errors.js';
 import { assertValid, type User, usernameProblem } from '../domain/user.js';
 import type { Repositories } from '../repositories/index.js';
+import type { UserWithScripts } from '../repositories/user-repository.js';
 import type { Storage } from '../storage/file-storage.js';
 import type { AuthService, Principal } from './auth-service.js';
 import type { SecretBox } from './secret-box.js';
@@ -24,18 +26,30 @@ export class UserService {
     private readonly log: Logger,
   ) {}
 
-  /** PATCH /me: username and/or password (a new password needs the current one). */
+  /**
+   * PATCH /me: username and/or password (a new password needs the current one).
+   * One transaction: the password write (guarded against a concurrent change: 409
+   * PASSWORD_CHANGED), the revocation of the other tokens and the rename commit
+   * together or not at all. The slow password check and hash run before it.
+   */
   async updateSelf(
     principal: Principal,
     patch: { username?: string; current_password?: string; new_password?: string },
   ): Promise<User> {
-    // Check the username first: a refused rename must not leave a changed password behind.
+    // Every cheap check before the expensive hash.
     if (patch.username !== undefined) assertValid([['/username', usernameProblem(patch.username)]]);
     if (patch.current_password !== undefined && patch.new_password === undefined)
       assertValid([['/current_password', 'is only needed to set a new_password']]);
-    if (patch.new_password !== undefined)
-      await this.auth.changePassword(principal, patch.current_password, patch.new_password);
-    return this.repos.users.update(principal.user_id, { username: patch.username });
+    const change =
+      patch.new_password === undefined
+        ? null
+        : await this.auth.preparePasswordChange(principal, patch.current_password, patch.new_password);
+    const user = await this.repos.transaction(async (tx) => {
+      if (change !== null) await this.auth.applyPasswordChange(tx, principal, change);
+      return tx.users.update(principal.user_id, { username: patch.username });
+    });
+    if (change !== null) this.auth.evictUser(principal.user_id);
+    return user;
   }
 
   /** PATCH /users/{id} by an admin. */
@@ -48,8 +62,28 @@ export class UserService {
     return user;
   }
 
-  /** Deletes the user, its tokens and scripts (cascade), then the script files. */
-  async delete(id: number): Promise<void> {
+  /**
+   * GET /users/{id}: the user, with its scripts when asked. An admin reads anyone, a
+   * user only itself: anyone else is NOT_FOUND, like a user that does not exist.
+   */
+  async get(
+    principal: Principal,
+    id: number,
+    options: { scripts?: boolean } = {},
+  ): Promise<User | UserWithScripts> {
+    assertSelfOrAdmin(principal, id);
+    if (options.scripts !== true) return this.repos.users.getById(id);
+    const user = await this.repos.users.findWithScripts(id);
+    if (user === null) throw new NotFoundError('user');
+    return user;
+  }
+
+  /**
+   * Deletes the user, its tokens and scripts (cascade), then the script files. An
+   * admin deletes anyone, a user only itself (anyone else is NOT_FOUND).
+   */
+  async delete(principal: Principal, id: number): Promise<void> {
+    assertSelfOrAdmin(principal, id);
     const { file_paths } = await this.repos.users.delete(id);
     this.auth.evictUser(id);
     await Promise.all(
@@ -79,6 +113,11 @@ export class UserService {
   unlinkIbkr(userId: number): Promise<User> {
     return this.repos.users.unlinkIbkr(userId);
   }
+}
+
+/** The caller itself, or anyone for an admin; otherwise the user is "not found" (no existence leak). */
+function assertSelfOrAdmin(principal: Principal, id: number): void {
+  if (principal.role !== 'admin' && principal.user_id !== id) throw new NotFoundError('user');
 }
 
 /** Additional data of an IBKR token ciphertext: it decrypts only for this user and field. */

@@ -5,8 +5,8 @@
  * an object store can take its place.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { createReadStream, createWriteStream, type ReadStream } from 'node:fs';
-import { mkdir, open, rm, stat } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { type FileHandle, mkdir, open, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -18,10 +18,20 @@ export interface StoredFile {
   sha256: string;
 }
 
+export interface OpenedFile {
+  stream: Readable;
+  size: number;
+}
+
 export interface Storage {
   /** Streams `source` into a new file; on any error nothing is left behind. */
   save(source: Readable, extension: ScriptExtension): Promise<StoredFile>;
-  open(key: string): ReadStream;
+  /**
+   * Opens a stored file for reading: its bytes and its size on disk, or null when the
+   * file is missing (removed concurrently, or lost). The file is open when this
+   * resolves, so a missing file is known before an answer has started.
+   */
+  open(key: string): Promise<OpenedFile | null>;
   /** Removes a file; a missing one is not an error. */
   remove(key: string): Promise<void>;
   /** The absolute path of a key, for the executor. */
@@ -69,8 +79,22 @@ export class FileStorage implements Storage {
     return { key, size, sha256: hash.digest('hex') };
   }
 
-  open(key: string): ReadStream {
-    return createReadStream(this.pathOf(key));
+  async open(key: string): Promise<OpenedFile | null> {
+    let handle: FileHandle;
+    try {
+      handle = await open(this.pathOf(key), 'r');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw error;
+    }
+    try {
+      const { size } = await handle.stat();
+      // The stream owns the descriptor from here: it closes it at its end or when destroyed.
+      return { stream: handle.createReadStream(), size };
+    } catch (error) {
+      await handle.close();
+      throw error;
+    }
   }
 
   async remove(key: string): Promise<void> {

@@ -11,7 +11,7 @@ import { type Composition, compose } from '../../src/compose.js';
 import { type Config, loadConfig } from '../../src/config.js';
 import { migrationNames } from '../../src/db/migrate.js';
 import type { User } from '../../src/domain/user.js';
-import { build } from '../../src/http/app.js';
+import { type BuildOptions, build } from '../../src/http/app.js';
 import { Metrics } from '../../src/metrics.js';
 import { FileStorage } from '../../src/storage/file-storage.js';
 import { type TestDatabase, testDatabase, testLogger } from './db.js';
@@ -23,7 +23,12 @@ export interface TestApp extends Composition {
   config: Config;
 }
 
-export async function testApp(t: Test, env: Record<string, string> = {}): Promise<TestApp> {
+export async function testApp(
+  t: Test,
+  env: Record<string, string> = {},
+  /** More options of build(), such as smaller log-stream limits. */
+  buildOptions: Partial<Omit<BuildOptions, 'ctx' | 'logger'>> = {},
+): Promise<TestApp> {
   const database = await testDatabase(t);
   const storageDir = await mkdtemp(path.join(tmpdir(), 'dollarclub-storage-'));
   t.teardown(() => rm(storageDir, { recursive: true, force: true }));
@@ -47,7 +52,12 @@ export async function testApp(t: Test, env: Record<string, string> = {}): Promis
     storage,
     migrations: await migrationNames(),
   });
-  const app = await build({ ctx: composition.ctx, logger: log, activity: composition.activity });
+  const app = await build({
+    ctx: composition.ctx,
+    logger: log,
+    activity: composition.activity,
+    ...buildOptions,
+  });
   t.teardown(() => app.close());
   return { ...composition, app, database, storage, config };
 }

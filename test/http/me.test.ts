@@ -1,4 +1,6 @@
 import t from 'tap';
+import { DatabaseUnavailableError } from '../../src/domain/errors.js';
+import { UserRepository } from '../../src/repositories/user-repository.js';
 import { SecretBox } from '../../src/services/secret-box.js';
 import { ibkrContext } from '../../src/services/user-service.js';
 import { signUp, testApp } from '../helpers/app.js';
@@ -481,3 +483,143 @@ t.test('the IBKR routes need a token', async (t) => {
   const patch = await app.inject({ method: 'PATCH', url: ME, payload: { username: 'nobody' } });
   t.equal(patch.statusCode, 401);
 });
+
+t.test(
+  'PATCH /me: concurrent password changes from the same current password: exactly one wins',
+  async (t) => {
+    const { app, database } = await testApp(t);
+    const account = await signUp(app);
+    const attempts = [
+      'first new password',
+      'second new password',
+      'third new password',
+      'fourth new password',
+    ];
+    const answers = await Promise.all(
+      attempts.map((new_password) =>
+        app.inject({
+          method: 'PATCH',
+          url: ME,
+          headers: account.headers,
+          payload: { current_password: account.password, new_password },
+        }),
+      ),
+    );
+    const won = answers.flatMap((res, i) => (res.statusCode === 200 ? [attempts[i]!] : []));
+    t.equal(won.length, 1, `exactly one change succeeded (answers: ${answers.map((r) => r.statusCode)})`);
+    for (const res of answers.filter((r) => r.statusCode !== 200)) {
+      t.match(res.headers['content-type'], /^application\/problem\+json/);
+      // 409 when it lost the race between its check and its write; 400 when it checked after the winner.
+      t.ok(
+        (res.statusCode === 409 && res.json().code === 'PASSWORD_CHANGED') ||
+          (res.statusCode === 400 && res.json().errors?.[0]?.path === '/current_password'),
+        `a loser answered ${res.statusCode} ${res.json().code}`,
+      );
+    }
+    for (const password of [account.password, ...attempts]) {
+      const login = await app.inject({
+        method: 'POST',
+        url: LOGIN,
+        payload: { email: account.user.email, password },
+      });
+      t.equal(
+        login.statusCode,
+        password === won[0] ? 200 : 401,
+        `${password} ${password === won[0] ? 'signs in' : 'does not'}`,
+      );
+    }
+    const [row] = await database.sql`
+    select count(*) filter (where revoked_at is null)::int as live from api_tokens where user_id = ${account.user.id}
+  `;
+    t.ok(row!.live >= 1, 'the token in use survives');
+    t.equal((await app.inject({ url: ME, headers: account.headers })).statusCode, 200, 'and still works');
+  },
+);
+
+t.test(
+  'PATCH /me: a password changed between the check and the write is 409 PASSWORD_CHANGED and changes nothing',
+  async (t) => {
+    const { app, ctx, database } = await testApp(t);
+    const account = await signUp(app);
+    const other = await app.inject({
+      method: 'POST',
+      url: LOGIN,
+      payload: { email: account.user.email, password: account.password },
+    });
+    const otherHeaders = { authorization: `Bearer ${other.json().token}` };
+    // Another request changes the password right after this one has checked the current one.
+    const prepare = ctx.auth.preparePasswordChange.bind(ctx.auth);
+    let concurrent = false;
+    ctx.auth.preparePasswordChange = async (...args) => {
+      const change = await prepare(...args);
+      if (!concurrent) {
+        concurrent = true; // changePassword prepares too: only the request under test races
+        await ctx.auth.changePassword(
+          { ...args[0], token_hash: Buffer.alloc(32) },
+          account.password,
+          'changed meanwhile',
+        );
+      }
+      return change;
+    };
+    const [before] = await database.sql`select username from users where id = ${account.user.id}`;
+    const res = await app.inject({
+      method: 'PATCH',
+      url: ME,
+      headers: account.headers,
+      payload: { username: 'renamed_too', current_password: account.password, new_password: 'mine wins?' },
+    });
+    t.equal(res.statusCode, 409);
+    t.match(res.headers['content-type'], /^application\/problem\+json/);
+    t.match(res.json(), { code: 'PASSWORD_CHANGED', status: 409 });
+    const [after] = await database.sql`select username from users where id = ${account.user.id}`;
+    t.equal(after?.username, before?.username, 'nothing was renamed');
+    const login = (password: string) =>
+      app.inject({ method: 'POST', url: LOGIN, payload: { email: account.user.email, password } });
+    t.equal((await login('mine wins?')).statusCode, 401, 'the refused password was not stored');
+    t.equal((await login('changed meanwhile')).statusCode, 200, 'the concurrent change stands');
+    // The concurrent change revoked every token but its own (none of these): both sessions ended.
+    t.equal((await app.inject({ url: ME, headers: otherHeaders })).statusCode, 401);
+  },
+);
+
+t.test(
+  'PATCH /me: when the rename fails after the password write, the password change is rolled back',
+  async (t) => {
+    const { app, database } = await testApp(t);
+    const account = await signUp(app);
+    const other = await app.inject({
+      method: 'POST',
+      url: LOGIN,
+      payload: { email: account.user.email, password: account.password },
+    });
+    const [before] =
+      await database.sql`select hashed_password, username from users where id = ${account.user.id}`;
+    // The rename runs after the password write, in the same transaction: make it fail there.
+    const update = UserRepository.prototype.update;
+    UserRepository.prototype.update = async function (this: UserRepository, id, patch) {
+      if (patch.username !== undefined) throw new DatabaseUnavailableError('injected failure');
+      return update.call(this, id, patch);
+    };
+    t.teardown(() => {
+      UserRepository.prototype.update = update;
+    });
+    const res = await app.inject({
+      method: 'PATCH',
+      url: ME,
+      headers: account.headers,
+      payload: {
+        username: 'renamed',
+        current_password: account.password,
+        new_password: 'a brand new password',
+      },
+    });
+    t.equal(res.statusCode, 503);
+    t.match(res.headers['content-type'], /^application\/problem\+json/);
+    const [after] =
+      await database.sql`select hashed_password, username from users where id = ${account.user.id}`;
+    t.same(after, before, 'neither the password nor the username changed');
+    const otherMe = await app.inject({ url: ME, headers: { authorization: `Bearer ${other.json().token}` } });
+    t.equal(otherMe.statusCode, 200, 'the other session was not ended');
+  },
+);

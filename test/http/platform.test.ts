@@ -330,6 +330,93 @@ t.test('GET /docs serves Swagger UI, GET /docs/json the OpenAPI document', async
   });
 });
 
+t.test('the OpenAPI document lists the failures every route may meet, as problems', async (t) => {
+  const { app } = await testApp(t);
+  const doc = (await app.inject('/docs/json')).json<OpenApi>();
+  const problem = {
+    description: String,
+    content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } },
+  };
+  let operations = 0;
+  for (const [route, byMethod] of Object.entries(doc.paths)) {
+    for (const [method, operation] of Object.entries(byMethod)) {
+      operations++;
+      const responses = operation.responses ?? {};
+      const name = `${method.toUpperCase()} ${route}`;
+      t.match(responses['500'], problem, `${name} declares 500`);
+      // Readiness answers its own 503 body ({status: unavailable}); everything else a problem.
+      if (route === '/health/database') t.match(responses['503'], { content: {} }, `${name} declares 503`);
+      else t.match(responses['503'], problem, `${name} declares 503`);
+      if (['post', 'put', 'patch', 'delete'].includes(method))
+        for (const status of ['400', '413', '415'])
+          t.ok(responses[status], `${name} reads a body, so declares ${status}`);
+      for (const [status, response] of Object.entries(responses))
+        if (status.startsWith('4')) t.match(response, problem, `${name} ${status} is a problem`);
+    }
+  }
+  t.ok(operations >= 30, `${operations} operations checked`);
+});
+
+t.test('a route without a body still answers 415 and 413 as problems, as documented', async (t) => {
+  const { app } = await testApp(t);
+  const account = await signUp(app);
+  const url = '/api/v1/auth/logout';
+  const xml = await app.inject({
+    method: 'POST',
+    url,
+    headers: { ...account.headers, 'content-type': 'application/xml' },
+    payload: '<hello/>',
+  });
+  isProblem(t, xml, 415, 'UNSUPPORTED_MEDIA_TYPE');
+  const big = await app.inject({
+    method: 'POST',
+    url,
+    headers: { ...account.headers, 'content-type': 'application/json' },
+    payload: JSON.stringify({ pad: 'x'.repeat(2 * 1024 * 1024) }),
+  });
+  isProblem(t, big, 413, 'PAYLOAD_TOO_LARGE');
+  const bad = await app.inject({
+    method: 'POST',
+    url,
+    headers: { ...account.headers, 'content-type': 'application/json' },
+    payload: '{not json',
+  });
+  isProblem(t, bad, 400, 'BAD_REQUEST');
+  t.equal(
+    (await app.inject({ url: '/api/v1/me', headers: account.headers })).statusCode,
+    200,
+    'still signed in',
+  );
+});
+
+// ---------------------------------------------------------------------------
+// Load shedding
+
+t.test('under pressure the API answers 503, but /health and /metrics still answer 200', async (t) => {
+  // Any utilisation at all is "too busy": the first sample (after a second) turns shedding on.
+  const { app } = await testApp(t, { MAX_EVENT_LOOP_UTILIZATION: '0.000001' });
+  const account = await signUp(app);
+  const deadline = Date.now() + 10_000;
+  while (!app.isUnderPressure() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  t.ok(app.isUnderPressure(), 'the app is under pressure');
+
+  const shed = await app.inject({ url: '/api/v1/me', headers: account.headers });
+  isProblem(t, shed, 503, 'SERVER_OVERLOADED');
+  t.equal(shed.headers['retry-after'], '5');
+
+  const live = await app.inject('/health');
+  t.equal(live.statusCode, 200, 'liveness answers');
+  t.same(live.json(), { status: 'ok' });
+  const metrics = await app.inject('/metrics');
+  t.equal(metrics.statusCode, 200, 'metrics answer');
+  t.match(metrics.body, /http_request_duration_seconds/);
+
+  const ready = await app.inject('/health/database');
+  t.equal(ready.statusCode, 503, 'readiness says not ready');
+  t.same(ready.json(), { status: 'unavailable', detail: 'the server is overloaded' }, 'in its own form');
+  t.equal(ready.headers['retry-after'], '5');
+});
+
 // ---------------------------------------------------------------------------
 // Metrics
 

@@ -3,7 +3,7 @@
  * offset and cursor mode, the admin's views, download and deletion.
  */
 import { createHash } from 'node:crypto';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import contentDisposition from 'content-disposition';
 import type { LightMyRequestResponse } from 'fastify';
@@ -660,6 +660,21 @@ t.test(
     t.equal(res.headers['content-length'], String(bytes.length));
     t.equal(res.headers['content-disposition'], 'attachment; filename="my strategy.py"');
     problemOf(t, await get(ta, alice, `/api/v1/scripts/${script.id + 1000}/content`), 404, 'NOT_FOUND');
+  },
+);
+
+t.test(
+  'GET /scripts/:id/content of a script whose file is missing is a 404 problem, not a 500',
+  async (t) => {
+    const ta = await setup(t);
+    const alice = await signUp(ta.app);
+    const script = (await upload(ta, alice, 'lost.py', 'print(1)\n')).json();
+    await rm(ta.storage.pathOf(await keyOf(ta, script.id)));
+    const res = await get(ta, alice, `/api/v1/scripts/${script.id}/content`);
+    const body = problemOf(t, res, 404, 'NOT_FOUND');
+    t.notOk(res.headers['content-disposition'], 'no attachment header on the problem');
+    t.match(body, { detail: /file/ });
+    t.equal((await get(ta, alice, `/api/v1/scripts/${script.id}`)).statusCode, 200, 'the row is still there');
   },
 );
 

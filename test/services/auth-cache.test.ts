@@ -145,3 +145,60 @@ t.test('ttl 0 disables the cache', async (t) => {
   t.equal(cache.size, 0);
   t.equal(cache.get('k'), null);
 });
+
+t.test('set with a generation stores nothing when the user was evicted since', async (t) => {
+  const cache = new AuthCache(10_000, 100, clock().now);
+  const before = cache.generation();
+  cache.evictUser(alice.user_id);
+  t.equal(cache.set('a1', alice, FAR, before), false, 'refused');
+  t.equal(cache.get('a1'), null);
+  t.equal(cache.set('b1', bob, FAR, before), true, 'another user is not concerned');
+  t.same(cache.get('b1'), bob);
+  t.equal(
+    cache.set('a1', alice, FAR, cache.generation()),
+    true,
+    'a lookup begun after the eviction is stored',
+  );
+  t.same(cache.get('a1'), alice);
+});
+
+t.test('set with a generation stores nothing when the key was evicted since', async (t) => {
+  const cache = new AuthCache(10_000, 100, clock().now);
+  const before = cache.generation();
+  cache.evictKey('a1');
+  t.equal(cache.set('a1', alice, FAR, before), false, 'the evicted key is refused');
+  t.equal(cache.set('a2', alice, FAR, before), true, 'another key of the same user is not concerned');
+  t.equal(cache.size, 1);
+});
+
+t.test('set with a generation stores nothing when the cache was cleared since', async (t) => {
+  const cache = new AuthCache(10_000, 100, clock().now);
+  const before = cache.generation();
+  cache.clear();
+  t.equal(cache.set('a1', alice, FAR, before), false);
+  t.equal(cache.set('b1', bob, FAR, before), false, 'clear concerns everyone');
+  t.equal(cache.size, 0);
+  t.equal(cache.set('a1', alice, FAR, cache.generation()), true);
+});
+
+t.test('an eviction before the generation was taken does not refuse', async (t) => {
+  const cache = new AuthCache(10_000, 100, clock().now);
+  cache.evictUser(alice.user_id);
+  cache.evictKey('a1');
+  const after = cache.generation();
+  t.equal(cache.set('a1', alice, FAR, after), true);
+  t.same(cache.get('a1'), alice);
+});
+
+t.test('the eviction records are bounded, and dropping one only refuses more', async (t) => {
+  const cache = new AuthCache(10_000, 2, clock().now);
+  const before = cache.generation();
+  cache.evictUser(1);
+  const middle = cache.generation();
+  cache.evictUser(2);
+  cache.evictUser(3); // past maxEntries: the record of user 1 goes, the floor rises to it
+  t.equal(cache.set('k1', { user_id: 1, role: 'user' }, FAR, before), false, 'user 1 is still refused');
+  t.equal(cache.set('k4', { user_id: 4, role: 'user' }, FAR, before), false, 'so is anyone before the floor');
+  t.equal(cache.set('k1', { user_id: 1, role: 'user' }, FAR, middle), true, 'after it, user 1 is fine');
+  t.equal(cache.set('k2', { user_id: 2, role: 'user' }, FAR, middle), false, 'user 2 is still refused');
+});

@@ -1,13 +1,21 @@
 /**
- * Liveness (`/health`, no database call) and readiness (`/health/database`: one
- * round trip, answered 503 within READINESS_TIMEOUT_MS when the database is down
- * or frozen).
+ * Liveness (`/health`, no database call, never refused for load) and readiness
+ * (`/health/database`: one round trip, answered 503 within READINESS_TIMEOUT_MS when
+ * the database is down or frozen, or while the server sheds load).
  */
 import { performance } from 'node:perf_hooks';
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
+import type { FastifyReply } from 'fastify';
 import type { RouteOptions } from '../context.js';
 
 export const READINESS_TIMEOUT_MS = 2000;
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** A route's own answer under load: @fastify/under-pressure reads it, its types omit it. */
+    pressureHandler?: (request: FastifyRequest, reply: FastifyReply, type: string) => void;
+  }
+}
 
 const Ready = Type.Object(
   {
@@ -43,6 +51,17 @@ export const healthRoutes: FastifyPluginAsyncTypebox<
   app.get(
     '/health/database',
     {
+      config: {
+        // Under load it is shed like the API (an overloaded instance is not ready for more
+        // traffic; liveness, /health, is never shed), but answered in this route's own form.
+        pressureHandler: (request, reply, type) => {
+          request.log.warn({ type }, 'under pressure: not ready');
+          void reply
+            .code(503)
+            .header('retry-after', '5')
+            .send({ status: 'unavailable', detail: 'the server is overloaded' });
+        },
+      },
       schema: {
         tags: ['health'],
         summary: 'Readiness: the database answers, and the schema is migrated',

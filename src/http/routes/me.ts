@@ -12,7 +12,8 @@ export const meRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, { c
       schema: {
         tags: ['me'],
         summary: 'The current user',
-        response: { 200: Type.Ref(User), ...problems(401, 503) },
+        // 404: the account was deleted after this request was authenticated.
+        response: { 200: Type.Ref(User), ...problems(401, 404, 503) },
       },
     },
     async (request) => ctx.repos.users.getById(principalOf(request).user_id),
@@ -24,7 +25,10 @@ export const meRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, { c
       schema: {
         tags: ['me'],
         summary: 'Change the username and/or the password',
-        description: 'A new password needs the current one, and ends every other session of the user.',
+        description:
+          'A new password needs the current one, and ends every other session of the user. ' +
+          'Username and password change together or not at all; 409 PASSWORD_CHANGED when another ' +
+          'request changed the password after this one checked the current password (nothing is changed).',
         body: Type.Object(
           {
             username: Type.Optional(Username),
@@ -33,7 +37,7 @@ export const meRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, { c
           },
           { additionalProperties: false },
         ),
-        response: { 200: Type.Ref(User), ...problems(400, 401, 503) },
+        response: { 200: Type.Ref(User), ...problems(400, 401, 404, 409, 503) },
       },
     },
     async (request) => ctx.users.updateSelf(principalOf(request), request.body),
@@ -55,7 +59,7 @@ export const meRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, { c
           },
           { additionalProperties: false },
         ),
-        response: { 200: Type.Ref(User), ...problems(400, 401, 409, 503) },
+        response: { 200: Type.Ref(User), ...problems(400, 401, 404, 409, 503) },
       },
     },
     async (request) => {
@@ -73,7 +77,8 @@ export const meRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, { c
       schema: {
         tags: ['me'],
         summary: 'Unlink the Interactive Brokers account and forget its tokens',
-        response: { 200: Type.Ref(User), ...problems(401, 503) },
+        // 404: the account was deleted after this request was authenticated.
+        response: { 200: Type.Ref(User), ...problems(401, 404, 503) },
       },
     },
     async (request) => ctx.users.unlinkIbkr(principalOf(request).user_id),

@@ -4,27 +4,25 @@
  * or `{<name>: [...], next_cursor}`.
  */
 import type { CursorPage, OffsetPage, OffsetQuery } from '../../repositories/pagination.js';
-import { PER_PAGE_DEFAULT } from '../../repositories/pagination.js';
+import { fetchPage, type Page, type PageRequest } from '../../services/paging.js';
 
+type Items<N extends string, T> = { [K in N]: T[] };
+type PageBody<N extends string, T> =
+  | (Items<N, T> & { total: number; page: number; per_page: number; pages: number })
+  | (Items<N, T> & { next_cursor: string | null });
+
+/** A page as answered: its items under `name`. */
+export function pageBody<N extends string, T>(name: N, page: Page<T>): PageBody<N, T> {
+  const { items, ...rest } = page;
+  return { [name]: items, ...rest } as PageBody<N, T>;
+}
+
+/** Fetches the page a query asks for and answers it. */
 export async function listPage<N extends string, T>(
   name: N,
-  query: { page?: number; per_page?: number; cursor?: string },
+  query: PageRequest,
   byOffset: (page: OffsetQuery) => Promise<OffsetPage<T>>,
   byCursor: (cursor: string | null, limit: number) => Promise<CursorPage<T>>,
-): Promise<
-  | ({ [K in N]: T[] } & { total: number; page: number; per_page: number; pages: number })
-  | ({ [K in N]: T[] } & { next_cursor: string | null })
-> {
-  const per_page = query.per_page ?? PER_PAGE_DEFAULT;
-  if (query.cursor !== undefined) {
-    const { items, next_cursor } = await byCursor(query.cursor === '' ? null : query.cursor, per_page);
-    return { [name]: items, next_cursor } as { [K in N]: T[] } & { next_cursor: string | null };
-  }
-  const { items, ...rest } = await byOffset({ page: query.page ?? 1, per_page });
-  return { [name]: items, ...rest } as { [K in N]: T[] } & {
-    total: number;
-    page: number;
-    per_page: number;
-    pages: number;
-  };
+): Promise<PageBody<N, T>> {
+  return pageBody(name, await fetchPage(query, byOffset, byCursor));
 }

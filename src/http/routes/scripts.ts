@@ -8,13 +8,13 @@ import type { Readable } from 'node:stream';
 import type {} from '@fastify/multipart';
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
 import contentDisposition from 'content-disposition';
-import { ForbiddenError, ValidationError } from '../../domain/errors.js';
+import { ValidationError } from '../../domain/errors.js';
 import { SCRIPT_SORTS } from '../../repositories/script-repository.js';
 import type { RouteOptions } from '../context.js';
 import { ownerScope, principalOf } from '../plugins/auth.js';
 import { CursorQuery, IdParams, NoContent, PageQuery, problems } from '../schemas/common.js';
 import { Script, ScriptOwner, ScriptStatus } from '../schemas/script.js';
-import { listPage } from './pages.js';
+import { pageBody } from './pages.js';
 
 const ScriptPage = Type.Union([
   Type.Object(
@@ -114,24 +114,12 @@ export const scriptRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app,
       },
     },
     async (request) => {
-      const { page, per_page, cursor, sort, created_since, user_id, all, ...rest } = request.query;
-      const principal = principalOf(request);
-      if ((user_id !== undefined || all !== undefined) && principal.role !== 'admin')
-        throw new ForbiddenError('only admins may list scripts of other users');
-      if (user_id !== undefined && all === true)
-        throw ValidationError.field('/all', 'cannot be combined with user_id');
-      const filters = {
+      const { created_since, ...rest } = request.query;
+      const page = await ctx.scripts.list(principalOf(request), {
         ...rest,
-        user_id: all === true ? undefined : (user_id ?? principal.user_id),
         created_since: created_since === undefined ? undefined : new Date(created_since),
-      };
-      const order = sort ?? '-created_at';
-      return listPage(
-        'scripts',
-        { page, per_page, cursor },
-        (p) => ctx.repos.scripts.listPage(filters, order, p),
-        (c, limit) => ctx.repos.scripts.listAfter(filters, order, c, limit),
-      );
+      });
+      return pageBody('scripts', page);
     },
   );
 
@@ -156,11 +144,7 @@ export const scriptRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app,
         },
       },
     },
-    async (request) => {
-      const days = request.query.days ?? 7;
-      const since = new Date(Date.now() - days * 86_400_000);
-      return { scripts: await ctx.repos.scripts.listRecentWithUser(since, request.query.limit ?? 100) };
-    },
+    async (request) => ({ scripts: await ctx.scripts.listRecent(request.query) }),
   );
 
   app.get(

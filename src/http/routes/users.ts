@@ -1,7 +1,5 @@
 /** Users, for admins; a user may read and delete itself. Anyone else's id is a 404. */
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
-import type { FastifyRequest } from 'fastify';
-import { NotFoundError } from '../../domain/errors.js';
 import type { RouteOptions } from '../context.js';
 import { principalOf } from '../plugins/auth.js';
 import { CursorQuery, IdParams, NoContent, PageQuery, problems } from '../schemas/common.js';
@@ -30,12 +28,6 @@ const UserPage = Type.Union([
     { additionalProperties: false, title: 'cursor page' },
   ),
 ]);
-
-/** The caller itself, or anyone for an admin; otherwise the user is "not found". */
-function assertSelfOrAdmin(request: FastifyRequest, id: number): void {
-  const principal = principalOf(request);
-  if (principal.role !== 'admin' && principal.user_id !== id) throw new NotFoundError('user');
-}
 
 export const userRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, { ctx }) => {
   app.get(
@@ -115,16 +107,10 @@ export const userRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, {
         response: { 200: UserWithScripts, ...problems(400, 401, 404, 503) },
       },
     },
-    async (request) => {
-      const { id } = request.params;
-      assertSelfOrAdmin(request, id);
-      if (request.query.include === 'scripts') {
-        const user = await ctx.repos.users.findWithScripts(id);
-        if (user === null) throw new NotFoundError('user');
-        return user;
-      }
-      return ctx.repos.users.getById(id);
-    },
+    async (request) =>
+      ctx.users.get(principalOf(request), request.params.id, {
+        scripts: request.query.include === 'scripts',
+      }),
   );
 
   app.patch(
@@ -166,8 +152,7 @@ export const userRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, {
       },
     },
     async (request, reply) => {
-      assertSelfOrAdmin(request, request.params.id);
-      await ctx.users.delete(request.params.id);
+      await ctx.users.delete(principalOf(request), request.params.id);
       request.log.info({ user_id: request.params.id }, 'user deleted');
       return reply.code(204).send(null);
     },

@@ -4,6 +4,7 @@
  * has named components instead of copies.
  */
 import { type Static, type TSchema, Type } from '@sinclair/typebox';
+import type { FastifySchema } from 'fastify';
 
 /** A timestamp: a Date in TypeScript, an ISO 8601 string in JSON. */
 export const DateTime = () => Type.Unsafe<Date>({ type: 'string', format: 'date-time' });
@@ -34,10 +35,45 @@ export const Problem = Type.Object(
 );
 export type ProblemBody = Static<typeof Problem>;
 
+/**
+ * A Problem answer, under its own media type: the OpenAPI document says
+ * application/problem+json, and Fastify serialises a reply of that type (sendProblem)
+ * with this schema.
+ */
+function problemResponse() {
+  return Type.Unsafe<ProblemBody>({
+    description: 'RFC 9457 problem details',
+    content: { 'application/problem+json': { schema: Type.Ref(Problem) } },
+  });
+}
+
 /** The error answers of a route: each status maps to the Problem schema. */
 export function problems<const S extends readonly number[]>(...statuses: S) {
-  const ref = Type.Ref(Problem);
-  return Object.fromEntries(statuses.map((s) => [s, ref])) as { [K in S[number]]: typeof ref };
+  const response = problemResponse();
+  return Object.fromEntries(statuses.map((s) => [s, response])) as {
+    [K in S[number]]: typeof response;
+  };
+}
+
+/** Methods whose requests Fastify reads a body of (a GET or HEAD body is ignored). */
+const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+
+/**
+ * An onRoute hook: adds the Problem answers any request of a documented route may
+ * get, whatever its handler does, when the route does not declare them itself —
+ * 500 (a bug) and 503 (database unavailable, overloaded, shutting down) everywhere;
+ * 400 (malformed body), 413 (body over the limit) and 415 (a content type without a
+ * parser) wherever Fastify reads a body, even a route that expects none. So the
+ * OpenAPI document lists every status a route answers. Hidden routes are left alone.
+ */
+export function completeResponses(route: { method: string | string[]; schema?: FastifySchema }): void {
+  const schema = route.schema as (FastifySchema & { hide?: boolean }) | undefined;
+  if (schema === undefined || schema.hide === true) return;
+  const response: Record<string, unknown> = { ...(schema.response as Record<string, unknown> | undefined) };
+  const statuses = [500, 503];
+  if ([route.method].flat().some((m) => BODY_METHODS.has(m.toUpperCase()))) statuses.push(400, 413, 415);
+  for (const status of statuses) response[status] ??= problemResponse();
+  route.schema = { ...schema, response };
 }
 
 export const IdParams = Type.Object(
