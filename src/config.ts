@@ -27,7 +27,12 @@ export const ConfigSchema = Type.Object({
   DB_MAX_LIFETIME_SECONDS: Int(0, 86400, 1800, 'recycle connections after'),
   DB_CONNECT_TIMEOUT_SECONDS: Int(1, 300, 5, 'give up connecting after'),
   DB_STATEMENT_TIMEOUT_MS: Int(0, 3_600_000, 5_000, 'server-side statement_timeout'),
-  DB_QUERY_TIMEOUT_MS: Int(100, 3_600_000, 6_000, 'client-side limit on every query (above statement_timeout)'),
+  DB_QUERY_TIMEOUT_MS: Int(
+    100,
+    3_600_000,
+    6_000,
+    'client-side limit on every query (above statement_timeout)',
+  ),
   DB_PREPARE: Type.Boolean({ default: true, description: 'false behind PgBouncer in transaction mode' }),
   SLOW_QUERY_MS: Int(0, 3_600_000, 200, 'queries slower than this are logged at warn'),
   EMBEDDED_PG_DIR: Type.String({ minLength: 1, default: '.data/postgres' }),
@@ -60,8 +65,25 @@ export const ConfigSchema = Type.Object({
   SCRIPT_MEMORY_MB: Int(16, 65536, 512, 'address-space limit of a run'),
   SCRIPT_CPU_SECONDS: Int(1, 86400, 300, 'CPU-time limit of a run'),
   SCRIPT_MAX_PROCESSES: Int(1, 4096, 64, 'processes of the unprivileged script user'),
-  SCRIPT_UID: Int(0, 4_294_967_294, 65534, 'user scripts run as when the executor is root'),
-  SCRIPT_GID: Int(0, 4_294_967_294, 65534, 'group scripts run as when the executor is root'),
+  // Each run gets a uid/gid of its own from SCRIPT_UID/SCRIPT_GID … +1023 (see src/executor/uid-pool.ts).
+  SCRIPT_UID: Int(
+    1,
+    4_294_967_294 - 1024,
+    61000,
+    'first of the 1024 uids runs get when the executor is root',
+  ),
+  SCRIPT_GID: Int(
+    1,
+    4_294_967_294 - 1024,
+    61000,
+    'first of the 1024 gids runs get when the executor is root',
+  ),
+  EXECUTOR_ALLOW_SAME_USER: Type.Optional(
+    Type.Boolean({
+      description:
+        'a non-root executor may run scripts as its own user; defaults to true unless NODE_ENV=production',
+    }),
+  ),
   EXECUTOR_LEASE_SECONDS: Int(2, 3600, 30, 'a claim lapses unless renewed within'),
   EXECUTOR_POLL_MS: Int(50, 600_000, 2000, 'fallback poll when no NOTIFY arrives'),
   EXECUTOR_SHUTDOWN_GRACE_SECONDS: Int(0, 3600, 10, 'running scripts may finish within this on shutdown'),
@@ -70,6 +92,7 @@ export const ConfigSchema = Type.Object({
     default: '/tmp/dollarclub-runs',
     description: 'scratch folders of runs',
   }),
+  METRICS_PORT: Int(0, 65535, 0, 'npm run worker serves /metrics and /health on this port; 0 is off'),
   PYTHON_BIN: Type.String({ minLength: 1, default: '/usr/bin/python3' }),
   NODE_BIN: Type.String({
     minLength: 1,
@@ -105,6 +128,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`invalid configuration:\n${[...new Set(lines)].join('\n')}`);
   }
   const config = withDefaults as Config;
+  // Scripts of a non-root executor run as its own user and can read its environment
+  // through /proc: acceptable on a developer's machine, never by default in production.
+  config.EXECUTOR_ALLOW_SAME_USER ??= config.NODE_ENV !== 'production';
   if (config.NODE_ENV === 'production' && config.IBKR_TOKEN_KEY === undefined) {
     throw new ConfigError(
       'invalid configuration:\n  IBKR_TOKEN_KEY is required in production (32 random bytes, base64: `openssl rand -base64 32`)',

@@ -2,8 +2,9 @@
  * `npm run worker`: a script executor alone, for more capacity or other
  * machines. Needs the same database (DATABASE_URL; without it, the embedded
  * PostgreSQL that `npm start` runs in EMBEDDED_PG_DIR) and the same STORAGE_DIR.
+ * With METRICS_PORT, it serves GET /metrics and GET /health on HOST:METRICS_PORT.
  * SIGTERM stops claiming, lets running scripts finish within the grace period,
- * records every outcome, and exits 0.
+ * records every outcome, closes the metrics server and the pool, and exits 0.
  */
 import { hostname } from 'node:os';
 import closeWithGrace from 'close-with-grace';
@@ -13,6 +14,7 @@ import { locateDatabase } from './db/connect.js';
 import { Database } from './db/database.js';
 import { migrate } from './db/migrate.js';
 import { Executor } from './executor/executor.js';
+import { startMetricsServer } from './executor/metrics-server.js';
 import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { Repositories } from './repositories/index.js';
@@ -43,14 +45,22 @@ async function main(): Promise<void> {
     queryTimeoutMs: config.DB_QUERY_TIMEOUT_MS,
     onQuery: metrics.observeQuery,
   });
+  metrics.poolMax.set(config.DB_POOL_MAX);
   const storage = new FileStorage(config.STORAGE_DIR);
-  const executor = new Executor({ config, repos: new Repositories(db), sql, storage, log, metrics });
+  const repos = new Repositories(db);
+  const executor = new Executor({ config, repos, sql, storage, log, metrics });
+  const metricsServer =
+    config.METRICS_PORT > 0
+      ? await startMetricsServer({ host: config.HOST, port: config.METRICS_PORT, metrics, repos, log })
+      : undefined;
   closeWithGrace({ delay: (config.EXECUTOR_SHUTDOWN_GRACE_SECONDS + 10) * 1000 }, async ({ signal, err }) => {
     if (err) log.error({ err }, 'shutting down after an error');
     else log.info({ signal }, 'shutting down');
     await executor.stop();
+    await metricsServer?.close();
     await sql.end({ timeout: 5 });
     await location.embedded?.stop();
+    log.info('stopped');
   });
   await executor.start();
 }

@@ -1,41 +1,46 @@
 /**
  * The script executor: claims queued scripts from PostgreSQL, runs each in a
- * sandboxed child (runner.ts), streams its output to the database in batches,
- * and records the outcome. Any number of executors may run against one database.
+ * sandboxed child (run.ts, runner.ts), streams its output to the database in
+ * batches, and records the outcome. Any number of executors may run against one
+ * database, and several on one host.
  *
  * - Wake-up: LISTEN script_queued, with a polling fallback (EXECUTOR_POLL_MS).
  * - Claims carry a lease that is renewed every third of EXECUTOR_LEASE_SECONDS;
- *   a run whose renewal is refused (cancelled, deleted, recovered) is killed.
+ *   a run whose renewal is refused (cancelled, deleted, recovered), or one whose
+ *   output is refused, is killed at once.
+ * - Self-fencing: a run whose lease this executor could not renew in time (the
+ *   database is unreachable, renewals throw or hang) is killed by the executor
+ *   itself before the lease lapses, since another executor may fail it then.
  * - Runs whose lease lapsed anywhere (their executor died) are failed by whichever
  *   executor notices. They are not re-queued: a trading script that may have
  *   placed orders must not run twice without a person deciding so.
  * - Cancel is immediate: LISTEN script_cancelled kills the run's process group.
- * - stop(): no new claims; running scripts get the grace period, then are killed
- *   and recorded as failed; nothing stays `running` without a live lease.
+ *   A cancel heard while a claim is in flight is remembered, and the claimed run
+ *   checked against the database before it starts.
+ * - Nothing outlives the executor: see runner.ts (parent-death signals),
+ *   work-dir.ts (reaping dead executors' folders) and uid-pool.ts (a uid per run).
+ * - stop(): no new claims (a claim in flight is awaited and its runs included);
+ *   running scripts get the grace period, during which leases are renewed and
+ *   cancels heard; then the rest are killed and recorded as failed.
  */
 import { randomBytes } from 'node:crypto';
-import { access } from 'node:fs/promises';
-import { hostname } from 'node:os';
+import { rm } from 'node:fs/promises';
+import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Sql } from '../db/client.js';
-import { DatabaseUnavailableError, InvalidStateError } from '../domain/errors.js';
-import type { ScriptExtension } from '../domain/script.js';
 import type { Metrics } from '../metrics.js';
-import type { ClaimedRun, Lease, RunResult } from '../repositories/execution-repository.js';
+import type { ClaimedRun, Lease } from '../repositories/execution-repository.js';
 import type { Repositories } from '../repositories/index.js';
 import type { Storage } from '../storage/file-storage.js';
-import { LogSink } from './log-sink.js';
-import {
-  type KillReason,
-  PRLIMIT_BIN,
-  type RunHandle,
-  type RunOutcome,
-  SETPRIV_BIN,
-  startRun,
-  TIME_BIN,
-} from './runner.js';
-import { prepareWorkspace, ScriptCompileError } from './workspace.js';
+import { LeaseKeeper } from './leases.js';
+import { Recorder } from './outcome.js';
+import { type ActiveRun, executeRun } from './run.js';
+import type { KillReason } from './runner.js';
+import { Sweeper } from './sweeper.js';
+import { checkSandboxUser, checkTools } from './tools.js';
+import { UidPool } from './uid-pool.js';
+import { createExecutorDir, hostLabel, reapDeadExecutors } from './work-dir.js';
 
 export interface ExecutorOptions {
   config: Config;
@@ -45,30 +50,49 @@ export interface ExecutorOptions {
   storage: Storage;
   log: Logger;
   metrics?: Metrics;
+  /** The uid this process runs as (default: the real one); tests pretend with it. */
+  processUid?: number;
+  /** Where uid locks are kept (default: uid-pool.ts's UID_LOCK_DIR). */
+  uidLockDir?: string;
 }
 
-interface ActiveRun {
-  claim: ClaimedRun;
-  handle?: RunHandle;
-  /** Set before the process exists (cancelled while preparing). */
-  pendingKill?: KillReason;
-}
+/** How long a cancel heard while a claim was in flight is remembered. */
+const CANCEL_MEMORY_MS = 60_000;
 
 export class Executor {
-  readonly id = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  readonly id = `${hostLabel()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   private readonly runs = new Map<number, ActiveRun>();
   private readonly finished = new Set<Promise<void>>();
+  private readonly recentlyCancelled = new Map<number, number>();
   private readonly log: Logger;
   private readonly lease: Lease;
-  private stopping = false;
-  private filling = false;
+  private readonly leaseMs: number;
+  private readonly recorder: Recorder;
+  private readonly sweeper = new Sweeper();
+  private readonly leases: LeaseKeeper;
+  private dir: string | undefined;
+  private pool: UidPool | undefined;
+  private started = false;
+  private stopping: Promise<void> | undefined;
+  private filling: Promise<void> | undefined;
   private refill = false;
   private timers: NodeJS.Timeout[] = [];
   private unlisten: Array<() => Promise<void>> = [];
 
   constructor(private readonly options: ExecutorOptions) {
+    const { config } = options;
     this.log = options.log.child({ executor: this.id });
-    this.lease = { executorId: this.id, seconds: options.config.EXECUTOR_LEASE_SECONDS };
+    this.lease = { executorId: this.id, seconds: config.EXECUTOR_LEASE_SECONDS };
+    this.leaseMs = config.EXECUTOR_LEASE_SECONDS * 1000;
+    this.recorder = new Recorder(options.repos.executions, this.id, config.EXECUTOR_LEASE_SECONDS, this.log);
+    this.leases = new LeaseKeeper({
+      executions: options.repos.executions,
+      lease: this.lease,
+      runs: this.runs,
+      kill: (id, reason) => this.killRun(id, reason),
+      log: this.log,
+      metrics: options.metrics,
+    });
   }
 
   /** Scripts this executor is running now. */
@@ -77,73 +101,133 @@ export class Executor {
   }
 
   async start(): Promise<void> {
-    await checkTools();
     const { sql, config } = this.options;
-    const queued = await sql.listen('script_queued', () => this.fill());
-    const cancelled = await sql.listen('script_cancelled', (payload) =>
-      this.killRun(Number(payload), 'cancelled'),
-    );
-    this.unlisten.push(queued.unlisten, cancelled.unlisten);
-    const leaseMs = config.EXECUTOR_LEASE_SECONDS * 1000;
-    this.every(Math.max(500, leaseMs / 3), () => this.renewLeases());
-    this.every(leaseMs, () => this.failExpiredLeases());
+    await checkTools();
+    const asRoot = checkSandboxUser(this.options.processUid ?? process.getuid?.() ?? -1, config, this.log);
+    try {
+      this.dir = await createExecutorDir(config.EXECUTOR_WORK_DIR, this.id);
+      const reaped = await reapDeadExecutors(config.EXECUTOR_WORK_DIR, this.id);
+      if (reaped.length > 0) this.log.warn({ reaped }, 'reaped the folders and processes of dead executors');
+      if (asRoot) {
+        this.pool = await UidPool.acquire({
+          baseUid: config.SCRIPT_UID,
+          baseGid: config.SCRIPT_GID,
+          // Twice the slots: a finished run's uid is swept while the next run starts.
+          count: 2 * config.EXECUTOR_CONCURRENCY,
+          executorId: this.id,
+          lockDir: this.options.uidLockDir,
+        });
+        // A uid taken over from a dead executor may still have processes or files.
+        await Promise.all(this.pool.users.map((user) => this.sweeper.sweep(user)));
+      }
+      const queued = await sql.listen('script_queued', () => this.fill());
+      this.unlisten.push(queued.unlisten);
+      const cancelled = await sql.listen('script_cancelled', (payload) => this.onCancelled(Number(payload)));
+      this.unlisten.push(cancelled.unlisten);
+    } catch (error) {
+      await this.teardown();
+      throw error;
+    }
+    if (this.stopping) return this.teardown(); // stopped while starting
+    this.every(Math.max(250, this.leaseMs / 3), () => this.leases.renew());
+    this.every(Math.min(1000, this.leaseMs / 8), () => this.leases.fence());
+    this.every(this.leaseMs, () => this.leases.failExpired());
     this.every(config.EXECUTOR_POLL_MS, () => this.fill());
-    this.log.info({ concurrency: config.EXECUTOR_CONCURRENCY, user: this.sandboxUser() }, 'executor started');
-    await this.failExpiredLeases();
+    this.started = true;
+    this.log.info(
+      { concurrency: config.EXECUTOR_CONCURRENCY, uids: this.pool?.users.map((u) => u.uid), dir: this.dir },
+      'executor started',
+    );
+    await this.leases.failExpired();
     this.fill();
   }
 
   /**
-   * Stops claiming, lets running scripts finish within the grace period, then
-   * kills the rest and records them as failed.
+   * Stops claiming (a claim in flight is awaited: its runs count as running), lets
+   * running scripts finish within the grace period while leases are renewed and
+   * cancels heard, then kills the rest and records them as failed.
    */
-  async stop(graceMs = this.options.config.EXECUTOR_SHUTDOWN_GRACE_SECONDS * 1000): Promise<void> {
-    if (this.stopping) return;
-    this.stopping = true;
-    for (const timer of this.timers.splice(0)) clearInterval(timer);
-    await Promise.all(this.unlisten.splice(0).map((unlisten) => unlisten().catch(() => {})));
-    if (this.runs.size > 0) {
-      this.log.info({ running: this.active, graceMs }, 'waiting for running scripts');
-      const allDone = Promise.all(this.finished);
-      const grace = new Promise((resolve) => setTimeout(resolve, graceMs).unref());
-      await Promise.race([allDone, grace]);
-      for (const id of this.runs.keys()) this.killRun(id, 'shutdown');
-      // Leases keep being renewed by nobody now; record outcomes before leaving.
-      await Promise.all(this.finished);
-    }
-    this.log.info('executor stopped');
+  stop(graceMs = this.options.config.EXECUTOR_SHUTDOWN_GRACE_SECONDS * 1000): Promise<void> {
+    this.stopping ??= (async () => {
+      await this.filling;
+      if (this.runs.size > 0) {
+        this.log.info({ running: this.active, graceMs }, 'waiting for running scripts');
+        let timer: NodeJS.Timeout | undefined;
+        const grace = new Promise((resolve) => {
+          timer = setTimeout(resolve, graceMs);
+        });
+        await Promise.race([Promise.all(this.finished), grace]);
+        clearTimeout(timer);
+        for (const id of this.runs.keys()) this.killRun(id, 'shutdown');
+        await Promise.all(this.finished);
+      }
+      await this.teardown();
+      this.log.info('executor stopped');
+    })();
+    return this.stopping;
   }
 
   /** Claims scripts while there are free slots. Re-entrant calls coalesce. */
   private fill(): void {
-    if (this.stopping) return;
+    if (!this.started || this.stopping) return;
     if (this.filling) {
       this.refill = true;
       return;
     }
-    this.filling = true;
-    void (async () => {
-      try {
-        do {
-          this.refill = false;
-          const free = this.options.config.EXECUTOR_CONCURRENCY - this.runs.size;
-          if (free <= 0 || this.stopping) break;
-          const claims = await this.options.repos.executions.claim(this.lease, free);
-          for (const claim of claims) this.launch(claim);
-          if (claims.length === free) this.refill = true; // maybe more waiting
-        } while (this.refill && !this.stopping);
-      } catch (err) {
-        this.log.warn({ err }, 'could not claim scripts; will retry');
-      } finally {
-        this.filling = false;
-      }
-    })();
+    // The loop may end without awaiting anything: clear `filling` only once it is set.
+    const loop = this.claimWhileFree();
+    this.filling = loop.finally(() => {
+      this.filling = undefined;
+    });
   }
 
-  private launch(claim: ClaimedRun): void {
-    const active: ActiveRun = { claim };
+  private async claimWhileFree(): Promise<void> {
+    try {
+      do {
+        this.refill = false;
+        const free = Math.min(
+          this.options.config.EXECUTOR_CONCURRENCY - this.runs.size,
+          this.pool?.available ?? Number.POSITIVE_INFINITY,
+        );
+        if (free <= 0 || this.stopping) break;
+        const sentAt = performance.now();
+        const claims = await this.options.repos.executions.claim(this.lease, free);
+        for (const claim of claims) this.launch(claim, sentAt);
+        if (claims.length === free) this.refill = true; // maybe more waiting
+      } while (this.refill && !this.stopping);
+    } catch (err) {
+      this.log.warn({ err }, 'could not claim scripts; will retry');
+    }
+  }
+
+  private launch(claim: ClaimedRun, claimSentAt: number): void {
+    const active: ActiveRun = { claim, leaseUntil: claimSentAt + this.leaseMs };
     this.runs.set(claim.id, active);
-    const finished = this.execute(active)
+    // A cancel may have arrived before the claim's answer: ask the database before starting.
+    if (this.recentlyCancelled.delete(claim.id)) active.ready = this.leases.confirm(claim.id);
+    const user = this.pool?.take();
+    const { config, repos, storage, metrics } = this.options;
+    const finished = executeRun(
+      {
+        config,
+        repos,
+        storage,
+        metrics,
+        log: this.log,
+        executorId: this.id,
+        dir: this.dir as string,
+        recorder: this.recorder,
+        sweeper: this.sweeper,
+        user,
+        giveBackUser: user && (() => this.pool?.give(user)),
+        onLost: () => this.killRun(claim.id, 'lost'),
+        onRecorded: () => {
+          this.runs.delete(claim.id);
+          this.fill();
+        },
+      },
+      active,
+    )
       .catch((err) => this.log.error({ err, script_id: claim.id }, 'run failed unexpectedly'))
       .finally(() => {
         this.runs.delete(claim.id);
@@ -153,252 +237,38 @@ export class Executor {
     this.finished.add(finished);
   }
 
-  private async execute(active: ActiveRun): Promise<void> {
-    const { claim } = active;
-    const { config, repos, storage } = this.options;
-    const log = this.log.child({ script_id: claim.id });
-    const user = this.sandboxUser();
-    let workspace: Awaited<ReturnType<typeof prepareWorkspace>>;
-    try {
-      workspace = await prepareWorkspace({
-        root: config.EXECUTOR_WORK_DIR,
-        scriptId: claim.id,
-        sourcePath: storage.pathOf(claim.file_path),
-        extension: claim.file_extension,
-        user,
-      });
-    } catch (err) {
-      const message =
-        err instanceof ScriptCompileError ? err.message : 'the script could not be prepared for running';
-      if (!(err instanceof ScriptCompileError)) log.error({ err }, 'could not prepare the workspace');
-      await this.record(
-        claim.id,
-        'fail',
-        { exit_code: null, execution_time_seconds: 0, memory_usage_mb: null },
-        message,
-      );
+  private onCancelled(id: number): void {
+    if (this.runs.has(id)) {
+      this.killRun(id, 'cancelled');
       return;
     }
-    const sink = new LogSink({
-      maxBytes: config.MAX_LOG_BYTES,
-      write: (text) => repos.executions.appendLog(claim.id, this.id, text),
-      onError: (err) => log.warn({ err }, 'could not store output; will retry'),
-    });
-    let stderrTail = '';
-    try {
-      log.info('run starting');
-      const handle = startRun({
-        command: commandFor(claim.file_extension, workspace.entry, config),
-        cwd: workspace.dir,
-        env: {
-          PATH: '/usr/local/bin:/usr/bin:/bin',
-          HOME: workspace.dir,
-          TMPDIR: workspace.dir,
-          LANG: 'C.UTF-8',
-          LC_ALL: 'C.UTF-8',
-          PYTHONUNBUFFERED: '1',
-          PYTHONDONTWRITEBYTECODE: '1',
-          DOLLARCLUB_SCRIPT_ID: String(claim.id),
-        },
-        statsFile: workspace.statsFile,
-        user,
-        limits: {
-          timeoutMs: config.MAX_EXECUTION_SECONDS * 1000,
-          memoryBytes: addressSpaceLimitMb(claim.file_extension, config) * 1024 * 1024,
-          cpuSeconds: config.SCRIPT_CPU_SECONDS,
-          maxProcesses: config.SCRIPT_MAX_PROCESSES,
-          maxOpenFiles: 256,
-          maxFileBytes: 64 * 1024 * 1024,
-        },
-        onOutput: (text, stream) => {
-          sink.push(text);
-          if (stream === 'stderr') stderrTail = (stderrTail + text).slice(-2000);
-        },
-      });
-      active.handle = handle;
-      if (active.pendingKill) handle.kill(active.pendingKill);
-      const outcome = await handle.done;
-      await sink.flush();
-      if (sink.lost && outcome.killed === null) outcome.killed = 'lost';
-      await this.finish(claim.id, outcome, stderrTail, sink.drain(), log);
-    } finally {
-      await workspace.remove().catch((err) => log.warn({ err }, 'could not remove the scratch folder'));
-    }
-  }
-
-  private async finish(
-    id: number,
-    outcome: RunOutcome,
-    stderrTail: string,
-    unwritten: string,
-    log: Logger,
-  ): Promise<void> {
-    const { config } = this.options;
-    const result: RunResult = {
-      exit_code: outcome.exitCode,
-      execution_time_seconds: outcome.wallSeconds,
-      memory_usage_mb: outcome.peakMemoryMb,
-    };
-    let label: string;
-    if (outcome.killed === 'cancelled' || outcome.killed === 'lost') {
-      label = outcome.killed;
-      await this.record(id, 'cancelled', result, '', unwritten);
-    } else if (outcome.killed === 'timeout') {
-      label = 'timeout';
-      await this.record(
-        id,
-        'fail',
-        result,
-        `timed out after ${config.MAX_EXECUTION_SECONDS} s; the script and its processes were killed`,
-      );
-    } else if (outcome.killed === 'shutdown') {
-      label = 'shutdown';
-      await this.record(
-        id,
-        'fail',
-        result,
-        'the executor shut down before the script finished; it was killed',
-      );
-    } else if (outcome.exitCode === 0 && outcome.signal === null) {
-      label = 'completed';
-      await this.record(id, 'complete', result);
-    } else {
-      label = 'failed';
-      await this.record(id, 'fail', result, failureMessage(outcome, stderrTail, config));
-    }
-    this.options.metrics?.scriptRuns.inc({ outcome: label });
-    this.options.metrics?.scriptRunDuration.observe({ outcome: label }, outcome.wallSeconds);
-    log.info(
-      {
-        outcome: label,
-        exit_code: outcome.exitCode,
-        signal: outcome.signal,
-        seconds: outcome.wallSeconds,
-        memory_mb: outcome.peakMemoryMb,
-      },
-      'run finished',
-    );
-  }
-
-  /**
-   * Writes a run's outcome, retrying while the database is unavailable (within the
-   * lease: after that another executor fails the run, and our late write is a no-op).
-   */
-  private async record(
-    id: number,
-    kind: 'complete' | 'fail' | 'cancelled',
-    result: RunResult,
-    message = '',
-    unwritten = '',
-  ): Promise<void> {
-    const executions = this.options.repos.executions;
-    const deadline = Date.now() + this.lease.seconds * 1000;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        if (kind === 'complete') await executions.complete(id, result, this.id);
-        else if (kind === 'fail') await executions.fail(id, message, result, this.id);
-        else await executions.recordCancelledRun(id, this.id, result, unwritten);
-        return;
-      } catch (err) {
-        if (err instanceof InvalidStateError) {
-          // Cancelled (or recovered) between the end of the process and this write:
-          // the measurements still belong to a cancelled run of ours, if it is one.
-          await executions.recordCancelledRun(id, this.id, result, unwritten).catch(() => false);
-          return;
-        }
-        if (!(err instanceof DatabaseUnavailableError) || Date.now() > deadline) {
-          this.log.error({ err, script_id: id }, 'could not record the outcome of a run');
-          return;
-        }
-        await new Promise((resolve) => setTimeout(resolve, Math.min(500 * 2 ** attempt, 5000)));
-      }
-    }
+    if (this.filling === undefined) return; // someone else's run
+    const now = performance.now();
+    for (const [old, heard] of this.recentlyCancelled)
+      if (now - heard > CANCEL_MEMORY_MS) this.recentlyCancelled.delete(old);
+    this.recentlyCancelled.set(id, now);
   }
 
   private killRun(id: number, reason: KillReason): void {
     const active = this.runs.get(id);
-    if (active === undefined) return;
+    if (active === undefined || active.pendingKill !== undefined) return;
     this.log.info({ script_id: id, reason }, 'killing a run');
-    if (active.handle) active.handle.kill(reason);
-    else active.pendingKill ??= reason;
+    active.pendingKill = reason;
+    active.handle?.kill(reason);
   }
 
-  private async renewLeases(): Promise<void> {
-    const ids = this.active;
-    if (ids.length === 0) return;
-    try {
-      const held = new Set(await this.options.repos.executions.renewLeases(ids, this.lease));
-      for (const id of ids) if (!held.has(id) && this.runs.has(id)) this.killRun(id, 'lost');
-    } catch (err) {
-      this.log.warn({ err }, 'could not renew leases');
-    }
-  }
-
-  private async failExpiredLeases(): Promise<void> {
-    try {
-      const failed = await this.options.repos.executions.failExpiredLeases();
-      if (failed.length > 0)
-        this.log.warn({ script_ids: failed }, 'failed runs whose executor stopped renewing its lease');
-    } catch (err) {
-      this.log.warn({ err }, 'could not check for lapsed leases');
-    }
-  }
-
-  private sandboxUser(): { uid: number; gid: number } | undefined {
-    if (process.getuid?.() !== 0) return undefined;
-    return { uid: this.options.config.SCRIPT_UID, gid: this.options.config.SCRIPT_GID };
+  /** Timers, listeners, uids and the executor's folder: released once no run is left. */
+  private async teardown(): Promise<void> {
+    for (const timer of this.timers.splice(0)) clearInterval(timer);
+    await Promise.all(this.unlisten.splice(0).map((unlisten) => unlisten().catch(() => {})));
+    this.sweeper.close();
+    await this.pool?.release().catch((err) => this.log.warn({ err }, 'could not release the script uids'));
+    if (this.dir) await rm(this.dir, { recursive: true, force: true }).catch(() => {});
   }
 
   private every(ms: number, fn: () => unknown): void {
     const timer = setInterval(() => void fn(), ms);
     timer.unref();
     this.timers.push(timer);
-  }
-}
-
-/**
- * Python runs isolated from its environment (-I) and unbuffered (-u). Node's heap
- * is capped at SCRIPT_MEMORY_MB; V8 reserves far more address space than it uses.
- */
-function commandFor(extension: ScriptExtension, entry: string, config: Config): string[] {
-  if (extension === '.py') return [config.PYTHON_BIN, '-I', '-u', entry];
-  return [config.NODE_BIN, `--max-old-space-size=${config.SCRIPT_MEMORY_MB}`, entry];
-}
-
-/**
- * RLIMIT_AS is the memory limit of a Python run. V8 reserves about 800 MB of
- * address space before running a line, so a Node run gets SCRIPT_MEMORY_MB plus
- * 1 GiB of address space, and its heap limit does the real limiting.
- */
-const V8_RESERVED_MB = 1024;
-function addressSpaceLimitMb(extension: ScriptExtension, config: Config): number {
-  return extension === '.py' ? config.SCRIPT_MEMORY_MB : config.SCRIPT_MEMORY_MB + V8_RESERVED_MB;
-}
-
-function failureMessage(outcome: RunOutcome, stderrTail: string, config: Config): string {
-  const lastLine = stderrTail.trim().split('\n').at(-1)?.trim().slice(0, 300) ?? '';
-  const because = lastLine ? `: ${lastLine}` : '';
-  if (
-    outcome.signal === 'SIGXCPU' ||
-    (outcome.signal === 'SIGKILL' && outcome.wallSeconds >= config.SCRIPT_CPU_SECONDS)
-  )
-    return `killed by ${outcome.signal}: CPU time limit of ${config.SCRIPT_CPU_SECONDS} s reached`;
-  if (outcome.signal) return `killed by ${outcome.signal}${because}`;
-  if (/MemoryError|heap out of memory|Cannot allocate memory/.test(stderrTail))
-    return `exited with code ${outcome.exitCode}: out of memory (limit ${config.SCRIPT_MEMORY_MB} MB)${because}`;
-  return `exited with code ${outcome.exitCode}${because}`;
-}
-
-/** The sandbox needs GNU time and util-linux's prlimit (and setpriv as root). */
-async function checkTools(): Promise<void> {
-  const tools = [TIME_BIN, PRLIMIT_BIN, ...(process.getuid?.() === 0 ? [SETPRIV_BIN] : [])];
-  for (const tool of tools) {
-    try {
-      await access(tool);
-    } catch {
-      throw new Error(
-        `the executor needs ${tool} (Debian packages: time, util-linux); install it or set EXECUTOR_ENABLED=false`,
-      );
-    }
   }
 }

@@ -3,8 +3,9 @@
  * (every `flushMs`, or sooner when `batchBytes` pile up), in order, one write at a
  * time, and capped at `maxBytes` with a marker. A failed write keeps its text for
  * the next attempt. A refused one (the run was cancelled or is no longer ours)
- * stops writing; what was not written stays in the sink for `drain()`, so the
- * executor can hand it over with the run's last record.
+ * stops writing and calls `onLost` (the executor kills the run at once); what
+ * was not written stays in the sink for `drain()`, so the executor can hand it
+ * over with the run's last record, whatever the outcome.
  */
 export interface LogSinkOptions {
   maxBytes: number;
@@ -13,6 +14,8 @@ export interface LogSinkOptions {
   /** Appends text; false when the run is no longer ours. */
   write: (text: string) => Promise<boolean>;
   onError: (error: unknown) => void;
+  /** Called once, when a write is refused. */
+  onLost?: () => void;
 }
 
 export class LogSink {
@@ -58,6 +61,7 @@ export class LogSink {
           this.lost = true;
           this.buffer = text + this.buffer;
           this.bufferedBytes += Buffer.byteLength(text);
+          this.options.onLost?.();
         }
       } catch (error) {
         // Keep the text (in order) for the next flush; the database may be back by then.
@@ -69,7 +73,7 @@ export class LogSink {
     return this.writing;
   }
 
-  /** Output accepted but not written (after the sink was refused); empties the sink. */
+  /** Output accepted but not written (refused, or the database failed); empties the sink. */
   drain(): string {
     clearTimeout(this.timer);
     this.timer = undefined;

@@ -2,10 +2,17 @@
  * Killing what a script started. A run is its own process group (spawned
  * detached); its leader is GNU time, which must outlive the script to report the
  * peak memory, so the group's other members are killed first and the leader last.
- * A process that leaves the group (setsid) escapes this: see README, "What the
- * executor does not protect against".
+ *
+ * A process that leaves the group (setsid) escapes a group kill. As root, every
+ * run has a uid of its own (uid-pool.ts), and the sweeper (sweeper.ts) ends every
+ * process of that uid, wherever it went.
  */
 import { readdir, readFile } from 'node:fs/promises';
+
+export interface SandboxUser {
+  uid: number;
+  gid: number;
+}
 
 /** Pids of the processes whose process group is `pgid` (from /proc). */
 export async function groupMembers(pgid: number): Promise<number[]> {

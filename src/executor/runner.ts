@@ -1,17 +1,31 @@
 /**
  * Runs one command as a sandboxed child: its own process group, rlimits from
  * prlimit (address space, CPU time, processes, open files, file size, no core
- * dumps), an unprivileged uid/gid via setpriv when we are root, a clean
+ * dumps), the run's own uid/gid via setpriv when we are root, a clean
  * environment, a wall-clock timeout. GNU time (running as us, outside the
  * sandbox) records the exit status and peak resident memory into a file the
  * script cannot reach.
+ *
+ * Nothing outlives the executor: the chain is
+ *   setpriv --pdeathsig KILL -- time … setpriv [--reuid …] --pdeathsig KILL -- prlimit … env -i … script
+ * so `time` gets SIGKILL when the executor dies, and the script when `time` dies.
+ * setpriv sets the parent-death signal after changing the uid (a uid change
+ * clears it), and prlimit, env and the interpreter keep it across exec (none is
+ * set-uid). Processes the script starts do not inherit it: the uid sweep
+ * (process-group.ts) and the reaping of dead executors' folders (work-dir.ts) end those.
  */
 import { spawn } from 'node:child_process';
 import { readFile, rm } from 'node:fs/promises';
 import { StringDecoder } from 'node:string_decoder';
-import { groupMembers, killGroup, killMembers } from './process-group.js';
+import { groupMembers, killGroup, killMembers, type SandboxUser } from './process-group.js';
+import { ENV_BIN, PRLIMIT_BIN, SETPRIV_BIN, TIME_BIN } from './tools.js';
 
-export type KillReason = 'timeout' | 'cancelled' | 'shutdown' | 'lost';
+/**
+ * Why a run was killed: its time was up, it was cancelled, the executor shut down,
+ * its lease was refused (`lost`: cancelled, deleted or taken over), or the executor
+ * could not renew the lease in time and killed it itself (`fenced`).
+ */
+export type KillReason = 'timeout' | 'cancelled' | 'shutdown' | 'lost' | 'fenced';
 
 export interface RunLimits {
   timeoutMs: number;
@@ -28,8 +42,10 @@ export interface RunRequest {
   env: Record<string, string>;
   /** Where GNU time writes its report: a file the child cannot write. */
   statsFile: string;
-  /** Drop to this uid/gid (when running as root). */
-  user?: { uid: number; gid: number };
+  /** Drop to this uid/gid, the run's own (when running as root). */
+  user?: SandboxUser;
+  /** Kills every process of the run's uid, those that left its process group included. */
+  killStrays?: () => Promise<void>;
   limits: RunLimits;
   onOutput: (text: string, stream: 'stdout' | 'stderr') => void;
 }
@@ -50,17 +66,22 @@ export interface RunHandle {
   kill(reason: KillReason): void;
 }
 
-export const TIME_BIN = '/usr/bin/time';
-export const PRLIMIT_BIN = '/usr/bin/prlimit';
-export const SETPRIV_BIN = '/usr/bin/setpriv';
-export const ENV_BIN = '/usr/bin/env';
+/** After `time` exits, how long its output pipes may stay open (held by an escaped process). */
+const CLOSE_AFTER_EXIT_MS = 2000;
+
+/** NUL cannot be stored in PostgreSQL text: it is shown as U+FFFD, like undecodable bytes. */
+function printable(text: string): string {
+  return text.includes('\u0000') ? text.replaceAll('\u0000', '\uFFFD') : text;
+}
 
 export function startRun(request: RunRequest): RunHandle {
   const { limits, user } = request;
   const sandbox = [
-    ...(user
-      ? [SETPRIV_BIN, `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--no-new-privs']
-      : []),
+    SETPRIV_BIN,
+    ...(user ? [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups'] : []),
+    '--no-new-privs',
+    '--pdeathsig=KILL',
+    '--',
     PRLIMIT_BIN,
     `--as=${limits.memoryBytes}`,
     `--cpu=${limits.cpuSeconds}`,
@@ -77,7 +98,8 @@ export function startRun(request: RunRequest): RunHandle {
     ...request.command,
   ];
   const started = process.hrtime.bigint();
-  const child = spawn(TIME_BIN, ['-f', '%x %e %M', '-o', request.statsFile, ...sandbox], {
+  const timed = [TIME_BIN, '-f', '%x %e %M', '-o', request.statsFile, ...sandbox];
+  const child = spawn(SETPRIV_BIN, ['--pdeathsig=KILL', '--', ...timed], {
     cwd: request.cwd,
     env: { PATH: '/usr/bin:/bin' },
     detached: true, // its own process group, so the whole group can be killed
@@ -85,7 +107,7 @@ export function startRun(request: RunRequest): RunHandle {
   });
   const pid = child.pid;
   if (pid === undefined) {
-    const error = new Error(`could not start ${TIME_BIN}`);
+    const error = new Error(`could not start ${SETPRIV_BIN}`);
     return { pid: -1, done: Promise.reject(error), kill: () => {} };
   }
 
@@ -96,6 +118,8 @@ export function startRun(request: RunRequest): RunHandle {
     if (killed !== null || exited) return;
     killed = reason;
     void killAllButLeader(pid);
+    // What left the group (setsid) is still the run's uid.
+    void request.killStrays?.().catch(() => {});
     // If time itself does not end (it should, once its child is gone), take the leader too.
     forceTimer = setTimeout(() => killGroup(pid), 2000);
   };
@@ -108,25 +132,37 @@ export function startRun(request: RunRequest): RunHandle {
     const decoder = new StringDecoder('utf8');
     stream.on('data', (chunk: Buffer) => {
       const text = decoder.write(chunk);
-      if (text !== '') request.onOutput(text, name);
+      if (text !== '') request.onOutput(printable(text), name);
     });
     stream.on('end', () => {
       const rest = decoder.end();
-      if (rest !== '') request.onOutput(rest, name);
+      if (rest !== '') request.onOutput(printable(rest), name);
     });
   }
 
   const done = new Promise<RunOutcome>((resolve, reject) => {
     child.on('error', reject);
+    const closeTimers: NodeJS.Timeout[] = [];
     child.on('exit', () => {
       exited = true;
       clearTimeout(timeout);
       clearTimeout(forceTimer);
       // Whatever the script left behind in its group (background children) goes too;
-      // otherwise they would hold the output pipes open.
+      // otherwise they would hold the output pipes open. A process that left the
+      // group could too: as root it is the run's uid, killed if the pipes stay open
+      // (and swept after the run anyway); without a uid of its own, the pipes are
+      // closed from our side after a while.
       killGroup(pid);
+      closeTimers.push(
+        setTimeout(() => void request.killStrays?.().catch(() => {}), 200),
+        setTimeout(() => {
+          child.stdout.destroy();
+          child.stderr.destroy();
+        }, CLOSE_AFTER_EXIT_MS),
+      );
     });
     child.on('close', async (code, signal) => {
+      for (const timer of closeTimers) clearTimeout(timer);
       const wallSeconds = Number(process.hrtime.bigint() - started) / 1e9;
       const report = await readTimeReport(request.statsFile);
       await rm(request.statsFile, { force: true });

@@ -1,6 +1,9 @@
 /**
- * A fresh scratch folder per run, owned by the user the script runs as, holding
- * a copy of the script (the storage folder itself is not readable by scripts).
+ * A fresh scratch folder per run in its executor's folder, holding a copy of the
+ * script (the storage folder itself is not readable by scripts). As root, the
+ * folder is root's, shared with the run's own gid only (0770): the script works
+ * in it but cannot chmod it open to anybody else, so once the run's uid has no
+ * process left nobody but root reaches inside, and root can remove it safely.
  * TypeScript is compiled here with esbuild (what tsx, the project's runner,
  * uses), so the script needs nothing of the project at run time.
  */
@@ -9,6 +12,7 @@ import { chmod, chown, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { transform } from 'esbuild';
 import type { ScriptExtension } from '../domain/script.js';
+import type { SandboxUser } from './process-group.js';
 
 export interface Workspace {
   dir: string;
@@ -24,17 +28,15 @@ export class ScriptCompileError extends Error {
 }
 
 export interface WorkspaceOptions {
-  /** The parent of all scratch folders; created 0711 (enter, not list). */
+  /** The executor's folder, parent of its runs' scratch folders: 0711 (enter, not list). */
   root: string;
   scriptId: number;
   sourcePath: string;
   extension: ScriptExtension;
-  user?: { uid: number; gid: number };
+  user?: SandboxUser;
 }
 
 export async function prepareWorkspace(options: WorkspaceOptions): Promise<Workspace> {
-  await mkdir(options.root, { recursive: true, mode: 0o711 });
-  await chmod(options.root, 0o711);
   const name = `run-${options.scriptId}-${randomBytes(6).toString('hex')}`;
   const dir = path.join(options.root, name);
   const statsFile = path.join(options.root, `${name}.time`);
@@ -63,7 +65,8 @@ export async function prepareWorkspace(options: WorkspaceOptions): Promise<Works
     const file = path.join(dir, entry);
     await writeFile(file, source, { mode: 0o400, flag: 'wx' });
     if (options.user) {
-      await chown(dir, options.user.uid, options.user.gid);
+      await chown(dir, 0, options.user.gid);
+      await chmod(dir, 0o770);
       await chown(file, options.user.uid, options.user.gid);
     }
     return { dir, statsFile, entry, remove };

@@ -8,6 +8,10 @@
  * Executors claim queued rows with FOR UPDATE SKIP LOCKED and hold them by a lease
  * (executor_id + lease_expires_at). Every write an executor makes about a run is
  * guarded by its executor id, so one that lost its lease changes nothing.
+ *
+ * What only executors do (claims, leases, the record of a cancelled run) is in
+ * run-leases.ts, the output of runs (appending, reading, following) in
+ * run-output.ts; this class exposes both, so callers keep one repository for runs.
  */
 import type postgres from 'postgres';
 import type { Database } from '../db/database.js';
@@ -18,43 +22,13 @@ import {
   assertExecutionMetrics,
   SCRIPT_COLUMNS,
   type Script,
-  type ScriptExtension,
   statusesLeadingTo,
 } from '../domain/script.js';
+import { type ClaimedRun, type Lease, RunLeaseRepository, type RunResult, runMetrics } from './run-leases.js';
+import { foldLogs, type LogState, pgText, RunOutputRepository } from './run-output.js';
 
-/** What a finished run measured. */
-export interface RunResult {
-  exit_code: number | null;
-  execution_time_seconds: number;
-  memory_usage_mb: number | null;
-}
-
-/** A claimed run: the script and where its file is. */
-export interface ClaimedRun {
-  id: number;
-  user_id: number;
-  file_path: string;
-  file_extension: ScriptExtension;
-}
-
-export interface Lease {
-  executorId: string;
-  seconds: number;
-}
-
-export interface LogChunk {
-  id: number;
-  data: string;
-}
-
-export interface LogState {
-  status: ScriptStatus;
-  exit_code: number | null;
-  /** Chunks after the requested id, while the run is going. */
-  chunks: LogChunk[];
-  /** The whole output, once the run has finished (null before). */
-  final: string | null;
-}
+export type { ClaimedRun, Lease, RunResult } from './run-leases.js';
+export type { LogChunk, LogState } from './run-output.js';
 
 type Fragment = postgres.PendingQuery<postgres.Row[]>;
 type TransitionRow = { previous_status: ScriptStatus; active_count?: number } & {
@@ -64,7 +38,13 @@ type TransitionRow = { previous_status: ScriptStatus; active_count?: number } & 
 const RETURNING = SCRIPT_COLUMNS.map((c) => `s.${c}`);
 
 export class ExecutionRepository {
-  constructor(private readonly db: Database) {}
+  private readonly leases: RunLeaseRepository;
+  private readonly output: RunOutputRepository;
+
+  constructor(private readonly db: Database) {
+    this.leases = new RunLeaseRepository(db);
+    this.output = new RunOutputRepository(db);
+  }
 
   /**
    * Queues a run. The owner's row is locked first (FOR NO KEY UPDATE, which does
@@ -126,30 +106,24 @@ export class ExecutionRepository {
     });
   }
 
-  /**
-   * Claims up to `limit` queued scripts, oldest first, for an executor. SKIP LOCKED:
-   * concurrent executors take different rows and never wait on each other.
-   */
-  async claim(lease: Lease, limit = 1): Promise<ClaimedRun[]> {
-    const sql = this.db.sql;
-    return this.db.many<ClaimedRun>(
-      'executions.claim',
-      sql`
-        update scripts as s
-        set status = 'running', started_at = now(), completed_at = null,
-            executor_id = ${lease.executorId},
-            lease_expires_at = now() + make_interval(secs => ${lease.seconds})
-        where s.id in (
-          select id
-          from scripts
-          where status = 'queued'
-          order by queued_at, id
-          limit ${limit}
-          for update skip locked
-        )
-        returning s.id, s.user_id, s.file_path, s.file_extension
-      `,
-    );
+  /** Claims up to `limit` queued scripts, oldest first, for an executor (SKIP LOCKED). */
+  claim(lease: Lease, limit = 1): Promise<ClaimedRun[]> {
+    return this.leases.claim(lease, limit);
+  }
+
+  /** Extends the leases this executor holds; returns the ids it still holds (the others were lost). */
+  renewLeases(ids: number[], lease: Lease): Promise<number[]> {
+    return this.leases.renewLeases(ids, lease);
+  }
+
+  /** What the killed process of a run cancelled under its executor measured, and its last output. */
+  recordCancelledRun(id: number, executorId: string, result: RunResult, unwritten = ''): Promise<boolean> {
+    return this.leases.recordCancelledRun(id, executorId, result, unwritten);
+  }
+
+  /** Fails every run whose lease lapsed; returns their ids. */
+  failExpiredLeases(): Promise<number[]> {
+    return this.leases.failExpiredLeases();
   }
 
   /** queued → running for a given script (an executor that picks its own work). */
@@ -164,66 +138,46 @@ export class ExecutionRepository {
     );
   }
 
-  /** Extends the leases this executor holds; returns the ids it still holds (the others were lost). */
-  async renewLeases(ids: number[], lease: Lease): Promise<number[]> {
-    if (ids.length === 0) return [];
-    const sql = this.db.sql;
-    const rows = await this.db.many<{ id: number }>(
-      'executions.renewLeases',
-      sql`
-        update scripts
-        set lease_expires_at = now() + make_interval(secs => ${lease.seconds})
-        where id = any(${ids}::bigint[])
-          and status = 'running'
-          and executor_id = ${lease.executorId}
-        returning id
-      `,
-    );
-    return rows.map((r) => r.id);
+  /** Appends a batch of output to a run this executor still holds (see run-output.ts). */
+  appendLog(id: number, executorId: string, data: string): Promise<boolean> {
+    return this.output.appendLog(id, executorId, data);
   }
 
   /**
-   * Appends a batch of output to a run this executor still holds. FOR SHARE makes a
-   * concurrent cancel or recovery win first, so nothing is appended after a run ended.
+   * running → completed, with the run's metrics; `executorId` guards an executor's
+   * write; `unwritten` is output its executor could not store as chunks, kept after them.
    */
-  async appendLog(id: number, executorId: string, data: string): Promise<boolean> {
-    if (data === '') return true;
-    const sql = this.db.sql;
-    const n = await this.db.count(
-      'executions.appendLog',
-      sql`
-        insert into script_log_chunks (script_id, user_id, data)
-        select id, user_id, ${data}
-        from scripts
-        where id = ${id} and status = 'running' and executor_id = ${executorId}
-        for share
-      `,
-    );
-    return n === 1;
-  }
-
-  /** running → completed, with the run's metrics; `executorId` guards an executor's write. */
-  async complete(id: number, result: RunResult, executorId?: string): Promise<Script> {
+  async complete(id: number, result: RunResult, executorId?: string, unwritten = ''): Promise<Script> {
     assertExecutionMetrics(result);
     const sql = this.db.sql;
     return this.transition(
       'executions.complete',
       id,
       'completed',
-      sql`completed_at = now(), ${this.metrics(result)}, ${foldLogs(sql, id)}`,
+      sql`completed_at = now(), ${runMetrics(sql, result)}, ${foldLogs(sql, id, unwritten)}`,
       { executorId },
     );
   }
 
-  /** running → failed, with why and whatever was measured. */
-  async fail(id: number, message: string, result: RunResult, executorId?: string): Promise<Script> {
+  /**
+   * running → failed, with why and whatever was measured. The message cannot be
+   * refused: NUL, which PostgreSQL text cannot hold, becomes U+FFFD.
+   */
+  async fail(
+    id: number,
+    message: string,
+    result: RunResult,
+    executorId?: string,
+    unwritten = '',
+  ): Promise<Script> {
     assertExecutionMetrics(result);
     const sql = this.db.sql;
     return this.transition(
       'executions.fail',
       id,
       'failed',
-      sql`completed_at = now(), error_message = ${message}, ${this.metrics(result)}, ${foldLogs(sql, id)}`,
+      sql`completed_at = now(), error_message = ${pgText(message)}, ${runMetrics(sql, result)},
+          ${foldLogs(sql, id, unwritten)}`,
       { executorId },
     );
   }
@@ -238,66 +192,6 @@ export class ExecutionRepository {
       sql`completed_at = now(), error_message = 'cancelled', ${foldLogs(sql, id)}`,
       { ownerId },
     );
-  }
-
-  /**
-   * The executor's last word on a run that was cancelled under it: what the killed
-   * process measured, and its output: chunks stored after the cancel and
-   * `unwritten`, what the executor could not store any more. False if the run
-   * is not this executor's cancelled run (nothing changes then).
-   */
-  async recordCancelledRun(
-    id: number,
-    executorId: string,
-    result: RunResult,
-    unwritten = '',
-  ): Promise<boolean> {
-    assertExecutionMetrics(result);
-    const sql = this.db.sql;
-    const n = await this.db.count(
-      'executions.recordCancelledRun',
-      sql`
-        with changed as (
-          update scripts as s
-          set ${this.metrics(result)}, ${foldLogs(sql, id)} || ${unwritten}::text
-          where s.id = ${id} and s.status = 'cancelled' and s.executor_id = ${executorId}
-          returning s.id
-        ), folded as (
-          delete from script_log_chunks where script_id in (select id from changed)
-        )
-        select id from changed
-      `,
-    );
-    return n === 1;
-  }
-
-  /**
-   * Fails every run whose lease lapsed (its executor died, hung, or lost the
-   * database). Any executor may call it; returns the ids it failed.
-   */
-  async failExpiredLeases(): Promise<number[]> {
-    const sql = this.db.sql;
-    const rows = await this.db.many<{ id: number }>(
-      'executions.failExpiredLeases',
-      sql`
-        with expired as (
-          update scripts as s
-          set status = 'failed', completed_at = now(),
-              error_message = 'the executor running this script stopped renewing its lease '
-                || '(it died or lost the database); the outcome of the run is unknown',
-              execution_logs = coalesce(s.execution_logs, '') || coalesce(
-                (select string_agg(c.data, '' order by c.id) from script_log_chunks as c where c.script_id = s.id),
-                ''
-              )
-          where s.status = 'running' and s.lease_expires_at < now()
-          returning s.id
-        ), folded as (
-          delete from script_log_chunks where script_id in (select id from expired)
-        )
-        select id from expired
-      `,
-    );
-    return rows.map((r) => r.id);
   }
 
   /** Scripts waiting and running now (metrics). */
@@ -315,61 +209,13 @@ export class ExecutionRepository {
   }
 
   /** The whole captured output of the latest run (finished or not). */
-  async readLogs(id: number, ownerId?: number): Promise<{ status: ScriptStatus; logs: string }> {
-    const sql = this.db.sql;
-    const row = await this.db.maybeOne<{ status: ScriptStatus; logs: string }>(
-      'executions.readLogs',
-      sql`
-        select s.status,
-          coalesce(s.execution_logs, '') || coalesce(
-            (select string_agg(c.data, '' order by c.id) from script_log_chunks as c where c.script_id = s.id),
-            ''
-          ) as logs
-        from scripts as s
-        where s.id = ${id} ${ownerId === undefined ? sql`` : sql`and s.user_id = ${ownerId}`}
-      `,
-    );
-    if (row === null) throw new NotFoundError('script');
-    return row;
+  readLogs(id: number, ownerId?: number): Promise<{ status: ScriptStatus; logs: string }> {
+    return this.output.readLogs(id, ownerId);
   }
 
-  /**
-   * For a follower: the status, the chunks after `afterChunkId` and, once the run
-   * has finished, the whole output. One round trip.
-   */
-  async followLogs(id: number, afterChunkId: number, ownerId?: number): Promise<LogState> {
-    const sql = this.db.sql;
-    const row = await this.db.maybeOne<LogState>(
-      'executions.followLogs',
-      sql`
-        select s.status, s.exit_code,
-          coalesce(
-            (select json_agg(json_build_object('id', c.id, 'data', c.data) order by c.id)
-             from script_log_chunks as c
-             where c.script_id = s.id and c.id > ${afterChunkId}),
-            '[]'
-          ) as chunks,
-          case when s.status in ('completed', 'failed', 'cancelled', 'uploaded')
-            then coalesce(s.execution_logs, '') || coalesce(
-              (select string_agg(c.data, '' order by c.id) from script_log_chunks as c where c.script_id = s.id),
-              ''
-            )
-          end as final
-        from scripts as s
-        where s.id = ${id} ${ownerId === undefined ? sql`` : sql`and s.user_id = ${ownerId}`}
-      `,
-    );
-    if (row === null) throw new NotFoundError('script');
-    return row;
-  }
-
-  private metrics(result: RunResult): Fragment {
-    const sql = this.db.sql;
-    return sql`
-      exit_code = ${result.exit_code},
-      execution_time_seconds = round(${result.execution_time_seconds}::numeric, 3),
-      memory_usage_mb = round(${result.memory_usage_mb}::numeric, 2)
-    `;
+  /** For a follower: the status, the chunks after `afterChunkId`, and the whole output once finished. */
+  followLogs(id: number, afterChunkId: number, ownerId?: number): Promise<LogState> {
+    return this.output.followLogs(id, afterChunkId, ownerId);
   }
 
   private async transition(
@@ -408,21 +254,6 @@ export class ExecutionRepository {
     if (row === null) throw new NotFoundError('script');
     return scriptOf(row, to);
   }
-}
-
-/**
- * `execution_logs` gets the chunks this statement sees; the statement's `folded`
- * CTE deletes exactly those (same snapshot). A chunk committed after the snapshot
- * is neither folded nor deleted, so it stays visible after the folded text: nothing
- * is lost whichever statement finishes a run.
- */
-function foldLogs(sql: Database['sql'], id: number): Fragment {
-  return sql`
-    execution_logs = coalesce(s.execution_logs, '') || coalesce(
-      (select string_agg(c.data, '' order by c.id) from script_log_chunks as c where c.script_id = ${id}),
-      ''
-    )
-  `;
 }
 
 /** The changed row, or InvalidStateError when the guard let nothing through. */

@@ -66,6 +66,23 @@ t.test('a refused write stops writing and keeps the text for drain()', async (t)
   t.equal(s.drain(), '');
 });
 
+t.test('a refused write calls onLost once, so the run can be killed at once', async (t) => {
+  let lost = 0;
+  const s = new LogSink({
+    maxBytes: 1000,
+    flushMs: 10_000,
+    write: async () => false,
+    onError: () => {},
+    onLost: () => lost++,
+  });
+  s.push('one\n');
+  await s.flush();
+  s.push('two\n');
+  await s.flush();
+  t.equal(lost, 1);
+  t.equal(s.drain(), 'one\ntwo\n', 'the text is kept for the last record');
+});
+
 t.test('truncateUtf8 never exceeds the byte budget nor splits a character', async (t) => {
   t.doesNotThrow(() =>
     fc.assert(

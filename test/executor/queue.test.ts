@@ -2,17 +2,33 @@
  * The queue under concurrency: many executors, many requests, a dead executor.
  */
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
 import t from 'tap';
 import { loadConfig } from '../../src/config.js';
 import { InvalidStateError } from '../../src/domain/errors.js';
 import { Executor } from '../../src/executor/executor.js';
+import { hostLabel } from '../../src/executor/work-dir.js';
 import { Metrics } from '../../src/metrics.js';
 import { Repositories } from '../../src/repositories/index.js';
 import { signUp } from '../helpers/app.js';
 import { rejectsWith } from '../helpers/assert.js';
 import { testLogger } from '../helpers/db.js';
-import { execute, executorFixture, processesIn, upload, waitFor } from '../helpers/executor.js';
+import {
+  alive,
+  eventually,
+  execute,
+  executorFixture,
+  logsOf,
+  processesIn,
+  upload,
+  waitFor,
+} from '../helpers/executor.js';
 import { makeScript, makeUser } from '../helpers/fixtures.js';
+
+// 500 real runs take more than tap's default 120 s per file on a loaded 2-core machine.
+t.setTimeout(300_000);
 
 t.test('four claimers against 500 queued scripts: each claimed exactly once', async (t) => {
   const f = await executorFixture(t);
@@ -104,7 +120,7 @@ t.test('several executors run 500 queued scripts, each exactly once', async (t) 
 });
 
 t.test(
-  'an executor killed mid-run: its script is failed after the lease; its late writes change nothing',
+  'an executor killed mid-run: its script dies with it, leftovers are reaped, the run is failed after the lease',
   async (t) => {
     const f = await executorFixture(t, { EXECUTOR_LEASE_SECONDS: '2' });
     const account = await signUp(f.app);
@@ -112,7 +128,13 @@ t.test(
       f,
       account,
       'long.py',
-      'import time\nprint("started", flush=True)\ntime.sleep(60)\n',
+      [
+        'import os, subprocess, time',
+        '# a child of its own: the parent-death signal does not reach it, reaping does',
+        'child = subprocess.Popen(["sleep", "60"])',
+        'print("started", os.getpid(), child.pid, flush=True)',
+        'time.sleep(60)',
+      ].join('\n'),
     );
     const child = spawn(process.execPath, ['--import=tsx', 'test/fixtures/executor-process.ts'], {
       env: {
@@ -141,22 +163,39 @@ t.test(
     const sql = f.database.sql;
     const [held] = await sql`select executor_id from scripts where id = ${id}`;
     t.equal(held?.executor_id, ready, 'the other process holds it');
-    // Wait until its first output is stored, then kill the executor (not the script: it is orphaned).
-    for (let i = 0; i < 200 && !(await f.ctx.repos.executions.readLogs(id)).logs.includes('started'); i++)
-      await new Promise((r) => setTimeout(r, 50));
-    t.ok((await processesIn(f.workDir)).length >= 1, 'the script runs');
+    // Wait until its first output is stored, then kill the executor (not the script).
+    const started = await eventually('the script reports its pids', async () =>
+      /started (\d+) (\d+)/.exec(await logsOf(f, id)),
+    );
+    const [scriptPid, childPid] = [Number(started[1]), Number(started[2])];
+    t.ok(await alive(scriptPid), 'the script runs');
+    const executorDir = path.join(f.workDir, ready);
+    t.ok(existsSync(executorDir), 'in the executor’s own folder');
     child.kill('SIGKILL');
     await new Promise((resolve) => child.once('exit', resolve));
 
-    // Any executor notices the lapsed lease (at start, then every lease period).
+    // time dies with the executor (its parent-death signal), the script with time.
+    await eventually('the script dies with its executor', async () => !(await alive(scriptPid)), 10_000);
+    t.notOk(await alive(scriptPid), 'the script is gone without anybody else killing it');
+
+    // The next executor to start reaps what is left, then notices the lapsed lease.
     await f.startExecutor();
+    t.notOk(await alive(childPid), 'the script’s own child is reaped at the next start');
+    t.same(await processesIn(f.workDir), [], 'no process of the dead executor is left');
+    t.notOk(existsSync(executorDir), 'the dead executor’s folder is removed');
     const failed = await waitFor(f, id, (s) => s.status !== 'running', 20_000);
-    t.match(failed, { status: 'failed', error_message: /stopped renewing its lease/ });
-    t.match(
-      (await f.ctx.repos.executions.readLogs(id)).logs,
-      /started/,
-      'output stored before the death is kept',
+    t.match(failed, {
+      status: 'failed',
+      error_message: /stopped renewing its lease/,
+      exit_code: null,
+      execution_time_seconds: null,
+      memory_usage_mb: null,
+    });
+    t.match(await logsOf(f, id), /started/, 'output stored before the death is kept');
+    const leaseLost = (await f.ctx.metrics.scriptRuns.get()).values.find(
+      (v) => v.labels.outcome === 'lease_lost',
     );
+    t.equal(leaseLost?.value, 1, 'counted as script_runs_total{outcome="lease_lost"}');
 
     // The dead executor's late writes, had it woken up, would change nothing.
     const before = await f.ctx.repos.scripts.getById(id);
@@ -167,6 +206,34 @@ t.test(
     t.equal(await f.ctx.repos.executions.recordCancelledRun(id, ready, result), false);
     t.same(await f.ctx.repos.scripts.getById(id), before, 'the row is unchanged');
     t.same(await f.ctx.repos.executions.renewLeases([id], { executorId: ready, seconds: 30 }), []);
+  },
+);
+
+t.test(
+  'an executor reaps the processes and folder of a dead executor of this host, not of a live one',
+  async (t) => {
+    const f = await executorFixture(t);
+    const host = hostLabel();
+    // A pid that no longer exists: a process that has exited.
+    const gone = spawn('/bin/true');
+    await new Promise((resolve) => gone.once('exit', resolve));
+    const deadDir = path.join(f.workDir, `${host}:${gone.pid}:abcdef`);
+    const liveDir = path.join(f.workDir, `${host}:${process.pid}:fedcba`);
+    const otherHostDir = path.join(f.workDir, `elsewhere:${gone.pid}:abcdef`);
+    for (const dir of [deadDir, liveDir, otherHostDir])
+      await mkdir(path.join(dir, 'run-1'), { recursive: true });
+    const leftover = spawn('/bin/sleep', ['60'], { cwd: path.join(deadDir, 'run-1'), stdio: 'ignore' });
+    const bystander = spawn('/bin/sleep', ['60'], { cwd: path.join(liveDir, 'run-1'), stdio: 'ignore' });
+    t.teardown(() => {
+      bystander.kill('SIGKILL');
+      leftover.kill('SIGKILL');
+    });
+    await eventually('the sleepers run', async () => (await processesIn(f.workDir)).length === 2);
+    await f.startExecutor();
+    await eventually('the leftover is killed', async () => !(await alive(leftover.pid!)), 5000);
+    t.notOk(existsSync(deadDir), 'the dead executor’s folder is removed');
+    t.ok(await alive(bystander.pid!), 'a live executor’s process is left alone');
+    t.ok(existsSync(liveDir) && existsSync(otherHostDir), 'so are its folder and another host’s');
   },
 );
 

@@ -2,13 +2,13 @@
  * An app and executors over one test database, with short leases and polls so
  * runs finish quickly, and a scratch root the unprivileged script user can enter.
  */
-import { chmod, mkdtemp, readdir, readlink, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, readlink, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Test } from 'tap';
 import { loadConfig } from '../../src/config.js';
 import type { Script } from '../../src/domain/script.js';
-import { Executor } from '../../src/executor/executor.js';
+import { Executor, type ExecutorOptions } from '../../src/executor/executor.js';
 import { type Account, multipartFile, signUp, type TestApp, testApp } from './app.js';
 import { testLogger } from './db.js';
 
@@ -24,7 +24,10 @@ export const FAST_EXECUTOR_ENV = {
 export interface ExecutorFixture extends TestApp {
   workDir: string;
   env: Record<string, string>;
-  startExecutor(env?: Record<string, string>): Promise<Executor>;
+  /** Starts an executor on the fixture's database; `options` replace its parts (repos, log, …). */
+  startExecutor(env?: Record<string, string>, options?: Partial<ExecutorOptions>): Promise<Executor>;
+  /** Builds one without starting it. */
+  makeExecutor(env?: Record<string, string>, options?: Partial<ExecutorOptions>): Executor;
 }
 
 export async function executorFixture(t: Test, env: Record<string, string> = {}): Promise<ExecutorFixture> {
@@ -37,30 +40,37 @@ export async function executorFixture(t: Test, env: Record<string, string> = {})
   const executors: Executor[] = [];
   t.teardown(async () => {
     await Promise.all(executors.map((e) => e.stop(0)));
+    // A safety net only: tests assert that nothing is left before they end.
     await killProcessesIn(base);
     await rm(base, { recursive: true, force: true });
   });
+  const makeExecutor = (more: Record<string, string> = {}, options: Partial<ExecutorOptions> = {}) => {
+    const config = loadConfig({
+      NODE_ENV: 'test',
+      STORAGE_DIR: fixture.config.STORAGE_DIR,
+      ...allEnv,
+      ...more,
+    });
+    const executor = new Executor({
+      config,
+      repos: fixture.ctx.repos,
+      sql: fixture.database.sql,
+      storage: fixture.storage,
+      log: testLogger(),
+      // The app's own metrics, as in `npm start`: runs show up on its /metrics.
+      metrics: fixture.ctx.metrics,
+      ...options,
+    });
+    executors.push(executor);
+    return executor;
+  };
   return {
     ...fixture,
     workDir,
     env: allEnv,
-    async startExecutor(more = {}) {
-      const config = loadConfig({
-        NODE_ENV: 'test',
-        STORAGE_DIR: fixture.config.STORAGE_DIR,
-        ...allEnv,
-        ...more,
-      });
-      const executor = new Executor({
-        config,
-        repos: fixture.ctx.repos,
-        sql: fixture.database.sql,
-        storage: fixture.storage,
-        log: testLogger(),
-        // The app's own metrics, as in `npm start`: runs show up on its /metrics.
-        metrics: fixture.ctx.metrics,
-      });
-      executors.push(executor);
+    makeExecutor,
+    async startExecutor(more = {}, options = {}) {
+      const executor = makeExecutor(more, options);
       await executor.start();
       return executor;
     },
@@ -97,6 +107,36 @@ export async function waitFor(
     if (until(script)) return script;
     if (Date.now() > deadline) throw new Error(`script ${id} still ${script.status} after ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** Polls `check` every 50 ms until it returns something truthy; throws after `timeoutMs`. */
+export async function eventually<T>(
+  what: string,
+  check: () => Promise<T> | T,
+  timeoutMs = 20_000,
+): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`${what}: not after ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** The whole output of a script's latest run. */
+export async function logsOf(f: TestApp, id: number): Promise<string> {
+  return (await f.ctx.repos.executions.readLogs(id)).logs;
+}
+
+/** Whether a process exists (a zombie counts as gone). */
+export async function alive(pid: number): Promise<boolean> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
   }
 }
 

@@ -1,0 +1,231 @@
+/**
+ * One claimed run, from its scratch folder to its recorded outcome: the copy (or
+ * compilation) of the script, the sandboxed process, its output on the way to the
+ * database, the verdict, and the clean-up of everything the run's uid left.
+ */
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import type { ScriptExtension } from '../domain/script.js';
+import type { Metrics } from '../metrics.js';
+import type { ClaimedRun } from '../repositories/execution-repository.js';
+import type { Repositories } from '../repositories/index.js';
+import type { Storage } from '../storage/file-storage.js';
+import { LogSink } from './log-sink.js';
+import { type Recorder, verdictOf } from './outcome.js';
+import type { SandboxUser } from './process-group.js';
+import { type KillReason, type RunHandle, type RunOutcome, startRun } from './runner.js';
+import type { Sweeper } from './sweeper.js';
+import { prepareWorkspace, ScriptCompileError, type Workspace } from './workspace.js';
+
+export interface ActiveRun {
+  claim: ClaimedRun;
+  /** Until when (performance.now(), ms) this executor knows it holds the run's lease. */
+  leaseUntil: number;
+  handle?: RunHandle;
+  /** Why the run is being killed; set before the process exists, it is then never started. */
+  pendingKill?: KillReason;
+  /** Awaited before the process starts (a check that the run was not cancelled meanwhile). */
+  ready?: Promise<void>;
+}
+
+export interface RunContext {
+  config: Config;
+  repos: Repositories;
+  storage: Storage;
+  metrics?: Metrics;
+  log: Logger;
+  executorId: string;
+  /** The executor's folder, parent of the run's scratch folder. */
+  dir: string;
+  recorder: Recorder;
+  /** The run's own uid/gid (as root); given back through `giveBackUser` once swept clean. */
+  user?: SandboxUser;
+  sweeper: Sweeper;
+  giveBackUser?: () => void;
+  /** A write of the run's output was refused: the run is no longer ours. */
+  onLost: () => void;
+  /** The outcome is recorded: the run's slot is free, its clean-up continues. */
+  onRecorded?: () => void;
+}
+
+const NOT_STARTED: Omit<RunOutcome, 'killed'> = {
+  exitCode: null,
+  signal: null,
+  wallSeconds: 0,
+  peakMemoryMb: null,
+};
+
+export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<void> {
+  const { claim } = active;
+  const { config, user } = ctx;
+  const log = ctx.log.child({ script_id: claim.id });
+  let workspace: Workspace | undefined;
+  try {
+    const id = claim.id;
+    try {
+      workspace = await prepareWorkspace({
+        root: ctx.dir,
+        scriptId: claim.id,
+        sourcePath: ctx.storage.pathOf(claim.file_path),
+        extension: claim.file_extension,
+        user,
+      });
+    } catch (err) {
+      const compile = err instanceof ScriptCompileError;
+      if (!compile) log.error({ err }, 'could not prepare the workspace');
+      const message = compile ? err.message : 'the script could not be prepared for running';
+      return await finish(ctx, id, { ...NOT_STARTED, killed: null }, log, { failure: message });
+    }
+    await active.ready;
+    // Cancelled (or stopped) while the folder was prepared: the script never starts.
+    if (active.pendingKill) return await finish(ctx, id, { ...NOT_STARTED, killed: active.pendingKill }, log);
+    const sink = new LogSink({
+      maxBytes: config.MAX_LOG_BYTES,
+      write: (text) => ctx.repos.executions.appendLog(claim.id, ctx.executorId, text),
+      onError: (err) => log.warn({ err }, 'could not store output; will retry'),
+      onLost: ctx.onLost,
+    });
+    let stderrTail = '';
+    log.info({ uid: user?.uid }, 'run starting');
+    const handle = startRun({
+      command: commandFor(claim.file_extension, workspace.entry, config),
+      cwd: workspace.dir,
+      env: scriptEnv(workspace.dir, claim.id),
+      statsFile: workspace.statsFile,
+      user,
+      killStrays: user && (() => ctx.sweeper.kill(user)),
+      limits: {
+        timeoutMs: config.MAX_EXECUTION_SECONDS * 1000,
+        memoryBytes: addressSpaceLimitMb(claim.file_extension, config) * 1024 * 1024,
+        cpuSeconds: config.SCRIPT_CPU_SECONDS,
+        maxProcesses: config.SCRIPT_MAX_PROCESSES,
+        maxOpenFiles: 256,
+        maxFileBytes: 64 * 1024 * 1024,
+      },
+      onOutput: (text, stream) => {
+        sink.push(text);
+        if (stream === 'stderr') stderrTail = (stderrTail + text).slice(-2000);
+      },
+    });
+    active.handle = handle;
+    let outcome: RunOutcome;
+    try {
+      outcome = await handle.done;
+    } catch (err) {
+      log.error({ err }, 'could not start the script');
+      const failure = 'the script could not be started';
+      return await finish(ctx, id, { ...NOT_STARTED, killed: null }, log, { failure });
+    }
+    await sink.flush();
+    if (sink.lost && outcome.killed === null) outcome.killed = 'lost';
+    await finish(ctx, id, outcome, log, { stderrTail, unwritten: sink.drain(), started: true });
+  } finally {
+    ctx.onRecorded?.();
+    await cleanUp(ctx, workspace, log);
+  }
+}
+
+interface FinishOptions {
+  stderrTail?: string;
+  /** Output the sink could not store. */
+  unwritten?: string;
+  /** Overrides the verdict: why a run could not start. */
+  failure?: string;
+  /** False (the default) for a run that never had a process: wall time 0, no exit code, no memory. */
+  started?: boolean;
+}
+
+async function finish(
+  ctx: RunContext,
+  id: number,
+  outcome: RunOutcome,
+  log: Logger,
+  options: FinishOptions = {},
+): Promise<void> {
+  const started = options.started ?? false;
+  const verdict =
+    options.failure === undefined
+      ? verdictOf(outcome, options.stderrTail ?? '', ctx.config, started)
+      : { kind: 'fail' as const, message: options.failure, label: 'failed' };
+  const recorded = await ctx.recorder.record(
+    id,
+    verdict.kind,
+    {
+      exit_code: outcome.exitCode,
+      execution_time_seconds: outcome.wallSeconds,
+      memory_usage_mb: outcome.peakMemoryMb,
+    },
+    verdict.message,
+    options.unwritten ?? '',
+  );
+  ctx.metrics?.scriptRuns.inc({ outcome: verdict.label });
+  ctx.metrics?.scriptRunDuration.observe({ outcome: verdict.label }, outcome.wallSeconds);
+  log.info(
+    {
+      outcome: verdict.label,
+      recorded,
+      started,
+      exit_code: outcome.exitCode,
+      signal: outcome.signal,
+      seconds: outcome.wallSeconds,
+      memory_mb: outcome.peakMemoryMb,
+    },
+    'run finished',
+  );
+}
+
+/**
+ * As root: kills whatever still runs as the run's uid and deletes what it left in
+ * the shared temporary folders, then gives the uid back; a uid that could not be
+ * swept is not reused. Then the scratch folder goes.
+ */
+async function cleanUp(ctx: RunContext, workspace: Workspace | undefined, log: Logger): Promise<void> {
+  if (ctx.user) {
+    let clean = false;
+    for (let attempt = 0; attempt < 3 && !clean; attempt++) {
+      clean = await ctx.sweeper.sweep(ctx.user).then(
+        () => true,
+        (err) => {
+          log.warn({ err, uid: ctx.user?.uid }, 'could not sweep the run’s uid');
+          return false;
+        },
+      );
+    }
+    if (clean) ctx.giveBackUser?.();
+    else log.error({ uid: ctx.user.uid }, 'the run’s uid is not reused: it could not be swept clean');
+  }
+  await workspace?.remove().catch((err) => log.warn({ err }, 'could not remove the scratch folder'));
+}
+
+/** Exactly what a script sees: no database URL, no keys, no IBKR tokens. */
+function scriptEnv(dir: string, scriptId: number): Record<string, string> {
+  return {
+    PATH: '/usr/local/bin:/usr/bin:/bin',
+    HOME: dir,
+    TMPDIR: dir,
+    LANG: 'C.UTF-8',
+    LC_ALL: 'C.UTF-8',
+    PYTHONUNBUFFERED: '1',
+    PYTHONDONTWRITEBYTECODE: '1',
+    DOLLARCLUB_SCRIPT_ID: String(scriptId),
+  };
+}
+
+/**
+ * Python runs isolated from its environment (-I) and unbuffered (-u). Node's heap
+ * is capped at SCRIPT_MEMORY_MB; V8 reserves far more address space than it uses.
+ */
+function commandFor(extension: ScriptExtension, entry: string, config: Config): string[] {
+  if (extension === '.py') return [config.PYTHON_BIN, '-I', '-u', entry];
+  return [config.NODE_BIN, `--max-old-space-size=${config.SCRIPT_MEMORY_MB}`, entry];
+}
+
+/**
+ * RLIMIT_AS is the memory limit of a Python run. V8 reserves about 800 MB of
+ * address space before running a line, so a Node run gets SCRIPT_MEMORY_MB plus
+ * 1 GiB of address space, and its heap limit does the real limiting.
+ */
+const V8_RESERVED_MB = 1024;
+function addressSpaceLimitMb(extension: ScriptExtension, config: Config): number {
+  return extension === '.py' ? config.SCRIPT_MEMORY_MB : config.SCRIPT_MEMORY_MB + V8_RESERVED_MB;
+}

@@ -1,0 +1,153 @@
+/**
+ * What only executors do with runs: claim queued rows (FOR UPDATE SKIP LOCKED),
+ * hold them by a lease (executor_id + lease_expires_at) that they renew, record
+ * what a run cancelled under them measured, and fail the runs whose lease lapsed.
+ * Every write is guarded by the executor id, so an executor that lost its lease
+ * changes nothing. ExecutionRepository exposes these methods.
+ */
+import type postgres from 'postgres';
+import type { Database } from '../db/database.js';
+import { assertExecutionMetrics, type ScriptExtension } from '../domain/script.js';
+import { foldLogs } from './run-output.js';
+
+/** What a finished run measured. */
+export interface RunResult {
+  exit_code: number | null;
+  execution_time_seconds: number;
+  memory_usage_mb: number | null;
+}
+
+/** A claimed run: the script and where its file is. */
+export interface ClaimedRun {
+  id: number;
+  user_id: number;
+  file_path: string;
+  file_extension: ScriptExtension;
+}
+
+export interface Lease {
+  executorId: string;
+  seconds: number;
+}
+
+type Fragment = postgres.PendingQuery<postgres.Row[]>;
+
+/** The SET list of a run's measurements. */
+export function runMetrics(sql: Database['sql'], result: RunResult): Fragment {
+  return sql`
+    exit_code = ${result.exit_code},
+    execution_time_seconds = round(${result.execution_time_seconds}::numeric, 3),
+    memory_usage_mb = round(${result.memory_usage_mb}::numeric, 2)
+  `;
+}
+
+export class RunLeaseRepository {
+  constructor(private readonly db: Database) {}
+
+  /**
+   * Claims up to `limit` queued scripts, oldest first, for an executor. SKIP LOCKED:
+   * concurrent executors take different rows and never wait on each other.
+   */
+  async claim(lease: Lease, limit = 1): Promise<ClaimedRun[]> {
+    const sql = this.db.sql;
+    return this.db.many<ClaimedRun>(
+      'executions.claim',
+      sql`
+        update scripts as s
+        set status = 'running', started_at = now(), completed_at = null,
+            executor_id = ${lease.executorId},
+            lease_expires_at = now() + make_interval(secs => ${lease.seconds})
+        where s.id in (
+          select id
+          from scripts
+          where status = 'queued'
+          order by queued_at, id
+          limit ${limit}
+          for update skip locked
+        )
+        returning s.id, s.user_id, s.file_path, s.file_extension
+      `,
+    );
+  }
+
+  /** Extends the leases this executor holds; returns the ids it still holds (the others were lost). */
+  async renewLeases(ids: number[], lease: Lease): Promise<number[]> {
+    if (ids.length === 0) return [];
+    const sql = this.db.sql;
+    const rows = await this.db.many<{ id: number }>(
+      'executions.renewLeases',
+      sql`
+        update scripts
+        set lease_expires_at = now() + make_interval(secs => ${lease.seconds})
+        where id = any(${ids}::bigint[])
+          and status = 'running'
+          and executor_id = ${lease.executorId}
+        returning id
+      `,
+    );
+    return rows.map((r) => r.id);
+  }
+
+  /**
+   * The executor's last word on a run that was cancelled under it: what the killed
+   * process measured, and its output: chunks stored after the cancel and
+   * `unwritten`, what the executor could not store any more. False if the run
+   * is not this executor's cancelled run (nothing changes then).
+   */
+  async recordCancelledRun(
+    id: number,
+    executorId: string,
+    result: RunResult,
+    unwritten = '',
+  ): Promise<boolean> {
+    assertExecutionMetrics(result);
+    const sql = this.db.sql;
+    const n = await this.db.count(
+      'executions.recordCancelledRun',
+      sql`
+        with changed as (
+          update scripts as s
+          set ${runMetrics(sql, result)}, ${foldLogs(sql, id, unwritten)}
+          where s.id = ${id} and s.status = 'cancelled' and s.executor_id = ${executorId}
+          returning s.id
+        ), folded as (
+          delete from script_log_chunks where script_id in (select id from changed)
+        )
+        select id from changed
+      `,
+    );
+    return n === 1;
+  }
+
+  /**
+   * Fails every run whose lease lapsed (its executor died, hung, or lost the
+   * database). Any executor may call it; returns the ids it failed. Nobody saw
+   * these runs end, so their exit code, wall time and peak memory stay empty
+   * (started_at and completed_at bound the run) and the message says so.
+   */
+  async failExpiredLeases(): Promise<number[]> {
+    const sql = this.db.sql;
+    const rows = await this.db.many<{ id: number }>(
+      'executions.failExpiredLeases',
+      sql`
+        with expired as (
+          update scripts as s
+          set status = 'failed', completed_at = now(),
+              error_message = 'the executor running this script stopped renewing its lease '
+                || '(it died, hung or lost the database); the outcome of the run is unknown, '
+                || 'and so are its exit code, wall time and peak memory',
+              execution_logs = coalesce(s.execution_logs, '') || coalesce(
+                (select string_agg(c.data, '' order by c.id) from script_log_chunks as c where c.script_id = s.id),
+                ''
+              )
+          where s.status = 'running' and s.lease_expires_at < now()
+          returning s.id
+        ), folded as (
+          delete from script_log_chunks where script_id in (select id from expired)
+        )
+        select id from expired
+      `,
+    );
+    return rows.map((r) => r.id);
+  }
+}
