@@ -193,14 +193,23 @@ export class UserRepository {
     return this.update(id, { is_active: false });
   }
 
-  /** Records a successful sign-in. */
-  async touchLogin(id: number): Promise<User> {
+  /**
+   * Records a successful sign-in, only if the account is still active and still has
+   * the password hash the sign-in was checked against: a password change or a
+   * deactivation committed since the check wins, and null comes back.
+   */
+  async touchLogin(id: number, checkedHash: string): Promise<User | null> {
     const sql = this.sql;
-    const user = await this.db.maybeOne<User>(
+    return this.db.maybeOne<User>(
       'users.touchLogin',
-      sql`update users set last_login_at = now() where id = ${id} returning ${sql(USER_COLUMNS)}`,
+      sql`
+        update users set last_login_at = now()
+        where id = ${id}
+          and hashed_password = ${checkedHash}
+          and is_active
+        returning ${sql(USER_COLUMNS)}
+      `,
     );
-    return orNotFound(user);
   }
 
   /**

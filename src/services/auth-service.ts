@@ -57,11 +57,16 @@ export class AuthService {
    */
   async login(email: string, password: string): Promise<Session> {
     const credentials = await this.repos.users.findCredentials(email);
-    const ok = await verifyPassword(credentials?.hashed_password ?? null, password);
-    if (credentials === null || !ok) throw new UnauthenticatedError('wrong email or password');
+    const checked = credentials?.hashed_password ?? null;
+    const ok = await verifyPassword(checked, password);
+    if (credentials === null || checked === null || !ok)
+      throw new UnauthenticatedError('wrong email or password');
     if (!credentials.is_active) throw new ForbiddenError('this account is deactivated', 'ACCOUNT_INACTIVE');
     return this.repos.transaction(async (tx) => {
-      const user = await tx.users.touchLogin(credentials.id);
+      // The password was checked outside the transaction (hashing is slow): the sign-in
+      // counts only if it is still the account's password and the account still active.
+      const user = await tx.users.touchLogin(credentials.id, checked);
+      if (user === null) throw new UnauthenticatedError('wrong email or password');
       return { user, token: await this.issue(tx, user.id) };
     });
   }

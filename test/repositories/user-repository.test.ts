@@ -123,11 +123,27 @@ t.test('touchLogin records the sign-in without touching updated_at', async (t) =
   const { repos } = await testDatabase(t);
   const user = await makeUser(repos);
   t.equal(user.last_login_at, null);
-  const after = await repos.users.touchLogin(user.id);
-  t.ok(after.last_login_at instanceof Date);
-  t.same(after.updated_at, user.updated_at);
-  await t.rejects(repos.users.touchLogin(user.id + 1000), NotFoundError);
+  const after = await repos.users.touchLogin(user.id, FAKE_HASH);
+  t.ok(after?.last_login_at instanceof Date);
+  t.same(after?.updated_at, user.updated_at);
+  t.equal(await repos.users.touchLogin(user.id + 1000, FAKE_HASH), null, 'an unknown user');
 });
+
+t.test(
+  'touchLogin refuses a sign-in checked against a password that has changed since, or a deactivated account',
+  async (t) => {
+    const { repos } = await testDatabase(t);
+    const changed = await makeUser(repos);
+    t.ok(await repos.users.replacePassword(changed.id, FAKE_HASH, `${FAKE_HASH}-new`));
+    t.equal(await repos.users.touchLogin(changed.id, FAKE_HASH), null, 'the old hash no longer signs in');
+    t.equal((await repos.users.getById(changed.id)).last_login_at, null, 'and nothing was recorded');
+    t.ok(await repos.users.touchLogin(changed.id, `${FAKE_HASH}-new`), 'the new one does');
+    const deactivated = await makeUser(repos);
+    await repos.users.deactivate(deactivated.id);
+    t.equal(await repos.users.touchLogin(deactivated.id, FAKE_HASH), null);
+    t.equal((await repos.users.getById(deactivated.id)).last_login_at, null);
+  },
+);
 
 t.test('delete removes the user and its scripts and returns their file paths', async (t) => {
   const { repos } = await testDatabase(t);
@@ -156,7 +172,7 @@ t.test('listPage: newest first, filters, totals and page counts in one query', a
     refresh_token_encrypted: null,
     token_expires_at: null,
   });
-  await repos.users.touchLogin(users[2]!.id);
+  await repos.users.touchLogin(users[2]!.id, FAKE_HASH);
   const google = await makeUser(repos, { auth_provider: 'google', google_id: 'g1', hashed_password: null });
 
   const first = await repos.users.listPage({}, { page: 1, per_page: 3 });
@@ -280,7 +296,7 @@ t.test('IBKR-connected users active since a time', async (t) => {
   const unlinked = await makeUser(repos);
   await repos.users.linkIbkr(active.id, link('U-active'));
   await repos.users.linkIbkr(stale.id, link('U-stale'));
-  for (const u of [active, stale, unlinked]) await repos.users.touchLogin(u.id);
+  for (const u of [active, stale, unlinked]) await repos.users.touchLogin(u.id, FAKE_HASH);
   const sql = db.sql;
   await db.many(
     'test.age',

@@ -138,3 +138,43 @@ t.test(
     t.match(after.json(), { code: 'UNAUTHENTICATED' });
   },
 );
+
+t.test(
+  'a login whose password is changed between its check and its sign-in gets no session (and one checked against a deactivated account neither)',
+  async (t) => {
+    const ta = await testApp(t);
+    const { repos } = ta.ctx;
+    for (const [name, interfere] of [
+      [
+        'a password change',
+        (id: number, hash: string) => repos.users.replacePassword(id, hash, `${hash}-changed`),
+      ],
+      ['a deactivation', (id: number) => repos.users.deactivate(id)],
+    ] as const) {
+      const account = await signUp(ta.app);
+      const findCredentials = repos.users.findCredentials.bind(repos.users);
+      // The slow password check happens between these two: the change commits then.
+      const raced = Object.create(repos.users) as typeof repos.users;
+      raced.findCredentials = async (email: string) => {
+        const found = await findCredentials(email);
+        if (found?.hashed_password) await interfere(found.id, found.hashed_password);
+        return found;
+      };
+      const auth = new AuthService(
+        Object.assign(Object.create(repos), { users: raced }) as Repositories,
+        new AuthCache(0),
+        3_600_000,
+      );
+      await t.rejects(
+        auth.login(account.user.email, account.password),
+        { code: 'UNAUTHENTICATED' },
+        `${name}: 401`,
+      );
+      const [row] = await ta.database.sql`
+        select last_login_at, (select count(*) from api_tokens where user_id = ${account.user.id}) as tokens
+        from users where id = ${account.user.id}
+      `;
+      t.same(row, { last_login_at: null, tokens: 1 }, `${name}: no sign-in recorded, no token but the first`);
+    }
+  },
+);
