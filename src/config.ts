@@ -138,3 +138,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   return config;
 }
+
+/**
+ * How long shutdown may take before the process is exited regardless: the grace
+ * period of running scripts, then up to a lease period of retries to record their
+ * outcomes while the database is unavailable (after that, their leases lapse and
+ * another executor fails them), plus 10 s for the rest.
+ */
+export function shutdownDeadlineMs(config: Config): number {
+  return (config.EXECUTOR_SHUTDOWN_GRACE_SECONDS + config.EXECUTOR_LEASE_SECONDS + 10) * 1000;
+}

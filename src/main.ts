@@ -8,7 +8,7 @@
 import { hostname } from 'node:os';
 import closeWithGrace from 'close-with-grace';
 import { compose } from './compose.js';
-import { ConfigError, loadConfig } from './config.js';
+import { ConfigError, loadConfig, shutdownDeadlineMs } from './config.js';
 import { createPool, poolOptionsFrom } from './db/client.js';
 import { locateDatabase } from './db/connect.js';
 import { migrate, migrationNames } from './db/migrate.js';
@@ -65,7 +65,7 @@ async function main(): Promise<void> {
     ? new Executor({ config, repos: composition.ctx.repos, sql, storage, log, metrics })
     : undefined;
 
-  closeWithGrace({ delay: (config.EXECUTOR_SHUTDOWN_GRACE_SECONDS + 10) * 1000 }, async ({ signal, err }) => {
+  closeWithGrace({ delay: shutdownDeadlineMs(config) }, async ({ signal, err }) => {
     if (err) log.error({ err }, 'shutting down after an error');
     else log.info({ signal }, 'shutting down');
     maintenance.stop();

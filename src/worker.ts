@@ -8,7 +8,7 @@
  */
 import { hostname } from 'node:os';
 import closeWithGrace from 'close-with-grace';
-import { ConfigError, loadConfig } from './config.js';
+import { ConfigError, loadConfig, shutdownDeadlineMs } from './config.js';
 import { createPool, poolOptionsFrom } from './db/client.js';
 import { locateDatabase } from './db/connect.js';
 import { Database } from './db/database.js';
@@ -53,7 +53,7 @@ async function main(): Promise<void> {
     config.METRICS_PORT > 0
       ? await startMetricsServer({ host: config.HOST, port: config.METRICS_PORT, metrics, repos, log })
       : undefined;
-  closeWithGrace({ delay: (config.EXECUTOR_SHUTDOWN_GRACE_SECONDS + 10) * 1000 }, async ({ signal, err }) => {
+  closeWithGrace({ delay: shutdownDeadlineMs(config) }, async ({ signal, err }) => {
     if (err) log.error({ err }, 'shutting down after an error');
     else log.info({ signal }, 'shutting down');
     await executor.stop();

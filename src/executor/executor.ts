@@ -58,12 +58,21 @@ export interface ExecutorOptions {
 
 /** How long a cancel heard while a claim was in flight is remembered. */
 const CANCEL_MEMORY_MS = 60_000;
+/** How many runs whose outcome could not be recorded are remembered (see `unrecorded`). */
+const UNRECORDED_MEMORY = 10_000;
 
 export class Executor {
   readonly id = `${hostLabel()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   private readonly runs = new Map<number, ActiveRun>();
   private readonly finished = new Set<Promise<void>>();
   private readonly recentlyCancelled = new Map<number, number>();
+  /**
+   * Runs this executor started whose outcome it could not record: their rows may
+   * still be `running` under its id, and must never be put back in the queue.
+   */
+  private readonly unrecorded = new Set<number>();
+  /** A claim failed without an answer, and may have committed (see failUnstarted). */
+  private claimInDoubt = false;
   private readonly log: Logger;
   private readonly lease: Lease;
   private readonly leaseMs: number;
@@ -161,6 +170,10 @@ export class Executor {
         for (const id of this.runs.keys()) this.killRun(id, 'shutdown');
         await Promise.all(this.finished);
       }
+      if (this.claimInDoubt)
+        await this.failUnstarted().catch((err) =>
+          this.log.warn({ err }, 'could not settle the runs of a claim in doubt; their leases will lapse'),
+        );
       await this.teardown();
       this.log.info('executor stopped');
     })();
@@ -178,11 +191,14 @@ export class Executor {
     const loop = this.claimWhileFree();
     this.filling = loop.finally(() => {
       this.filling = undefined;
+      // A slot freed after the loop's last look, but before this: look again now.
+      if (this.refill) this.fill();
     });
   }
 
   private async claimWhileFree(): Promise<void> {
     try {
+      if (this.claimInDoubt) await this.failUnstarted();
       do {
         this.refill = false;
         const free = Math.min(
@@ -191,12 +207,40 @@ export class Executor {
         );
         if (free <= 0 || this.stopping) break;
         const sentAt = performance.now();
-        const claims = await this.options.repos.executions.claim(this.lease, free);
+        let claims: ClaimedRun[];
+        try {
+          // Not the ids of runs still finishing here: see ExecutionRepository.claim.
+          claims = await this.options.repos.executions.claim(this.lease, free, [...this.runs.keys()]);
+        } catch (err) {
+          // It may have committed with its answer lost: those rows are ours, and nobody runs them.
+          this.claimInDoubt = true;
+          throw err;
+        }
         for (const claim of claims) this.launch(claim, sentAt);
         if (claims.length === free) this.refill = true; // maybe more waiting
       } while (this.refill && !this.stopping);
     } catch (err) {
+      this.refill = false; // the next poll or notification retries, not a tight loop
       this.log.warn({ err }, 'could not claim scripts; will retry');
+    }
+  }
+
+  /**
+   * Settles the rows a failed claim may have taken: every row running under this
+   * executor's id but the runs it knows it started had no process, and is failed
+   * now, saying that it did not run (running → queued is not a transition the
+   * status machine has), instead of lapsing later as "outcome unknown".
+   */
+  private async failUnstarted(): Promise<void> {
+    const keep = [...this.runs.keys(), ...this.unrecorded];
+    const failed = await this.options.repos.executions.failUnstarted(this.id, keep);
+    this.claimInDoubt = false;
+    if (failed.length > 0) {
+      this.options.metrics?.scriptRuns.inc({ outcome: 'failed' }, failed.length);
+      this.log.warn(
+        { failed },
+        'a claim whose answer was lost had taken these scripts; failed them, they did not run',
+      );
     }
   }
 
@@ -221,8 +265,9 @@ export class Executor {
         user,
         giveBackUser: user && (() => this.pool?.give(user)),
         onLost: () => this.killRun(claim.id, 'lost'),
-        onRecorded: () => {
-          this.runs.delete(claim.id);
+        onRecorded: (recorded) => {
+          if (!recorded) this.rememberUnrecorded(claim.id);
+          this.forget(claim.id, active);
           this.fill();
         },
       },
@@ -230,11 +275,25 @@ export class Executor {
     )
       .catch((err) => this.log.error({ err, script_id: claim.id }, 'run failed unexpectedly'))
       .finally(() => {
-        this.runs.delete(claim.id);
+        this.forget(claim.id, active);
         this.finished.delete(finished);
         this.fill();
       });
     this.finished.add(finished);
+  }
+
+  /** Removes a run from the active ones, unless a new run of the same script has replaced it. */
+  private forget(id: number, active: ActiveRun): void {
+    if (this.runs.get(id) === active) this.runs.delete(id);
+  }
+
+  private rememberUnrecorded(id: number): void {
+    this.unrecorded.delete(id);
+    this.unrecorded.add(id);
+    for (const old of this.unrecorded) {
+      if (this.unrecorded.size <= UNRECORDED_MEMORY) break;
+      this.unrecorded.delete(old);
+    }
   }
 
   private onCancelled(id: number): void {

@@ -44,8 +44,11 @@ export interface RunContext {
   giveBackUser?: () => void;
   /** A write of the run's output was refused: the run is no longer ours. */
   onLost: () => void;
-  /** The outcome is recorded: the run's slot is free, its clean-up continues. */
-  onRecorded?: () => void;
+  /**
+   * The outcome is written (`recorded`: the row took it) or given up on: the run's
+   * slot is free, its clean-up continues.
+   */
+  onRecorded?: (recorded: boolean) => void;
 }
 
 const NOT_STARTED: Omit<RunOutcome, 'killed'> = {
@@ -60,6 +63,7 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
   const { config, user } = ctx;
   const log = ctx.log.child({ script_id: claim.id });
   let workspace: Workspace | undefined;
+  let recorded = false;
   try {
     const id = claim.id;
     try {
@@ -74,11 +78,15 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
       const compile = err instanceof ScriptCompileError;
       if (!compile) log.error({ err }, 'could not prepare the workspace');
       const message = compile ? err.message : 'the script could not be prepared for running';
-      return await finish(ctx, id, { ...NOT_STARTED, killed: null }, log, { failure: message });
+      recorded = await finish(ctx, id, { ...NOT_STARTED, killed: null }, log, { failure: message });
+      return;
     }
     await active.ready;
     // Cancelled (or stopped) while the folder was prepared: the script never starts.
-    if (active.pendingKill) return await finish(ctx, id, { ...NOT_STARTED, killed: active.pendingKill }, log);
+    if (active.pendingKill) {
+      recorded = await finish(ctx, id, { ...NOT_STARTED, killed: active.pendingKill }, log);
+      return;
+    }
     const sink = new LogSink({
       maxBytes: config.MAX_LOG_BYTES,
       write: (text) => ctx.repos.executions.appendLog(claim.id, ctx.executorId, text),
@@ -87,40 +95,45 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
     });
     let stderrTail = '';
     log.info({ uid: user?.uid }, 'run starting');
-    const handle = startRun({
-      command: commandFor(claim.file_extension, workspace.entry, config),
-      cwd: workspace.dir,
-      env: scriptEnv(workspace.dir, claim.id),
-      statsFile: workspace.statsFile,
-      user,
-      killStrays: user && (() => ctx.sweeper.kill(user)),
-      limits: {
-        timeoutMs: config.MAX_EXECUTION_SECONDS * 1000,
-        memoryBytes: addressSpaceLimitMb(claim.file_extension, config) * 1024 * 1024,
-        cpuSeconds: config.SCRIPT_CPU_SECONDS,
-        maxProcesses: config.SCRIPT_MAX_PROCESSES,
-        maxOpenFiles: 256,
-        maxFileBytes: 64 * 1024 * 1024,
-      },
-      onOutput: (text, stream) => {
-        sink.push(text);
-        if (stream === 'stderr') stderrTail = (stderrTail + text).slice(-2000);
-      },
-    });
-    active.handle = handle;
+    const ws = workspace;
+    const start = () =>
+      startRun({
+        command: commandFor(claim.file_extension, ws.entry, config),
+        cwd: ws.dir,
+        env: scriptEnv(ws.dir, claim.id),
+        statsFile: ws.statsFile,
+        user,
+        killStrays: user && (() => ctx.sweeper.kill(user)),
+        limits: {
+          timeoutMs: config.MAX_EXECUTION_SECONDS * 1000,
+          memoryBytes: addressSpaceLimitMb(claim.file_extension, config) * 1024 * 1024,
+          cpuSeconds: config.SCRIPT_CPU_SECONDS,
+          maxProcesses: config.SCRIPT_MAX_PROCESSES,
+          maxOpenFiles: 256,
+          maxFileBytes: 64 * 1024 * 1024,
+        },
+        onOutput: (text, stream) => {
+          sink.push(text);
+          if (stream === 'stderr') stderrTail = (stderrTail + text).slice(-2000);
+        },
+      });
     let outcome: RunOutcome;
     try {
+      // spawn throws some failures (ENOMEM) and reports others through `done`.
+      const handle = start();
+      active.handle = handle;
       outcome = await handle.done;
     } catch (err) {
       log.error({ err }, 'could not start the script');
       const failure = 'the script could not be started';
-      return await finish(ctx, id, { ...NOT_STARTED, killed: null }, log, { failure });
+      recorded = await finish(ctx, id, { ...NOT_STARTED, killed: null }, log, { failure });
+      return;
     }
     await sink.flush();
     if (sink.lost && outcome.killed === null) outcome.killed = 'lost';
-    await finish(ctx, id, outcome, log, { stderrTail, unwritten: sink.drain(), started: true });
+    recorded = await finish(ctx, id, outcome, log, { stderrTail, unwritten: sink.drain(), started: true });
   } finally {
-    ctx.onRecorded?.();
+    ctx.onRecorded?.(recorded);
     await cleanUp(ctx, workspace, log);
   }
 }
@@ -141,7 +154,7 @@ async function finish(
   outcome: RunOutcome,
   log: Logger,
   options: FinishOptions = {},
-): Promise<void> {
+): Promise<boolean> {
   const started = options.started ?? false;
   const verdict =
     options.failure === undefined
@@ -172,6 +185,7 @@ async function finish(
     },
     'run finished',
   );
+  return recorded;
 }
 
 /**

@@ -107,8 +107,10 @@ export function startRun(request: RunRequest): RunHandle {
   });
   const pid = child.pid;
   if (pid === undefined) {
-    const error = new Error(`could not start ${SETPRIV_BIN}`);
-    return { pid: -1, done: Promise.reject(error), kill: () => {} };
+    // The spawn failed (EAGAIN, EMFILE, ENOENT, …): Node emits the reason as 'error' on
+    // the next tick, and an 'error' without a listener would crash the process.
+    const done = new Promise<RunOutcome>((_, reject) => child.once('error', reject));
+    return { pid: -1, done, kill: () => {} };
   }
 
   let killed: KillReason | null = null;
@@ -143,8 +145,11 @@ export function startRun(request: RunRequest): RunHandle {
   const done = new Promise<RunOutcome>((resolve, reject) => {
     child.on('error', reject);
     const closeTimers: NodeJS.Timeout[] = [];
+    // The run's wall time ends when `time` exits, not when the last pipe closes.
+    let exitedAt: bigint | undefined;
     child.on('exit', () => {
       exited = true;
+      exitedAt = process.hrtime.bigint();
       clearTimeout(timeout);
       clearTimeout(forceTimer);
       // Whatever the script left behind in its group (background children) goes too;
@@ -161,17 +166,20 @@ export function startRun(request: RunRequest): RunHandle {
         }, CLOSE_AFTER_EXIT_MS),
       );
     });
-    child.on('close', async (code, signal) => {
+    child.on('close', (code, signal) => {
       for (const timer of closeTimers) clearTimeout(timer);
-      const wallSeconds = Number(process.hrtime.bigint() - started) / 1e9;
-      const report = await readTimeReport(request.statsFile);
-      await rm(request.statsFile, { force: true });
-      resolve({
-        exitCode: report?.signal ? null : (report?.exitCode ?? code),
-        signal: report?.signal ?? signal,
-        wallSeconds,
-        peakMemoryMb: report ? report.peakKib / 1024 : null,
-        killed,
+      const wallSeconds = Number((exitedAt ?? process.hrtime.bigint()) - started) / 1e9;
+      // readTimeReport never rejects, and a stats file that cannot be removed goes with the
+      // scratch folder: `done` always settles, or the run would hold its slot and lease forever.
+      void readTimeReport(request.statsFile).then((report) => {
+        resolve({
+          exitCode: report?.signal ? null : (report?.exitCode ?? code),
+          signal: report?.signal ?? signal,
+          wallSeconds,
+          peakMemoryMb: report ? report.peakKib / 1024 : null,
+          killed,
+        });
+        return rm(request.statsFile, { force: true }).catch(() => {});
       });
     });
   });

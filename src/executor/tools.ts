@@ -8,14 +8,14 @@ export const PRLIMIT_BIN = '/usr/bin/prlimit';
 export const SETPRIV_BIN = '/usr/bin/setpriv';
 export const ENV_BIN = '/usr/bin/env';
 
-/** GNU time, and util-linux's prlimit and setpriv (also unprivileged: it sets the parent-death signal). */
+/** GNU time, util-linux's prlimit and setpriv (also unprivileged: it sets the parent-death signal), and env. */
 export async function checkTools(): Promise<void> {
-  for (const tool of [TIME_BIN, PRLIMIT_BIN, SETPRIV_BIN]) {
+  for (const tool of [TIME_BIN, PRLIMIT_BIN, SETPRIV_BIN, ENV_BIN]) {
     try {
       await access(tool);
     } catch {
       throw new Error(
-        `the executor needs ${tool} (Debian packages: time, util-linux); install it or set EXECUTOR_ENABLED=false`,
+        `the executor needs ${tool} (Debian packages: time, util-linux, coreutils); install it or set EXECUTOR_ENABLED=false`,
       );
     }
   }

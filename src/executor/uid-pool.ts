@@ -5,8 +5,9 @@
  * processes, and SCRIPT_MAX_PROCESSES (RLIMIT_NPROC, counted per uid) is per run.
  *
  * The uids are SCRIPT_UID … SCRIPT_UID+1023 (gids: SCRIPT_GID + the same offset),
- * shared by every executor of the host: each executor holds EXECUTOR_CONCURRENCY
- * of them (its block) while it runs, and each run takes a free one of its block.
+ * shared by every executor of the host: each executor holds 2 × EXECUTOR_CONCURRENCY
+ * of them (its block) while it runs (a finished run's uid is swept while the next run
+ * starts), and each run takes a free one of its block.
  *
  * Holding a uid is a lock file in UID_LOCK_DIR (host-wide, root's, whatever an
  * executor's EXECUTOR_WORK_DIR): `<uid>.<generation>`, holding the owner's pid,
@@ -30,7 +31,7 @@ export const SCRIPT_ID_RANGE = 1024;
 export interface UidPoolOptions {
   baseUid: number;
   baseGid: number;
-  /** How many uids to hold: the executor's concurrency. */
+  /** How many uids to hold (the executor holds twice its concurrency). */
   count: number;
   executorId: string;
   lockDir?: string;

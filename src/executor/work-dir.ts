@@ -7,7 +7,7 @@
  * folder of this host whose executor no longer lives is reaped, its processes
  * (those working inside it) killed and the folder removed.
  */
-import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { identify, isAlive, killProcessesIn, parseIdentity, pidExists } from './proc.js';
@@ -25,6 +25,10 @@ export async function createExecutorDir(root: string, executorId: string): Promi
   if (!FOLDER_NAME.test(executorId) || executorId.includes('/'))
     throw new Error(`bad executor id ${executorId}`);
   await mkdir(root, { recursive: true, mode: 0o711 });
+  // The default root is in /tmp, where anyone (a script, too) could have made it first.
+  const stat = await lstat(root);
+  if (!stat.isDirectory() || stat.uid !== process.getuid?.())
+    throw new Error(`EXECUTOR_WORK_DIR ${root} must be a folder (not a link) owned by the executor's user`);
   await chmod(root, 0o711);
   const dir = path.join(root, executorId);
   await mkdir(dir, { mode: 0o711 });

@@ -107,8 +107,13 @@ export class ExecutionRepository {
   }
 
   /** Claims up to `limit` queued scripts, oldest first, for an executor (SKIP LOCKED). */
-  claim(lease: Lease, limit = 1): Promise<ClaimedRun[]> {
-    return this.leases.claim(lease, limit);
+  claim(lease: Lease, limit = 1, exclude: readonly number[] = []): Promise<ClaimedRun[]> {
+    return this.leases.claim(lease, limit, exclude);
+  }
+
+  /** After a claim in doubt: the executor's running rows other than `keep` are failed (never started). */
+  failUnstarted(executorId: string, keep: readonly number[]): Promise<number[]> {
+    return this.leases.failUnstarted(executorId, keep);
   }
 
   /** Extends the leases this executor holds; returns the ids it still holds (the others were lost). */

@@ -47,8 +47,11 @@ export class RunLeaseRepository {
   /**
    * Claims up to `limit` queued scripts, oldest first, for an executor. SKIP LOCKED:
    * concurrent executors take different rows and never wait on each other.
+   * `exclude`: ids the executor is still finishing an earlier run of (cancelled and
+   * queued again meanwhile); their rows carry its id, so the earlier run's last
+   * writes would land on the new run.
    */
-  async claim(lease: Lease, limit = 1): Promise<ClaimedRun[]> {
+  async claim(lease: Lease, limit = 1, exclude: readonly number[] = []): Promise<ClaimedRun[]> {
     const sql = this.db.sql;
     return this.db.many<ClaimedRun>(
       'executions.claim',
@@ -61,6 +64,7 @@ export class RunLeaseRepository {
           select id
           from scripts
           where status = 'queued'
+            and id <> all(${exclude as number[]}::bigint[])
           order by queued_at, id
           limit ${limit}
           for update skip locked
@@ -68,6 +72,31 @@ export class RunLeaseRepository {
         returning s.id, s.user_id, s.file_path, s.file_extension
       `,
     );
+  }
+
+  /**
+   * After a claim whose answer never came (the connection dropped, the client gave up)
+   * but which may have committed: fails the executor's running rows other than `keep`,
+   * the runs it knows it started. Those never had a process; the status machine has no
+   * way back from running to queued, so they are failed at once, saying that the script
+   * did not run, rather than left to lapse as "outcome unknown". Returns their ids.
+   */
+  async failUnstarted(executorId: string, keep: readonly number[]): Promise<number[]> {
+    const sql = this.db.sql;
+    const rows = await this.db.many<{ id: number }>(
+      'executions.failUnstarted',
+      sql`
+        update scripts
+        set status = 'failed', completed_at = now(),
+            error_message = 'the executor lost the answer to its claim of this script (the database '
+              || 'connection failed) and did not start it; the script did not run'
+        where status = 'running'
+          and executor_id = ${executorId}
+          and id <> all(${keep as number[]}::bigint[])
+        returning id
+      `,
+    );
+    return rows.map((r) => r.id);
   }
 
   /** Extends the leases this executor holds; returns the ids it still holds (the others were lost). */

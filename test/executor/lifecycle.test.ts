@@ -102,6 +102,84 @@ t.test('a cancel heard while the run is being claimed: the script never starts',
   t.same(await processesIn(f.workDir), []);
 });
 
+t.test(
+  'a script cancelled and queued again at once is not claimed until its earlier run is recorded',
+  async (t) => {
+    const f = await executorFixture(t);
+    const { account, id } = await signUpWithScript(f, 'long.py', runningScript);
+    const repos = new Repositories(f.db);
+    const recording = gate();
+    const release = gate();
+    const record = repos.executions.recordCancelledRun.bind(repos.executions);
+    let held = false;
+    repos.executions.recordCancelledRun = async (...args) => {
+      if (!held) {
+        held = true; // the first run's last write is slow: its executor is still finishing it
+        recording.open();
+        await release.opened;
+      }
+      return record(...args);
+    };
+    await f.startExecutor({}, { repos });
+    await execute(f, account, id);
+    await eventually('the first run runs', async () => (await logsOf(f, id)).includes('ran'));
+    t.equal((await cancel(f, account, id)).statusCode, 200);
+    await recording.opened;
+    t.equal((await execute(f, account, id)).statusCode, 202, 'queued again while the first run is finishing');
+    await new Promise((resolve) => setTimeout(resolve, 1000)); // ten polls of a free executor
+    t.equal(
+      (await f.ctx.repos.scripts.getById(id)).status,
+      'queued',
+      'not claimed by the executor finishing it',
+    );
+    release.open();
+    const second = await waitFor(f, id, (s) => s.status === 'running');
+    t.equal(second.execution_time_seconds, null, 'the first run’s record did not land on the second');
+    await eventually('the second run runs', async () => (await logsOf(f, id)).includes('ran'));
+    t.equal((await cancel(f, account, id)).statusCode, 200);
+    const cancelled = await waitFor(f, id, (s) => s.execution_time_seconds !== null);
+    t.match(
+      cancelled,
+      { status: 'cancelled' },
+      'the second run is watched: its cancel is heard and recorded',
+    );
+    await eventually('no process is left', async () => (await processesIn(f.workDir)).length === 0);
+  },
+);
+
+t.test(
+  'a claim whose answer is lost: the scripts it took are failed as never started, and claiming goes on',
+  async (t) => {
+    const f = await executorFixture(t, { EXECUTOR_LEASE_SECONDS: '60' });
+    const repos = new Repositories(f.db);
+    const claim = repos.executions.claim.bind(repos.executions);
+    let lost = false;
+    repos.executions.claim = async (...args) => {
+      const got = await claim(...args);
+      if (got.length > 0 && !lost) {
+        lost = true; // committed, but the answer never arrives
+        throw new DatabaseUnavailableError('the connection was lost');
+      }
+      return got;
+    };
+    await f.startExecutor({}, { repos });
+    const { account, id } = await signUpWithScript(f, 'hello.py', 'print("ran")\n');
+    await execute(f, account, id);
+    // Long before the 60 s lease could lapse.
+    const failed = await waitFor(f, id, undefined, 10_000);
+    t.match(failed, {
+      status: 'failed',
+      error_message: /the script did not run/,
+      exit_code: null,
+      execution_time_seconds: null,
+    });
+    t.equal(await logsOf(f, id), '', 'it did not run');
+    t.equal((await execute(f, account, id)).statusCode, 202, 'executed again');
+    t.match(await waitFor(f, id), { status: 'completed', exit_code: 0 }, 'and this time it runs');
+    t.equal(await logsOf(f, id), 'ran\n');
+  },
+);
+
 t.test('a refused output write kills the run at once, not at the next lease renewal', async (t) => {
   // Renewals every 20 s: only the refused write can explain a quick kill.
   const f = await executorFixture(t, { EXECUTOR_LEASE_SECONDS: '60' });

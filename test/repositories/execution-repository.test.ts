@@ -212,6 +212,55 @@ t.test(
   },
 );
 
+t.test('claim skips the ids it is told to exclude (runs its executor is still finishing)', async (t) => {
+  const { repos } = await testDatabase(t);
+  const user = await makeUser(repos);
+  const finishing = await makeScript(repos, user.id);
+  const other = await makeScript(repos, user.id);
+  for (const s of [finishing, other]) await repos.executions.queue(s.id, { maxActive: 10 });
+  const lease = { executorId: 'exec-1', seconds: 30 };
+  t.same(
+    (await repos.executions.claim(lease, 5, [finishing.id])).map((r) => r.id),
+    [other.id],
+  );
+  t.equal((await repos.scripts.getById(finishing.id)).status, 'queued', 'left in the queue');
+  t.same(
+    (await repos.executions.claim({ executorId: 'exec-2', seconds: 30 }, 5)).map((r) => r.id),
+    [finishing.id],
+    'another executor takes it',
+  );
+});
+
+t.test(
+  'failUnstarted fails the executor’s running rows except those it keeps, and nobody else’s',
+  async (t) => {
+    const { repos } = await testDatabase(t);
+    const user = await makeUser(repos);
+    const scripts = [];
+    for (let i = 0; i < 4; i++) scripts.push(await makeScript(repos, user.id));
+    const [started, lost, theirs, done] = scripts.map((s) => s.id) as [number, number, number, number];
+    for (const id of [started, lost, done]) await repos.executions.queue(id, { maxActive: 10 });
+    const mine = { executorId: 'exec-1', seconds: 30 };
+    t.equal((await repos.executions.claim(mine, 3)).length, 3);
+    await repos.executions.complete(done, ok, 'exec-1');
+    await repos.executions.queue(theirs, { maxActive: 10 });
+    await repos.executions.claim({ executorId: 'exec-2', seconds: 30 }, 1);
+
+    t.same(await repos.executions.failUnstarted('exec-1', [started]), [lost]);
+    t.match(await repos.scripts.getById(lost), {
+      status: 'failed',
+      error_message: /did not start it; the script did not run/,
+      exit_code: null,
+      execution_time_seconds: null,
+      memory_usage_mb: null,
+    });
+    t.equal((await repos.scripts.getById(started)).status, 'running', 'a run it started is kept');
+    t.equal((await repos.scripts.getById(theirs)).status, 'running', 'another executor’s run is untouched');
+    t.equal((await repos.scripts.getById(done)).status, 'completed', 'a finished run is untouched');
+    t.same(await repos.executions.failUnstarted('exec-1', [started]), [], 'a second call finds nothing');
+  },
+);
+
 t.test(
   'leases: renewal answers what is still held; lapsed leases are failed with their output',
   async (t) => {
