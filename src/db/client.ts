@@ -40,6 +40,8 @@ export function createPool(options: PoolOptions, log: Logger): Sql {
     connection: {
       application_name: options.applicationName,
       TimeZone: 'UTC',
+      // Timestamps as text (keyset cursors) in ISO 8601, whatever the server's default.
+      DateStyle: 'ISO, MDY',
       statement_timeout: options.statementTimeoutMs,
       // A transaction left open by a crashed request must not hold locks for ever.
       idle_in_transaction_session_timeout: 60_000,

@@ -19,6 +19,7 @@ import type { FollowLimits } from './followers.js';
 import { authPlugin } from './plugins/auth.js';
 import { metricsPlugin } from './plugins/metrics.js';
 import { securityHeaders } from './plugins/security-headers.js';
+import { answerUnderPressure } from './pressure.js';
 import { authRoutes } from './routes/auth.js';
 import { executionRoutes } from './routes/execution.js';
 import { healthRoutes } from './routes/health.js';
@@ -29,7 +30,7 @@ import { userRoutes } from './routes/users.js';
 import { completeResponses, SHARED_SCHEMAS } from './schemas/common.js';
 import { SCRIPT_SCHEMAS } from './schemas/script.js';
 import { USER_SCHEMAS } from './schemas/user.js';
-import { validatorCompiler } from './validation.js';
+import { refuseUnexpectedBody, validatorCompiler } from './validation.js';
 
 export interface BuildOptions {
   ctx: AppContext;
@@ -65,14 +66,32 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     bodyLimit: 1024 * 1024,
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
-    return503OnClosing: true,
+    // Answered as a problem by the onRequest hook below, not with Fastify's plain JSON.
+    return503OnClosing: false,
     // Malformed URLs are refused before routing, outside setErrorHandler: answer them as problems too.
     frameworkErrors: handleError,
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   installErrorHandlers(app);
+  // While closing, in-flight requests finish; a request that still arrives (on a kept-alive
+  // connection) is refused, and its connection closed, so the client retries elsewhere.
+  let closing = false;
+  app.addHook('preClose', (done) => {
+    closing = true;
+    done();
+  });
+  app.addHook('onRequest', (request, reply, done) => {
+    if (!closing) return done();
+    void sendProblem(
+      reply.header('connection', 'close').header('retry-after', '5'),
+      problem(503, 'SERVICE_UNAVAILABLE', 'the server is shutting down; try again', {
+        request_id: request.id,
+      }),
+    );
+  });
   // Before any route: every documented route lists the failures any request may meet.
   app.addHook('onRoute', completeResponses);
+  app.addHook('onRoute', refuseUnexpectedBody);
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });
@@ -112,17 +131,14 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     // (a stall of a second, as at start-up) as an infinite delay and sheds every request.
     maxEventLoopUtilization: ctx.config.MAX_EVENT_LOOP_UTILIZATION,
     retryAfter: 5,
-    pressureHandler: (request, reply, type) => {
-      // Returning without an answer lets the request through.
-      if (NEVER_SHED.has(request.routeOptions.url ?? '')) return;
+    pressureHandler: answerUnderPressure((request, reply, type) => {
+      if (NEVER_SHED.has(request.routeOptions.url ?? '')) return undefined;
       request.log.warn({ type }, 'under pressure: refusing a request');
-      void sendProblem(
-        reply.header('retry-after', '5'),
-        problem(503, 'SERVER_OVERLOADED', 'the server is overloaded; try again shortly', {
-          request_id: request.id,
-        }),
-      );
-    },
+      reply.code(503).header('retry-after', '5').type('application/problem+json');
+      return problem(503, 'SERVER_OVERLOADED', 'the server is overloaded; try again shortly', {
+        request_id: request.id,
+      });
+    }),
   });
   await app.register(rateLimit, { global: false });
   await app.register(multipart, {

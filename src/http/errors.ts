@@ -122,7 +122,9 @@ function toProblem(
   }
   if (status === 503) {
     return {
-      body: problem(503, 'SERVICE_UNAVAILABLE', 'the server is overloaded; try again', { request_id }),
+      body: problem(503, 'SERVICE_UNAVAILABLE', 'the service is unavailable; try again shortly', {
+        request_id,
+      }),
       log: true,
     };
   }

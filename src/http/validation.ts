@@ -10,7 +10,8 @@
  */
 import { Ajv, type ErrorObject, type Options, type ValidateFunction } from 'ajv';
 import formats from 'ajv-formats';
-import type { FastifySchema, FastifySchemaCompiler } from 'fastify';
+import type { FastifyRequest, FastifySchema, FastifySchemaCompiler, RouteOptions } from 'fastify';
+import { ValidationError } from '../domain/errors.js';
 
 const BASE: Options = {
   useDefaults: true,
@@ -79,4 +80,33 @@ function nonFinitePath(value: unknown, path = ''): string | null {
     if (found !== null) return found;
   }
   return null;
+}
+
+/** Methods whose requests Fastify reads a body of. */
+const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+function isEmptyObject(value: unknown): boolean {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    !Array.isArray(value) &&
+    !Buffer.isBuffer(value) &&
+    Object.keys(value).length === 0
+  );
+}
+
+/**
+ * An onRoute hook: a route that reads bodies but declares none (execute, cancel,
+ * logout, the deletes) refuses a body with 400 VALIDATION_FAILED instead of ignoring
+ * it, as every other unknown property is refused. No body, or `{}`, is fine.
+ */
+export function refuseUnexpectedBody(route: RouteOptions): void {
+  if (route.schema?.body !== undefined) return;
+  if (![route.method].flat().some((m) => BODY_METHODS.has(m.toUpperCase()))) return;
+  const refuse = async (request: FastifyRequest) => {
+    const { body } = request;
+    if (body === undefined || body === null || isEmptyObject(body)) return;
+    throw ValidationError.field('', 'this route takes no request body');
+  };
+  route.preValidation = [route.preValidation ?? []].flat().concat(refuse);
 }

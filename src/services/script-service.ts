@@ -92,11 +92,13 @@ export class ScriptService {
   /**
    * GET /scripts: a user lists its own scripts; an admin too by default, one user's
    * with `user_id`, or everyone's with `all` (not both). FORBIDDEN for a user who asks
-   * for `user_id` or `all`.
+   * for another user's (`user_id`) or everyone's (`all=true`); asking for its own
+   * (`user_id` its id, `all=false`) is what it gets anyway.
    */
   async list(principal: Principal, query: ScriptListQuery): Promise<Page<Script>> {
     const { user_id, all, sort, ...rest } = query;
-    if ((user_id !== undefined || all !== undefined) && principal.role !== 'admin')
+    const othersAsked = all === true || (user_id !== undefined && user_id !== principal.user_id);
+    if (othersAsked && principal.role !== 'admin')
       throw new ForbiddenError('only admins may list scripts of other users');
     if (user_id !== undefined && all === true)
       throw ValidationError.field('/all', 'cannot be combined with user_id');

@@ -30,6 +30,33 @@ t.test('sessions run in UTC with the configured statement_timeout and applicatio
   t.match(row.app, /^dollarclub-test-/);
 });
 
+t.test(
+  'timestamps are written as ISO 8601 text even where the server defaults to another DateStyle',
+  async (t) => {
+    const { db, name, url } = await testDatabase(t);
+    await db.sql.unsafe(`alter database "${name}" set datestyle = 'SQL, DMY'`);
+    const sql = createPool(
+      {
+        url,
+        max: 1,
+        idleTimeoutSeconds: 0,
+        maxLifetimeSeconds: 0,
+        connectTimeoutSeconds: 5,
+        statementTimeoutMs: 5000,
+        prepare: true,
+        applicationName: 'dollarclub-test-datestyle',
+      },
+      testLogger(),
+    );
+    t.teardown(() => sql.end({ timeout: 5 }));
+    const [row] = await sql`
+    select current_setting('DateStyle') as style,
+      timestamptz '2026-01-02 03:04:05.678+00' :: text as text
+  `;
+    t.same(row, { style: 'ISO, MDY', text: '2026-01-02 03:04:05.678+00' });
+  },
+);
+
 t.test('int8, count(*) and numeric come back as JS numbers; timestamptz as Date', async (t) => {
   const { db } = await testDatabase(t);
   const sql = db.sql;

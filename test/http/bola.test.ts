@@ -396,3 +396,57 @@ t.test('PUT /me/ibkr refuses the forbidden fields (400) and links nothing', asyn
   }
   t.same(await userRow(ta, alice.user.id), before, 'the row is unchanged, no IBKR link');
 });
+
+t.test(
+  'routes that take no body refuse one (400) and change nothing; none, or {}, goes through',
+  async (t) => {
+    const ta = await setup(t);
+    const alice = await signUp(ta.app);
+    const upload = multipartFile('bodies.py', 'print(1)\n');
+    const uploaded = await ta.app.inject({
+      method: 'POST',
+      url: '/api/v1/scripts',
+      headers: { ...alice.headers, ...upload.headers },
+      payload: upload.payload,
+    });
+    const id = uploaded.json().id as number;
+    const routes: Array<[Method, string]> = [
+      ['POST', `/api/v1/scripts/${id}/execute`],
+      ['POST', `/api/v1/scripts/${id}/cancel`],
+      ['DELETE', `/api/v1/scripts/${id}`],
+      ['DELETE', `/api/v1/users/${alice.user.id}`],
+      ['POST', '/api/v1/auth/logout'],
+    ];
+    const bodies: Array<[string, Record<string, string>, string]> = [
+      ['a JSON object', { 'content-type': 'application/json' }, '{"status":"running","user_id":1}'],
+      ['a JSON array', { 'content-type': 'application/json' }, '[1]'],
+      ['text', { 'content-type': 'text/plain' }, 'hello'],
+    ];
+    for (const [method, url] of routes) {
+      for (const [what, headers, payload] of bodies) {
+        const res = await ta.app.inject({ method, url, headers: { ...alice.headers, ...headers }, payload });
+        const body = problemOf(t, res, 400, 'VALIDATION_FAILED', `${method} ${url} with ${what}`);
+        t.same(body.errors, [{ path: '', message: 'this route takes no request body' }]);
+      }
+    }
+    t.match(await ta.ctx.repos.scripts.getById(id), { status: 'uploaded' }, 'the script is unchanged');
+    t.equal(
+      (await ta.app.inject({ url: '/api/v1/me', headers: alice.headers })).statusCode,
+      200,
+      'still signed in',
+    );
+    const empty = await ta.app.inject({
+      method: 'POST',
+      url: `/api/v1/scripts/${id}/execute`,
+      headers: { ...alice.headers, 'content-type': 'application/json' },
+      payload: '{}',
+    });
+    t.equal(empty.statusCode, 202, '{} is no body');
+    const none = await ta.app.inject({
+      method: 'POST',
+      url: `/api/v1/scripts/${id}/cancel`,
+      headers: alice.headers,
+    });
+    t.equal(none.statusCode, 200, 'and neither is nothing');
+  },
+);

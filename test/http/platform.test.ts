@@ -4,7 +4,7 @@
  * errors and for bugs, request ids, secrets kept out of logs, and helmet's headers.
  */
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { createServer, type Socket } from 'node:net';
+import { createServer, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -301,6 +301,16 @@ t.test('GET /docs serves Swagger UI, GET /docs/json the OpenAPI document', async
       );
   });
 
+  await t.test('routes that answer other than JSON document their content types', async (t) => {
+    const mediaOf = (route: string) =>
+      Object.keys(
+        (doc.paths[route]?.get?.responses?.['200'] as { content?: object } | undefined)?.content ?? {},
+      );
+    t.same(mediaOf('/api/v1/scripts/{id}/logs'), ['text/plain', 'text/event-stream']);
+    t.same(mediaOf('/api/v1/scripts/{id}/content'), ['application/octet-stream']);
+    t.same(mediaOf('/api/v1/scripts/{id}'), ['application/json']);
+  });
+
   await t.test('every route behind a token declares bearerAuth', async (t) => {
     t.match(doc.components.securitySchemes, { bearerAuth: { type: 'http', scheme: 'bearer' } });
     const open = new Set(['post /api/v1/auth/register', 'post /api/v1/auth/login']);
@@ -394,7 +404,7 @@ t.test('a route without a body still answers 415 and 413 as problems, as documen
 
 t.test('under pressure the API answers 503, but /health and /metrics still answer 200', async (t) => {
   // Any utilisation at all is "too busy": the first sample (after a second) turns shedding on.
-  const { app } = await testApp(t, { MAX_EVENT_LOOP_UTILIZATION: '0.000001' });
+  const { app, ctx } = await testApp(t, { MAX_EVENT_LOOP_UTILIZATION: '0.000001' });
   const account = await signUp(app);
   const deadline = Date.now() + 10_000;
   while (!app.isUnderPressure() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
@@ -403,6 +413,20 @@ t.test('under pressure the API answers 503, but /health and /metrics still answe
   const shed = await app.inject({ url: '/api/v1/me', headers: account.headers });
   isProblem(t, shed, 503, 'SERVER_OVERLOADED');
   t.equal(shed.headers['retry-after'], '5');
+  // A shed request is answered and ends there: its handler never runs.
+  const rename = await app.inject({
+    method: 'PATCH',
+    url: '/api/v1/me',
+    headers: account.headers,
+    payload: { username: 'renamed_under_load' },
+  });
+  isProblem(t, rename, 503, 'SERVER_OVERLOADED');
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  t.equal(
+    (await ctx.repos.users.getById(account.user.id)).username,
+    account.user.username,
+    'the shed change was not made',
+  );
 
   const live = await app.inject('/health');
   t.equal(live.statusCode, 200, 'liveness answers');
@@ -411,11 +435,70 @@ t.test('under pressure the API answers 503, but /health and /metrics still answe
   t.equal(metrics.statusCode, 200, 'metrics answer');
   t.match(metrics.body, /http_request_duration_seconds/);
 
+  const statusQueries = async () =>
+    (await ctx.metrics.queryDuration.get()).values.find(
+      (v) => v.metricName === 'db_query_duration_seconds_count' && v.labels.query === 'system.status',
+    )?.value ?? 0;
+  const before = await statusQueries();
   const ready = await app.inject('/health/database');
   t.equal(ready.statusCode, 503, 'readiness says not ready');
   t.same(ready.json(), { status: 'unavailable', detail: 'the server is overloaded' }, 'in its own form');
   t.equal(ready.headers['retry-after'], '5');
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  t.equal(await statusQueries(), before, 'and the database was not asked: the handler did not run');
 });
+
+t.test(
+  'a request that arrives while the server closes is answered 503 as a problem, and its connection closed',
+  async (t) => {
+    const { app } = await testApp(t);
+    let entered!: () => void;
+    const inFlight = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    app.get('/test/held', async () => {
+      entered();
+      await released;
+      return { finished: true };
+    });
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const { port } = app.server.address() as { port: number };
+    const socket = await new Promise<Socket>((resolve, reject) => {
+      const s = new Socket();
+      s.once('error', reject);
+      s.connect(port, '127.0.0.1', () => resolve(s));
+    });
+    let received = '';
+    socket.setEncoding('utf8').on('data', (chunk: string) => {
+      received += chunk;
+    });
+    const ended = new Promise((resolve) => socket.once('close', resolve));
+    socket.write('GET /test/held HTTP/1.1\r\nhost: x\r\n\r\n');
+    await inFlight;
+    const closed = app.close();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // The connection is busy, so the close leaves it open: a second request still arrives.
+    socket.write('GET /health HTTP/1.1\r\nhost: x\r\n\r\n');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    release();
+    const timer = setTimeout(() => socket.destroy(), 10_000); // a connection kept open fails below
+    await ended;
+    clearTimeout(timer);
+    await closed;
+    const [first, second] = received.split(/(?=HTTP\/1\.1 )/);
+    t.match(first, /^HTTP\/1\.1 200 /, 'the request in flight finished');
+    t.match(first, /"finished":true/);
+    t.match(second, /^HTTP\/1\.1 503 /, 'the one that came during the close was refused');
+    t.match(second, /content-type: application\/problem\+json/i);
+    t.match(second, /connection: close/i);
+    t.match(second, /"code":"SERVICE_UNAVAILABLE"/);
+    t.match(second, /shutting down/);
+  },
+);
 
 // ---------------------------------------------------------------------------
 // Metrics

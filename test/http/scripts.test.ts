@@ -563,6 +563,14 @@ t.test('a user asking for other users’ scripts (user_id, all) gets 403', async
   }
 });
 
+t.test('a user naming its own scripts (its user_id, all=false) gets its own list', async (t) => {
+  const { ta, alice } = await listData(t);
+  const own = ids(await get(ta, alice, '/api/v1/scripts'));
+  t.ok(own.length > 0);
+  for (const query of [`user_id=${alice.user.id}`, 'all=false', `user_id=${alice.user.id}&all=false`])
+    t.same(ids(await get(ta, alice, `/api/v1/scripts?${query}`)), own, query);
+});
+
 t.test(
   'an admin lists its own scripts by default, one user’s with user_id, everyone’s with all',
   async (t) => {

@@ -94,6 +94,7 @@ export const executionRoutes: FastifyPluginAsyncTypebox<
           `${followers.limits.perUser} streams per user and ${followers.limits.total} in all are ` +
           'open at once; past that, 429 TOO_MANY_FOLLOWERS with Retry-After.',
         params: IdParams,
+        produces: ['text/plain', 'text/event-stream'],
         querystring: Type.Object(
           {
             tail: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })),

@@ -5,17 +5,10 @@
  */
 import { performance } from 'node:perf_hooks';
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
-import type { FastifyReply } from 'fastify';
 import type { RouteOptions } from '../context.js';
+import { answerUnderPressure } from '../pressure.js';
 
 export const READINESS_TIMEOUT_MS = 2000;
-
-declare module 'fastify' {
-  interface FastifyContextConfig {
-    /** A route's own answer under load: @fastify/under-pressure reads it, its types omit it. */
-    pressureHandler?: (request: FastifyRequest, reply: FastifyReply, type: string) => void;
-  }
-}
 
 const Ready = Type.Object(
   {
@@ -54,13 +47,11 @@ export const healthRoutes: FastifyPluginAsyncTypebox<
       config: {
         // Under load it is shed like the API (an overloaded instance is not ready for more
         // traffic; liveness, /health, is never shed), but answered in this route's own form.
-        pressureHandler: (request, reply, type) => {
+        pressureHandler: answerUnderPressure((request, reply, type) => {
           request.log.warn({ type }, 'under pressure: not ready');
-          void reply
-            .code(503)
-            .header('retry-after', '5')
-            .send({ status: 'unavailable', detail: 'the server is overloaded' });
-        },
+          reply.code(503).header('retry-after', '5');
+          return { status: 'unavailable', detail: 'the server is overloaded' };
+        }),
       },
       schema: {
         tags: ['health'],

@@ -167,6 +167,7 @@ export const scriptRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app,
         tags: ['scripts'],
         summary: 'The uploaded file, as an attachment under its original name',
         params: IdParams,
+        produces: ['application/octet-stream'],
         response: {
           200: Type.Unsafe<Readable>({ type: 'string', format: 'binary', description: 'the file' }),
           ...problems(400, 401, 404, 503),

@@ -1,0 +1,25 @@
+/**
+ * Answers under load (@fastify/under-pressure). A pressure handler that returns a
+ * body has it sent, and the request ends there; one that sends the reply itself and
+ * returns nothing lets the request run on after the answer (under-pressure then calls
+ * `next()`, and with an async onSend hook the reply is not yet marked sent). The
+ * library's types only allow void, though its README documents the returned body.
+ */
+import type { FastifyUnderPressureOptions } from '@fastify/under-pressure';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+
+export type PressureHandler = NonNullable<FastifyUnderPressureOptions['pressureHandler']>;
+
+/** `handler` returns the body of the answer, or undefined to let the request through. */
+export function answerUnderPressure(
+  handler: (request: FastifyRequest, reply: FastifyReply, type: string) => object | undefined,
+): PressureHandler {
+  return handler as unknown as PressureHandler;
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** A route's own answer under load (see answerUnderPressure). */
+    pressureHandler?: PressureHandler;
+  }
+}
