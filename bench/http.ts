@@ -98,7 +98,13 @@ async function startServer(
 ): Promise<{ child: ChildProcess; port: number }> {
   const out = openSync(path.join(resultsDir, `http-${mode}.log`), 'w');
   const child = fork(path.join(HERE, 'http-server.ts'), [mode], {
-    execArgv: ['--import=tsx'],
+    // BENCH_CPU_PROF=1: a V8 CPU profile of each server, in bench/results/profiles/.
+    execArgv: [
+      '--import=tsx',
+      ...(process.env.BENCH_CPU_PROF
+        ? ['--cpu-prof', `--cpu-prof-dir=${path.join(resultsDir, 'profiles')}`]
+        : []),
+    ],
     env: { ...process.env, ...env },
     stdio: ['ignore', out, out, 'ipc'],
   });

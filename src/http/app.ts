@@ -92,8 +92,9 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
   // Before any route: every documented route lists the failures any request may meet.
   app.addHook('onRoute', completeResponses);
   app.addHook('onRoute', refuseUnexpectedBody);
-  app.addHook('onSend', async (request, reply) => {
+  app.addHook('onSend', (request, reply, payload, done) => {
     reply.header('x-request-id', request.id);
+    done(null, payload);
   });
   const schemas = [...SHARED_SCHEMAS, ...USER_SCHEMAS, ...SCRIPT_SCHEMAS, ...STATS_SCHEMAS];
   for (const schema of schemas) app.addSchema(schema);
