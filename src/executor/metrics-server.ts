@@ -23,9 +23,7 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
   app.get('/health', async () => ({ status: 'ok' }));
   app.get('/metrics', async (_request, reply) => {
     try {
-      const depth = await repos.executions.queueDepth();
-      metrics.queueDepth.set({ status: 'queued' }, depth.queued);
-      metrics.queueDepth.set({ status: 'running' }, depth.running);
+      metrics.setQueueDepth(await repos.executions.queueDepth());
     } catch (err) {
       // Metrics must answer while the database is down: that is when they matter.
       log.warn({ err }, 'could not sample the queue for metrics');

@@ -54,7 +54,7 @@ export function verdictOf(outcome: RunOutcome, stderrTail: string, config: Confi
   return { kind: 'fail', message: failureMessage(outcome, stderrTail, config), label: 'failed' };
 }
 
-export function failureMessage(outcome: RunOutcome, stderrTail: string, config: Config): string {
+function failureMessage(outcome: RunOutcome, stderrTail: string, config: Config): string {
   const lastLine = stderrTail.trim().split('\n').at(-1)?.trim().slice(0, 300) ?? '';
   const because = lastLine ? `: ${lastLine}` : '';
   if (

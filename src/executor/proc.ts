@@ -4,6 +4,7 @@
  */
 import { readdir, readFile, readlink } from 'node:fs/promises';
 import path from 'node:path';
+import { statFields } from '../proc.js';
 
 /** A process, named so that a reused pid or a reboot is not mistaken for it. */
 export interface ProcessIdentity {
@@ -21,12 +22,7 @@ function currentBoot(): Promise<string> {
 }
 
 async function startTime(pid: number): Promise<string | null> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? null;
-  } catch {
-    return null;
-  }
+  return (await statFields(pid))?.[19] ?? null;
 }
 
 export async function identify(pid = process.pid): Promise<ProcessIdentity> {
@@ -53,18 +49,8 @@ export function parseIdentity(text: string): (ProcessIdentity & Record<string, u
   return null;
 }
 
-/** Whether a process with this pid exists (whatever it is). */
-export function pidExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Pids of live processes whose working directory is `dir` or inside it. */
-export async function processesIn(dir: string): Promise<number[]> {
+async function processesIn(dir: string): Promise<number[]> {
   const prefix = dir.endsWith(path.sep) ? dir : dir + path.sep;
   const pids: number[] = [];
   for (const entry of await readdir('/proc')) {

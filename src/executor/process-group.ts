@@ -7,7 +7,8 @@
  * run has a uid of its own (uid-pool.ts), and the sweeper (sweeper.ts) ends every
  * process of that uid, wherever it went.
  */
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
+import { statFields } from '../proc.js';
 
 export interface SandboxUser {
   uid: number;
@@ -19,14 +20,9 @@ export async function groupMembers(pgid: number): Promise<number[]> {
   const members: number[] = [];
   for (const entry of await readdir('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = await readFile(`/proc/${entry}/stat`, 'utf8');
-      // Fields after the command name, which may contain spaces and parentheses: state ppid pgrp ...
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(fields[2]) === pgid) members.push(Number(entry));
-    } catch {
-      // The process ended while we looked.
-    }
+    // Null: the process ended while we looked.
+    const fields = await statFields(Number(entry));
+    if (fields !== null && Number(fields[2]) === pgid) members.push(Number(entry));
   }
   return members;
 }

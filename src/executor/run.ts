@@ -60,16 +60,16 @@ const NOT_STARTED: Omit<RunOutcome, 'killed'> = {
 
 export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<void> {
   const { claim } = active;
+  const { id } = claim;
   const { config, user } = ctx;
-  const log = ctx.log.child({ script_id: claim.id });
+  const log = ctx.log.child({ script_id: id });
   let workspace: Workspace | undefined;
   let recorded = false;
   try {
-    const id = claim.id;
     try {
       workspace = await prepareWorkspace({
         root: ctx.dir,
-        scriptId: claim.id,
+        scriptId: id,
         sourcePath: ctx.storage.pathOf(claim.file_path),
         extension: claim.file_extension,
         user,
@@ -89,19 +89,20 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
     }
     const sink = new LogSink({
       maxBytes: config.MAX_LOG_BYTES,
-      write: (text) => ctx.repos.executions.appendLog(claim.id, ctx.executorId, text),
+      write: (text) => ctx.repos.executions.appendLog(id, ctx.executorId, text),
       onError: (err) => log.warn({ err }, 'could not store output; will retry'),
       onLost: ctx.onLost,
     });
     let stderrTail = '';
     log.info({ uid: user?.uid }, 'run starting');
-    const ws = workspace;
-    const start = () =>
-      startRun({
-        command: commandFor(claim.file_extension, ws.entry, config),
-        cwd: ws.dir,
-        env: scriptEnv(ws.dir, claim.id),
-        statsFile: ws.statsFile,
+    let outcome: RunOutcome;
+    try {
+      // spawn throws some failures (ENOMEM) and reports others through `done`.
+      const handle = startRun({
+        command: commandFor(claim.file_extension, workspace.entry, config),
+        cwd: workspace.dir,
+        env: scriptEnv(workspace.dir, id),
+        statsFile: workspace.statsFile,
         user,
         killStrays: user && (() => ctx.sweeper.kill(user)),
         limits: {
@@ -117,10 +118,6 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
           if (stream === 'stderr') stderrTail = (stderrTail + text).slice(-2000);
         },
       });
-    let outcome: RunOutcome;
-    try {
-      // spawn throws some failures (ENOMEM) and reports others through `done`.
-      const handle = start();
       active.handle = handle;
       outcome = await handle.done;
     } catch (err) {

@@ -17,6 +17,8 @@
 import { spawn } from 'node:child_process';
 import { readFile, rm } from 'node:fs/promises';
 import { StringDecoder } from 'node:string_decoder';
+// NUL cannot be stored in PostgreSQL text: output shows it as U+FFFD, like undecodable bytes.
+import { pgText } from '../repositories/run-output.js';
 import { groupMembers, killGroup, killMembers, type SandboxUser } from './process-group.js';
 import { ENV_BIN, PRLIMIT_BIN, SETPRIV_BIN, TIME_BIN } from './tools.js';
 
@@ -68,11 +70,6 @@ export interface RunHandle {
 
 /** After `time` exits, how long its output pipes may stay open (held by an escaped process). */
 const CLOSE_AFTER_EXIT_MS = 2000;
-
-/** NUL cannot be stored in PostgreSQL text: it is shown as U+FFFD, like undecodable bytes. */
-function printable(text: string): string {
-  return text.includes('\u0000') ? text.replaceAll('\u0000', '\uFFFD') : text;
-}
 
 export function startRun(request: RunRequest): RunHandle {
   const { limits, user } = request;
@@ -134,11 +131,11 @@ export function startRun(request: RunRequest): RunHandle {
     const decoder = new StringDecoder('utf8');
     stream.on('data', (chunk: Buffer) => {
       const text = decoder.write(chunk);
-      if (text !== '') request.onOutput(printable(text), name);
+      if (text !== '') request.onOutput(pgText(text), name);
     });
     stream.on('end', () => {
       const rest = decoder.end();
-      if (rest !== '') request.onOutput(printable(rest), name);
+      if (rest !== '') request.onOutput(pgText(rest), name);
     });
   }
 

@@ -7,13 +7,20 @@
  * folder of this host whose executor no longer lives is reaped, its processes
  * (those working inside it) killed and the folder removed.
  */
+import { randomBytes } from 'node:crypto';
 import { chmod, lstat, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
-import { identify, isAlive, killProcessesIn, parseIdentity, pidExists } from './proc.js';
+import { pidExists } from '../proc.js';
+import { identify, isAlive, killProcessesIn, parseIdentity } from './proc.js';
 
 const OWNER_FILE = '.owner';
 const FOLDER_NAME = /^(.+):(\d+):[0-9a-f]+$/;
+
+/** A new executor id, `<host>:<pid>:<random>`: also the name of its folder (FOLDER_NAME). */
+export function newExecutorId(): string {
+  return `${hostLabel()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+}
 
 /** This host's name as it appears in executor ids and folder names. */
 export function hostLabel(): string {

@@ -14,7 +14,7 @@ import underPressure from '@fastify/under-pressure';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import type { AppContext } from './context.js';
-import { handleError, installErrorHandlers, problem, sendProblem } from './errors.js';
+import { handleError, installErrorHandlers, problem, sendProblem, shuttingDown } from './errors.js';
 import type { FollowLimits } from './followers.js';
 import { authPlugin } from './plugins/auth.js';
 import { metricsPlugin } from './plugins/metrics.js';
@@ -84,9 +84,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     if (!closing) return done();
     void sendProblem(
       reply.header('connection', 'close').header('retry-after', '5'),
-      problem(503, 'SERVICE_UNAVAILABLE', 'the server is shutting down; try again', {
-        request_id: request.id,
-      }),
+      shuttingDown(request.id),
     );
   });
   // Before any route: every documented route lists the failures any request may meet.

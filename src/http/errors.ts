@@ -80,6 +80,11 @@ export function problem(
   };
 }
 
+/** The answer to a request that arrives while the server shuts down. */
+export function shuttingDown(request_id: string): ProblemBody {
+  return problem(503, 'SERVICE_UNAVAILABLE', 'the server is shutting down; try again', { request_id });
+}
+
 export function sendProblem(reply: FastifyReply, body: ProblemBody): FastifyReply {
   return reply.code(body.status).type('application/problem+json').send(body);
 }

@@ -1,9 +1,9 @@
 /**
  * Answers under load (@fastify/under-pressure). A pressure handler that returns a
  * body has it sent, and the request ends there; one that sends the reply itself and
- * returns nothing lets the request run on after the answer (under-pressure then calls
- * `next()`, and with an async onSend hook the reply is not yet marked sent). The
- * library's types only allow void, though its README documents the returned body.
+ * returns nothing has under-pressure call `next()` after the answer, and the request
+ * runs on unless Fastify already counts the reply as sent. The library's types only
+ * allow void, though its README documents the returned body.
  */
 import type { FastifyUnderPressureOptions } from '@fastify/under-pressure';
 import type { FastifyReply, FastifyRequest } from 'fastify';

@@ -12,6 +12,7 @@ import { Ajv, type ErrorObject, type Options, type ValidateFunction } from 'ajv'
 import formats from 'ajv-formats';
 import type { FastifyRequest, FastifySchema, FastifySchemaCompiler, RouteOptions } from 'fastify';
 import { ValidationError } from '../domain/errors.js';
+import { readsBody } from './schemas/common.js';
 
 const BASE: Options = {
   useDefaults: true,
@@ -82,9 +83,6 @@ function nonFinitePath(value: unknown, path = ''): string | null {
   return null;
 }
 
-/** Methods whose requests Fastify reads a body of. */
-const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
-
 function isEmptyObject(value: unknown): boolean {
   return (
     typeof value === 'object' &&
@@ -102,7 +100,7 @@ function isEmptyObject(value: unknown): boolean {
  */
 export function refuseUnexpectedBody(route: RouteOptions): void {
   if (route.schema?.body !== undefined) return;
-  if (![route.method].flat().some((m) => BODY_METHODS.has(m.toUpperCase()))) return;
+  if (!readsBody(route.method)) return;
   const refuse = async (request: FastifyRequest) => {
     const { body } = request;
     if (body === undefined || body === null || isEmptyObject(body)) return;

@@ -13,7 +13,7 @@
  * run-leases.ts, the output of runs (appending, reading, following) in
  * run-output.ts; this class exposes both, so callers keep one repository for runs.
  */
-import type postgres from 'postgres';
+import type { Fragment } from '../db/client.js';
 import type { Database } from '../db/database.js';
 import type { ScriptStatus } from '../domain/enums.js';
 import { InvalidStateError, NotFoundError, TooManyRunningError } from '../domain/errors.js';
@@ -28,9 +28,8 @@ import { type ClaimedRun, type Lease, RunLeaseRepository, type RunResult, runMet
 import { foldLogs, type LogState, pgText, RunOutputRepository } from './run-output.js';
 
 export type { ClaimedRun, Lease, RunResult } from './run-leases.js';
-export type { LogChunk, LogState } from './run-output.js';
+export type { LogState } from './run-output.js';
 
-type Fragment = postgres.PendingQuery<postgres.Row[]>;
 type TransitionRow = { previous_status: ScriptStatus; active_count?: number } & {
   [K in keyof Script]: Script[K] | null;
 };
@@ -159,7 +158,7 @@ export class ExecutionRepository {
       'executions.complete',
       id,
       'completed',
-      sql`completed_at = now(), ${runMetrics(sql, result)}, ${foldLogs(sql, id, unwritten)}`,
+      sql`completed_at = now(), ${runMetrics(sql, result)}, ${foldLogs(sql, unwritten)}`,
       { executorId },
     );
   }
@@ -182,7 +181,7 @@ export class ExecutionRepository {
       id,
       'failed',
       sql`completed_at = now(), error_message = ${pgText(message)}, ${runMetrics(sql, result)},
-          ${foldLogs(sql, id, unwritten)}`,
+          ${foldLogs(sql, unwritten)}`,
       { executorId },
     );
   }
@@ -194,7 +193,7 @@ export class ExecutionRepository {
       'executions.cancel',
       id,
       'cancelled',
-      sql`completed_at = now(), error_message = 'cancelled', ${foldLogs(sql, id)}`,
+      sql`completed_at = now(), error_message = 'cancelled', ${foldLogs(sql)}`,
       { ownerId },
     );
   }

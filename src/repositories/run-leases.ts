@@ -5,7 +5,7 @@
  * Every write is guarded by the executor id, so an executor that lost its lease
  * changes nothing. ExecutionRepository exposes these methods.
  */
-import type postgres from 'postgres';
+import type { Fragment } from '../db/client.js';
 import type { Database } from '../db/database.js';
 import { assertExecutionMetrics, type ScriptExtension } from '../domain/script.js';
 import { foldLogs } from './run-output.js';
@@ -29,8 +29,6 @@ export interface Lease {
   executorId: string;
   seconds: number;
 }
-
-type Fragment = postgres.PendingQuery<postgres.Row[]>;
 
 /** The SET list of a run's measurements. */
 export function runMetrics(sql: Database['sql'], result: RunResult): Fragment {
@@ -136,7 +134,7 @@ export class RunLeaseRepository {
       sql`
         with changed as (
           update scripts as s
-          set ${runMetrics(sql, result)}, ${foldLogs(sql, id, unwritten)}
+          set ${runMetrics(sql, result)}, ${foldLogs(sql, unwritten)}
           where s.id = ${id} and s.status = 'cancelled' and s.executor_id = ${executorId}
           returning s.id
         ), folded as (
@@ -165,10 +163,7 @@ export class RunLeaseRepository {
               error_message = 'the executor running this script stopped renewing its lease '
                 || '(it died, hung or lost the database); the outcome of the run is unknown, '
                 || 'and so are its exit code, wall time and peak memory',
-              execution_logs = coalesce(s.execution_logs, '') || coalesce(
-                (select string_agg(c.data, '' order by c.id) from script_log_chunks as c where c.script_id = s.id),
-                ''
-              )
+              ${foldLogs(sql)}
           where s.status = 'running' and s.lease_expires_at < now()
           returning s.id
         ), folded as (

@@ -8,7 +8,7 @@
  * goes through `pgText`: a script printing NUL bytes must not make its output,
  * or the message that ends its run, impossible to store.
  */
-import type postgres from 'postgres';
+import type { Fragment } from '../db/client.js';
 import type { Database } from '../db/database.js';
 import type { ScriptStatus } from '../domain/enums.js';
 import { NotFoundError } from '../domain/errors.js';
@@ -27,27 +27,34 @@ export interface LogState {
   final: string | null;
 }
 
-type Fragment = postgres.PendingQuery<postgres.Row[]>;
-
 /** `text` with every NUL replaced by U+FFFD, the one character PostgreSQL text refuses. */
 export function pgText(text: string): string {
   return text.includes('\u0000') ? text.replaceAll('\u0000', '\uFFFD') : text;
 }
 
 /**
- * `execution_logs` gets the chunks this statement sees, then `unwritten` (output
- * its executor could not store as chunks); the statement's `folded` CTE deletes
- * exactly those chunks (same snapshot). A chunk committed after the snapshot is
- * neither folded nor deleted, so it stays visible after the folded text: nothing
- * is lost whichever statement finishes a run.
+ * The whole output of the run in `scripts as s`: its folded text, then the chunks
+ * stored since (in order). Readers see this in both states of a run.
  */
-export function foldLogs(sql: Database['sql'], id: number, unwritten = ''): Fragment {
+export function allLogs(sql: Database['sql']): Fragment {
   return sql`
-    execution_logs = coalesce(s.execution_logs, '') || coalesce(
-      (select string_agg(c.data, '' order by c.id) from script_log_chunks as c where c.script_id = ${id}),
+    coalesce(s.execution_logs, '') || coalesce(
+      (select string_agg(c.data, '' order by c.id) from script_log_chunks as c where c.script_id = s.id),
       ''
-    ) || ${pgText(unwritten)}::text
+    )
   `;
+}
+
+/**
+ * The SET item of a statement that ends the run in `scripts as s`: `execution_logs`
+ * gets the chunks this statement sees, then `unwritten` (output its executor could
+ * not store as chunks); the statement's `folded` CTE deletes exactly those chunks
+ * (same snapshot). A chunk committed after the snapshot is neither folded nor
+ * deleted, so it stays visible after the folded text: nothing is lost whichever
+ * statement finishes a run.
+ */
+export function foldLogs(sql: Database['sql'], unwritten = ''): Fragment {
+  return sql`execution_logs = ${allLogs(sql)} || ${pgText(unwritten)}::text`;
 }
 
 export class RunOutputRepository {
@@ -79,11 +86,7 @@ export class RunOutputRepository {
     const row = await this.db.maybeOne<{ status: ScriptStatus; logs: string }>(
       'executions.readLogs',
       sql`
-        select s.status,
-          coalesce(s.execution_logs, '') || coalesce(
-            (select string_agg(c.data, '' order by c.id) from script_log_chunks as c where c.script_id = s.id),
-            ''
-          ) as logs
+        select s.status, ${allLogs(sql)} as logs
         from scripts as s
         where s.id = ${id} ${ownerId === undefined ? sql`` : sql`and s.user_id = ${ownerId}`}
       `,
@@ -109,10 +112,7 @@ export class RunOutputRepository {
             '[]'
           ) as chunks,
           case when s.status in ('completed', 'failed', 'cancelled', 'uploaded')
-            then coalesce(s.execution_logs, '') || coalesce(
-              (select string_agg(c.data, '' order by c.id) from script_log_chunks as c where c.script_id = s.id),
-              ''
-            )
+            then ${allLogs(sql)}
           end as final
         from scripts as s
         where s.id = ${id} ${ownerId === undefined ? sql`` : sql`and s.user_id = ${ownerId}`}

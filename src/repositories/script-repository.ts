@@ -4,7 +4,7 @@
  * scripts: someone else's script is simply not found.
  */
 import { Type } from '@sinclair/typebox';
-import type postgres from 'postgres';
+import type { Fragment } from '../db/client.js';
 import type { Database } from '../db/database.js';
 import { SCRIPT_STATUSES, type ScriptStatus } from '../domain/enums.js';
 import { InvalidStateError, NotFoundError } from '../domain/errors.js';
@@ -271,7 +271,7 @@ export class ScriptRepository {
     return ownerId === undefined ? sql`` : sql`and user_id = ${ownerId}`;
   }
 
-  private where(f: ScriptFilters): postgres.PendingQuery<postgres.Row[]> {
+  private where(f: ScriptFilters): Fragment {
     const sql = this.sql;
     return sql`
       where true
@@ -284,7 +284,7 @@ export class ScriptRepository {
 }
 
 type AnySql = Database['sql'];
-const ORDER_BY: Record<ScriptSort, (sql: AnySql) => postgres.PendingQuery<postgres.Row[]>> = {
+const ORDER_BY: Record<ScriptSort, (sql: AnySql) => Fragment> = {
   created_at: (sql) => sql`created_at, id`,
   '-created_at': (sql) => sql`created_at desc, id desc`,
   execution_time_seconds: (sql) => sql`coalesce(execution_time_seconds, -1), id`,

@@ -4,7 +4,7 @@
  * and IBKR tokens are read by the dedicated methods that need them.
  */
 import { Type } from '@sinclair/typebox';
-import type postgres from 'postgres';
+import type { Fragment } from '../db/client.js';
 import type { Database } from '../db/database.js';
 import type { AuthProvider, UserRole } from '../domain/enums.js';
 import { NotFoundError } from '../domain/errors.js';
@@ -390,7 +390,7 @@ export class UserRepository {
     );
   }
 
-  private where(f: UserFilters): postgres.PendingQuery<postgres.Row[]> {
+  private where(f: UserFilters): Fragment {
     const sql = this.sql;
     return sql`
       where true

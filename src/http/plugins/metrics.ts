@@ -28,8 +28,7 @@ export const metricsPlugin = fp<{ ctx: AppContext }>(
         ]);
         metrics.poolConnections.set({ state: 'total' }, status.connections);
         metrics.poolConnections.set({ state: 'idle' }, status.idle_connections);
-        metrics.queueDepth.set({ status: 'queued' }, depth.queued);
-        metrics.queueDepth.set({ status: 'running' }, depth.running);
+        metrics.setQueueDepth(depth);
       } catch (err) {
         // Metrics must answer while the database is down: that is when they matter.
         request.log.warn({ err }, 'could not sample the pool for metrics');

@@ -8,7 +8,7 @@ import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typ
 import type { FastifyRequest } from 'fastify';
 import type { ExecutionRepository, LogState } from '../../repositories/execution-repository.js';
 import type { RouteOptions } from '../context.js';
-import { problem, sendProblem } from '../errors.js';
+import { problem, sendProblem, shuttingDown } from '../errors.js';
 import { Followers, type FollowLimits, followLimits } from '../followers.js';
 import { ownerScope, principalOf } from '../plugins/auth.js';
 import { IdParams, problems } from '../schemas/common.js';
@@ -126,9 +126,7 @@ export const executionRoutes: FastifyPluginAsyncTypebox<
         return sendProblem(
           reply.header('retry-after', String(FOLLOW_RETRY_AFTER_SECONDS)),
           admitted.refused === 'closing'
-            ? problem(503, 'SERVICE_UNAVAILABLE', 'the server is shutting down; try again', {
-                request_id: request.id,
-              })
+            ? shuttingDown(request.id)
             : problem(
                 429,
                 'TOO_MANY_FOLLOWERS',

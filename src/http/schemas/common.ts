@@ -58,6 +58,11 @@ export function problems<const S extends readonly number[]>(...statuses: S) {
 /** Methods whose requests Fastify reads a body of (a GET or HEAD body is ignored). */
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
 
+/** Whether Fastify reads request bodies for a route of `method` (one or several). */
+export function readsBody(method: string | string[]): boolean {
+  return [method].flat().some((m) => BODY_METHODS.has(m.toUpperCase()));
+}
+
 /**
  * An onRoute hook: adds the Problem answers any request of a documented route may
  * get, whatever its handler does, when the route does not declare them itself —
@@ -71,7 +76,7 @@ export function completeResponses(route: { method: string | string[]; schema?: F
   if (schema === undefined || schema.hide === true) return;
   const response: Record<string, unknown> = { ...(schema.response as Record<string, unknown> | undefined) };
   const statuses = [500, 503];
-  if ([route.method].flat().some((m) => BODY_METHODS.has(m.toUpperCase()))) statuses.push(400, 413, 415);
+  if (readsBody(route.method)) statuses.push(400, 413, 415);
   for (const status of statuses) response[status] ??= problemResponse();
   route.schema = { ...schema, response };
 }
