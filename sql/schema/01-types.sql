@@ -8,3 +8,9 @@ create type auth_provider as enum ('email', 'google');
 create type user_role as enum ('user', 'admin');
 
 create type script_status as enum ('uploaded', 'queued', 'running', 'completed', 'failed', 'cancelled');
+
+-- What started a run (src/domain/run.ts): a person (execute) or a schedule.
+create type run_trigger as enum ('manual', 'schedule');
+
+-- A run's state: script_status without `uploaded` (a run starts queued).
+create type run_status as enum ('queued', 'running', 'completed', 'failed', 'cancelled');

@@ -31,6 +31,11 @@ create table scripts (
   -- lease (and whose run was failed by another) changes nothing when it wakes up.
   executor_id             text,
   lease_expires_at        timestamptz,
+  -- The summary of the latest run (script_runs): the status and metric columns above are
+  -- its, and last_run_id names it (fk_scripts_last_run, added in 22-script-runs.sql).
+  -- run_count counts every run ever queued; retention does not lower it.
+  last_run_id             bigint,
+  run_count               integer not null default 0,
 
   constraint pk_scripts primary key (id),
   constraint fk_scripts_user foreign key (user_id) references users (id) on delete cascade,
@@ -49,6 +54,7 @@ create table scripts (
   constraint ck_scripts_queued_has_queued_at check (status <> 'queued' or queued_at is not null),
   constraint ck_scripts_running_has_lease
     check (status <> 'running' or (executor_id is not null and executor_id <> '' and lease_expires_at is not null)),
+  constraint ck_scripts_run_count_non_negative check (run_count >= 0),
   -- The target of script_log_chunks' foreign key, which keeps a chunk's user_id its script's.
   constraint uq_scripts_id_user unique (id, user_id)
 );

@@ -10,3 +10,9 @@ export type UserRole = (typeof USER_ROLES)[number];
 
 export const SCRIPT_STATUSES = ['uploaded', 'queued', 'running', 'completed', 'failed', 'cancelled'] as const;
 export type ScriptStatus = (typeof SCRIPT_STATUSES)[number];
+
+export const RUN_STATUSES = ['queued', 'running', 'completed', 'failed', 'cancelled'] as const;
+export type RunStatus = (typeof RUN_STATUSES)[number];
+
+export const RUN_TRIGGERS = ['manual', 'schedule'] as const;
+export type RunTrigger = (typeof RUN_TRIGGERS)[number];

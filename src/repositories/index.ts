@@ -4,6 +4,7 @@
  */
 import type { Database, TransactionOptions } from '../db/database.js';
 import { ExecutionRepository } from './execution-repository.js';
+import { RunRepository } from './run-repository.js';
 import { ScriptRepository } from './script-repository.js';
 import { StatsRepository } from './stats-repository.js';
 import { SystemRepository } from './system-repository.js';
@@ -14,6 +15,7 @@ export class Repositories {
   readonly users: UserRepository;
   readonly scripts: ScriptRepository;
   readonly executions: ExecutionRepository;
+  readonly runs: RunRepository;
   readonly stats: StatsRepository;
   readonly system: SystemRepository;
   readonly tokens: TokenRepository;
@@ -26,6 +28,7 @@ export class Repositories {
     this.users = new UserRepository(db);
     this.scripts = new ScriptRepository(db);
     this.executions = new ExecutionRepository(db);
+    this.runs = new RunRepository(db);
     this.stats = new StatsRepository(readDb);
     this.system = new SystemRepository(db);
     this.tokens = new TokenRepository(db);
@@ -38,6 +41,7 @@ export class Repositories {
 
 export {
   ExecutionRepository,
+  RunRepository,
   ScriptRepository,
   StatsRepository,
   SystemRepository,

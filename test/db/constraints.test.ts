@@ -241,6 +241,8 @@ t.test('constraints of users, scripts and script_log_chunks', async (t) => {
       ['restart keeping an older completed_at', () => sql`update scripts set started_at = ${T2}, completed_at = ${T1} where id = ${takenScript.id}`, CHECK, 'ck_scripts_completed_after_started'],
       ['status not in the enum', script({ status: 'paused' }), BAD_TEXT, null],
       ['user that does not exist', script({ user_id: NO_SUCH_ID }), FOREIGN_KEY, 'fk_scripts_user'],
+      ['negative run_count', script({ run_count: -1 }), CHECK, 'ck_scripts_run_count_non_negative'],
+      ['a latest run that does not exist', script({ last_run_id: NO_SUCH_ID }), FOREIGN_KEY, 'fk_scripts_last_run'],
       ['duplicate filename', script({ filename: 'taken.py' }), UNIQUE, 'uq_scripts_filename'],
       ['duplicate id', () => sql`insert into scripts (id, user_id, filename, original_filename, file_path, file_size, file_extension, sha256) overriding system value values (${takenScript.id}, ${owner.id}, 'pk.py', 'pk.py', '/x/pk.py', 1, '.py', ${sha()})`, UNIQUE, 'pk_scripts'],
     ];
@@ -502,7 +504,7 @@ t.test('constraints of users, scripts and script_log_chunks', async (t) => {
       order by conname
     `;
     const constraints = [...rows.map((r) => r.conname), 'ck_scripts_status_transition'];
-    t.equal(constraints.length, 34, '33 constraints and the status trigger');
+    t.equal(constraints.length, 36, '35 constraints and the status trigger');
     // (id, user_id) is unique because id is: pk_scripts always fires first. It exists as the
     // target of fk_script_log_chunks_script, which the cases above do break.
     const implied = ['uq_scripts_id_user'];

@@ -3,7 +3,13 @@
  * (src/domain/enums.ts) are the same lists.
  */
 import t from 'tap';
-import { AUTH_PROVIDERS, SCRIPT_STATUSES, USER_ROLES } from '../../src/domain/enums.js';
+import {
+  AUTH_PROVIDERS,
+  RUN_STATUSES,
+  RUN_TRIGGERS,
+  SCRIPT_STATUSES,
+  USER_ROLES,
+} from '../../src/domain/enums.js';
 import { testDatabase } from '../helpers/db.js';
 
 t.test('SQL enum labels equal the TypeScript lists', async (t) => {
@@ -22,6 +28,8 @@ t.test('SQL enum labels equal the TypeScript lists', async (t) => {
     ['auth_provider', AUTH_PROVIDERS],
     ['user_role', USER_ROLES],
     ['script_status', SCRIPT_STATUSES],
+    ['run_status', RUN_STATUSES],
+    ['run_trigger', RUN_TRIGGERS],
   ];
   for (const [type, list] of expected) t.strictSame(await labels(type), [...list], type);
 

@@ -1,0 +1,145 @@
+/**
+ * Runs (script_runs): queueing a run of a script, and reading runs.
+ *
+ * Exported API (for the scheduler, the importer, the services):
+ * - `tryQueue(scriptId, options)` inserts a queued run of the script and updates the
+ *   script's latest-run summary (status `queued`, metrics cleared, `last_run_id`,
+ *   `run_count + 1`) in ONE statement, after locking the owner's users row (FOR NO KEY
+ *   UPDATE) so that the owner's queued + running count (`maxActive`) holds under any
+ *   concurrency. It never throws for a refusal: it answers
+ *   `{ run }` or `{ refused: 'not_found' | 'live' | 'limit', ... }`
+ *   ('live': the script already has a queued or running run; 'limit': the owner is at
+ *   `maxActive`). `queue()` is the same, throwing NotFoundError / InvalidStateError /
+ *   TooManyRunningError instead (the HTTP answers 404 / 409 / 429).
+ * - Both work on the Database the repository was built with. To queue inside a
+ *   transaction of your own (the scheduler advancing a schedule and queueing its run
+ *   atomically), use the transaction's repositories:
+ *   `repos.transaction(async (tx) => { const r = await tx.runs.tryQueue(...); ... })`
+ *   or `new RunRepository(txDb)`; the queue step is then a savepoint of that transaction,
+ *   so a refusal or an error rolls back only the queue step.
+ * - `findById` / `getById` read one run (`ownerId` scopes it: someone else's is not found).
+ */
+import type { Database } from '../db/database.js';
+import type { RunTrigger, ScriptStatus } from '../domain/enums.js';
+import { InvalidStateError, NotFoundError, TooManyRunningError } from '../domain/errors.js';
+import { RUN_COLUMNS, type Run } from '../domain/run.js';
+import { ACTIVE_STATUSES, statusesLeadingTo } from '../domain/script.js';
+
+export interface QueueOptions {
+  /** Only this user's script (someone else's is not found). */
+  ownerId?: number;
+  /** The owner's queued + running runs must stay at most this many. */
+  maxActive: number;
+  /** 'manual' (default) or 'schedule'. */
+  trigger?: RunTrigger;
+  /** The schedule that queues the run (trigger 'schedule'). */
+  scheduleId?: number | null;
+}
+
+export type QueueResult =
+  | { run: Run }
+  | { refused: 'not_found' }
+  /** The script already has a queued or running run (`status` is the script's). */
+  | { refused: 'live'; status: ScriptStatus }
+  /** The owner has `maxActive` queued + running runs. */
+  | { refused: 'limit'; limit: number };
+
+type QueueRow = { previous_status: ScriptStatus; live_count: number } & { [K in keyof Run]: Run[K] | null };
+
+export class RunRepository {
+  constructor(private readonly db: Database) {}
+
+  /** Queues a run, or says why not (see the module comment). */
+  async tryQueue(scriptId: number, options: QueueOptions): Promise<QueueResult> {
+    return this.db.transaction(async (tx) => {
+      const sql = tx.sql;
+      const owner = await tx.maybeOne<{ id: number }>(
+        'runs.queue.lockOwner',
+        sql`
+          select u.id
+          from scripts as s
+          join users as u on u.id = s.user_id
+          where s.id = ${scriptId} ${options.ownerId === undefined ? sql`` : sql`and s.user_id = ${options.ownerId}`}
+          for no key update of u
+        `,
+      );
+      if (owner === null) return { refused: 'not_found' as const };
+      const row = await tx.maybeOne<QueueRow>(
+        'runs.queue',
+        sql`
+          with target as (
+            select id, status from scripts where id = ${scriptId}
+          ), live as (
+            select count(*) as n
+            from script_runs
+            where user_id = ${owner.id} and status in ('queued', 'running')
+          ), new_run as (
+            select nextval(pg_get_serial_sequence('script_runs', 'id')) as id
+          ), changed as (
+            update scripts as s
+            set status = 'queued', queued_at = now(),
+                exit_code = null, execution_time_seconds = null, memory_usage_mb = null,
+                error_message = null, started_at = null, completed_at = null,
+                last_run_id = (select id from new_run), run_count = s.run_count + 1
+            from target
+            where s.id = target.id
+              and s.status = any(${statusesLeadingTo('queued')}::script_status[])
+              and (select n from live) < ${options.maxActive}
+            returning s.id, s.user_id, s.sha256, s.last_run_id
+          ), inserted as (
+            insert into script_runs (id, script_id, user_id, trigger, schedule_id, script_sha256)
+            overriding system value
+            select last_run_id, id, user_id, ${options.trigger ?? 'manual'}::run_trigger,
+              ${options.scheduleId ?? null}::bigint, sha256
+            from changed
+            returning ${sql(RUN_COLUMNS)}
+          )
+          select target.status as previous_status, (select n from live) as live_count, inserted.*
+          from target
+          left join inserted on true
+        `,
+      );
+      if (row === null) return { refused: 'not_found' as const };
+      const { previous_status, live_count, ...run } = row;
+      if (run.id !== null) return { run: run as Run };
+      if (ACTIVE_STATUSES.includes(previous_status) || live_count < options.maxActive)
+        return { refused: 'live' as const, status: previous_status };
+      return { refused: 'limit' as const, limit: options.maxActive };
+    });
+  }
+
+  /** As tryQueue, but a refusal throws: NotFoundError, InvalidStateError or TooManyRunningError. */
+  async queue(scriptId: number, options: QueueOptions): Promise<Run> {
+    const result = await this.tryQueue(scriptId, options);
+    if ('run' in result) return result.run;
+    switch (result.refused) {
+      case 'not_found':
+        throw new NotFoundError('script');
+      case 'live':
+        throw new InvalidStateError(
+          ACTIVE_STATUSES.includes(result.status)
+            ? `the script already has a ${result.status} run`
+            : 'the script changed state concurrently and cannot be queued',
+          result.status,
+        );
+      case 'limit':
+        throw new TooManyRunningError(result.limit);
+    }
+  }
+
+  async findById(id: number, ownerId?: number): Promise<Run | null> {
+    const sql = this.db.sql;
+    return this.db.maybeOne<Run>(
+      'runs.findById',
+      ownerId === undefined
+        ? sql`select ${sql(RUN_COLUMNS)} from script_runs where id = ${id}`
+        : sql`select ${sql(RUN_COLUMNS)} from script_runs where id = ${id} and user_id = ${ownerId}`,
+    );
+  }
+
+  async getById(id: number, ownerId?: number): Promise<Run> {
+    const run = await this.findById(id, ownerId);
+    if (run === null) throw new NotFoundError('run');
+    return run;
+  }
+}
