@@ -68,6 +68,16 @@ const DATA_EXCEPTIONS: Record<string, string> = {
   '22P05': 'contains a character that cannot be stored (NUL, or invalid UTF-8)',
 };
 
+/** 22021 character_not_in_repertoire, 22P05 untranslatable_character: from a JS string, only NUL. */
+const UNSTORABLE_CHARACTER: ReadonlySet<string> = new Set(['22021', '22P05']);
+const hasNul = (value: string): boolean => value.includes('\u0000');
+
+/** The parameters postgres.js attaches to the errors of a query (serialized: strings, or null). */
+function parametersOf(error: object): string[] {
+  const parameters = (error as { parameters?: unknown }).parameters;
+  return Array.isArray(parameters) ? parameters.filter((p): p is string => typeof p === 'string') : [];
+}
+
 /**
  * SQLSTATEs after which the same transaction, run again, may succeed.
  * 40001 serialization_failure: a SERIALIZABLE/REPEATABLE READ transaction lost a race.
@@ -153,12 +163,19 @@ export function mapPostgresError(error: unknown): unknown {
     mapped = new ValidationError([{ path: `/${error.column_name ?? ''}`, message: 'is required' }], options);
   } else if (code.startsWith('22')) {
     // Data exceptions: a value out of range, too long, or not of the column's type. PostgreSQL
-    // names the column only sometimes; the kind of problem it always gives.
+    // names the column only sometimes; the kind of problem it always gives. When it does not,
+    // and the culprit can be told apart by its value (a NUL is refused in any text parameter,
+    // before any column is involved), the error carries that test so that the layer holding
+    // the input can name the field (src/http/errors.ts).
     const message = DATA_EXCEPTIONS[code] ?? 'is not a valid value';
-    mapped = new ValidationError(
-      [{ path: error.column_name ? `/${error.column_name}` : '', message }],
-      options,
-    );
+    const offending =
+      !error.column_name && UNSTORABLE_CHARACTER.has(code) && parametersOf(error).some(hasNul)
+        ? hasNul
+        : undefined;
+    mapped = new ValidationError([{ path: error.column_name ? `/${error.column_name}` : '', message }], {
+      ...options,
+      offending,
+    });
   } else if (RETRYABLE_SQLSTATES.has(code)) {
     mapped = new ConcurrentUpdateError(options);
   } else if (code === '57014') {

@@ -23,13 +23,27 @@ export abstract class DomainError extends Error {
 export class ValidationError extends DomainError {
   readonly code: string;
   readonly errors: FieldError[];
-  constructor(errors: FieldError[], options?: ErrorOptions & { code?: string; message?: string }) {
+  /**
+   * Set when the database refused a value without saying where it came from (a NUL
+   * character in any text parameter): tells the offending value apart, so the layer
+   * that knows the input (HTTP) can name the field that carried it.
+   */
+  readonly offending?: (value: string) => boolean;
+  constructor(
+    errors: FieldError[],
+    options?: ErrorOptions & {
+      code?: string;
+      message?: string;
+      offending?: (value: string) => boolean;
+    },
+  ) {
     super(
       options?.message ?? errors.map((e) => (e.path ? `${e.path}: ${e.message}` : e.message)).join('; '),
       options,
     );
     this.errors = errors;
     this.code = options?.code ?? 'VALIDATION_FAILED';
+    if (options?.offending) this.offending = options.offending;
   }
   static field(path: string, message: string, code?: string): ValidationError {
     return new ValidationError([{ path, message }], { code });

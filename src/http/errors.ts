@@ -8,6 +8,7 @@ import {
   ConflictError,
   DatabaseUnavailableError,
   DomainError,
+  type FieldError,
   ForbiddenError,
   ForeignKeyError,
   InvalidStateError,
@@ -96,7 +97,8 @@ function toProblem(
   const request_id = request.id;
   if (error instanceof DomainError) {
     const status = STATUS_OF.find(([type]) => error instanceof type)?.[1] ?? 500;
-    const errors = error instanceof ValidationError && error.errors.length > 0 ? error.errors : undefined;
+    const errors =
+      error instanceof ValidationError && error.errors.length > 0 ? namedFields(error, request) : undefined;
     return { body: problem(status, error.code, error.message, { request_id, errors }), log: status >= 500 };
   }
   const fastifyError = error as FastifyError;
@@ -137,6 +139,37 @@ function toProblem(
     body: problem(500, 'INTERNAL', 'something went wrong on our side; it has been logged', { request_id }),
     log: true,
   };
+}
+
+/**
+ * A ValidationError from the database may not say which field it is about (PostgreSQL
+ * refuses a NUL character in any text parameter without naming a column). It then carries
+ * a test for the offending value, and the field is the part of the request that holds such
+ * a value: body, query string or path parameter, by the same pointer as the schema's errors.
+ */
+function namedFields(error: ValidationError, request: FastifyRequest): FieldError[] {
+  const test = error.offending;
+  if (test === undefined || error.errors.some((e) => e.path !== '')) return error.errors;
+  const { message } = error.errors[0] as FieldError;
+  const paths = new Set<string>();
+  for (const input of [request.body, request.query, request.params]) findValues(input, '', test, paths, 0);
+  return paths.size === 0 ? error.errors : [...paths].map((path) => ({ path, message }));
+}
+
+function findValues(
+  value: unknown,
+  path: string,
+  test: (value: string) => boolean,
+  found: Set<string>,
+  depth: number,
+): void {
+  if (typeof value === 'string') {
+    if (path !== '' && test(value)) found.add(path);
+  } else if (value !== null && typeof value === 'object' && depth < 8 && !Buffer.isBuffer(value)) {
+    for (const [key, inner] of Object.entries(value)) {
+      findValues(inner, `${path}/${key.replaceAll('~', '~0').replaceAll('/', '~1')}`, test, found, depth + 1);
+    }
+  }
 }
 
 /**
