@@ -42,6 +42,7 @@ export function compose(options: ComposeOptions): Composition {
     log,
     slowQueryMs: config.SLOW_QUERY_MS,
     queryTimeoutMs: config.DB_QUERY_TIMEOUT_MS,
+    prePingIdleMs: config.DB_PREPING_IDLE_SECONDS * 1000,
     onQuery: metrics.observeQuery,
   };
   const db = new Database(options.sql, { ...dbOptions, activity });

@@ -33,6 +33,12 @@ export const ConfigSchema = Type.Object({
     6_000,
     'client-side limit on every query (above statement_timeout)',
   ),
+  DB_PREPING_IDLE_SECONDS: Int(
+    0,
+    86400,
+    10,
+    'after this long without an answer, a connection is checked before the next query; 0 is off',
+  ),
   DB_PREPARE: Type.Boolean({ default: true, description: 'false behind PgBouncer in transaction mode' }),
   SLOW_QUERY_MS: Int(0, 3_600_000, 200, 'queries slower than this are logged at warn'),
   EMBEDDED_PG_DIR: Type.String({ minLength: 1, default: '.data/postgres' }),

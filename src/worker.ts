@@ -43,6 +43,7 @@ async function main(): Promise<void> {
     log,
     slowQueryMs: config.SLOW_QUERY_MS,
     queryTimeoutMs: config.DB_QUERY_TIMEOUT_MS,
+    prePingIdleMs: config.DB_PREPING_IDLE_SECONDS * 1000,
     onQuery: metrics.observeQuery,
   });
   metrics.poolMax.set(config.DB_POOL_MAX);

@@ -6,7 +6,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
-import type postgres from 'postgres';
+import postgres from 'postgres';
 import { DatabaseUnavailableError } from '../domain/errors.js';
 import type { Sql, TransactionSql } from './client.js';
 import { isRetryable, mapPostgresError } from './map-error.js';
@@ -26,6 +26,12 @@ export interface DatabaseOptions {
    * including those waiting for a connection (readiness reports the waiting).
    */
   activity?: { inFlight: number };
+  /**
+   * Pre-ping: when the pool has had no answer from the server for longer than this, a
+   * connection is checked (`select 1`) before the next query or transaction; one that fails
+   * is closed by the driver and the next is tried. 0 or absent: off.
+   */
+  prePingIdleMs?: number;
 }
 
 export interface TransactionOptions {
@@ -48,7 +54,12 @@ export class Database {
     readonly inTransaction = false,
     /** Set when the transaction this Database belongs to ran out of time (see transaction()). */
     private readonly abort?: { aborted: boolean },
-  ) {}
+  ) {
+    this.pool = inTransaction ? undefined : poolState(sql as Sql);
+  }
+
+  /** State shared by every Database over the same pool (pre-ping); none inside a transaction. */
+  private readonly pool: PoolState | undefined;
 
   /** All rows. */
   async many<T extends object>(name: string, query: postgres.PendingQuery<T[]>): Promise<T[]> {
@@ -93,6 +104,7 @@ export class Database {
     const begin = options.isolation ? `isolation level ${options.isolation}` : '';
     const activity = this.options.activity;
     for (let attempt = 0; ; attempt++) {
+      if (this.needsPrePing()) await this.prePing();
       if (activity) activity.inFlight++;
       // The caller is answered when the time is up, but the transaction may still be waiting
       // for a connection or a statement. It must not commit after that answer: once aborted,
@@ -104,10 +116,13 @@ export class Database {
           if (abort.aborted) throw abortedError();
           return result;
         });
-        return (await this.withTimeout(run as Promise<T>, 'transaction', () => {
+        const result = (await this.withTimeout(run as Promise<T>, 'transaction', () => {
           abort.aborted = true;
         })) as T;
+        this.answered();
+        return result;
       } catch (error) {
+        if (error instanceof postgres.PostgresError) this.answered();
         const mapped = mapPostgresError(error);
         if (attempt < retries && isRetryable(mapped)) {
           this.options.log.info({ attempt: attempt + 1, err: error }, 'transaction conflict, retrying');
@@ -129,6 +144,7 @@ export class Database {
     name: string,
     query: postgres.PendingQuery<T[]>,
   ): Promise<postgres.RowList<T[]>> {
+    if (this.needsPrePing()) await this.prePing();
     const start = performance.now();
     let ok = false;
     if (this.abort?.aborted) throw abortedError();
@@ -137,8 +153,10 @@ export class Database {
     try {
       const rows = await this.withTimeout(query, name, () => query.cancel());
       ok = true;
+      this.answered();
       return rows;
     } catch (error) {
+      if (error instanceof postgres.PostgresError) this.answered();
       throw mapPostgresError(error);
     } finally {
       if (activity) activity.inFlight--;
@@ -153,12 +171,62 @@ export class Database {
     }
   }
 
+  private needsPrePing(): boolean {
+    const pool = this.pool;
+    const idleMs = this.options.prePingIdleMs;
+    return (
+      pool !== undefined && idleMs !== undefined && idleMs > 0 && performance.now() - pool.lastAnswer > idleMs
+    );
+  }
+
+  private answered(): void {
+    if (this.pool !== undefined) this.pool.lastAnswer = performance.now();
+  }
+
+  /**
+   * Checks connections until one answers, before the first query after an idle period: a
+   * restarted server or a dropped NAT entry leaves connections that look open until used.
+   * A failed ping closes its connection (the driver does), so the next ping takes the next
+   * idle connection, then a new one. Concurrent queries share one check. Gives up after
+   * more attempts than the pool has connections, or on an error that is not about the
+   * connection; the query then runs and fails on its own.
+   */
+  private prePing(): Promise<void> {
+    const pool = this.pool as PoolState;
+    pool.checking ??= this.sweep(pool).finally(() => {
+      pool.checking = undefined;
+    });
+    return pool.checking;
+  }
+
+  private async sweep(pool: PoolState): Promise<void> {
+    const sql = this.sql as Sql;
+    const attempts = (sql.options.max ?? 10) + 1;
+    const ms = Math.min(this.options.queryTimeoutMs, (sql.options.connect_timeout ?? 5) * 1000);
+    for (let attempt = 1; attempt <= attempts; attempt++) {
+      const ping = sql`select 1`;
+      try {
+        await this.withTimeout(ping, 'pre-ping', () => ping.cancel(), ms);
+        pool.lastAnswer = performance.now();
+        return;
+      } catch (error) {
+        const connectionLost = mapPostgresError(error) instanceof DatabaseUnavailableError;
+        this.options.log.info({ attempt, err: error }, 'pre-ping: the connection did not answer');
+        if (!connectionLost) return;
+      }
+    }
+  }
+
   /**
    * Rejects with DatabaseUnavailableError when `work` takes longer than the query
    * timeout. One promise and one timer per query (no Promise.race): it is on every call.
    */
-  private withTimeout<T>(work: PromiseLike<T>, name: string, onTimeout?: () => void): Promise<T> {
-    const ms = this.options.queryTimeoutMs;
+  private withTimeout<T>(
+    work: PromiseLike<T>,
+    name: string,
+    onTimeout?: () => void,
+    ms = this.options.queryTimeoutMs,
+  ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         onTimeout?.();
@@ -176,6 +244,25 @@ export class Database {
       );
     });
   }
+}
+
+interface PoolState {
+  /** performance.now() when the server last answered on this pool. */
+  lastAnswer: number;
+  /** The pre-ping under way, shared by the queries that wait for it. */
+  checking: Promise<void> | undefined;
+}
+
+const pools = new WeakMap<Sql, PoolState>();
+
+function poolState(sql: Sql): PoolState {
+  let state = pools.get(sql);
+  if (state === undefined) {
+    // A new pool has no connection yet: its first query connects, which is check enough.
+    state = { lastAnswer: performance.now(), checking: undefined };
+    pools.set(sql, state);
+  }
+  return state;
 }
 
 /** The SQL text of a query, without its parameter values (they may be secrets). */
