@@ -27,7 +27,7 @@ import { meRoutes } from './routes/me.js';
 import { scriptRoutes } from './routes/scripts.js';
 import { STATS_SCHEMAS, statsRoutes } from './routes/stats.js';
 import { userRoutes } from './routes/users.js';
-import { completeResponses, SHARED_SCHEMAS } from './schemas/common.js';
+import { authenticatedRoute, completeResponses, SHARED_SCHEMAS } from './schemas/common.js';
 import { SCRIPT_SCHEMAS } from './schemas/script.js';
 import { USER_SCHEMAS } from './schemas/user.js';
 import { refuseUnexpectedBody, validatorCompiler } from './validation.js';
@@ -48,6 +48,18 @@ export interface BuildOptions {
  * process is busiest, or an orchestrator restarts a healthy process for being loaded.
  */
 const NEVER_SHED = new Set(['/health', '/metrics']);
+
+/**
+ * Relative: the document describes whichever deployment serves it. `x-internal` is the
+ * OWASP ruleset's inventory marker (API9): this API is meant for outside clients.
+ */
+const SERVERS = [
+  {
+    url: '/',
+    description: 'the deployment serving this document (production, staging or local)',
+    'x-internal': false,
+  },
+];
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
@@ -107,6 +119,18 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
         version: '1.0.0',
         description: 'Accounts, trading-strategy scripts, their runs, and platform statistics.',
       },
+      // Relative: the document describes whichever host serves it.
+      servers: SERVERS,
+      tags: [
+        { name: 'health', description: 'liveness and readiness' },
+        { name: 'auth', description: 'registration, sign-in and sessions' },
+        { name: 'me', description: 'the signed-in user and its IBKR link' },
+        { name: 'users', description: 'accounts (admin, or the user itself)' },
+        { name: 'scripts', description: 'uploaded trading-strategy scripts' },
+        { name: 'runs', description: 'executions of scripts, their output and outcome' },
+        { name: 'schedules', description: 'cron schedules that queue runs' },
+        { name: 'stats', description: 'platform statistics (admin)' },
+      ],
       components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer' } } },
     },
     // Named components (User, Script, Problem, ...) instead of def-0, def-1.
@@ -151,9 +175,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     async (api) => {
       await api.register(authRoutes, { ctx, prefix: '/auth' });
       await api.register(async (secured) => {
-        secured.addHook('onRoute', (route) => {
-          route.schema = { ...route.schema, security: [{ bearerAuth: [] }] };
-        });
+        secured.addHook('onRoute', authenticatedRoute);
         secured.addHook('onRequest', secured.authenticate);
         await secured.register(meRoutes, { ctx });
         await secured.register(userRoutes, { ctx });

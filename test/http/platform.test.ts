@@ -318,10 +318,25 @@ t.test('GET /docs serves Swagger UI, GET /docs/json the OpenAPI document', async
       if (!route.startsWith('/api/v1/')) continue;
       for (const [method, operation] of Object.entries(operations)) {
         const name = `${method} ${route}`;
-        if (open.has(name)) t.notOk(operation.security, `${name} is open`);
-        else t.same(operation.security, [{ bearerAuth: [] }], `${name} needs a bearer token`);
+        if (open.has(name)) t.same(operation.security, [], `${name} is open, and says so`);
+        else {
+          t.same(operation.security, [{ bearerAuth: [] }], `${name} needs a bearer token`);
+          t.ok(operation.responses?.['401'], `${name} declares 401`);
+        }
       }
     }
+  });
+
+  await t.test('every operation has its own operationId', async (t) => {
+    const ids = Object.values(doc.paths).flatMap((operations) =>
+      Object.values(operations).map((operation) => (operation as { operationId?: string }).operationId),
+    );
+    t.ok(ids.length > 20, `${ids.length} operations`);
+    t.ok(
+      ids.every((id) => typeof id === 'string' && /^[a-z]+[A-Za-z0-9]*$/.test(id)),
+      'each a camelCase name',
+    );
+    t.equal(new Set(ids).size, ids.length, 'no two alike');
   });
 
   await t.test('no response exposes hashed_password, file_path or a token (but Session.token)', async (t) => {

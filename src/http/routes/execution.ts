@@ -97,7 +97,7 @@ export const executionRoutes: FastifyPluginAsyncTypebox<
         produces: ['text/plain', 'text/event-stream'],
         querystring: Type.Object(
           {
-            tail: Type.Optional(Type.Integer({ minimum: 1, maximum: 100_000 })),
+            tail: Type.Optional(Type.Integer({ format: 'int32', minimum: 1, maximum: 100_000 })),
             follow: Type.Optional(Type.Boolean()),
           },
           { additionalProperties: false },

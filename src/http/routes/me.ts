@@ -55,7 +55,7 @@ export const meRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, { c
             ibkr_user_id: Type.String({ minLength: 1, maxLength: 100 }),
             access_token: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })),
             refresh_token: Type.Optional(Type.String({ minLength: 1, maxLength: 4096 })),
-            token_expires_at: Type.Optional(Type.String({ format: 'date-time' })),
+            token_expires_at: Type.Optional(Type.String({ format: 'date-time', maxLength: 64 })),
           },
           { additionalProperties: false },
         ),

@@ -143,7 +143,7 @@ export const statsRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, 
         tags,
         summary: 'Users with the most scripts, most first',
         querystring: Type.Object(
-          { limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 10 })) },
+          { limit: Type.Optional(Type.Integer({ format: 'int32', minimum: 1, maximum: 100, default: 10 })) },
           { additionalProperties: false },
         ),
         response: {

@@ -45,8 +45,8 @@ export const userRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, {
             auth_provider: Type.Optional(Type.Ref(AuthProvider)),
             is_active: Type.Optional(Type.Boolean()),
             ibkr_connected: Type.Optional(Type.Boolean()),
-            last_login_since: Type.Optional(Type.String({ format: 'date-time' })),
-            created_since: Type.Optional(Type.String({ format: 'date-time' })),
+            last_login_since: Type.Optional(Type.String({ format: 'date-time', maxLength: 64 })),
+            created_since: Type.Optional(Type.String({ format: 'date-time', maxLength: 64 })),
           },
           { additionalProperties: false },
         ),
@@ -80,7 +80,7 @@ export const userRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, {
         querystring: Type.Object(
           {
             q: Type.String({ minLength: 1, maxLength: 100 }),
-            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20 })),
+            limit: Type.Optional(Type.Integer({ format: 'int32', minimum: 1, maximum: 100, default: 20 })),
           },
           { additionalProperties: false },
         ),

@@ -71,26 +71,61 @@ export function readsBody(method: string | string[]): boolean {
  * parser) wherever Fastify reads a body, even a route that expects none. So the
  * OpenAPI document lists every status a route answers. Hidden routes are left alone.
  */
-export function completeResponses(route: { method: string | string[]; schema?: FastifySchema }): void {
-  const schema = route.schema as (FastifySchema & { hide?: boolean }) | undefined;
+export function completeResponses(route: {
+  method: string | string[];
+  url: string;
+  schema?: FastifySchema;
+}): void {
+  const schema = route.schema as (FastifySchema & { hide?: boolean; operationId?: string }) | undefined;
   if (schema === undefined || schema.hide === true) return;
   const response: Record<string, unknown> = { ...(schema.response as Record<string, unknown> | undefined) };
   const statuses = [500, 503];
   if (readsBody(route.method)) statuses.push(400, 413, 415);
   for (const status of statuses) response[status] ??= problemResponse();
-  route.schema = { ...schema, response };
+  route.schema = {
+    ...schema,
+    response,
+    operationId: schema.operationId ?? operationId(route.method, route.url),
+    // Public unless the authenticated scope (app.ts) says otherwise, which it does after this hook.
+    security: schema.security ?? [],
+  };
+}
+
+/**
+ * A route that needs a session: documents its bearer scheme and the 401 that any
+ * request of it may get (no, expired or revoked token).
+ */
+export function authenticatedRoute(route: { schema?: FastifySchema }): void {
+  const schema = route.schema as FastifySchema | undefined;
+  if (schema === undefined) return;
+  const response: Record<string, unknown> = { ...(schema.response as Record<string, unknown> | undefined) };
+  response[401] ??= problemResponse();
+  route.schema = { ...schema, response, security: [{ bearerAuth: [] }] };
+}
+
+/** `GET /api/v1/scripts/:id/logs` → `getScriptsByIdLogs`: stable, unique per route. */
+function operationId(method: string | string[], url: string): string {
+  const words = url
+    .replace(/^\/api\/v\d+/, '')
+    .split('/')
+    .filter(Boolean)
+    .map((part) => (part.startsWith(':') ? `by-${part.slice(1)}` : part))
+    .flatMap((part) => part.split(/[^A-Za-z0-9]+/))
+    .filter(Boolean);
+  const verb = [method].flat()[0]?.toLowerCase() ?? 'get';
+  return verb + words.map((w) => w[0]?.toUpperCase() + w.slice(1)).join('');
 }
 
 export const IdParams = Type.Object(
-  { id: Type.Integer({ minimum: 1, maximum: 2 ** 53 - 1 }) },
+  { id: Type.Integer({ format: 'int64', minimum: 1, maximum: 2 ** 53 - 1 }) },
   {
     additionalProperties: false,
   },
 );
 
 export const PageQuery = {
-  page: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, default: 1 })),
-  per_page: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20 })),
+  page: Type.Optional(Type.Integer({ format: 'int32', minimum: 1, maximum: 1_000_000, default: 1 })),
+  per_page: Type.Optional(Type.Integer({ format: 'int32', minimum: 1, maximum: 100, default: 20 })),
 };
 
 export const CursorQuery = {
