@@ -1,15 +1,13 @@
 /**
  * The query-shape benchmarks: keyset pagination at depth vs page 1 (and offset
  * pagination for contrast), trigram substring search vs a forced sequential
- * scan (with both plans), and the statistics, each of which must be one round trip.
+ * scan (with both plans). The statistics are in stats.ts.
  */
 import { performance } from 'node:perf_hooks';
-import { Database } from '../src/db/database.js';
 import { encodeCursor, likeContains } from '../src/repositories/pagination.js';
-import { StatsRepository } from '../src/repositories/stats-repository.js';
-import { type BenchContext, captureQueries, captureQuery } from './context.js';
+import { type BenchContext, captureQuery } from './context.js';
 import { explainBoth } from './explain.js';
-import { type BenchResult, compareInterleaved, timeCalls } from './measure.js';
+import { type BenchResult, compareInterleaved } from './measure.js';
 
 export const KEYSET_TARGET = 1.2;
 export const SEARCH_TARGET = 20;
@@ -194,47 +192,4 @@ export async function searchBenchmark(ctx: BenchContext, term: string): Promise<
     },
     plans: { custom: indexed.custom, prepared: indexed.prepared, sequential: sequential.prepared },
   };
-}
-
-/** Each statistics method: queries per call (Database onQuery, and the driver), and latency. */
-export async function statsBenchmarks(ctx: BenchContext, calls: number): Promise<BenchResult[]> {
-  let observed = 0;
-  const db = new Database(ctx.sql, {
-    log: ctx.repos.db.options.log,
-    slowQueryMs: 60_000,
-    queryTimeoutMs: 600_000,
-    onQuery: () => {
-      observed++;
-    },
-  });
-  const stats = new StatsRepository(db);
-  const methods: Array<[string, () => Promise<unknown>]> = [
-    ['stats.scriptStats()', () => stats.scriptStats()],
-    ['stats.scriptsByStatus()', () => stats.scriptsByStatus()],
-    ['stats.performance()', () => stats.performance()],
-    ['stats.userStats()', () => stats.userStats()],
-    ['stats.usersByProvider()', () => stats.usersByProvider()],
-    ['stats.topUsers(10)', () => stats.topUsers(10)],
-    ['stats.userScriptCounts(page 1 of 20)', () => stats.userScriptCounts({ page: 1, per_page: 20 })],
-  ];
-  const results: BenchResult[] = [];
-  for (const [name, call] of methods) {
-    observed = 0;
-    const { queries } = await captureQueries(ctx.sql, call);
-    const perCall = { observed, sent: queries.length };
-    const ours = await timeCalls(name, call, calls, 0);
-    ctx.log(`  ${name}: ${perCall.observed} query, p50 ${ours.p50Ms.toFixed(1)} ms`);
-    results.push({
-      group: 'statistics',
-      operation: name,
-      baseline: null,
-      ours,
-      ratio: perCall.observed,
-      ratioMeaning: 'queries per call (Database onQuery); the driver sent as many',
-      target: '1 round trip',
-      met: perCall.observed === 1 && perCall.sent === 1,
-      notes: perCall.sent === perCall.observed ? [] : [`the driver sent ${perCall.sent} queries`],
-    });
-  }
-  return results;
 }

@@ -27,10 +27,11 @@ import { type BenchContext, sampleInputs } from './context.js';
 import { httpBenchmark } from './http.js';
 import { loadData } from './load.js';
 import type { BenchResult } from './measure.js';
-import { paginationBenchmarks, searchBenchmark, statsBenchmarks } from './queries.js';
+import { paginationBenchmarks, searchBenchmark } from './queries.js';
 import { misses, table, writeJson } from './report.js';
 import { repositoryBenchmarks } from './repos.js';
 import { prepareDatabase } from './setup.js';
+import { statsBenchmarks } from './stats.js';
 
 const RESULTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
 const SUITES = ['repos', 'http', 'pagination', 'search', 'stats', 'claims'] as const;
@@ -173,7 +174,7 @@ async function main(): Promise<number> {
         show('users.search, index and bitmap scans off', report.plans.sequential);
       },
       stats: async () => {
-        results.push(...(await statsBenchmarks(ctx, 5)));
+        results.push(...(await statsBenchmarks(ctx, 200)));
       },
       claims: async () => {
         const queued = Math.max(2_000, Math.round(20_000 * scale));

@@ -55,21 +55,24 @@ export interface UserScriptCount {
 export class StatsRepository {
   constructor(private readonly db: Database) {}
 
-  /** Counts by status (every status, zeros included), size, average run time, recent uploads. */
+  /**
+   * Counts by status (every status, zeros included), size, average run time, recent uploads.
+   * From the counters (sql/schema/30-statistics.sql): constant cost, exact as of the last commit.
+   */
   async scriptStats(): Promise<ScriptStats> {
     const sql = this.db.sql;
     return this.db.one<ScriptStats>(
       'stats.scripts',
       sql`
         with per_status as (
-          select status,
-            count(*) as n,
-            sum(file_size) as size,
-            sum(execution_time_seconds) as time_sum,
-            count(execution_time_seconds) as timed,
-            count(*) filter (where created_at >= now() - interval '7 days') as recent
-          from scripts
+          select status, sum(scripts) as n, sum(size_bytes) as size, sum(timed) as timed,
+            sum(time_sum) as time_sum
+          from script_counters
           group by status
+        ),
+        win as (
+          select now() - interval '7 days' as since,
+            date_trunc('hour', now() - interval '7 days', 'UTC') + interval '1 hour' as first_hour
         )
         select
           coalesce(sum(p.n), 0)::int8 as total_scripts,
@@ -77,61 +80,66 @@ export class StatsRepository {
           jsonb_object_agg(e.status, coalesce(p.n, 0)) as by_status,
           round(coalesce(sum(p.size), 0) / 1048576.0, 2) as total_size_mb,
           round(sum(p.time_sum) / nullif(sum(p.timed), 0), 3) as avg_execution_time,
-          coalesce(sum(p.recent), 0)::int8 as uploads_last_7_days
+          (
+            (select coalesce(sum(u.scripts), 0) from script_upload_counts as u, win where u.hour >= win.first_hour)
+            + (select count(*) from scripts as s, win
+               where s.created_at >= win.since and s.created_at < win.first_hour)
+          )::int8 as uploads_last_7_days
         from unnest(enum_range(null::script_status)) as e(status)
         left join per_status as p on p.status = e.status
       `,
     );
   }
 
-  /** One row per status (zeros included), in the enum's order. */
+  /** One row per status (zeros included), in the enum's order. Constant cost (counters). */
   async scriptsByStatus(): Promise<StatusStats[]> {
     const sql = this.db.sql;
     return this.db.many<StatusStats>(
       'stats.scriptsByStatus',
       sql`
         select e.status,
-          count(s.id) as count,
-          round(avg(s.execution_time_seconds), 3) as avg_time,
-          coalesce(sum(s.file_size), 0)::int8 as total_size
+          coalesce(sum(c.scripts), 0)::int8 as count,
+          round(sum(c.time_sum) / nullif(sum(c.timed), 0), 3) as avg_time,
+          coalesce(sum(c.size_bytes), 0)::int8 as total_size
         from unnest(enum_range(null::script_status)) with ordinality as e(status, n)
-        left join scripts as s on s.status = e.status
+        left join script_counters as c on c.status = e.status
         group by e.status, e.n
         order by e.n
       `,
     );
   }
 
-  /** Run times of completed scripts. */
+  /** Run times of completed scripts: the counters, and min/max from ix_scripts_completed_time. */
   async performance(): Promise<PerformanceStats> {
     const sql = this.db.sql;
     return this.db.one<PerformanceStats>(
       'stats.performance',
       sql`
-        select round(avg(execution_time_seconds), 3) as avg_time,
-          max(execution_time_seconds) as max_time,
-          min(execution_time_seconds) as min_time,
-          count(*) as total_scripts
-        from scripts
-        where status = 'completed'
+        select round(sum(c.time_sum) / nullif(sum(c.timed), 0), 3) as avg_time,
+          (select max(execution_time_seconds) from scripts where status = 'completed') as max_time,
+          (select min(execution_time_seconds) from scripts where status = 'completed') as min_time,
+          coalesce(sum(c.scripts), 0)::int8 as total_scripts
+        from script_counters as c
+        where c.status = 'completed'
       `,
     );
   }
 
+  /** Totals, flags, providers and registrations in the last 30 days. Constant cost (counters). */
   async userStats(): Promise<UserStats> {
     const sql = this.db.sql;
     return this.db.one<UserStats>(
       'stats.users',
       sql`
         with per_provider as (
-          select auth_provider,
-            count(*) as n,
-            count(*) filter (where is_active) as active,
-            count(*) filter (where is_verified) as verified,
-            count(*) filter (where is_ibkr_connected) as ibkr,
-            count(*) filter (where created_at >= now() - interval '30 days') as recent
-          from users
+          select auth_provider, sum(users) as n, sum(active) as active, sum(verified) as verified,
+            sum(ibkr_connected) as ibkr
+          from user_counters
           group by auth_provider
+        ),
+        win as (
+          select now() - interval '30 days' as since,
+            date_trunc('hour', now() - interval '30 days', 'UTC') + interval '1 hour' as first_hour
         )
         select
           coalesce(sum(p.n), 0)::int8 as total,
@@ -139,46 +147,47 @@ export class StatsRepository {
           coalesce(sum(p.verified), 0)::int8 as verified,
           coalesce(sum(p.ibkr), 0)::int8 as ibkr_connected,
           jsonb_object_agg(e.provider, coalesce(p.n, 0)) as by_provider,
-          coalesce(sum(p.recent), 0)::int8 as registrations_last_30_days
+          (
+            (select coalesce(sum(r.users), 0) from user_registration_counts as r, win
+             where r.hour >= win.first_hour)
+            + (select count(*) from users as u, win
+               where u.created_at >= win.since and u.created_at < win.first_hour)
+          )::int8 as registrations_last_30_days
         from unnest(enum_range(null::auth_provider)) as e(provider)
         left join per_provider as p on p.auth_provider = e.provider
       `,
     );
   }
 
-  /** Users per sign-in provider and their mean registration time. */
+  /** Users per sign-in provider and their mean registration time. Constant cost (counters). */
   async usersByProvider(): Promise<ProviderStats[]> {
     const sql = this.db.sql;
     return this.db.many<ProviderStats>(
       'stats.usersByProvider',
       sql`
         select e.provider as auth_provider,
-          count(u.id) as user_count,
-          to_timestamp(avg(extract(epoch from u.created_at))) as avg_created_at
+          coalesce(sum(c.users), 0)::int8 as user_count,
+          to_timestamp(sum(c.created_epoch_sum) / nullif(sum(c.users), 0)) as avg_created_at
         from unnest(enum_range(null::auth_provider)) with ordinality as e(provider, n)
-        left join users as u on u.auth_provider = e.provider
+        left join user_counters as c on c.auth_provider = e.provider
         group by e.provider, e.n
         order by e.n
       `,
     );
   }
 
-  /** The users with the most scripts, most first (ties: lower id first). */
+  /** The users with the most scripts, most first (ties: lower id first): ix_user_script_counts_top. */
   async topUsers(limit: number): Promise<UserScriptCount[]> {
     const sql = this.db.sql;
     return this.db.many<UserScriptCount>(
       'stats.topUsers',
       sql`
-        select u.id as user_id, u.username, c.script_count
-        from (
-          select user_id, count(*) as script_count
-          from scripts
-          group by user_id
-          order by script_count desc, user_id
-          limit ${limit}
-        ) as c
+        select c.user_id, u.username, c.script_count
+        from user_script_counts as c
         join users as u on u.id = c.user_id
-        order by c.script_count desc, u.id
+        where c.script_count > 0
+        order by c.script_count desc, c.user_id
+        limit ${limit}
       `,
     );
   }
@@ -192,11 +201,11 @@ export class StatsRepository {
       'stats.userScriptCounts',
       sql`
         select c.total, p.user_id, p.username, p.email, p.script_count
-        from (select count(*) as total from users) as c
+        from (select coalesce(sum(users), 0)::int8 as total from user_counters) as c
         left join lateral (
-          select u.id as user_id, u.username, u.email,
-            (select count(*) from scripts as s where s.user_id = u.id) as script_count
+          select u.id as user_id, u.username, u.email, coalesce(n.script_count, 0)::int8 as script_count
           from users as u
+          left join user_script_counts as n on n.user_id = u.id
           order by u.id
           limit ${page.per_page}
           offset ${offsetOf(page)}
