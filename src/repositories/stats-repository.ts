@@ -69,10 +69,6 @@ export class StatsRepository {
             sum(time_sum) as time_sum
           from script_counters
           group by status
-        ),
-        win as (
-          select now() - interval '7 days' as since,
-            date_trunc('hour', now() - interval '7 days', 'UTC') + interval '1 hour' as first_hour
         )
         select
           coalesce(sum(p.n), 0)::int8 as total_scripts,
@@ -81,9 +77,12 @@ export class StatsRepository {
           round(coalesce(sum(p.size), 0) / 1048576.0, 2) as total_size_mb,
           round(sum(p.time_sum) / nullif(sum(p.timed), 0), 3) as avg_execution_time,
           (
-            (select coalesce(sum(u.scripts), 0) from script_upload_counts as u, win where u.hour >= win.first_hour)
-            + (select count(*) from scripts as s, win
-               where s.created_at >= win.since and s.created_at < win.first_hour)
+            (select coalesce(sum(u.scripts), 0) from script_upload_counts as u
+             where u.hour >= date_trunc('hour', now() - interval '7 days', 'UTC') + interval '1 hour')
+            -- The window's first, partial hour: at most one hour of uploads, from ix_scripts_created_at.
+            + (select count(*) from scripts as s
+               where s.created_at >= now() - interval '7 days'
+                 and s.created_at < date_trunc('hour', now() - interval '7 days', 'UTC') + interval '1 hour')
           )::int8 as uploads_last_7_days
         from unnest(enum_range(null::script_status)) as e(status)
         left join per_status as p on p.status = e.status
@@ -136,10 +135,6 @@ export class StatsRepository {
             sum(ibkr_connected) as ibkr
           from user_counters
           group by auth_provider
-        ),
-        win as (
-          select now() - interval '30 days' as since,
-            date_trunc('hour', now() - interval '30 days', 'UTC') + interval '1 hour' as first_hour
         )
         select
           coalesce(sum(p.n), 0)::int8 as total,
@@ -148,10 +143,12 @@ export class StatsRepository {
           coalesce(sum(p.ibkr), 0)::int8 as ibkr_connected,
           jsonb_object_agg(e.provider, coalesce(p.n, 0)) as by_provider,
           (
-            (select coalesce(sum(r.users), 0) from user_registration_counts as r, win
-             where r.hour >= win.first_hour)
-            + (select count(*) from users as u, win
-               where u.created_at >= win.since and u.created_at < win.first_hour)
+            (select coalesce(sum(r.users), 0) from user_registration_counts as r
+             where r.hour >= date_trunc('hour', now() - interval '30 days', 'UTC') + interval '1 hour')
+            -- The window's first, partial hour, from ix_users_created_at.
+            + (select count(*) from users as u
+               where u.created_at >= now() - interval '30 days'
+                 and u.created_at < date_trunc('hour', now() - interval '30 days', 'UTC') + interval '1 hour')
           )::int8 as registrations_last_30_days
         from unnest(enum_range(null::auth_provider)) as e(provider)
         left join per_provider as p on p.auth_provider = e.provider
@@ -203,9 +200,10 @@ export class StatsRepository {
         select c.total, p.user_id, p.username, p.email, p.script_count
         from (select coalesce(sum(users), 0)::int8 as total from user_counters) as c
         left join lateral (
-          select u.id as user_id, u.username, u.email, coalesce(n.script_count, 0)::int8 as script_count
+          select u.id as user_id, u.username, u.email,
+            coalesce((select n.script_count from user_script_counts as n where n.user_id = u.id), 0)::int8
+              as script_count
           from users as u
-          left join user_script_counts as n on n.user_id = u.id
           order by u.id
           limit ${page.per_page}
           offset ${offsetOf(page)}
