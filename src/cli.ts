@@ -3,12 +3,15 @@
  *   create-admin --email E --username U --password P
  *     creates an admin, or promotes the existing user with that email (and sets
  *     the password given).
+ *   import-legacy --from URL --files DIR [--details FILE] [--json]
+ *     imports an original (Python) DollarClub database and its upload folder
+ *     (docs/import.md); prints progress on a terminal and a final report.
  * Uses DATABASE_URL, or the embedded PostgreSQL in EMBEDDED_PG_DIR (attaching to
  * it when `npm start` is running it).
  */
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig } from './config.js';
-import { createPool, poolOptionsFrom } from './db/client.js';
+import { type Config, ConfigError, loadConfig } from './config.js';
+import { createPool, poolOptionsFrom, type Sql } from './db/client.js';
 import { locateDatabase } from './db/connect.js';
 import { Database } from './db/database.js';
 import { migrate } from './db/migrate.js';
@@ -16,9 +19,43 @@ import { DomainError, ValidationError } from './domain/errors.js';
 import { assertValid, normalizeEmail, passwordProblem } from './domain/user.js';
 import { createLogger } from './logger.js';
 import { Repositories } from './repositories/index.js';
+import { formatReport, importLegacy } from './services/legacy-import/import.js';
+import { TerminalProgress } from './services/legacy-import/progress.js';
 import { hashPassword } from './services/passwords.js';
+import { SecretBox } from './services/secret-box.js';
+import { FileStorage } from './storage/file-storage.js';
 
-const USAGE = 'usage: npm run cli -- create-admin --email E --username U --password P';
+const USAGE = [
+  'usage: npm run cli -- create-admin --email E --username U --password P',
+  '       npm run cli -- import-legacy --from URL --files DIR [--details FILE] [--json]',
+].join('\n');
+
+async function importLegacyCommand(config: Config, sql: Sql, args: string[]): Promise<string> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      from: { type: 'string' },
+      files: { type: 'string' },
+      details: { type: 'string' },
+      json: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  if (!values.from || !values.files) throw new Error(USAGE);
+  const storage = new FileStorage(config.STORAGE_DIR);
+  await storage.init();
+  const report = await importLegacy({
+    legacyUrl: values.from,
+    filesDir: values.files,
+    sql,
+    pathOf: (key) => storage.pathOf(key),
+    secrets: config.IBKR_TOKEN_KEY ? new SecretBox(config.IBKR_TOKEN_KEY) : SecretBox.development(),
+    detailsFile:
+      values.details ?? `import-legacy-refused-${new Date().toISOString().replace(/[:.]/g, '-')}.csv`,
+    progress: new TerminalProgress(process.stderr),
+  });
+  return values.json ? JSON.stringify(report, null, 2) : formatReport(report);
+}
 
 async function createAdmin(repos: Repositories, args: string[]): Promise<string> {
   const { values } = parseArgs({
@@ -48,7 +85,7 @@ async function createAdmin(repos: Repositories, args: string[]): Promise<string>
 
 async function main(): Promise<number> {
   const [command, ...args] = process.argv.slice(2);
-  if (command !== 'create-admin') {
+  if (command !== 'create-admin' && command !== 'import-legacy') {
     console.error(USAGE);
     return 2;
   }
@@ -63,7 +100,11 @@ async function main(): Promise<number> {
       slowQueryMs: config.SLOW_QUERY_MS,
       queryTimeoutMs: config.DB_QUERY_TIMEOUT_MS,
     });
-    console.log(await createAdmin(new Repositories(db), args));
+    console.log(
+      command === 'import-legacy'
+        ? await importLegacyCommand(config, sql, args)
+        : await createAdmin(new Repositories(db), args),
+    );
     return 0;
   } finally {
     await sql.end({ timeout: 5 });

@@ -7,7 +7,9 @@ create table users (
   -- and uq_users_email is case-insensitive without citext.
   email                  text not null,
   username               text not null,
-  -- argon2id PHC string; null only for users who sign in with Google.
+  -- argon2id PHC string; null only for users who sign in with Google. A bcrypt hash
+  -- only when import-legacy brought it from the original platform (it becomes argon2id
+  -- at the user's first sign-in); tg_users_bcrypt_only_by_import refuses any other writer.
   hashed_password        text,
   auth_provider          auth_provider not null default 'email',
   google_id              text,
@@ -39,7 +41,11 @@ create table users (
   constraint ck_users_email_lower_case check (email = lower(btrim(email))),
   constraint ck_users_username_format check (username ~ '^[A-Za-z0-9_-]{3,100}$'),
   constraint ck_users_hashed_password_argon2id
-    check (hashed_password is null or hashed_password like '$argon2id$%'),
+    check (
+      hashed_password is null
+      or hashed_password like '$argon2id$%'
+      or hashed_password ~ '^\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}$'
+    ),
   constraint ck_users_email_user_has_password
     check (auth_provider <> 'email' or hashed_password is not null),
   constraint ck_users_google_user_has_google_id
@@ -78,3 +84,31 @@ create trigger tg_users_set_updated_at
         new.ibkr_refresh_token, new.ibkr_token_expires_at, new.ibkr_connected_at)
   )
   execute function set_updated_at();
+
+-- bcrypt hashes enter only through import-legacy, which sets dollarclub.legacy_import
+-- for its transaction; the app never writes one (issue 13). Refused like the check,
+-- under its name, so the error mapper treats it as one.
+create function users_refuse_bcrypt_outside_import() returns trigger
+language plpgsql as $$
+begin
+  if coalesce(current_setting('dollarclub.legacy_import', true), '') <> 'on' then
+    raise exception 'a bcrypt password hash is written only by import-legacy'
+      using errcode = 'check_violation',
+            constraint = 'ck_users_hashed_password_argon2id',
+            table = 'users';
+  end if;
+  return new;
+end;
+$$;
+
+create trigger tg_users_bcrypt_only_by_import
+  before insert on users
+  for each row
+  when (new.hashed_password like '$2%')
+  execute function users_refuse_bcrypt_outside_import();
+
+create trigger tg_users_bcrypt_only_by_import_update
+  before update of hashed_password on users
+  for each row
+  when (new.hashed_password like '$2%' and new.hashed_password is distinct from old.hashed_password)
+  execute function users_refuse_bcrypt_outside_import();

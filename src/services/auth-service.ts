@@ -7,7 +7,7 @@ import { ConflictError, ForbiddenError, NotFoundError, UnauthenticatedError } fr
 import { assertValid, normalizeEmail, passwordProblem, type User, usernameProblem } from '../domain/user.js';
 import type { Repositories } from '../repositories/index.js';
 import type { AuthCache, AuthIdentity } from './auth-cache.js';
-import { hashPassword, verifyPassword } from './passwords.js';
+import { hashPassword, isLegacyHash, verifyPassword } from './passwords.js';
 import { newToken, tokenHash } from './tokens.js';
 
 export interface Session {
@@ -62,11 +62,14 @@ export class AuthService {
     if (credentials === null || checked === null || !ok)
       throw new UnauthenticatedError('wrong email or password');
     if (!credentials.is_active) throw new ForbiddenError('this account is deactivated', 'ACCOUNT_INACTIVE');
+    // An imported bcrypt hash becomes argon2id now that the password is known.
+    const upgraded = isLegacyHash(checked) ? await hashPassword(password) : null;
     return this.repos.transaction(async (tx) => {
       // The password was checked outside the transaction (hashing is slow): the sign-in
       // counts only if it is still the account's password and the account still active.
       const user = await tx.users.touchLogin(credentials.id, checked);
       if (user === null) throw new UnauthenticatedError('wrong email or password');
+      if (upgraded !== null) await tx.users.replacePassword(user.id, checked, upgraded);
       return { user, token: await this.issue(tx, user.id) };
     });
   }
