@@ -17,7 +17,7 @@
 
 create table script_counters (
   status      script_status not null,
-  stripe      smallint not null,
+  stripe      bigint not null,
   scripts     bigint not null,
   size_bytes  bigint not null,
   -- Scripts with an execution_time_seconds, and the sum of those times (for averages).
@@ -28,7 +28,7 @@ create table script_counters (
 
 create table script_upload_counts (
   hour     timestamptz not null,
-  stripe   smallint not null,
+  stripe   bigint not null,
   scripts  bigint not null,
   constraint pk_script_upload_counts primary key (hour, stripe)
 );
@@ -49,7 +49,7 @@ create index ix_user_script_counts_top on user_script_counts (script_count desc,
 
 create table user_counters (
   auth_provider      auth_provider not null,
-  stripe             smallint not null,
+  stripe             bigint not null,
   users              bigint not null,
   active             bigint not null,
   verified           bigint not null,
@@ -61,7 +61,7 @@ create table user_counters (
 
 create table user_registration_counts (
   hour    timestamptz not null,
-  stripe  smallint not null,
+  stripe  bigint not null,
   users   bigint not null,
   constraint pk_user_registration_counts primary key (hour, stripe)
 );
@@ -75,7 +75,7 @@ create function scripts_count_rows() returns trigger
 language plpgsql as $$
 declare
   sign constant int := case when tg_op = 'INSERT' then 1 else -1 end;
-  my_stripe constant smallint := pg_backend_pid() % 16;
+  my_stripe constant bigint := pg_backend_pid() % 16;
 begin
   insert into script_counters as c (status, stripe, scripts, size_bytes, timed, time_sum)
   select status, my_stripe, sign * count(*), sign * sum(file_size),
@@ -120,7 +120,7 @@ $$;
 create function scripts_count_update() returns trigger
 language plpgsql as $$
 declare
-  my_stripe constant smallint := pg_backend_pid() % 16;
+  my_stripe constant bigint := pg_backend_pid() % 16;
 begin
   insert into script_counters as c (status, stripe, scripts, size_bytes, timed, time_sum)
   select d.status, my_stripe, sum(d.n), sum(d.size), sum(d.timed), sum(d.t)
@@ -200,7 +200,7 @@ create function users_count_rows() returns trigger
 language plpgsql as $$
 declare
   sign constant int := case when tg_op = 'INSERT' then 1 else -1 end;
-  my_stripe constant smallint := pg_backend_pid() % 16;
+  my_stripe constant bigint := pg_backend_pid() % 16;
 begin
   insert into user_counters as c
     (auth_provider, stripe, users, active, verified, ibkr_connected, created_epoch_sum)
@@ -230,7 +230,7 @@ $$;
 create function users_count_update() returns trigger
 language plpgsql as $$
 declare
-  my_stripe constant smallint := pg_backend_pid() % 16;
+  my_stripe constant bigint := pg_backend_pid() % 16;
 begin
   insert into user_counters as c
     (auth_provider, stripe, users, active, verified, ibkr_connected, created_epoch_sum)
