@@ -2,9 +2,10 @@
 # npm does not pass SIGTERM on, and graceful shutdown needs it.
 FROM node:20-bookworm-slim
 
-# GNU time and util-linux (prlimit, setpriv) sandbox the scripts; python3 runs .py ones.
+# GNU time, util-linux (prlimit, setpriv), bubblewrap and nftables sandbox the scripts
+# (see docs/executor.md for what the container needs); python3 runs .py ones.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends time util-linux python3 \
+ && apt-get install -y --no-install-recommends time util-linux bubblewrap nftables python3 \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

@@ -68,7 +68,7 @@ export const ConfigSchema = Type.Object({
   MAX_CONCURRENT_SCRIPTS: Int(1, 1000, 5, 'queued + running scripts per user'),
   MAX_EXECUTION_SECONDS: Int(1, 86400, 300, 'wall-clock limit of a run'),
   MAX_LOG_BYTES: Int(1024, 64 * 1024 * 1024, 1024 * 1024, 'captured output per run'),
-  SCRIPT_MEMORY_MB: Int(16, 65536, 512, 'address-space limit of a run'),
+  SCRIPT_MEMORY_MB: Int(16, 65536, 512, 'memory of a run, all its processes and tmpfs together'),
   SCRIPT_CPU_SECONDS: Int(1, 86400, 300, 'CPU-time limit of a run'),
   SCRIPT_MAX_PROCESSES: Int(1, 4096, 64, 'processes of the unprivileged script user'),
   // Each run gets a uid/gid of its own from SCRIPT_UID/SCRIPT_GID … +1023 (see src/executor/uid-pool.ts).
@@ -90,6 +90,21 @@ export const ConfigSchema = Type.Object({
         'a non-root executor may run scripts as its own user; defaults to true unless NODE_ENV=production',
     }),
   ),
+  SCRIPT_SANDBOX: Type.Union([Type.Literal('auto'), Type.Literal('bwrap'), Type.Literal('off')], {
+    default: 'auto',
+    description:
+      'namespaces, private tmpfs and a whitelisted read-only file system per run (bubblewrap); off: uid and rlimits only',
+  }),
+  SCRIPT_TMP_MB: Int(1, 65536, 64, 'size of each private tmpfs of a run (/tmp, /var/tmp, /dev/shm, scratch)'),
+  SCRIPT_NETWORK: Type.Union([Type.Literal('internet'), Type.Literal('none')], {
+    default: 'internet',
+    description: 'internet: public addresses only (nftables); none: an empty network namespace',
+  }),
+  SCRIPT_NETWORK_ALLOW: Type.String({
+    default: '',
+    pattern: '^[0-9A-Fa-f.:/\\[\\], ]*$',
+    description: 'comma list of CIDRs or host:port a run may reach despite SCRIPT_NETWORK=internet',
+  }),
   EXECUTOR_LEASE_SECONDS: Int(2, 3600, 30, 'a claim lapses unless renewed within'),
   EXECUTOR_POLL_MS: Int(50, 600_000, 2000, 'fallback poll when no NOTIFY arrives'),
   EXECUTOR_SHUTDOWN_GRACE_SECONDS: Int(0, 3600, 10, 'running scripts may finish within this on shutdown'),

@@ -36,6 +36,7 @@ import { LeaseKeeper } from './leases.js';
 import { Recorder } from './outcome.js';
 import { type ActiveRun, executeRun } from './run.js';
 import type { KillReason } from './runner.js';
+import { Sandbox } from './sandbox/index.js';
 import { Sweeper } from './sweeper.js';
 import { checkSandboxUser, checkTools } from './tools.js';
 import { UidPool } from './uid-pool.js';
@@ -78,6 +79,7 @@ export class Executor {
   private readonly leases: LeaseKeeper;
   private dir: string | undefined;
   private pool: UidPool | undefined;
+  private sandbox: Sandbox | undefined;
   private started = false;
   private stopping: Promise<void> | undefined;
   private filling: Promise<void> | undefined;
@@ -109,7 +111,8 @@ export class Executor {
   async start(): Promise<void> {
     const { sql, config } = this.options;
     await checkTools();
-    const asRoot = checkSandboxUser(this.options.processUid ?? process.getuid?.() ?? -1, config, this.log);
+    const processUid = this.options.processUid ?? process.getuid?.() ?? -1;
+    const asRoot = checkSandboxUser(processUid, config, this.log);
     try {
       this.dir = await createExecutorDir(config.EXECUTOR_WORK_DIR, this.id);
       const reaped = await reapDeadExecutors(config.EXECUTOR_WORK_DIR, this.id);
@@ -125,6 +128,12 @@ export class Executor {
         // A uid taken over from a dead executor may still have processes or files.
         await Promise.all(this.pool.users.map((user) => this.sweeper.sweep(user)));
       }
+      this.sandbox = await Sandbox.open({
+        config,
+        log: this.log,
+        processUid,
+        users: this.pool?.users ?? [],
+      });
       const queued = await sql.listen('script_queued', () => this.fill());
       this.unlisten.push(queued.unlisten);
       const cancelled = await sql.listen('script_cancelled', (payload) => this.onCancelled(Number(payload)));
@@ -257,6 +266,7 @@ export class Executor {
         executorId: this.id,
         dir: this.dir as string,
         recorder: this.recorder,
+        sandbox: this.sandbox as Sandbox,
         sweeper: this.sweeper,
         user,
         giveBackUser: user && (() => this.pool?.give(user)),
@@ -317,6 +327,9 @@ export class Executor {
     for (const timer of this.timers.splice(0)) clearInterval(timer);
     await Promise.all(this.unlisten.splice(0).map((unlisten) => unlisten().catch(() => {})));
     this.sweeper.close();
+    await this.sandbox
+      ?.close()
+      .catch((err) => this.log.warn({ err }, 'could not remove the sandbox’s cgroups or rules'));
     await this.pool?.release().catch((err) => this.log.warn({ err }, 'could not release the script uids'));
     if (this.dir) await rm(this.dir, { recursive: true, force: true }).catch(() => {});
   }

@@ -40,6 +40,20 @@ export function verdictOf(outcome: RunOutcome, stderrTail: string, config: Confi
         message: `timed out after ${config.MAX_EXECUTION_SECONDS} s; the script and its processes were killed`,
         label: 'timeout',
       };
+    case 'memory':
+      return {
+        kind: 'fail',
+        message:
+          `killed: the run's processes together reached its memory limit of ${config.SCRIPT_MEMORY_MB} MB` +
+          (outcome.peakMemoryMb === null ? '' : ` (peak ${Math.round(outcome.peakMemoryMb)} MB)`),
+        label: 'failed',
+      };
+    case 'cpu':
+      return {
+        kind: 'fail',
+        message: `killed: the run's processes together used its CPU time limit of ${config.SCRIPT_CPU_SECONDS} s`,
+        label: 'failed',
+      };
     case 'shutdown':
       return {
         kind: 'fail',

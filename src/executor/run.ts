@@ -3,6 +3,7 @@
  * compilation) of the script, the sandboxed process, its output on the way to the
  * database, the verdict, and the clean-up of everything the run's uid left.
  */
+import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { ScriptExtension } from '../domain/script.js';
@@ -14,6 +15,7 @@ import { LogSink } from './log-sink.js';
 import { type Recorder, verdictOf } from './outcome.js';
 import type { SandboxUser } from './process-group.js';
 import { type KillReason, type RunHandle, type RunOutcome, startRun } from './runner.js';
+import type { Confinement, Sandbox } from './sandbox/index.js';
 import type { Sweeper } from './sweeper.js';
 import { prepareWorkspace, ScriptCompileError, type Workspace } from './workspace.js';
 
@@ -38,6 +40,8 @@ export interface RunContext {
   /** The executor's folder, parent of the run's scratch folder. */
   dir: string;
   recorder: Recorder;
+  /** Builds each run's namespaces, cgroup and command line. */
+  sandbox: Sandbox;
   /** The run's own uid/gid (as root); given back through `giveBackUser` once swept clean. */
   user?: SandboxUser;
   sweeper: Sweeper;
@@ -56,6 +60,7 @@ const NOT_STARTED: Omit<RunOutcome, 'killed'> = {
   signal: null,
   wallSeconds: 0,
   peakMemoryMb: null,
+  cpuSeconds: null,
 };
 
 export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<void> {
@@ -96,23 +101,30 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
     let stderrTail = '';
     log.info({ uid: user?.uid }, 'run starting');
     let outcome: RunOutcome;
+    let confinement: Confinement | undefined;
     try {
-      // spawn throws some failures (ENOMEM) and reports others through `done`.
-      const handle = startRun({
-        command: commandFor(claim.file_extension, workspace.entry, config),
-        cwd: workspace.dir,
-        env: scriptEnv(workspace.dir, id),
-        statsFile: workspace.statsFile,
+      confinement = await ctx.sandbox.confine({
+        name: path.basename(workspace.dir),
+        scratchDir: workspace.dir,
+        entry: workspace.entry,
         user,
-        killStrays: user && (() => ctx.sweeper.kill(user)),
+        env: scriptEnv(workspace.dir, id),
+        command: commandFor(claim.file_extension, workspace.entry, config),
         limits: {
-          timeoutMs: config.MAX_EXECUTION_SECONDS * 1000,
-          memoryBytes: addressSpaceLimitMb(claim.file_extension, config) * 1024 * 1024,
+          addressSpaceBytes: addressSpaceLimitMb(claim.file_extension, config) * 1024 * 1024,
           cpuSeconds: config.SCRIPT_CPU_SECONDS,
           maxProcesses: config.SCRIPT_MAX_PROCESSES,
           maxOpenFiles: 256,
           maxFileBytes: 64 * 1024 * 1024,
         },
+      });
+      // spawn throws some failures (ENOMEM) and reports others through `done`.
+      const handle = startRun({
+        confinement,
+        cwd: workspace.dir,
+        timeoutMs: config.MAX_EXECUTION_SECONDS * 1000,
+        statsFile: workspace.statsFile,
+        killStrays: user && (() => ctx.sweeper.kill(user)),
         onOutput: (text, stream) => {
           sink.push(text);
           if (stream === 'stderr') stderrTail = (stderrTail + text).slice(-2000);
@@ -122,6 +134,7 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
       outcome = await handle.done;
     } catch (err) {
       log.error({ err }, 'could not start the script');
+      await confinement?.finish().catch(() => {});
       const failure = 'the script could not be started';
       recorded = await finish(ctx, id, { ...NOT_STARTED, killed: null }, log, { failure });
       return;
@@ -164,6 +177,7 @@ async function finish(
       exit_code: outcome.exitCode,
       execution_time_seconds: outcome.wallSeconds,
       memory_usage_mb: outcome.peakMemoryMb,
+      // cpu_time_seconds: outcome.cpuSeconds — once script_runs has the column (issue 9).
     },
     verdict.message,
     options.unwritten ?? '',
@@ -179,6 +193,7 @@ async function finish(
       signal: outcome.signal,
       seconds: outcome.wallSeconds,
       memory_mb: outcome.peakMemoryMb,
+      cpu_seconds: outcome.cpuSeconds,
     },
     'run finished',
   );

@@ -1,54 +1,44 @@
 /**
- * Runs one command as a sandboxed child: its own process group, rlimits from
- * prlimit (address space, CPU time, processes, open files, file size, no core
- * dumps), the run's own uid/gid via setpriv when we are root, a clean
- * environment, a wall-clock timeout. GNU time (running as us, outside the
- * sandbox) records the exit status and peak resident memory into a file the
- * script cannot reach.
+ * Runs one sandboxed child: its own process group, a wall-clock timeout, and GNU
+ * time (running as us, outside the sandbox) recording the exit status, peak
+ * resident memory and CPU time into a file the script cannot reach. Everything
+ * between time and the script — namespaces, cgroup, uid, rlimits, environment — is
+ * the sandbox module's (sandbox/command.ts); so are the run's totals.
  *
  * Nothing outlives the executor: the chain is
- *   setpriv --pdeathsig KILL -- time … setpriv [--reuid …] --pdeathsig KILL -- prlimit … env -i … script
- * so `time` gets SIGKILL when the executor dies, and the script when `time` dies.
- * setpriv sets the parent-death signal after changing the uid (a uid change
- * clears it), and prlimit, env and the interpreter keep it across exec (none is
- * set-uid). Processes the script starts do not inherit it: the uid sweep
- * (process-group.ts) and the reaping of dead executors' folders (work-dir.ts) end those.
+ *   setpriv --pdeathsig KILL -- time … <sandbox: bwrap --die-with-parent … setpriv --pdeathsig KILL …> script
+ * so `time` gets SIGKILL when the executor dies, and the sandbox when `time` dies
+ * (with a pid namespace, every process of the run dies with its init). Without
+ * namespaces, processes the script starts do not inherit the parent-death signal:
+ * the uid sweep (process-group.ts) and the reaping of dead executors' folders
+ * (work-dir.ts) end those.
  */
 import { spawn } from 'node:child_process';
 import { readFile, rm } from 'node:fs/promises';
 import { StringDecoder } from 'node:string_decoder';
 // NUL cannot be stored in PostgreSQL text: output shows it as U+FFFD, like undecodable bytes.
 import { pgText } from '../repositories/run-output.js';
-import { groupMembers, killGroup, killMembers, type SandboxUser } from './process-group.js';
-import { ENV_BIN, PRLIMIT_BIN, SETPRIV_BIN, TIME_BIN } from './tools.js';
+import { groupMembers, killGroup, killMembers } from './process-group.js';
+import type { Confinement } from './sandbox/index.js';
+import { SETPRIV_BIN, TIME_BIN } from './tools.js';
 
 /**
  * Why a run was killed: its time was up, it was cancelled, the executor shut down,
- * its lease was refused (`lost`: cancelled, deleted or taken over), or the executor
- * could not renew the lease in time and killed it itself (`fenced`).
+ * its lease was refused (`lost`: cancelled, deleted or taken over), the executor
+ * could not renew the lease in time and killed it itself (`fenced`), or the run's
+ * processes together crossed the memory or CPU-time total (`memory`, `cpu`).
  */
-export type KillReason = 'timeout' | 'cancelled' | 'shutdown' | 'lost' | 'fenced';
-
-export interface RunLimits {
-  timeoutMs: number;
-  memoryBytes: number;
-  cpuSeconds: number;
-  maxProcesses: number;
-  maxOpenFiles: number;
-  maxFileBytes: number;
-}
+export type KillReason = 'timeout' | 'cancelled' | 'shutdown' | 'lost' | 'fenced' | 'memory' | 'cpu';
 
 export interface RunRequest {
-  command: string[];
+  /** The sandbox of the run: its command line (with the script's) and its totals. */
+  confinement: Confinement;
   cwd: string;
-  env: Record<string, string>;
+  timeoutMs: number;
   /** Where GNU time writes its report: a file the child cannot write. */
   statsFile: string;
-  /** Drop to this uid/gid, the run's own (when running as root). */
-  user?: SandboxUser;
   /** Kills every process of the run's uid, those that left its process group included. */
   killStrays?: () => Promise<void>;
-  limits: RunLimits;
   onOutput: (text: string, stream: 'stdout' | 'stderr') => void;
 }
 
@@ -56,8 +46,10 @@ export interface RunOutcome {
   exitCode: number | null;
   signal: string | null;
   wallSeconds: number;
-  /** Peak resident memory of the script, from GNU time; null if time could not report it. */
+  /** Peak memory of the run: its total (cgroup, watchdog), else GNU time's largest process; null if unknown. */
   peakMemoryMb: number | null;
+  /** CPU time of the run's processes (cgroup, else GNU time); null if unknown. */
+  cpuSeconds: number | null;
   killed: KillReason | null;
 }
 
@@ -72,30 +64,9 @@ export interface RunHandle {
 const CLOSE_AFTER_EXIT_MS = 2000;
 
 export function startRun(request: RunRequest): RunHandle {
-  const { limits, user } = request;
-  const sandbox = [
-    SETPRIV_BIN,
-    ...(user ? [`--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups'] : []),
-    '--no-new-privs',
-    '--pdeathsig=KILL',
-    '--',
-    PRLIMIT_BIN,
-    `--as=${limits.memoryBytes}`,
-    `--cpu=${limits.cpuSeconds}`,
-    `--nproc=${limits.maxProcesses}`,
-    `--nofile=${limits.maxOpenFiles}`,
-    `--fsize=${limits.maxFileBytes}`,
-    '--core=0',
-    '--',
-    // The script's environment is exactly `env`, whatever the executor's own
-    // environment holds or any wrapper (a test runner's spawn hook) adds.
-    ENV_BIN,
-    '-i',
-    ...Object.entries(request.env).map(([key, value]) => `${key}=${value}`),
-    ...request.command,
-  ];
+  const { confinement } = request;
   const started = process.hrtime.bigint();
-  const timed = [TIME_BIN, '-f', '%x %e %M', '-o', request.statsFile, ...sandbox];
+  const timed = [TIME_BIN, '-f', '%x %e %M %U %S', '-o', request.statsFile, ...confinement.argv];
   const child = spawn(SETPRIV_BIN, ['--pdeathsig=KILL', '--', ...timed], {
     cwd: request.cwd,
     env: { PATH: '/usr/bin:/bin' },
@@ -117,12 +88,14 @@ export function startRun(request: RunRequest): RunHandle {
     if (killed !== null || exited) return;
     killed = reason;
     void killAllButLeader(pid);
+    void confinement.kill().catch(() => {});
     // What left the group (setsid) is still the run's uid.
     void request.killStrays?.().catch(() => {});
     // If time itself does not end (it should, once its child is gone), take the leader too.
     forceTimer = setTimeout(() => killGroup(pid), 2000);
   };
-  const timeout = setTimeout(() => kill('timeout'), limits.timeoutMs);
+  const timeout = setTimeout(() => kill('timeout'), request.timeoutMs);
+  confinement.watch(pid, kill);
 
   for (const [stream, name] of [
     [child.stdout, 'stdout'],
@@ -166,18 +139,29 @@ export function startRun(request: RunRequest): RunHandle {
     child.on('close', (code, signal) => {
       for (const timer of closeTimers) clearTimeout(timer);
       const wallSeconds = Number((exitedAt ?? process.hrtime.bigint()) - started) / 1e9;
-      // readTimeReport never rejects, and a stats file that cannot be removed goes with the
-      // scratch folder: `done` always settles, or the run would hold its slot and lease forever.
-      void readTimeReport(request.statsFile).then((report) => {
-        resolve({
-          exitCode: report?.signal ? null : (report?.exitCode ?? code),
-          signal: report?.signal ?? signal,
-          wallSeconds,
-          peakMemoryMb: report ? report.peakKib / 1024 : null,
-          killed,
-        });
-        return rm(request.statsFile, { force: true }).catch(() => {});
-      });
+      // readTimeReport and finish never reject, and a stats file that cannot be removed goes with
+      // the scratch folder: `done` always settles, or the run would hold its slot and lease forever.
+      void Promise.all([readTimeReport(request.statsFile), confinement.finish().catch(() => null)]).then(
+        ([report, totals]) => {
+          let exitCode = report?.signal ? null : (report?.exitCode ?? code);
+          let signalName = report?.signal ?? signal;
+          // bubblewrap exits with 128 + N when the script died of signal N.
+          if (confinement.signalAsExitCode && exitCode !== null && exitCode > 128 && exitCode < 160) {
+            signalName = nameOfSignal(exitCode - 128);
+            exitCode = null;
+          }
+          if (totals?.memoryExceeded && killed === null) killed = 'memory';
+          resolve({
+            exitCode,
+            signal: signalName,
+            wallSeconds,
+            peakMemoryMb: totals?.peakMemoryMb ?? (report ? report.peakKib / 1024 : null),
+            cpuSeconds: totals?.cpuSeconds ?? report?.cpuSeconds ?? null,
+            killed,
+          });
+          return rm(request.statsFile, { force: true }).catch(() => {});
+        },
+      );
     });
   });
   return { pid, done, kill };
@@ -198,11 +182,11 @@ async function killAllButLeader(pgid: number): Promise<void> {
 
 /**
  * GNU time's report: an optional "Command exited with non-zero status N" or
- * "Command terminated by signal N" line, then our format "%x %e %M".
+ * "Command terminated by signal N" line, then our format "%x %e %M %U %S".
  */
 async function readTimeReport(
   file: string,
-): Promise<{ exitCode: number; signal: string | null; peakKib: number } | null> {
+): Promise<{ exitCode: number; signal: string | null; peakKib: number; cpuSeconds: number } | null> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -211,12 +195,12 @@ async function readTimeReport(
   }
   const lines = text.trim().split('\n');
   const last = lines.at(-1)?.trim().split(/\s+/) ?? [];
-  if (last.length !== 3) return null;
-  const [exitCode, , peakKib] = last.map(Number);
+  if (last.length !== 5) return null;
+  const [exitCode, , peakKib, user, system] = last.map(Number) as [number, number, number, number, number];
   const signalLine = /terminated by signal (\d+)/.exec(text);
-  const signal = signalLine ? signalName(Number(signalLine[1])) : null;
+  const signal = signalLine ? nameOfSignal(Number(signalLine[1])) : null;
   if (!Number.isFinite(exitCode) || !Number.isFinite(peakKib)) return null;
-  return { exitCode: exitCode as number, signal, peakKib: peakKib as number };
+  return { exitCode, signal, peakKib, cpuSeconds: user + system };
 }
 
 const SIGNALS: Record<number, string> = {
@@ -236,6 +220,6 @@ const SIGNALS: Record<number, string> = {
   25: 'SIGXFSZ',
 };
 
-function signalName(n: number): string {
+function nameOfSignal(n: number): string {
   return SIGNALS[n] ?? `signal ${n}`;
 }

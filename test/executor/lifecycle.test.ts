@@ -14,6 +14,7 @@ import {
   execute,
   executorFixture,
   logsOf,
+  pidsOfScript,
   processesIn,
   signUpWithScript,
   upload,
@@ -260,9 +261,9 @@ t.test('during the grace period of stop(), leases are renewed and cancels heard'
     'import os, time\nprint("pid", os.getpid(), flush=True)\ntime.sleep(60)\n',
   );
   for (const id of [finishing, cancelled]) await execute(f, account, id);
-  const pid = Number(
-    (await eventually('the long one runs', async () => /pid (\d+)/.exec(await logsOf(f, cancelled))))[1],
-  );
+  await eventually('the long one runs', async () => /pid/.test(await logsOf(f, cancelled)));
+  // Its pid on the host (the script sees another one, in its own pid namespace).
+  const pid = await eventually('its process is found', async () => (await pidsOfScript(cancelled))[0]);
   await f.startExecutor(); // a bystander that fails lapsed leases
   const stopped = stopping.stop(60_000);
   await new Promise((resolve) => setTimeout(resolve, 500));

@@ -21,6 +21,7 @@ import {
   execute,
   executorFixture,
   logsOf,
+  pidsOfScript,
   processesIn,
   upload,
   waitFor,
@@ -167,7 +168,10 @@ t.test(
     const started = await eventually('the script reports its pids', async () =>
       /started (\d+) (\d+)/.exec(await logsOf(f, id)),
     );
-    const [scriptPid, childPid] = [Number(started[1]), Number(started[2])];
+    // Their pids on the host (inside, the script sees those of its own pid namespace).
+    t.ok(started, 'the script reports');
+    const [scriptPid, childPid] = (await pidsOfScript(id)) as [number, number];
+    t.ok(childPid, 'the script and its child are found');
     t.ok(await alive(scriptPid), 'the script runs');
     const executorDir = path.join(f.workDir, ready);
     t.ok(existsSync(executorDir), 'in the executor’s own folder');

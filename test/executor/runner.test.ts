@@ -7,18 +7,17 @@ import { startRun } from '../../src/executor/runner.js';
 
 t.test('a spawn that fails rejects done with the reason instead of crashing the process', async (t) => {
   const handle = startRun({
-    command: ['/bin/true'],
-    cwd: '/nonexistent/folder/of/a/run', // spawn reports ENOENT asynchronously, as 'error'
-    env: {},
-    statsFile: '/nonexistent/folder/of/a/run/stats',
-    limits: {
-      timeoutMs: 5000,
-      memoryBytes: 256 * 1024 * 1024,
-      cpuSeconds: 5,
-      maxProcesses: 16,
-      maxOpenFiles: 64,
-      maxFileBytes: 1024 * 1024,
+    // No sandbox: the spawn itself is what fails.
+    confinement: {
+      argv: ['/bin/true'],
+      signalAsExitCode: false,
+      watch: () => {},
+      kill: async () => {},
+      finish: async () => ({ peakMemoryMb: null, cpuSeconds: null, memoryExceeded: false }),
     },
+    cwd: '/nonexistent/folder/of/a/run', // spawn reports ENOENT asynchronously, as 'error'
+    timeoutMs: 5000,
+    statsFile: '/nonexistent/folder/of/a/run/stats',
     onOutput: () => {},
   });
   t.equal(handle.pid, -1);

@@ -161,6 +161,20 @@ export async function processesIn(dir: string): Promise<number[]> {
   return pids;
 }
 
+/**
+ * Host pids of a script's processes (its environment names it): what a script reports
+ * from inside its pid namespace (os.getpid()) is not a pid of the host.
+ */
+export async function pidsOfScript(id: number): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const environ = await readFile(`/proc/${entry}/environ`, 'utf8').catch(() => '');
+    if (environ.split('\0').includes(`DOLLARCLUB_SCRIPT_ID=${id}`)) pids.push(Number(entry));
+  }
+  return pids.sort((a, b) => a - b);
+}
+
 async function killProcessesIn(dir: string): Promise<void> {
   for (const pid of await processesIn(dir)) {
     try {

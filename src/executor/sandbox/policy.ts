@@ -1,0 +1,159 @@
+/**
+ * The whole world of one run, as data: which namespaces it gets, what is mounted
+ * where, its limits, uid, environment and command. `policyFor` decides it from the
+ * configuration and the run; command.ts turns it into a command line, and nothing
+ * else knows a flag. Modelled on bubblewrap/nsjail/isolate: start from nothing and
+ * list what the run may see (a whitelist), rather than hide parts of the host.
+ */
+import { existsSync, lstatSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
+import path from 'node:path';
+import type { SandboxUser } from '../process-group.js';
+
+export type Namespace = 'pid' | 'ipc' | 'uts' | 'mount' | 'net' | 'cgroup';
+
+export type Mount =
+  | { kind: 'ro-bind'; source: string; target: string }
+  | { kind: 'symlink'; link: string; target: string }
+  | { kind: 'tmpfs'; target: string; sizeBytes: number; mode: number }
+  | { kind: 'dir'; target: string; mode: number }
+  | { kind: 'proc'; target: string }
+  | { kind: 'dev'; target: string };
+
+export interface RunLimits {
+  /** RLIMIT_AS of each process (the cgroup holds the run's total). */
+  addressSpaceBytes: number;
+  cpuSeconds: number;
+  maxProcesses: number;
+  maxOpenFiles: number;
+  maxFileBytes: number;
+}
+
+export interface SandboxPolicy {
+  /** Empty: no namespaces (SCRIPT_SANDBOX=off, or a host that cannot make them). */
+  namespaces: Namespace[];
+  /** In order; the root of the run is an empty read-only tmpfs holding only these. */
+  mounts: Mount[];
+  /** Where the run starts, inside: the scratch folder (a capped tmpfs holding the script). */
+  workDir: string;
+  user?: SandboxUser;
+  limits: RunLimits;
+  env: Record<string, string>;
+  command: string[];
+}
+
+/** What the run may read of the host: the system's programs and libraries, and a few files of /etc. */
+const SYSTEM_DIRS = ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32'];
+/** Name resolution, certificates, time zone, users (for getpwuid), the dynamic linker, Python's config. */
+const ETC_ENTRIES = [
+  'alternatives',
+  'ca-certificates',
+  'ca-certificates.conf',
+  'gai.conf',
+  'group',
+  'host.conf',
+  'hosts',
+  'ld.so.cache',
+  'ld.so.conf',
+  'ld.so.conf.d',
+  'localtime',
+  'mime.types',
+  'nsswitch.conf',
+  'passwd',
+  'protocols',
+  'resolv.conf',
+  'services',
+  'ssl',
+  'timezone',
+];
+
+export interface PolicyInput {
+  namespaces: boolean;
+  network: 'internet' | 'none';
+  /** The run's scratch folder on the host, holding `entry`; the same path inside. */
+  scratchDir: string;
+  entry: string;
+  tmpBytes: number;
+  /** Interpreters (PYTHON_BIN, NODE_BIN): their installation is mounted if outside /usr. */
+  interpreters: string[];
+  user?: SandboxUser;
+  limits: RunLimits;
+  env: Record<string, string>;
+  command: string[];
+}
+
+export function policyFor(input: PolicyInput): SandboxPolicy {
+  const base = { workDir: input.scratchDir, user: input.user, limits: input.limits, command: input.command };
+  if (!input.namespaces) return { ...base, namespaces: [], mounts: [], env: input.env };
+  const namespaces: Namespace[] = ['pid', 'ipc', 'uts', 'mount', 'cgroup'];
+  if (input.network === 'none') namespaces.push('net');
+  const tmpfs = (target: string, mode: number): Mount => ({
+    kind: 'tmpfs',
+    target,
+    sizeBytes: input.tmpBytes,
+    mode,
+  });
+  const mounts: Mount[] = [...systemMounts(), ...interpreterMounts(input.interpreters)];
+  mounts.push(
+    { kind: 'dir', target: '/etc', mode: 0o755 },
+    ...etcMounts(),
+    { kind: 'proc', target: '/proc' },
+    { kind: 'dev', target: '/dev' },
+    tmpfs('/dev/shm', 0o1777),
+    tmpfs('/tmp', 0o1777),
+    { kind: 'dir', target: '/var', mode: 0o755 },
+    tmpfs('/var/tmp', 0o1777),
+    // The scratch folder keeps its host path (under the private /tmp when it lives in /tmp),
+    // so the executor still finds a run's processes by their working folder.
+    ...parents(input.scratchDir).map((dir): Mount => ({ kind: 'dir', target: dir, mode: 0o755 })),
+    // Writable by the run only: the run's uid is the only non-root user inside.
+    tmpfs(input.scratchDir, 0o777),
+    {
+      kind: 'ro-bind',
+      source: path.join(input.scratchDir, input.entry),
+      target: path.join(input.scratchDir, input.entry),
+    },
+  );
+  return { ...base, namespaces, mounts, env: { ...input.env, TMPDIR: '/tmp' } };
+}
+
+/** /usr and the top-level folders of the host as they are: real folders bound, merged-/usr links re-made. */
+function systemMounts(): Mount[] {
+  const mounts: Mount[] = [];
+  for (const dir of SYSTEM_DIRS) {
+    const stat = lstatSync(dir, { throwIfNoEntry: false });
+    if (stat?.isSymbolicLink()) mounts.push({ kind: 'symlink', link: dir, target: readlinkSync(dir) });
+    else if (stat?.isDirectory()) mounts.push({ kind: 'ro-bind', source: dir, target: dir });
+  }
+  return mounts;
+}
+
+function etcMounts(): Mount[] {
+  const present = new Set(readdirSync('/etc'));
+  return ETC_ENTRIES.filter((name) => present.has(name))
+    .concat([...present].filter((name) => /^python3(\.\d+)?$/.test(name)))
+    .map((name) => ({ kind: 'ro-bind', source: `/etc/${name}`, target: `/etc/${name}` }));
+}
+
+/** An interpreter outside the system folders (nvm, /opt, a package's binary): its installation, read-only. */
+function interpreterMounts(binaries: string[]): Mount[] {
+  const mounts: Mount[] = [];
+  for (const binary of binaries) {
+    if (!existsSync(binary)) continue;
+    const real = realpathSync(binary);
+    if (SYSTEM_DIRS.some((dir) => real.startsWith(`${dir}/`))) continue;
+    const bin = path.dirname(real);
+    const root = path.basename(bin) === 'bin' ? path.dirname(bin) : bin;
+    mounts.push({ kind: 'ro-bind', source: root, target: root });
+    // A link outside the system folders (nvm's `current`): the same link inside.
+    if (real !== binary && !SYSTEM_DIRS.some((dir) => binary.startsWith(`${dir}/`)))
+      mounts.push({ kind: 'ro-bind', source: real, target: binary });
+  }
+  return mounts;
+}
+
+/** /a/b/c → ['/a', '/a/b'] */
+function parents(dir: string): string[] {
+  const out: string[] = [];
+  for (let p = path.dirname(dir); p !== '/'; p = path.dirname(p)) out.unshift(p);
+  return out;
+}

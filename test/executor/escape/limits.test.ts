@@ -1,0 +1,107 @@
+/**
+ * Per-run totals: memory of all the run's processes together (tmpfs included),
+ * the number of its processes, its CPU time — whatever it forks.
+ */
+import t from 'tap';
+import { assertRefusal, escapeFixture, processesOf, sandboxAvailable } from '../../helpers/escape.js';
+import { eventually, executorFixture } from '../../helpers/executor.js';
+
+const MEMORY_MB = 128;
+
+t.test(
+  'several children allocating past the run’s memory total: killed, reason and peak recorded',
+  async (t) => {
+    if (!sandboxAvailable(t)) return assertRefusal(t, await executorFixture(t));
+    const e = await escapeFixture(t, { SCRIPT_MEMORY_MB: String(MEMORY_MB) });
+    t.ok(e.executor, 'started');
+    const py = [
+      'import os, time',
+      'print("uid", os.getuid(), flush=True)',
+      '# Each child stays under the per-process limit (RLIMIT_AS); four of them are far past the total.',
+      'for _ in range(4):',
+      '    if os.fork() == 0:',
+      '        block = bytearray(60 * 1024 * 1024)',
+      '        for i in range(0, len(block), 4096): block[i] = 1',
+      '        time.sleep(30)',
+      '        os._exit(0)',
+      'time.sleep(30)',
+      'print("survived", flush=True)',
+    ].join('\n');
+    const { script, output } = await e.run('hog.py', py);
+    t.match(script, { status: 'failed', error_message: new RegExp(`memory limit of ${MEMORY_MB} MB`) });
+    t.notMatch(output, /survived/, 'the run did not go on');
+    t.ok(
+      script.memory_usage_mb !== null && script.memory_usage_mb >= MEMORY_MB * 0.75,
+      `the peak is the run's total (${script.memory_usage_mb} MB), not one process'`,
+    );
+    t.ok(
+      script.memory_usage_mb !== null && script.memory_usage_mb <= MEMORY_MB + 1,
+      'and never past the limit',
+    );
+    const uid = Number(/uid (\d+)/.exec(output)?.[1]);
+    await eventually('every process of the run is gone', async () => (await processesOf(uid)).length === 0);
+
+    // JavaScript: tmpfs pages count too (a full /dev/shm plus a heap past the rest).
+    const js = [
+      "const fs = require('node:fs');",
+      'for (let i = 0; i < 60; i++) fs.appendFileSync("/dev/shm/f", Buffer.alloc(1 << 20, 1));',
+      'const keep = [];',
+      'for (let i = 0; i < 200; i++) keep.push(Buffer.alloc(1 << 20, 1));',
+      'console.log("survived", keep.length);',
+    ].join('\n');
+    const hog = await e.run('hog.js', js);
+    t.match(
+      hog.script,
+      { status: 'failed', error_message: /memory limit/ },
+      'JavaScript: killed at the total',
+    );
+    t.notMatch(hog.output, /survived/);
+  },
+);
+
+t.test('a fork bomb stops at SCRIPT_MAX_PROCESSES and leaves nothing behind', async (t) => {
+  if (!sandboxAvailable(t)) return assertRefusal(t, await executorFixture(t));
+  const e = await escapeFixture(t, { SCRIPT_MAX_PROCESSES: '24', SCRIPT_MEMORY_MB: '256' });
+  const py = [
+    'import os, time',
+    'print("uid", os.getuid(), flush=True)',
+    'children = 0',
+    'try:',
+    '    while children < 1000:',
+    '        if os.fork() == 0:',
+    '            # Every child forks too, until the limit answers.',
+    '            try:',
+    '                while True:',
+    '                    if os.fork() == 0: time.sleep(60)',
+    '            except OSError:',
+    '                time.sleep(60)',
+    '        children += 1',
+    'except OSError as e:',
+    '    print("fork refused", e.strerror, "after", children, flush=True)',
+    'os._exit(0)',
+  ].join('\n');
+  const { script, output } = await e.run('bomb.py', py);
+  t.match(output, /^fork refused Resource temporarily unavailable after \d+/m, 'fork fails at the limit');
+  t.ok(Number(/after (\d+)/.exec(output)?.[1]) < 24, 'well below what the bomb wanted');
+  t.equal(script.status, 'completed', 'the script itself exits');
+  const uid = Number(/uid (\d+)/.exec(output)?.[1]);
+  await eventually(
+    'the bomb’s processes are gone with the run',
+    async () => (await processesOf(uid)).length === 0,
+  );
+
+  const js = [
+    "const { spawn } = require('node:child_process');",
+    'let started = 0, refused = null;',
+    'function more() {',
+    '  if (started >= 200) return done();',
+    "  const c = spawn('/bin/sleep', ['60']);",
+    "  c.on('error', (e) => { refused = e.code; done(); });",
+    "  c.on('spawn', () => { started++; more(); });",
+    '}',
+    "function done() { console.log('spawn', refused ? 'refused ' + refused : 'LEAK', 'after', started); process.exit(0); }",
+    'more();',
+  ].join('\n');
+  const bomb = await e.run('bomb.js', js);
+  t.match(bomb.output, /^spawn refused E\w+ after \d+/m, 'JavaScript: spawning fails at the limit');
+});

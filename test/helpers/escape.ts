@@ -1,0 +1,116 @@
+/**
+ * Hostile scripts run through the real executor (as root: the sandbox needs it),
+ * reporting line by line what they tried: `<what> refused <why>` or `<what> LEAK <what they got>`.
+ */
+import { readdir, readFile, stat } from 'node:fs/promises';
+import type { Test } from 'tap';
+import type { Script } from '../../src/domain/script.js';
+import type { Executor } from '../../src/executor/executor.js';
+import { detectHost } from '../../src/executor/sandbox/host.js';
+import type { Account } from './app.js';
+import { signUp } from './app.js';
+import { type ExecutorFixture, execute, executorFixture, logsOf, upload, waitFor } from './executor.js';
+import { captureLogger } from './log-capture.js';
+
+export const isRoot = process.getuid?.() === 0;
+
+/**
+ * Whether this host can sandbox at all; when not, prints why and returns false, and the
+ * calling test asserts the fallback instead (a production executor refuses to start).
+ */
+export function sandboxAvailable(t: Test): boolean {
+  if (!isRoot) {
+    t.comment(
+      'not root: runs get no uid, namespaces or cgroup of their own here; checking the refusal instead',
+    );
+    return false;
+  }
+  const host = detectHost(0);
+  if (host.bwrap !== true) {
+    t.comment(`no namespaces on this host (${host.bwrap}); checking the refusal instead`);
+    return false;
+  }
+  return true;
+}
+
+/** Without a sandbox, the only safe answer is a production executor that refuses to start. */
+export async function assertRefusal(t: Test, f: ExecutorFixture): Promise<void> {
+  const production = f.makeExecutor({
+    NODE_ENV: 'production',
+    IBKR_TOKEN_KEY: Buffer.alloc(32, 7).toString('base64'),
+  });
+  await t.rejects(production.start(), /not root|cannot sandbox/, 'a production executor refuses to start');
+}
+
+export interface Escape {
+  f: ExecutorFixture;
+  executor: Executor;
+  account: Account;
+  /** The executor's log lines (its start-up summary of protections among them). */
+  logs: ReturnType<typeof captureLogger>['lines'];
+  /** Uploads and runs a script, waits for its end; the row and its output. */
+  run(name: string, source: string, timeoutMs?: number): Promise<{ script: Script; output: string }>;
+}
+
+export async function escapeFixture(t: Test, env: Record<string, string> = {}): Promise<Escape> {
+  const f = await executorFixture(t, env);
+  const { log, lines } = captureLogger('info');
+  const executor = await f.startExecutor({}, { log });
+  const account = await signUp(f.app);
+  return {
+    f,
+    executor,
+    account,
+    logs: lines,
+    async run(name, source, timeoutMs = 30_000) {
+      const id = await upload(f, account, name, source);
+      await execute(f, account, id);
+      const script = await waitFor(f, id, undefined, timeoutMs);
+      return { script, output: await logsOf(f, id) };
+    },
+  };
+}
+
+/** Every `<what> <verdict>` line of a probe's output. */
+export function verdicts(output: string): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const line of output.split('\n')) {
+    const m = /^(\S+) (refused|LEAK|ok)\b(.*)$/.exec(line);
+    if (m) map.set(m[1] as string, `${m[2]}${m[3]}`);
+  }
+  return map;
+}
+
+/** Asserts that each named attempt was refused (and that the probe reported it at all). */
+export function assertRefused(t: Test, output: string, names: string[]): void {
+  const seen = verdicts(output);
+  for (const name of names) t.match(seen.get(name), /^refused/, `${name}: refused`);
+  t.notMatch(output, /LEAK/, 'nothing leaked');
+}
+
+/** Processes of a uid on the host. */
+export async function processesOf(uid: number): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const owner = await stat(`/proc/${entry}`).catch(() => null);
+    if (owner?.uid === uid) pids.push(Number(entry));
+  }
+  return pids;
+}
+
+/** SysV shared memory segments, message queues and semaphore sets owned by a uid, host-wide. */
+export async function sysvOf(uid: number): Promise<string[]> {
+  const found: string[] = [];
+  for (const kind of ['shm', 'msg', 'sem']) {
+    const text = await readFile(`/proc/sysvipc/${kind}`, 'utf8').catch(() => '');
+    const [header, ...rows] = text.trim().split('\n');
+    const columns = (header ?? '').trim().split(/\s+/);
+    const uidColumn = columns.indexOf('uid');
+    for (const row of rows) {
+      const cells = row.trim().split(/\s+/);
+      if (Number(cells[uidColumn]) === uid) found.push(`${kind}: ${row.trim()}`);
+    }
+  }
+  return found;
+}
