@@ -61,6 +61,9 @@ const FILENAME_RE = '^[0-9a-f-]{36}\\.(py|js|ts)$';
 
 export const INTERRUPTED = 'interrupted by the migration';
 
+/** What an import fills; in this order, so a foreign key's target is there first. */
+const LOADED_TABLES = ['users', 'scripts', 'script_runs', 'run_log_chunks'];
+
 export interface Outcomes {
   import: number;
   present: number;
@@ -289,7 +292,8 @@ export class LegacyImportRepository {
       from ranked as r
     `;
     await sql`
-      alter table import_scripts add column outcome text, add column sha256 text, add column file_size bigint;
+      alter table import_scripts
+        add column outcome text, add column sha256 text, add column file_size bigint, add column run_id bigint;
       update import_scripts
       set outcome = case when present then 'present' when reason is null then 'import' else 'refused' end
     `.simple();
@@ -316,6 +320,12 @@ export class LegacyImportRepository {
       update import_scripts as s
       set sha256 = f.sha256,
         file_size = f.size,
+        -- The script's last execution becomes one run: its id is taken now, so the script
+        -- row can name it (last_run_id) in the same INSERT.
+        run_id = case
+          when f.sha256 is not null and f.size > 0 and s.status <> 'uploaded'
+            then nextval(pg_get_serial_sequence('script_runs', 'id'))
+        end,
         outcome = case when f.sha256 is null or f.size = 0 then 'refused' else s.outcome end,
         reason = case
           when f.sha256 is null then 'file missing: ' || s.filename
@@ -327,7 +337,7 @@ export class LegacyImportRepository {
     return this.outcomes('import_scripts');
   }
 
-  /** True when neither users nor scripts has a row: the fast path may drop and rebuild indexes. */
+  /** True when neither users nor scripts has a row (so no run either): the fast path may drop and rebuild indexes. */
   async targetIsEmpty(): Promise<boolean> {
     const sql = this.sql;
     const [row] = await sql<{ empty: boolean }[]>`
@@ -337,9 +347,10 @@ export class LegacyImportRepository {
   }
 
   /**
-   * For a load into empty tables: drops the secondary indexes of users and scripts and
-   * scripts' foreign key, returning their definitions (from the catalog, so they come
-   * back exactly as they were). Constraint indexes (primary keys, unique) stay.
+   * For a load into empty tables: drops the secondary indexes and the foreign keys of the
+   * tables it fills (users, scripts, script_runs, run_log_chunks), returning their
+   * definitions (from the catalog, so they come back exactly as they were). Constraint
+   * indexes (primary keys, unique) stay.
    */
   async deferIndexes(): Promise<Deferred> {
     const sql = this.sql;
@@ -347,14 +358,14 @@ export class LegacyImportRepository {
       select c.relname as name, pg_get_indexdef(i.indexrelid) as definition
       from pg_index as i
       join pg_class as c on c.oid = i.indexrelid
-      where i.indrelid in ('users'::regclass, 'scripts'::regclass)
+      where i.indrelid = any(${LOADED_TABLES}::regclass[])
         and not exists (select from pg_constraint as k where k.conindid = i.indexrelid)
       order by c.relname
     `;
     const foreignKeys = await sql<DeferredForeignKey[]>`
       select conrelid::regclass::text as table, conname as name, pg_get_constraintdef(oid) as definition
       from pg_constraint
-      where contype = 'f' and conrelid = 'scripts'::regclass and confrelid = 'users'::regclass
+      where contype = 'f' and conrelid = any(${LOADED_TABLES}::regclass[])
     `;
     for (const index of indexes) await sql`drop index ${sql(index.name)}`;
     for (const fk of foreignKeys) await sql`alter table ${sql(fk.table)} drop constraint ${sql(fk.name)}`;
@@ -400,23 +411,67 @@ export class LegacyImportRepository {
     return result.count;
   }
 
-  async insertScripts(): Promise<number> {
+  /**
+   * Inserts the scripts. `linkRuns`: last_run_id and run_count are written now, which
+   * needs fk_scripts_last_run out of the way (the fast path); otherwise `linkRuns()`
+   * sets them once the runs exist (a script and its run name each other).
+   */
+  async insertScripts(linkRuns: boolean): Promise<number> {
     const sql = this.sql;
     const result = await sql`
       insert into scripts (
         id, user_id, filename, original_filename, file_path, file_size, file_extension, sha256, status,
         execution_logs, error_message, exit_code, execution_time_seconds, memory_usage_mb,
-        started_at, completed_at, created_at, updated_at
+        started_at, completed_at, created_at, updated_at, last_run_id, run_count
       )
       overriding system value
       select id, user_id, filename, original_filename, file_path, file_size, file_extension, sha256,
         status::script_status, execution_logs, error_message, exit_code, execution_time_seconds,
-        memory_usage_mb, started_at, completed_at, created_at, updated_at
+        memory_usage_mb, started_at, completed_at, created_at, updated_at,
+        case when ${linkRuns} then run_id end,
+        case when ${linkRuns} and run_id is not null then 1 else 0 end
       from import_scripts
       where outcome = 'import'
       order by id
     `;
     return result.count;
+  }
+
+  /** Each imported script's last execution as one finished run, with its output as one chunk. */
+  async insertRuns(): Promise<number> {
+    const sql = this.sql;
+    const result = await sql`
+      insert into script_runs (
+        id, script_id, user_id, trigger, status, script_sha256, exit_code, execution_time_seconds,
+        memory_usage_mb, error_message, log_bytes, queued_at, started_at, completed_at
+      )
+      overriding system value
+      select run_id, id, user_id, 'manual', status::run_status, sha256, exit_code, execution_time_seconds,
+        memory_usage_mb, error_message, coalesce(octet_length(execution_logs), 0),
+        coalesce(started_at, completed_at, created_at), started_at, completed_at
+      from import_scripts
+      where outcome = 'import' and run_id is not null
+      order by run_id
+    `;
+    await sql`
+      insert into run_log_chunks (run_id, user_id, seq, data, created_at)
+      select run_id, user_id, 0, execution_logs, completed_at
+      from import_scripts
+      where outcome = 'import' and run_id is not null and execution_logs <> ''
+      order by run_id
+    `;
+    return result.count;
+  }
+
+  /** The slow path's second step: each imported script names its run. */
+  async linkRuns(): Promise<void> {
+    const sql = this.sql;
+    await sql`
+      update scripts as s
+      set last_run_id = i.run_id, run_count = 1
+      from import_scripts as i
+      where i.id = s.id and i.outcome = 'import' and i.run_id is not null
+    `;
   }
 
   /**

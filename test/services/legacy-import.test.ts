@@ -195,10 +195,10 @@ async function indexesAndKeys(sql: postgres.Sql) {
   return sql`
     select c.relname::text as name, pg_get_indexdef(i.indexrelid) as def
     from pg_index as i join pg_class as c on c.oid = i.indexrelid
-    where i.indrelid in ('users'::regclass, 'scripts'::regclass)
+    where i.indrelid in ('users'::regclass, 'scripts'::regclass, 'script_runs'::regclass, 'run_log_chunks'::regclass)
     union all
     select conname::text, pg_get_constraintdef(oid) || ' valid=' || convalidated
-    from pg_constraint where conrelid in ('users'::regclass, 'scripts'::regclass)
+    from pg_constraint where conrelid in ('users'::regclass, 'scripts'::regclass, 'script_runs'::regclass, 'run_log_chunks'::regclass)
     order by 1, 2
   `;
 }
@@ -304,6 +304,56 @@ t.test('an Alembic-built database (lower-case labels) into an empty one', async 
     'a finished run without completed_at gets updated_at',
   );
 
+  // Each script's last execution is one run of its history; the script names it.
+  const runs = await sql`
+    select r.script_id, r.status::text, r.error_message, r.exit_code, r.execution_time_seconds,
+      r.log_bytes, s.last_run_id = r.id as linked, s.run_count,
+      (select string_agg(c.data, '' order by c.seq) from run_log_chunks as c where c.run_id = r.id) as output
+    from script_runs as r join scripts as s on s.id = r.script_id
+    order by r.script_id
+  `;
+  t.same(
+    runs.map((r) => ({ ...r })),
+    [
+      {
+        script_id: ids.s1,
+        status: 'completed',
+        error_message: null,
+        exit_code: 0,
+        execution_time_seconds: 1.25,
+        log_bytes: 6,
+        linked: true,
+        run_count: 1,
+        output: 'hello\n',
+      },
+      {
+        script_id: ids.s2,
+        status: 'failed',
+        error_message: 'interrupted by the migration',
+        exit_code: null,
+        execution_time_seconds: null,
+        log_bytes: 0,
+        linked: true,
+        run_count: 1,
+        output: null,
+      },
+      {
+        script_id: ids.s4,
+        status: 'failed',
+        error_message: 'boom',
+        exit_code: null,
+        execution_time_seconds: null,
+        log_bytes: 0,
+        linked: true,
+        run_count: 1,
+        output: null,
+      },
+    ],
+  );
+  t.equal(report.runs, 3);
+  const [uploaded] = await sql`select last_run_id, run_count from scripts where id = ${ids.s3!}`;
+  t.same({ ...uploaded }, { last_run_id: null, run_count: 0 }, 'a script that never ran has no run');
+
   // Statistics counters moved with the load.
   const stats = await app.ctx.repos.stats.scriptStats();
   t.equal(stats.total_scripts, 4);
@@ -400,6 +450,18 @@ t.test('a create_all-built database (upper-case labels) into a database already 
     ];
   t.equal(provider, 'google');
   t.equal((await app.ctx.repos.stats.scriptStats()).total_scripts, 2);
+  const linked = await sql`
+    select s.id, s.run_count, r.status::text from scripts as s join script_runs as r on r.id = s.last_run_id
+    order by s.id
+  `;
+  t.same(
+    linked.map((r) => [r.id, r.run_count, r.status]),
+    [
+      [ids.s1, 1, 'completed'],
+      [ids.s2, 1, 'failed'],
+    ],
+    'the slow path links each script to its run too',
+  );
 });
 
 t.test('only the import writes bcrypt hashes', async (t) => {

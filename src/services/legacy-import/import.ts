@@ -54,6 +54,8 @@ export interface ImportReport {
   empty_target_fast_path: boolean;
   users: TableReport;
   scripts: TableReport & { files_missing: number };
+  /** Runs made from the scripts' last executions (every imported script that ever ran). */
+  runs: number;
   /** Scripts that were `running` in the old database: now failed, "interrupted by the migration". */
   interrupted: number;
   refused_by_reason: { kind: string; reason: string; count: number }[];
@@ -181,8 +183,12 @@ export async function importLegacy(options: LegacyImportOptions): Promise<Import
       const insertedUsers = await repo.insertUsers();
       progress.add(insertedUsers);
       progress.phase('scripts: insert', scripts.import);
-      const insertedScripts = await repo.insertScripts();
+      const insertedScripts = await repo.insertScripts(fastPath);
       progress.add(insertedScripts);
+      progress.phase('runs: insert (each script’s last execution)', 0);
+      const insertedRuns = await repo.insertRuns();
+      progress.add(insertedRuns);
+      if (!fastPath) await repo.linkRuns();
       progress.end();
       mark('insert');
       if (deferred !== null) {
@@ -205,6 +211,7 @@ export async function importLegacy(options: LegacyImportOptions): Promise<Import
         empty_target_fast_path: fastPath,
         users: table(source.users, users),
         scripts: { ...table(source.scripts, scripts), files_missing: filesMissing },
+        runs: insertedRuns,
         interrupted,
         refused_by_reason,
         details_file: options.detailsFile,
@@ -260,7 +267,7 @@ export function formatReport(r: ImportReport): string {
       : `import-legacy: nothing changed: every row was already imported or is refused (${r.seconds} s)`,
     row('users', r.users),
     row('scripts', r.scripts),
-    `  running scripts failed as "interrupted by the migration": ${r.interrupted}`,
+    `  runs (each script's last execution): ${r.runs}, of which "interrupted by the migration": ${r.interrupted}`,
   ];
   if (r.refused_by_reason.length > 0) {
     lines.push('  refused, by reason:');
