@@ -11,6 +11,7 @@ import type { Metrics } from './metrics.js';
 import { Repositories } from './repositories/index.js';
 import { AuthCache } from './services/auth-cache.js';
 import { AuthService } from './services/auth-service.js';
+import { ScheduleService } from './services/schedule-service.js';
 import { ScriptService } from './services/script-service.js';
 import { SecretBox } from './services/secret-box.js';
 import { UserService } from './services/user-service.js';
@@ -59,6 +60,7 @@ export function compose(options: ComposeOptions): Composition {
     auth,
     users: new UserService(repos, auth, options.storage, secrets, log),
     scripts: new ScriptService(repos, options.storage, config.MAX_UPLOAD_BYTES, log),
+    schedules: new ScheduleService(repos),
     metrics,
     migrations: options.migrations,
   };

@@ -108,6 +108,12 @@ export const ConfigSchema = Type.Object({
   EXECUTOR_LEASE_SECONDS: Int(2, 3600, 30, 'a claim lapses unless renewed within'),
   EXECUTOR_POLL_MS: Int(50, 600_000, 2000, 'fallback poll when no NOTIFY arrives'),
   EXECUTOR_SHUTDOWN_GRACE_SECONDS: Int(0, 3600, 10, 'running scripts may finish within this on shutdown'),
+  SCHEDULE_CATCHUP_SECONDS: Int(
+    0,
+    86400,
+    300,
+    'an occurrence missed while no scheduler ran still fires on start if at most this old',
+  ),
   EXECUTOR_WORK_DIR: Type.String({
     minLength: 1,
     default: '/tmp/dollarclub-runs',

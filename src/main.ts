@@ -17,6 +17,7 @@ import { build } from './http/app.js';
 import { createLogger } from './logger.js';
 import { startMaintenance } from './maintenance.js';
 import { Metrics } from './metrics.js';
+import { Scheduler } from './scheduler/scheduler.js';
 import { listenForAuthChanges } from './services/auth-listener.js';
 import { FileStorage } from './storage/file-storage.js';
 
@@ -64,6 +65,16 @@ async function main(): Promise<void> {
   const executor = config.EXECUTOR_ENABLED
     ? new Executor({ config, repos: composition.ctx.repos, sql, storage, log, metrics })
     : undefined;
+  // Every executor process fires due schedules too (each occurrence once, however many run).
+  const scheduler = config.EXECUTOR_ENABLED
+    ? new Scheduler({
+        repos: composition.ctx.repos,
+        sql,
+        log,
+        catchupSeconds: config.SCHEDULE_CATCHUP_SECONDS,
+        maxConcurrentScripts: config.MAX_CONCURRENT_SCRIPTS,
+      })
+    : undefined;
 
   closeWithGrace({ delay: shutdownDeadlineMs(config) }, async ({ signal, err }) => {
     if (err) log.error({ err }, 'shutting down after an error');
@@ -71,7 +82,7 @@ async function main(): Promise<void> {
     maintenance.stop();
     // Stop accepting and finish in-flight requests; stop claiming, and let running
     // scripts finish within the grace period (then they are killed and recorded).
-    await Promise.all([app.close(), executor?.stop()]);
+    await Promise.all([app.close(), scheduler?.stop(), executor?.stop()]);
     await authListener.unlisten().catch(() => {});
     await Promise.all([sql.end({ timeout: 5 }), readSql?.end({ timeout: 5 })]);
     await location.embedded?.stop();
@@ -80,6 +91,7 @@ async function main(): Promise<void> {
 
   await app.listen({ host: config.HOST, port: config.PORT });
   await executor?.start();
+  await scheduler?.start();
 }
 
 main().catch((error) => {

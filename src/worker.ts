@@ -18,6 +18,7 @@ import { startMetricsServer } from './executor/metrics-server.js';
 import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { Repositories } from './repositories/index.js';
+import { Scheduler } from './scheduler/scheduler.js';
 import { FileStorage } from './storage/file-storage.js';
 
 async function main(): Promise<void> {
@@ -50,6 +51,13 @@ async function main(): Promise<void> {
   const storage = new FileStorage(config.STORAGE_DIR);
   const repos = new Repositories(db);
   const executor = new Executor({ config, repos, sql, storage, log, metrics });
+  const scheduler = new Scheduler({
+    repos,
+    sql,
+    log,
+    catchupSeconds: config.SCHEDULE_CATCHUP_SECONDS,
+    maxConcurrentScripts: config.MAX_CONCURRENT_SCRIPTS,
+  });
   const metricsServer =
     config.METRICS_PORT > 0
       ? await startMetricsServer({ host: config.HOST, port: config.METRICS_PORT, metrics, repos, log })
@@ -57,13 +65,14 @@ async function main(): Promise<void> {
   closeWithGrace({ delay: shutdownDeadlineMs(config) }, async ({ signal, err }) => {
     if (err) log.error({ err }, 'shutting down after an error');
     else log.info({ signal }, 'shutting down');
-    await executor.stop();
+    await Promise.all([scheduler.stop(), executor.stop()]);
     await metricsServer?.close();
     await sql.end({ timeout: 5 });
     await location.embedded?.stop();
     log.info('stopped');
   });
   await executor.start();
+  await scheduler.start();
 }
 
 main().catch((error) => {

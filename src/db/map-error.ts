@@ -34,6 +34,7 @@ const FOREIGN_KEYS: Record<string, string> = {
   fk_scripts_user: 'user',
   fk_api_tokens_user: 'user',
   fk_script_log_chunks_script: 'script',
+  fk_script_schedules_script: 'script',
 };
 
 /** Check constraints → the field and the rule, for a readable 400. */
@@ -55,6 +56,11 @@ const CHECKS: Record<string, { path: string; message: string }> = {
     message: 'must not be negative',
   },
   ck_scripts_memory_usage_non_negative: { path: '/memory_usage_mb', message: 'must not be negative' },
+  ck_script_schedules_cron_format: {
+    path: '/cron',
+    message: 'must have 5 fields (minute hour day-of-month month day-of-week)',
+  },
+  ck_script_schedules_timezone_format: { path: '/timezone', message: 'must be an IANA time zone name' },
 };
 
 /** Data exceptions (class 22) a client's input can cause, in words. */

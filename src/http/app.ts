@@ -24,10 +24,12 @@ import { authRoutes } from './routes/auth.js';
 import { executionRoutes } from './routes/execution.js';
 import { healthRoutes } from './routes/health.js';
 import { meRoutes } from './routes/me.js';
+import { scheduleRoutes } from './routes/schedules.js';
 import { scriptRoutes } from './routes/scripts.js';
 import { STATS_SCHEMAS, statsRoutes } from './routes/stats.js';
 import { userRoutes } from './routes/users.js';
 import { authenticatedRoute, completeResponses, SHARED_SCHEMAS } from './schemas/common.js';
+import { SCHEDULE_SCHEMAS } from './schemas/schedule.js';
 import { SCRIPT_SCHEMAS } from './schemas/script.js';
 import { USER_SCHEMAS } from './schemas/user.js';
 import { refuseUnexpectedBody, validatorCompiler } from './validation.js';
@@ -106,7 +108,13 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     reply.header('x-request-id', request.id);
     done(null, payload);
   });
-  const schemas = [...SHARED_SCHEMAS, ...USER_SCHEMAS, ...SCRIPT_SCHEMAS, ...STATS_SCHEMAS];
+  const schemas = [
+    ...SHARED_SCHEMAS,
+    ...USER_SCHEMAS,
+    ...SCRIPT_SCHEMAS,
+    ...SCHEDULE_SCHEMAS,
+    ...STATS_SCHEMAS,
+  ];
   for (const schema of schemas) app.addSchema(schema);
   // Fastify's default Ajv coerces JSON bodies and strips unknown properties silently; ours does neither.
   app.setValidatorCompiler(validatorCompiler(schemas));
@@ -182,6 +190,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
         await secured.register(scriptRoutes, { ctx });
         await secured.register(executionRoutes, { ctx, followLimits: options.followLimits });
         await secured.register(statsRoutes, { ctx });
+        await secured.register(scheduleRoutes, { ctx });
       });
     },
     { prefix: '/api/v1' },

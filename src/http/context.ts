@@ -3,6 +3,7 @@ import type { Config } from '../config.js';
 import type { Metrics } from '../metrics.js';
 import type { Repositories } from '../repositories/index.js';
 import type { AuthService } from '../services/auth-service.js';
+import type { ScheduleService } from '../services/schedule-service.js';
 import type { ScriptService } from '../services/script-service.js';
 import type { UserService } from '../services/user-service.js';
 
@@ -12,6 +13,7 @@ export interface AppContext {
   auth: AuthService;
   users: UserService;
   scripts: ScriptService;
+  schedules: ScheduleService;
   metrics: Metrics;
   /** Migration names on disk, for readiness (current / pending). */
   migrations: string[];

@@ -5,6 +5,7 @@
 import type { Database, TransactionOptions } from '../db/database.js';
 import { ExecutionRepository } from './execution-repository.js';
 import { RunRepository } from './run-repository.js';
+import { ScheduleRepository } from './schedule-repository.js';
 import { ScriptRepository } from './script-repository.js';
 import { StatsRepository } from './stats-repository.js';
 import { SystemRepository } from './system-repository.js';
@@ -16,6 +17,7 @@ export class Repositories {
   readonly scripts: ScriptRepository;
   readonly executions: ExecutionRepository;
   readonly runs: RunRepository;
+  readonly schedules: ScheduleRepository;
   readonly stats: StatsRepository;
   readonly system: SystemRepository;
   readonly tokens: TokenRepository;
@@ -29,6 +31,7 @@ export class Repositories {
     this.scripts = new ScriptRepository(db);
     this.executions = new ExecutionRepository(db);
     this.runs = new RunRepository(db);
+    this.schedules = new ScheduleRepository(db);
     this.stats = new StatsRepository(readDb);
     this.system = new SystemRepository(db);
     this.tokens = new TokenRepository(db);
@@ -42,6 +45,7 @@ export class Repositories {
 export {
   ExecutionRepository,
   RunRepository,
+  ScheduleRepository,
   ScriptRepository,
   StatsRepository,
   SystemRepository,

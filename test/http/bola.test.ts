@@ -31,6 +31,12 @@ const SCRIPT_ROUTES: Attempt[] = [
   { method: 'GET', route: '/api/v1/scripts/:id/logs' },
   { method: 'GET', route: '/api/v1/scripts/:id/logs', query: 'tail=5' },
   { method: 'GET', route: '/api/v1/scripts/:id/logs', query: 'follow=true' },
+  { method: 'GET', route: '/api/v1/scripts/:id/schedules' },
+  {
+    method: 'POST',
+    route: '/api/v1/scripts/:id/schedules',
+    payload: { cron: '30 9 * * 1-5', timezone: 'America/New_York' },
+  },
 ];
 
 /** Every route that takes a user id and is open to the user itself. */
@@ -50,6 +56,7 @@ const ADMIN_ROUTES: Attempt[] = [
   { method: 'GET', route: '/api/v1/scripts/recent' },
   { method: 'GET', route: '/api/v1/scripts', query: 'all=true' },
   { method: 'GET', route: '/api/v1/scripts', query: 'user_id=:id' },
+  { method: 'GET', route: '/api/v1/schedules', query: 'all=true' },
   { method: 'GET', route: '/api/v1/stats/scripts' },
   { method: 'GET', route: '/api/v1/stats/scripts/by-status' },
   { method: 'GET', route: '/api/v1/stats/scripts/performance' },
@@ -133,7 +140,8 @@ async function snapshot(ta: TestApp, userId: number) {
   `;
   const files = await Promise.all(scripts.map((s) => readFile(ta.storage.pathOf(s.file_path), 'utf8')));
   const tokens = await sql`select id, revoked_at from api_tokens where user_id = ${userId} order by id`;
-  return { user, scripts: [...scripts], files, tokens: [...tokens] };
+  const schedules = await sql`select * from script_schedules where user_id = ${userId} order by id`;
+  return { user, scripts: [...scripts], files, tokens: [...tokens], schedules: [...schedules] };
 }
 
 t.test('every route of the tables exists (a missing one would answer 404 and prove nothing)', async (t) => {

@@ -1,0 +1,165 @@
+/**
+ * script_schedules: each rule broken in raw SQL, the per-script limit under
+ * concurrency, the owner's scope, keyset pages, and the schedule_changed trigger.
+ */
+import type postgres from 'postgres';
+import t from 'tap';
+import { ConflictError, NotFoundError } from '../../src/domain/errors.js';
+import { MAX_SCHEDULES_PER_SCRIPT } from '../../src/domain/schedule.js';
+import { rejectsWith } from '../helpers/assert.js';
+import { testDatabase } from '../helpers/db.js';
+import { makeScript, makeUser } from '../helpers/fixtures.js';
+
+const SOON = new Date('2027-01-04T14:30:00Z');
+const rule = (scriptId: number, extra: Partial<{ enabled: boolean; next_run_at: Date | null }> = {}) => ({
+  script_id: scriptId,
+  cron: '30 9 * * 1-5',
+  timezone: 'America/New_York',
+  enabled: true,
+  next_run_at: SOON,
+  ...extra,
+});
+
+t.test('SQL refuses every bad row, by constraint name', async (t) => {
+  const { repos, sql } = await testDatabase(t);
+  const user = await makeUser(repos);
+  const other = await makeUser(repos);
+  const script = await makeScript(repos, user.id);
+  const insert = (row: Record<string, unknown>) =>
+    sql`insert into script_schedules ${sql({
+      script_id: script.id,
+      user_id: user.id,
+      cron: '* * * * *',
+      timezone: 'UTC',
+      enabled: true,
+      next_run_at: SOON,
+      ...row,
+    } as Record<string, postgres.SerializableParameter>)}`;
+  const cases: Array<[string, Record<string, unknown>, string, string]> = [
+    ['empty cron', { cron: '' }, '23514', 'ck_script_schedules_cron_format'],
+    ['six fields', { cron: '0 * * * * *' }, '23514', 'ck_script_schedules_cron_format'],
+    ['four fields', { cron: '* * * *' }, '23514', 'ck_script_schedules_cron_format'],
+    ['double space', { cron: '*  * * * *' }, '23514', 'ck_script_schedules_cron_format'],
+    ['odd character', { cron: '* * * * 1;' }, '23514', 'ck_script_schedules_cron_format'],
+    ['offset time zone', { timezone: '+05:00' }, '23514', 'ck_script_schedules_timezone_format'],
+    ['empty time zone', { timezone: '' }, '23514', 'ck_script_schedules_timezone_format'],
+    ['enabled, never due', { next_run_at: null }, '23514', 'ck_script_schedules_enabled_has_next_run'],
+    [
+      'negative skips',
+      { skipped_count: -1, last_skipped_at: SOON },
+      '23514',
+      'ck_script_schedules_skipped_count_non_negative',
+    ],
+    ['skips without a time', { skipped_count: 2 }, '23514', 'ck_script_schedules_skip_has_time'],
+    ['a run without a time', { last_run_id: 1 }, '23514', 'ck_script_schedules_run_has_fired_at'],
+    ['another user’s script', { user_id: other.id }, '23503', 'fk_script_schedules_script'],
+  ];
+  for (const [label, row, code, constraint] of cases) {
+    const error = await insert(row).then(
+      () => null,
+      (e: postgres.PostgresError) => e,
+    );
+    t.match(error, { code, constraint_name: constraint }, label);
+  }
+  await insert({ enabled: false, next_run_at: null });
+  t.pass('a disabled schedule may have no due time');
+});
+
+t.test(`at most ${MAX_SCHEDULES_PER_SCRIPT} schedules per script, however many create at once`, async (t) => {
+  const { repos, sql } = await testDatabase(t, { poolMax: 20 });
+  const user = await makeUser(repos);
+  const script = await makeScript(repos, user.id);
+  const results = await Promise.allSettled(
+    Array.from({ length: 25 }, () => repos.schedules.create(rule(script.id), user.id)),
+  );
+  const created = results.filter((r) => r.status === 'fulfilled');
+  const refused = results.filter((r) => r.status === 'rejected');
+  t.equal(created.length, MAX_SCHEDULES_PER_SCRIPT);
+  t.ok(
+    refused.every((r) => r.reason instanceof ConflictError && r.reason.code === 'TOO_MANY_SCHEDULES'),
+    'the rest are TOO_MANY_SCHEDULES',
+  );
+  const [count] = await sql<{ n: number }[]>`
+    select count(*)::int as n from script_schedules where script_id = ${script.id}
+  `;
+  t.equal(count?.n, MAX_SCHEDULES_PER_SCRIPT);
+  // Another script of the same user has its own ten.
+  const second = await makeScript(repos, user.id);
+  t.ok(await repos.schedules.create(rule(second.id), user.id));
+});
+
+t.test('scope: someone else’s script or schedule is not found', async (t) => {
+  const { repos } = await testDatabase(t);
+  const owner = await makeUser(repos);
+  const stranger = await makeUser(repos);
+  const script = await makeScript(repos, owner.id);
+  await rejectsWith(t, repos.schedules.create(rule(script.id), stranger.id), NotFoundError, {
+    resource: 'script',
+  });
+  const schedule = await repos.schedules.create(rule(script.id), owner.id);
+  t.equal(schedule.user_id, owner.id, 'the schedule is the script owner’s');
+  t.equal(await repos.schedules.findById(schedule.id, stranger.id), null);
+  await rejectsWith(t, repos.schedules.listByScript(script.id, stranger.id), NotFoundError);
+  await rejectsWith(t, repos.schedules.delete(schedule.id, stranger.id), NotFoundError);
+  t.same(
+    (await repos.schedules.listByScript(script.id)).map((s) => s.id),
+    [schedule.id],
+    'an admin (no owner) reaches it',
+  );
+  const empty = await makeScript(repos, owner.id);
+  t.same(await repos.schedules.listByScript(empty.id, owner.id), [], 'a script without schedules: empty');
+  // An admin scheduling a user's script: still the owner's schedule.
+  const byAdmin = await repos.schedules.create(rule(script.id));
+  t.equal(byAdmin.user_id, owner.id);
+});
+
+t.test('keyset pages, newest first, per user', async (t) => {
+  const { repos } = await testDatabase(t);
+  const user = await makeUser(repos);
+  const other = await makeUser(repos);
+  const ids: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const script = await makeScript(repos, user.id);
+    for (let j = 0; j < 3; j++) ids.push((await repos.schedules.create(rule(script.id))).id);
+  }
+  await repos.schedules.create(rule((await makeScript(repos, other.id)).id));
+  const seen: number[] = [];
+  let cursor: string | null = null;
+  do {
+    const page = await repos.schedules.listAfter({ user_id: user.id }, cursor, 4);
+    seen.push(...page.items.map((s) => s.id));
+    cursor = page.next_cursor;
+  } while (cursor !== null);
+  t.same(seen, [...ids].reverse());
+  const all = await repos.schedules.listAfter({}, null, 100);
+  t.equal(all.items.length, 10, 'everyone’s');
+});
+
+t.test(
+  'schedule_changed is notified when a schedule becomes due earlier, not when a scheduler advances it',
+  async (t) => {
+    const { repos, sql } = await testDatabase(t);
+    const user = await makeUser(repos);
+    const script = await makeScript(repos, user.id);
+    const heard: string[] = [];
+    const { unlisten } = await sql.listen('schedule_changed', (payload) => heard.push(payload));
+    t.teardown(unlisten);
+    const schedule = await repos.schedules.create(rule(script.id));
+    await repos.schedules.recordOutcomes([
+      {
+        id: schedule.id,
+        next_run_at: new Date(SOON.getTime() + 86_400_000),
+        run_id: null,
+        fired_at: SOON,
+        skipped: 0,
+        skipped_at: null,
+      },
+    ]);
+    await sql`update script_schedules set next_run_at = ${SOON} where id = ${schedule.id}`;
+    await sql`update script_schedules set enabled = false, next_run_at = null where id = ${schedule.id}`;
+    // A last notification as a marker: they arrive in commit order.
+    await sql`select pg_notify('schedule_changed', 'end')`;
+    for (let i = 0; i < 100 && heard.at(-1) !== 'end'; i++) await new Promise((r) => setTimeout(r, 20));
+    t.same(heard, [String(SOON.getTime()), String(SOON.getTime()), 'end']);
+  },
+);

@@ -1,0 +1,250 @@
+/**
+ * The scheduler against a real database: an occurrence fires once with three
+ * schedulers racing on their own connections, skips are counted, missed
+ * occurrences follow the catch-up rule, and time is a clock the test moves.
+ */
+import t, { type Test } from 'tap';
+import { createPool } from '../../src/db/client.js';
+import { Database } from '../../src/db/database.js';
+import { Repositories } from '../../src/repositories/index.js';
+import { Scheduler } from '../../src/scheduler/scheduler.js';
+import { type TestDatabase, testDatabase, testLogger } from '../helpers/db.js';
+import { eventually } from '../helpers/executor.js';
+import { makeScript, makeUser } from '../helpers/fixtures.js';
+
+const MAX_ACTIVE = 5;
+
+/** Repositories over a pool of their own (separate connections, as another process has). */
+function ownPool(t: Test, database: TestDatabase): Repositories {
+  const log = testLogger();
+  const sql = createPool(
+    {
+      url: database.url,
+      max: 4,
+      idleTimeoutSeconds: 10,
+      maxLifetimeSeconds: 0,
+      connectTimeoutSeconds: 5,
+      statementTimeoutMs: 30_000,
+      prepare: true,
+      applicationName: 'dollarclub-test-scheduler',
+    },
+    log,
+  );
+  t.teardown(() => sql.end({ timeout: 5 }));
+  return new Repositories(new Database(sql, { log, slowQueryMs: 10_000, queryTimeoutMs: 30_000 }));
+}
+
+/** A scheduler whose clock is `clock.now`, which the test sets. */
+function scheduler(repos: Repositories, clock: { now: Date }, options: { catchupSeconds?: number } = {}) {
+  return new Scheduler({
+    repos,
+    log: testLogger(),
+    catchupSeconds: options.catchupSeconds ?? 300,
+    maxConcurrentScripts: MAX_ACTIVE,
+    clock: () => clock.now,
+    batchSize: 7, // small, so the test crosses batch boundaries
+  });
+}
+
+async function schedule(
+  repos: Repositories,
+  scriptId: number,
+  nextRunAt: Date,
+  cron = '30 9 * * 1-5',
+  timezone = 'America/New_York',
+) {
+  return repos.schedules.create({
+    script_id: scriptId,
+    cron,
+    timezone,
+    enabled: true,
+    next_run_at: nextRunAt,
+  });
+}
+
+const MONDAY_0930_NY = new Date('2027-01-04T14:30:00Z');
+const TUESDAY_0930_NY = new Date('2027-01-05T14:30:00Z');
+
+t.test('three schedulers on their own connections: every occurrence fires exactly once', async (t) => {
+  const database = await testDatabase(t);
+  const { repos, sql } = database;
+  const ids: number[] = [];
+  for (let u = 0; u < 12; u++) {
+    const user = await makeUser(repos);
+    for (let s = 0; s < 4; s++) {
+      const script = await makeScript(repos, user.id);
+      ids.push((await schedule(repos, script.id, MONDAY_0930_NY)).id);
+    }
+  }
+  const clock = { now: new Date(MONDAY_0930_NY.getTime() + 150) };
+  const schedulers = [ownPool(t, database), ownPool(t, database), ownPool(t, database)].map((r) =>
+    scheduler(r, clock),
+  );
+  // Each scheduler ticks several times at once: claims race on every row.
+  const results = await Promise.all(schedulers.flatMap((s) => [s.tick(), s.tick(), s.tick()]));
+  t.equal(
+    results.reduce((n, r) => n + r.fired, 0),
+    ids.length,
+    'as many firings in all as schedules',
+  );
+  t.equal(
+    results.reduce((n, r) => n + r.skipped, 0),
+    0,
+    'nothing skipped (4 scripts per user, under the cap)',
+  );
+  const rows = await sql<{ id: number; next_run_at: Date; last_fired_at: Date; skipped_count: number }[]>`
+    select id, next_run_at, last_fired_at, skipped_count from script_schedules order by id
+  `;
+  t.same(
+    rows.map((r) => [r.next_run_at.toISOString(), r.last_fired_at?.toISOString(), r.skipped_count]),
+    rows.map(() => [TUESDAY_0930_NY.toISOString(), clock.now.toISOString(), 0]),
+    'every schedule fired once and waits for Tuesday',
+  );
+  const [queued] = await sql<{ n: number }[]>`select count(*)::int as n from scripts where status = 'queued'`;
+  t.equal(queued?.n, ids.length, 'each schedule queued its script');
+  // Later the same minute, and once more: nothing is due twice.
+  clock.now = new Date(MONDAY_0930_NY.getTime() + 30_000);
+  const again = await Promise.all(schedulers.map((s) => s.tick()));
+  t.same(
+    again,
+    [0, 1, 2].map(() => ({ fired: 0, skipped: 0 })),
+  );
+});
+
+t.test('an occurrence that cannot queue is skipped and counted, never queued late', async (t) => {
+  const { repos, sql } = await testDatabase(t);
+  const clock = { now: MONDAY_0930_NY };
+  const s = scheduler(repos, clock);
+
+  // The script already has a queued run.
+  const busyOwner = await makeUser(repos);
+  const busy = await makeScript(repos, busyOwner.id);
+  await repos.executions.queue(busy.id, { maxActive: MAX_ACTIVE });
+  const busySchedule = await schedule(repos, busy.id, MONDAY_0930_NY);
+
+  // The owner is at MAX_CONCURRENT_SCRIPTS.
+  const fullOwner = await makeUser(repos);
+  for (let i = 0; i < MAX_ACTIVE; i++)
+    await repos.executions.queue((await makeScript(repos, fullOwner.id)).id, { maxActive: MAX_ACTIVE });
+  const capped = await makeScript(repos, fullOwner.id);
+  const cappedSchedule = await schedule(repos, capped.id, MONDAY_0930_NY);
+
+  // The owner is deactivated.
+  const gone = await makeUser(repos);
+  const goneSchedule = await schedule(repos, (await makeScript(repos, gone.id)).id, MONDAY_0930_NY);
+  await repos.users.update(gone.id, { is_active: false });
+
+  t.same(await s.tick(), { fired: 0, skipped: 3 });
+  for (const { id } of [busySchedule, cappedSchedule, goneSchedule]) {
+    const row = await repos.schedules.getById(id);
+    t.same(
+      {
+        skipped_count: row.skipped_count,
+        last_skipped_at: row.last_skipped_at,
+        last_fired_at: row.last_fired_at,
+        next_run_at: row.next_run_at,
+      },
+      {
+        skipped_count: 1,
+        last_skipped_at: MONDAY_0930_NY,
+        last_fired_at: null,
+        next_run_at: TUESDAY_0930_NY,
+      },
+      `schedule ${id}`,
+    );
+  }
+  const [capped_] = await sql<{ status: string }[]>`select status from scripts where id = ${capped.id}`;
+  t.equal(capped_?.status, 'uploaded', 'the capped script was not queued');
+
+  // The script is free again by Tuesday: that occurrence fires; the skip stays counted.
+  await sql`update scripts set status = 'cancelled', completed_at = now() where id = ${busy.id}`;
+  clock.now = TUESDAY_0930_NY;
+  t.same(await s.tick(), { fired: 1, skipped: 2 });
+  const row = await repos.schedules.getById(busySchedule.id);
+  t.equal(row.skipped_count, 1);
+  t.same(row.last_fired_at, TUESDAY_0930_NY);
+});
+
+t.test('catch-up: a missed occurrence fires on start when recent enough, else it is skipped', async (t) => {
+  const { repos } = await testDatabase(t);
+  const user = await makeUser(repos);
+  const recent = await schedule(repos, (await makeScript(repos, user.id)).id, MONDAY_0930_NY);
+  const clock = { now: new Date(MONDAY_0930_NY.getTime() + 299_000) };
+  t.same(await scheduler(repos, clock).tick(), { fired: 1, skipped: 0 }, '299 s late: fires');
+  t.same((await repos.schedules.getById(recent.id)).next_run_at, TUESDAY_0930_NY);
+
+  const stale = await schedule(repos, (await makeScript(repos, user.id)).id, MONDAY_0930_NY);
+  clock.now = new Date(MONDAY_0930_NY.getTime() + 301_000);
+  t.same(await scheduler(repos, clock).tick(), { fired: 0, skipped: 1 }, '301 s late: skipped');
+  const row = await repos.schedules.getById(stale.id);
+  t.same([row.skipped_count, row.last_fired_at, row.next_run_at], [1, null, TUESDAY_0930_NY]);
+
+  // A scheduler away for three days: Monday's to Wednesday's occurrences are all too old.
+  const away = await schedule(repos, (await makeScript(repos, user.id)).id, MONDAY_0930_NY);
+  clock.now = new Date('2027-01-07T14:00:00Z'); // Thursday 9:00 New York
+  // Monday … Wednesday for it, Tuesday and Wednesday for each of the two above.
+  t.same(await scheduler(repos, clock).tick(), { fired: 0, skipped: 3 + 2 + 2 }, 'all too old: skipped');
+  const awayRow = await repos.schedules.getById(away.id);
+  t.same([awayRow.skipped_count, awayRow.next_run_at], [3, new Date('2027-01-07T14:30:00Z')]);
+});
+
+t.test('time moves only when the clock does', async (t) => {
+  const { repos } = await testDatabase(t);
+  const user = await makeUser(repos);
+  const script = await makeScript(repos, user.id);
+  const made = await schedule(repos, script.id, MONDAY_0930_NY, '*/5 * * * *', 'UTC');
+  const clock = { now: new Date(MONDAY_0930_NY.getTime() - 1) };
+  const s = scheduler(repos, clock);
+  t.same(await s.tick(), { fired: 0, skipped: 0 }, 'a millisecond early: nothing');
+  clock.now = MONDAY_0930_NY;
+  t.same(await s.tick(), { fired: 1, skipped: 0 }, 'on time: fires');
+  t.same(await s.tick(), { fired: 0, skipped: 0 }, 'the same instant again: nothing');
+  t.same((await repos.schedules.getById(made.id)).next_run_at, new Date(MONDAY_0930_NY.getTime() + 300_000));
+});
+
+t.test('a disabled schedule never fires; a deleted script takes its schedules along', async (t) => {
+  const { repos, sql } = await testDatabase(t);
+  const user = await makeUser(repos);
+  const script = await makeScript(repos, user.id);
+  await repos.schedules.create({
+    script_id: script.id,
+    cron: '* * * * *',
+    timezone: 'UTC',
+    enabled: false,
+    next_run_at: null,
+  });
+  const clock = { now: new Date('2030-01-01T00:00:00Z') };
+  t.same(await scheduler(repos, clock).tick(), { fired: 0, skipped: 0 });
+  await schedule(repos, script.id, MONDAY_0930_NY);
+  await repos.scripts.delete(script.id);
+  const [left] = await sql<{ n: number }[]>`select count(*)::int as n from script_schedules`;
+  t.equal(left?.n, 0);
+});
+
+t.test('the loop: started, it wakes on schedule_changed and fires; stop() ends it', async (t) => {
+  const database = await testDatabase(t);
+  const { repos, sql } = database;
+  const user = await makeUser(repos);
+  const script = await makeScript(repos, user.id);
+  const s = new Scheduler({
+    repos,
+    sql,
+    log: testLogger(),
+    catchupSeconds: 300,
+    maxConcurrentScripts: MAX_ACTIVE,
+  });
+  // Not due for a year: the scheduler goes to sleep (for MAX_SLEEP_MS at most).
+  const far = await schedule(repos, script.id, new Date(Date.now() + 365 * 86_400_000), '* * * * *', 'UTC');
+  await s.start();
+  t.teardown(() => s.stop());
+  // Moved earlier by hand: the trigger notifies, and the scheduler wakes and fires it.
+  await sql`update script_schedules set next_run_at = now() where id = ${far.id}`;
+  const fired = await eventually('the schedule fired', async () => {
+    const row = await repos.schedules.getById(far.id);
+    return row.last_fired_at;
+  });
+  t.ok(fired);
+  const [queued] = await sql<{ status: string }[]>`select status from scripts where id = ${script.id}`;
+  t.equal(queued?.status, 'queued');
+  await s.stop();
+});
