@@ -39,7 +39,10 @@ create table script_schedules (
   constraint ck_script_schedules_enabled_has_next_run check (not enabled or next_run_at is not null),
   constraint ck_script_schedules_skipped_count_non_negative check (skipped_count >= 0),
   constraint ck_script_schedules_skip_has_time check (skipped_count = 0 or last_skipped_at is not null),
-  constraint ck_script_schedules_run_has_fired_at check (last_run_id is null or last_fired_at is not null)
+  constraint ck_script_schedules_run_has_fired_at check (last_run_id is null or last_fired_at is not null),
+  -- The last run it queued, until retention deletes that run (the column alone is cleared).
+  constraint fk_script_schedules_last_run foreign key (last_run_id, user_id)
+    references script_runs (id, user_id) on delete set null (last_run_id)
 );
 
 -- "Due now": only enabled schedules, earliest first. Schedulers read the head of it
@@ -49,6 +52,17 @@ create index ix_script_schedules_due on script_schedules (next_run_at, id) where
 create index ix_script_schedules_script on script_schedules (script_id, id);
 -- A user's schedules, newest first (keyset pages).
 create index ix_script_schedules_user on script_schedules (user_id, id);
+-- Serves fk_script_schedules_last_run when retention deletes runs.
+create index ix_script_schedules_last_run on script_schedules (last_run_id) where last_run_id is not null;
+
+-- A run a schedule queued names it; deleting the schedule keeps the run and clears the
+-- name (the run's trigger stays 'schedule'). The key carries user_id, as every key
+-- between per-user tables does, so the data can be distributed by user.
+alter table script_runs
+  add constraint fk_script_runs_schedule foreign key (schedule_id, user_id)
+    references script_schedules (id, user_id) on delete set null (schedule_id);
+-- Serves fk_script_runs_schedule when a schedule is deleted.
+create index ix_script_runs_schedule on script_runs (schedule_id) where schedule_id is not null;
 
 create trigger tg_script_schedules_set_updated_at
   before update on script_schedules

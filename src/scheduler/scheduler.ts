@@ -22,7 +22,8 @@
  */
 import type { Logger } from 'pino';
 import type { Sql } from '../db/client.js';
-import { InvalidStateError, NotFoundError, TooManyRunningError } from '../domain/errors.js';
+import { isRetryable } from '../db/map-error.js';
+import { DatabaseUnavailableError, DomainError } from '../domain/errors.js';
 import { CronRule } from '../domain/schedule.js';
 import type { Repositories } from '../repositories/index.js';
 import type { DueSchedule, ScheduleOutcome } from '../repositories/schedule-repository.js';
@@ -31,9 +32,8 @@ import { planFiring } from './plan.js';
 
 /**
  * Queues the run of a due occurrence inside the scheduler's transaction and returns
- * its id (null when the queue has no run ids). Throws InvalidStateError (the script is
- * busy), TooManyRunningError (the owner is at its limit) or NotFoundError (the script
- * is gone) when it cannot: those become skips.
+ * its id, or null when it cannot queue (the script already has a queued or running
+ * run, its owner is at the limit, or it is gone): that occurrence is skipped.
  */
 export type RunQueuer = (
   tx: Repositories,
@@ -41,10 +41,15 @@ export type RunQueuer = (
   maxActive: number,
 ) => Promise<number | null>;
 
-/** Today's queue: the script row itself is the queue (it holds one run at a time). */
-export const queueScriptRun: RunQueuer = async (tx, schedule, maxActive) => {
-  await tx.executions.queue(schedule.script_id, { ownerId: schedule.user_id, maxActive });
-  return null;
+/** A run with `trigger: 'schedule'` and its schedule_id, as RunRepository queues every run. */
+export const queueScheduledRun: RunQueuer = async (tx, schedule, maxActive) => {
+  const result = await tx.runs.tryQueue(schedule.script_id, {
+    ownerId: schedule.user_id,
+    maxActive,
+    trigger: 'schedule',
+    scheduleId: schedule.id,
+  });
+  return 'run' in result ? result.run.id : null;
 };
 
 export interface SchedulerOptions {
@@ -71,8 +76,6 @@ const MIN_SLEEP_MS = 200;
 const ERROR_BACKOFF_MS = [1_000, 2_000, 5_000, 10_000, 30_000];
 const RULE_CACHE_SIZE = 1_000;
 
-const SKIP_ERRORS = [InvalidStateError, TooManyRunningError, NotFoundError];
-
 export class Scheduler {
   private readonly clock: Clock;
   private readonly queueRun: RunQueuer;
@@ -89,7 +92,7 @@ export class Scheduler {
 
   constructor(private readonly options: SchedulerOptions) {
     this.clock = options.clock ?? systemClock;
-    this.queueRun = options.queueRun ?? queueScriptRun;
+    this.queueRun = options.queueRun ?? queueScheduledRun;
     this.batchSize = options.batchSize ?? 100;
     this.log = options.log.child({ component: 'scheduler' });
   }
@@ -158,13 +161,9 @@ export class Scheduler {
     if (plan.fire !== null) {
       if (!schedule.owner_active) skipped++;
       else {
-        try {
-          runId = await this.queueRun(tx, schedule, this.options.maxConcurrentScripts);
-          fired = true;
-        } catch (error) {
-          if (!SKIP_ERRORS.some((kind) => error instanceof kind)) throw error;
-          skipped++;
-        }
+        runId = await this.queueOrSkip(tx, schedule);
+        if (runId === null) skipped++;
+        else fired = true;
       }
     }
     if (plan.next === null)
@@ -177,6 +176,24 @@ export class Scheduler {
       skipped,
       skipped_at: skipped > 0 ? now : null,
     };
+  }
+
+  /**
+   * The queue step runs in a savepoint (RunRepository), so when it fails on a rule of
+   * the data (a conflict, a state the summary and the runs disagree on) only that step
+   * is rolled back: the occurrence is skipped and logged, and the batch goes on, so one
+   * bad schedule cannot hold back the others. The database being unavailable, or a
+   * serialization failure, fails the batch (it is retried whole).
+   */
+  private async queueOrSkip(tx: Repositories, schedule: DueSchedule): Promise<number | null> {
+    try {
+      return await this.queueRun(tx, schedule, this.options.maxConcurrentScripts);
+    } catch (err) {
+      if (!(err instanceof DomainError) || err instanceof DatabaseUnavailableError || isRetryable(err))
+        throw err;
+      this.log.warn({ err, schedule_id: schedule.id }, 'a scheduled run could not be queued: skipped');
+      return null;
+    }
   }
 
   /** Parsed rules, kept for the schedules seen most (parsing is the costly part). */

@@ -89,8 +89,13 @@ t.test('constraints of script_runs and run_log_chunks', async (t) => {
   await t.test('valid rows are accepted', async (t) => {
     await t.resolves(insertRun({ ...finished, script_id: await insertScript() }), 'completed run');
     await t.resolves(insertRun({ ...RUNNING, script_id: await insertScript() }), 'running run');
+    const scheduled = await insertScript();
+    const [schedule] = await sql<{ id: number }[]>`
+      insert into script_schedules (script_id, user_id, cron, timezone, next_run_at)
+      values (${scheduled}, ${owner}, '* * * * *', 'UTC', now()) returning id
+    `;
     await t.resolves(
-      insertRun({ trigger: 'schedule', schedule_id: 7, script_id: await insertScript() }),
+      insertRun({ trigger: 'schedule', schedule_id: schedule!.id, script_id: scheduled }),
       'schedule run',
     );
     await t.resolves(
@@ -117,6 +122,7 @@ t.test('constraints of script_runs and run_log_chunks', async (t) => {
       ['status not in the enum', run({ status: 'uploaded' }), BAD_TEXT, null],
       ['script that does not exist', run({ script_id: NO_SUCH_ID }), FOREIGN_KEY, 'fk_script_runs_script'],
       ['a user who does not own the script', run({ ...finished, user_id: stranger }), FOREIGN_KEY, 'fk_script_runs_script'],
+      ['a schedule that does not exist', run({ ...finished, trigger: 'schedule', schedule_id: NO_SUCH_ID }), FOREIGN_KEY, 'fk_script_runs_schedule'],
       ['two live runs of one script', async () => { await insertRun(); await insertRun(); }, UNIQUE, 'uq_script_runs_live_per_script'],
       ['duplicate id', () => sql`insert into script_runs (id, script_id, user_id, script_sha256, status, completed_at) overriding system value values (${takenRun.id}, ${scriptId}, ${owner}, ${sha()}, 'cancelled', now())`, UNIQUE, 'pk_script_runs'],
     ];

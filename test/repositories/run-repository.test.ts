@@ -59,8 +59,19 @@ t.test('a schedule run carries its trigger and schedule id', async (t) => {
   const { repos } = await testDatabase(t);
   const user = await makeUser(repos);
   const script = await makeScript(repos, user.id);
-  const run = await repos.runs.queue(script.id, { maxActive: 5, trigger: 'schedule', scheduleId: 42 });
-  t.match(run, { trigger: 'schedule', schedule_id: 42 });
+  const schedule = await repos.schedules.create({
+    script_id: script.id,
+    cron: '* * * * *',
+    timezone: 'UTC',
+    enabled: true,
+    next_run_at: new Date(),
+  });
+  const run = await repos.runs.queue(script.id, {
+    maxActive: 5,
+    trigger: 'schedule',
+    scheduleId: schedule.id,
+  });
+  t.match(run, { trigger: 'schedule', schedule_id: schedule.id });
 });
 
 t.test('concurrent queues of one script: exactly one winner', async (t) => {

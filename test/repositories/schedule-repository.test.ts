@@ -53,6 +53,12 @@ t.test('SQL refuses every bad row, by constraint name', async (t) => {
     ['skips without a time', { skipped_count: 2 }, '23514', 'ck_script_schedules_skip_has_time'],
     ['a run without a time', { last_run_id: 1 }, '23514', 'ck_script_schedules_run_has_fired_at'],
     ['another user’s script', { user_id: other.id }, '23503', 'fk_script_schedules_script'],
+    [
+      'a last run that does not exist',
+      { last_run_id: 2 ** 53 - 1, last_fired_at: SOON },
+      '23503',
+      'fk_script_schedules_last_run',
+    ],
   ];
   for (const [label, row, code, constraint] of cases) {
     const error = await insert(row).then(

@@ -100,8 +100,26 @@ t.test('three schedulers on their own connections: every occurrence fires exactl
     rows.map(() => [TUESDAY_0930_NY.toISOString(), clock.now.toISOString(), 0]),
     'every schedule fired once and waits for Tuesday',
   );
-  const [queued] = await sql<{ n: number }[]>`select count(*)::int as n from scripts where status = 'queued'`;
-  t.equal(queued?.n, ids.length, 'each schedule queued its script');
+  // Checked from the rows: one run per schedule, queued by it, and the schedule points at it.
+  const runs = await sql<{ schedule_id: number; runs: number; run_id: number; last_run_id: number }[]>`
+    select r.schedule_id, count(*)::int as runs, max(r.id) as run_id, max(s.last_run_id) as last_run_id
+    from script_runs as r
+    join script_schedules as s on s.id = r.schedule_id
+    where r.trigger = 'schedule' and r.status = 'queued'
+    group by r.schedule_id
+    order by r.schedule_id
+  `;
+  t.same(
+    runs.map((r) => r.schedule_id),
+    ids,
+    'every schedule queued a run',
+  );
+  t.ok(
+    runs.every((r) => r.runs === 1 && r.run_id === r.last_run_id),
+    'exactly one each, and it is last_run_id',
+  );
+  const [all] = await sql<{ n: number }[]>`select count(*)::int as n from script_runs`;
+  t.equal(all?.n, ids.length, 'no other run');
   // Later the same minute, and once more: nothing is due twice.
   clock.now = new Date(MONDAY_0930_NY.getTime() + 30_000);
   const again = await Promise.all(schedulers.map((s) => s.tick()));
@@ -119,13 +137,13 @@ t.test('an occurrence that cannot queue is skipped and counted, never queued lat
   // The script already has a queued run.
   const busyOwner = await makeUser(repos);
   const busy = await makeScript(repos, busyOwner.id);
-  await repos.executions.queue(busy.id, { maxActive: MAX_ACTIVE });
+  await repos.runs.queue(busy.id, { maxActive: MAX_ACTIVE });
   const busySchedule = await schedule(repos, busy.id, MONDAY_0930_NY);
 
   // The owner is at MAX_CONCURRENT_SCRIPTS.
   const fullOwner = await makeUser(repos);
   for (let i = 0; i < MAX_ACTIVE; i++)
-    await repos.executions.queue((await makeScript(repos, fullOwner.id)).id, { maxActive: MAX_ACTIVE });
+    await repos.runs.queue((await makeScript(repos, fullOwner.id)).id, { maxActive: MAX_ACTIVE });
   const capped = await makeScript(repos, fullOwner.id);
   const cappedSchedule = await schedule(repos, capped.id, MONDAY_0930_NY);
 
@@ -157,6 +175,7 @@ t.test('an occurrence that cannot queue is skipped and counted, never queued lat
   t.equal(capped_?.status, 'uploaded', 'the capped script was not queued');
 
   // The script is free again by Tuesday: that occurrence fires; the skip stays counted.
+  await sql`update script_runs set status = 'cancelled', completed_at = now() where script_id = ${busy.id}`;
   await sql`update scripts set status = 'cancelled', completed_at = now() where id = ${busy.id}`;
   clock.now = TUESDAY_0930_NY;
   t.same(await s.tick(), { fired: 1, skipped: 2 });
@@ -215,6 +234,19 @@ t.test('a disabled schedule never fires; a deleted script takes its schedules al
   });
   const clock = { now: new Date('2030-01-01T00:00:00Z') };
   t.same(await scheduler(repos, clock).tick(), { fired: 0, skipped: 0 });
+  // A schedule that fired, then deleted: its run stays, without the schedule's id.
+  const fired = await schedule(repos, script.id, MONDAY_0930_NY);
+  clock.now = MONDAY_0930_NY;
+  t.same(await scheduler(repos, clock).tick(), { fired: 1, skipped: 0 });
+  const runId = (await repos.schedules.getById(fired.id)).last_run_id;
+  t.ok(runId, 'last_run_id is the run');
+  await repos.schedules.delete(fired.id);
+  const [kept] = await sql<{ id: number; trigger: string; schedule_id: number | null }[]>`
+    select id, trigger, schedule_id from script_runs
+  `;
+  t.same({ ...kept }, { id: runId, trigger: 'schedule', schedule_id: null });
+  await sql`update script_runs set status = 'cancelled', completed_at = now()`;
+  await sql`update scripts set status = 'cancelled', completed_at = now()`;
   await schedule(repos, script.id, MONDAY_0930_NY);
   await repos.scripts.delete(script.id);
   const [left] = await sql<{ n: number }[]>`select count(*)::int as n from script_schedules`;
@@ -244,7 +276,9 @@ t.test('the loop: started, it wakes on schedule_changed and fires; stop() ends i
     return row.last_fired_at;
   });
   t.ok(fired);
-  const [queued] = await sql<{ status: string }[]>`select status from scripts where id = ${script.id}`;
-  t.equal(queued?.status, 'queued');
+  const [run] = await sql<{ trigger: string; schedule_id: number }[]>`
+    select trigger, schedule_id from script_runs where script_id = ${script.id}
+  `;
+  t.same({ ...run }, { trigger: 'schedule', schedule_id: far.id }, 'a run with trigger schedule');
   await s.stop();
 });
