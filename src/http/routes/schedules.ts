@@ -7,7 +7,7 @@ import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typ
 import { MAX_SCHEDULES_PER_SCRIPT } from '../../domain/schedule.js';
 import type { RouteOptions } from '../context.js';
 import { ownerScope, principalOf } from '../plugins/auth.js';
-import { CursorQuery, IdParams, NoContent, problems } from '../schemas/common.js';
+import { CursorQuery, IdParams, NoContent, PageQuery, problems } from '../schemas/common.js';
 import { NewSchedule, Schedule, ScheduleChange } from '../schemas/schedule.js';
 
 const ScheduleList = Type.Object(
@@ -67,7 +67,7 @@ export const scheduleRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (ap
         querystring: Type.Object(
           {
             ...CursorQuery,
-            per_page: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 20 })),
+            per_page: PageQuery.per_page,
             all: Type.Optional(Type.Boolean()),
           },
           { additionalProperties: false },
