@@ -11,6 +11,7 @@ import type { Metrics } from './metrics.js';
 import { Repositories } from './repositories/index.js';
 import { AuthCache } from './services/auth-cache.js';
 import { AuthService } from './services/auth-service.js';
+import { GoogleIdTokenVerifier } from './services/google-id-token.js';
 import { ScheduleService } from './services/schedule-service.js';
 import { ScriptService } from './services/script-service.js';
 import { SecretBox } from './services/secret-box.js';
@@ -58,6 +59,15 @@ export function compose(options: ComposeOptions): Composition {
     config,
     repos,
     auth,
+    google:
+      config.GOOGLE_CLIENT_ID === undefined
+        ? null
+        : new GoogleIdTokenVerifier({
+            clientId: config.GOOGLE_CLIENT_ID,
+            jwksUrl: config.GOOGLE_JWKS_URL,
+            timeoutMs: config.GOOGLE_JWKS_TIMEOUT_MS,
+            cooldownMs: config.GOOGLE_JWKS_COOLDOWN_SECONDS * 1000,
+          }),
     users: new UserService(repos, auth, options.storage, secrets, log),
     scripts: new ScriptService(repos, options.storage, config.MAX_UPLOAD_BYTES, log),
     schedules: new ScheduleService(repos),

@@ -59,6 +59,29 @@ export const ConfigSchema = Type.Object({
     default: false,
     description: 'trust X-Forwarded-For (behind a reverse proxy)',
   }),
+  CORS_ORIGINS: Type.String({
+    default: '',
+    description: 'comma-separated web origins allowed to call the API with credentials; empty: no CORS',
+  }),
+  GOOGLE_CLIENT_ID: Type.Optional(
+    Type.String({
+      minLength: 1,
+      maxLength: 255,
+      description: 'OAuth client id; unset turns Google sign-in off',
+    }),
+  ),
+  GOOGLE_JWKS_URL: Type.String({
+    pattern: '^https?://',
+    default: 'https://www.googleapis.com/oauth2/v3/certs',
+    description: "Google's signing keys (JWKS)",
+  }),
+  GOOGLE_JWKS_TIMEOUT_MS: Int(100, 60_000, 5_000, 'a sign-in waits at most this for the keys (then 503)'),
+  GOOGLE_JWKS_COOLDOWN_SECONDS: Int(
+    0,
+    3600,
+    30,
+    'an unknown key id refetches the keys at most once per this',
+  ),
   LOG_RETENTION_DAYS: Int(1, 36500, 90, 'output of runs finished longer ago is pruned'),
   IBKR_TOKEN_KEY: Type.Optional(
     Type.String({ pattern: '^[A-Za-z0-9+/]{43}=$', description: '32 bytes, base64' }),
@@ -163,7 +186,34 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       'invalid configuration:\n  IBKR_TOKEN_KEY is required in production (32 random bytes, base64: `openssl rand -base64 32`)',
     );
   }
+  corsOrigins(config); // refuses a malformed CORS_ORIGINS at start
   return config;
+}
+
+/**
+ * The origins of CORS_ORIGINS, each exactly as a browser sends it in `Origin`
+ * (`scheme://host[:port]`, no path, no trailing slash). `*` is refused: credentials
+ * are never allowed for every origin.
+ */
+export function corsOrigins(config: Pick<Config, 'CORS_ORIGINS'>): string[] {
+  const origins: string[] = [];
+  for (const raw of config.CORS_ORIGINS.split(',')) {
+    const entry = raw.trim();
+    if (entry === '') continue;
+    let origin: string | null = null;
+    try {
+      const url = new URL(entry);
+      if ((url.protocol === 'http:' || url.protocol === 'https:') && url.origin === entry) origin = entry;
+    } catch {
+      // not a URL: refused below
+    }
+    if (origin === null)
+      throw new ConfigError(
+        `invalid configuration:\n  CORS_ORIGINS: ${JSON.stringify(entry)} is not an origin (scheme://host[:port], no path)`,
+      );
+    origins.push(origin);
+  }
+  return origins;
 }
 
 /**

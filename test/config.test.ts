@@ -48,3 +48,14 @@ t.test('production requires the IBKR token key', async (t) => {
   t.equal(loadConfig({ NODE_ENV: 'production', IBKR_TOKEN_KEY: key }).IBKR_TOKEN_KEY, key);
   t.throws(() => loadConfig({ IBKR_TOKEN_KEY: 'short' }), { message: /IBKR_TOKEN_KEY=\(hidden\)/ });
 });
+
+t.test('CORS_ORIGINS takes exact origins only', async (t) => {
+  const { corsOrigins } = await import('../src/config.js');
+  t.same(corsOrigins(loadConfig({ CORS_ORIGINS: 'https://a.example, http://127.0.0.1:8080' })), [
+    'https://a.example',
+    'http://127.0.0.1:8080',
+  ]);
+  t.same(corsOrigins(loadConfig({})), []);
+  for (const bad of ['*', 'https://a.example/', 'https://a.example/path', 'a.example', 'ftp://a.example'])
+    t.throws(() => loadConfig({ CORS_ORIGINS: bad }), ConfigError, bad);
+});

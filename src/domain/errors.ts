@@ -107,7 +107,11 @@ export class TooManyRunningError extends DomainError {
 }
 
 export class UnauthenticatedError extends DomainError {
-  readonly code = 'UNAUTHENTICATED';
+  readonly code: string;
+  constructor(message: string, code = 'UNAUTHENTICATED', options?: ErrorOptions) {
+    super(message, options);
+    this.code = code;
+  }
 }
 
 export class ForbiddenError extends DomainError {
@@ -124,6 +128,17 @@ export class PayloadTooLargeError extends DomainError {
 
 export class UnsupportedFileTypeError extends DomainError {
   readonly code = 'UNSUPPORTED_FILE_TYPE';
+}
+
+/** A service we depend on (Google's signing keys) did not answer in time. Retrying later may work. */
+export class UpstreamUnavailableError extends DomainError {
+  constructor(
+    readonly code: string,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
 }
 
 /** The database cannot be reached, timed out, or is shutting down. Retrying later may work. */

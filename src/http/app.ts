@@ -5,6 +5,8 @@
  * /api/v1.
  */
 import { randomUUID } from 'node:crypto';
+import cookie from '@fastify/cookie';
+import cors from '@fastify/cors';
 import multipart from '@fastify/multipart';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
@@ -13,6 +15,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import underPressure from '@fastify/under-pressure';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from 'pino';
+import { corsOrigins } from '../config.js';
 import type { AppContext } from './context.js';
 import { handleError, installErrorHandlers, problem, sendProblem, shuttingDown } from './errors.js';
 import type { FollowLimits } from './followers.js';
@@ -32,6 +35,7 @@ import { authenticatedRoute, completeResponses, SHARED_SCHEMAS } from './schemas
 import { SCHEDULE_SCHEMAS } from './schemas/schedule.js';
 import { SCRIPT_SCHEMAS } from './schemas/script.js';
 import { USER_SCHEMAS } from './schemas/user.js';
+import { CSRF_HEADER, SESSION_COOKIE } from './session-cookies.js';
 import { refuseUnexpectedBody, validatorCompiler } from './validation.js';
 
 export interface BuildOptions {
@@ -139,7 +143,18 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
         { name: 'schedules', description: 'cron schedules that queue runs' },
         { name: 'stats', description: 'platform statistics (admin)' },
       ],
-      components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer' } } },
+      components: {
+        securitySchemes: {
+          bearerAuth: { type: 'http', scheme: 'bearer' },
+          cookieAuth: {
+            type: 'apiKey',
+            in: 'cookie',
+            name: SESSION_COOKIE,
+            description:
+              'browser session (`cookie: true`); POST, PUT, PATCH and DELETE also need X-CSRF-Token',
+          },
+        },
+      },
     },
     // Named components (User, Script, Problem, ...) instead of def-0, def-1.
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) },
@@ -171,6 +186,8 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
       });
     }),
   });
+  await registerCors(app, corsOrigins(ctx.config));
+  await app.register(cookie, { hook: 'onRequest' });
   await app.register(rateLimit, { global: false });
   await app.register(multipart, {
     limits: { fileSize: ctx.config.MAX_UPLOAD_BYTES, files: 1, fields: 0, parts: 1 },
@@ -196,4 +213,29 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     { prefix: '/api/v1' },
   );
   return app;
+}
+
+/** Headers a browser script of an allowed origin may read. */
+const EXPOSED_HEADERS = ['x-request-id', 'location', 'retry-after', 'content-disposition'];
+const PREFLIGHT_MAX_AGE_SECONDS = 600;
+
+/**
+ * CORS for the origins of CORS_ORIGINS only, with credentials (cookies): an allowed
+ * origin is echoed with Access-Control-Allow-Credentials; any other origin, and a
+ * request without one, gets no CORS header at all (its preflight a 404). With no
+ * origins listed, CORS is not installed.
+ */
+async function registerCors(app: FastifyInstance, origins: string[]): Promise<void> {
+  if (origins.length === 0) return;
+  const allowed = new Set(origins);
+  await app.register(cors, {
+    origin: (origin, callback) =>
+      callback(null, origin !== undefined && allowed.has(origin) ? origin : false),
+    credentials: true,
+    methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
+    allowedHeaders: ['authorization', 'content-type', CSRF_HEADER, 'x-request-id', 'last-event-id'],
+    exposedHeaders: EXPOSED_HEADERS,
+    maxAge: PREFLIGHT_MAX_AGE_SECONDS,
+    hideOptionsRoute: true,
+  });
 }

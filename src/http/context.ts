@@ -3,6 +3,7 @@ import type { Config } from '../config.js';
 import type { Metrics } from '../metrics.js';
 import type { Repositories } from '../repositories/index.js';
 import type { AuthService } from '../services/auth-service.js';
+import type { GoogleIdTokenVerifier } from '../services/google-id-token.js';
 import type { ScheduleService } from '../services/schedule-service.js';
 import type { ScriptService } from '../services/script-service.js';
 import type { UserService } from '../services/user-service.js';
@@ -11,6 +12,8 @@ export interface AppContext {
   config: Config;
   repos: Repositories;
   auth: AuthService;
+  /** Google sign-in; null when GOOGLE_CLIENT_ID is not set. */
+  google: GoogleIdTokenVerifier | null;
   users: UserService;
   scripts: ScriptService;
   schedules: ScheduleService;

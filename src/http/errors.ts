@@ -17,6 +17,7 @@ import {
   TooManyRunningError,
   UnauthenticatedError,
   UnsupportedFileTypeError,
+  UpstreamUnavailableError,
   ValidationError,
 } from '../domain/errors.js';
 import type { ProblemBody } from './schemas/common.js';
@@ -33,6 +34,7 @@ const STATUS_OF: Array<[abstract new (...args: never[]) => DomainError, number]>
   [UnsupportedFileTypeError, 415],
   [TooManyRunningError, 429],
   [DatabaseUnavailableError, 503],
+  [UpstreamUnavailableError, 503],
 ];
 
 const TITLES: Record<number, string> = {

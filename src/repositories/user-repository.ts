@@ -151,6 +151,28 @@ export class UserRepository {
     );
   }
 
+  async findByGoogleId(googleId: string): Promise<User | null> {
+    const sql = this.sql;
+    return this.db.maybeOne<User>(
+      'users.findByGoogleId',
+      sql`select ${sql(USER_COLUMNS)} from users where google_id = ${googleId}`,
+    );
+  }
+
+  /** Records a Google sign-in of an active user with this Google id; null when there is none. */
+  async touchGoogleLogin(googleId: string): Promise<User | null> {
+    const sql = this.sql;
+    return this.db.maybeOne<User>(
+      'users.touchGoogleLogin',
+      sql`
+        update users set last_login_at = now()
+        where google_id = ${googleId}
+          and is_active
+        returning ${sql(USER_COLUMNS)}
+      `,
+    );
+  }
+
   /** Changes the given columns; an empty patch returns the user unchanged. */
   async update(id: number, patch: UserPatch): Promise<User> {
     if (patch.username !== undefined) assertValid([['/username', usernameProblem(patch.username)]]);

@@ -3,16 +3,25 @@
  * authenticated request makes. Passwords are argon2id; tokens are random and
  * stored hashed; verified tokens are cached briefly (AuthCache).
  */
-import { ConflictError, ForbiddenError, NotFoundError, UnauthenticatedError } from '../domain/errors.js';
+import {
+  ConflictError,
+  ForbiddenError,
+  NotFoundError,
+  UnauthenticatedError,
+  ValidationError,
+} from '../domain/errors.js';
 import { assertValid, normalizeEmail, passwordProblem, type User, usernameProblem } from '../domain/user.js';
 import type { Repositories } from '../repositories/index.js';
 import type { AuthCache, AuthIdentity } from './auth-cache.js';
+import { type GoogleIdentity, InvalidIdTokenError } from './google-id-token.js';
 import { hashPassword, isLegacyHash, verifyPassword } from './passwords.js';
 import { newToken, tokenHash } from './tokens.js';
 
 export interface Session {
   user: User;
   token: string;
+  /** When the token expires (a session cookie expires with it). */
+  expires_at: Date;
 }
 
 /** A checked password change, ready to write (AuthService.preparePasswordChange). */
@@ -46,7 +55,7 @@ export class AuthService {
     const hashed = await hashPassword(input.password);
     return this.repos.transaction(async (tx) => {
       const user = await tx.users.create({ email, username: input.username, hashed_password: hashed });
-      return { user, token: await this.issue(tx, user.id) };
+      return this.issue(tx, user);
     });
   }
 
@@ -70,8 +79,48 @@ export class AuthService {
       const user = await tx.users.touchLogin(credentials.id, checked);
       if (user === null) throw new UnauthenticatedError('wrong email or password');
       if (upgraded !== null) await tx.users.replacePassword(user.id, checked, upgraded);
-      return { user, token: await this.issue(tx, user.id) };
+      return this.issue(tx, user);
     });
+  }
+
+  /**
+   * Signs in the user with this Google account (`sub`), creating it on first
+   * sign-in (`auth_provider: 'google'`, verified). Never by email alone: an email
+   * already owned by another account is EMAIL_TAKEN, whoever owns it.
+   */
+  async signInWithGoogle(identity: GoogleIdentity): Promise<Session & { created: boolean }> {
+    let email: string;
+    try {
+      email = normalizeEmail(identity.email);
+    } catch (error) {
+      if (error instanceof ValidationError) throw new InvalidIdTokenError('the ID token has no usable email');
+      throw error;
+    }
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.repos.transaction(async (tx) => {
+          const known = await tx.users.touchGoogleLogin(identity.sub);
+          if (known !== null) return { ...(await this.issue(tx, known)), created: false };
+          if ((await tx.users.findByGoogleId(identity.sub)) !== null)
+            throw new ForbiddenError('this account is deactivated', 'ACCOUNT_INACTIVE');
+          await tx.users.create({
+            email,
+            username: usernameFor(identity),
+            auth_provider: 'google',
+            google_id: identity.sub,
+            is_verified: true,
+          });
+          const created = await tx.users.touchGoogleLogin(identity.sub);
+          if (created === null) throw new Error('a user created in this transaction is gone');
+          return { ...(await this.issue(tx, created)), created: true };
+        });
+      } catch (error) {
+        // A concurrent first sign-in of the same Google account created it first: sign in to that one.
+        if (attempt === 1 && error instanceof ConflictError && error.code === 'GOOGLE_ACCOUNT_TAKEN')
+          continue;
+        throw error;
+      }
+    }
   }
 
   /** Revokes the token in use. */
@@ -151,11 +200,27 @@ export class AuthService {
     this.cache.evictUser(userId);
   }
 
-  private async issue(tx: Repositories, userId: number): Promise<string> {
+  private async issue(tx: Repositories, user: User): Promise<Session> {
     const token = newToken();
-    await tx.tokens.create(userId, tokenHash(token)!, new Date(Date.now() + this.tokenTtlMs));
-    return token;
+    const { expires_at } = await tx.tokens.create(
+      user.id,
+      tokenHash(token)!,
+      new Date(Date.now() + this.tokenTtlMs),
+    );
+    return { user, token, expires_at };
   }
+}
+
+/** A username for a new Google user: its name (or the email's local part) in the allowed characters. */
+export function usernameFor(identity: Pick<GoogleIdentity, 'name' | 'email'>): string {
+  const base = (identity.name ?? identity.email.split('@')[0] ?? '')
+    .normalize('NFKD')
+    .replace(/[\u0300-\u036f]/g, '')
+    .trim()
+    .replace(/[^A-Za-z0-9_-]+/g, '_')
+    .replace(/^_+|_+$/g, '')
+    .slice(0, 100);
+  return base.length >= 3 ? base : `user_${base}`.slice(0, 100).padEnd(3, '_');
 }
 
 function cacheKey(hash: Buffer): string {

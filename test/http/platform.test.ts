@@ -209,6 +209,8 @@ const DOCUMENTED: Array<[string, string]> = [
   ['post', '/api/v1/auth/register'],
   ['post', '/api/v1/auth/login'],
   ['post', '/api/v1/auth/logout'],
+  ['post', '/api/v1/auth/google'],
+  ['get', '/api/v1/auth/providers'],
   ['get', '/api/v1/me'],
   ['patch', '/api/v1/me'],
   ['put', '/api/v1/me/ibkr'],
@@ -311,16 +313,24 @@ t.test('GET /docs serves Swagger UI, GET /docs/json the OpenAPI document', async
     t.same(mediaOf('/api/v1/scripts/{id}'), ['application/json']);
   });
 
-  await t.test('every route behind a token declares bearerAuth', async (t) => {
-    t.match(doc.components.securitySchemes, { bearerAuth: { type: 'http', scheme: 'bearer' } });
-    const open = new Set(['post /api/v1/auth/register', 'post /api/v1/auth/login']);
+  await t.test('every route behind a token declares bearerAuth and the session cookie', async (t) => {
+    t.match(doc.components.securitySchemes, {
+      bearerAuth: { type: 'http', scheme: 'bearer' },
+      cookieAuth: { type: 'apiKey', in: 'cookie', name: 'dc_session' },
+    });
+    const open = new Set([
+      'post /api/v1/auth/register',
+      'post /api/v1/auth/login',
+      'post /api/v1/auth/google',
+      'get /api/v1/auth/providers',
+    ]);
     for (const [route, operations] of Object.entries(doc.paths)) {
       if (!route.startsWith('/api/v1/')) continue;
       for (const [method, operation] of Object.entries(operations)) {
         const name = `${method} ${route}`;
         if (open.has(name)) t.same(operation.security, [], `${name} is open, and says so`);
         else {
-          t.same(operation.security, [{ bearerAuth: [] }], `${name} needs a bearer token`);
+          t.same(operation.security, [{ bearerAuth: [] }, { cookieAuth: [] }], `${name} needs a token`);
           t.ok(operation.responses?.['401'], `${name} declares 401`);
         }
       }
@@ -339,20 +349,26 @@ t.test('GET /docs serves Swagger UI, GET /docs/json the OpenAPI document', async
     t.equal(new Set(ids).size, ids.length, 'no two alike');
   });
 
-  await t.test('no response exposes hashed_password, file_path or a token (but Session.token)', async (t) => {
-    let checked = 0;
-    for (const [route, operations] of Object.entries(doc.paths)) {
-      for (const [method, operation] of Object.entries(operations)) {
-        for (const { owner, name } of responseProperties(doc, operation.responses, `${method} ${route}`)) {
-          checked++;
-          if (['hashed_password', 'file_path'].includes(name) || /token/i.test(name))
-            t.ok(owner === 'Session' && name === 'token', `${owner}.${name} is not exposed`);
+  await t.test(
+    'no response exposes hashed_password, file_path or a token (but Session.token/csrf_token)',
+    async (t) => {
+      let checked = 0;
+      for (const [route, operations] of Object.entries(doc.paths)) {
+        for (const [method, operation] of Object.entries(operations)) {
+          for (const { owner, name } of responseProperties(doc, operation.responses, `${method} ${route}`)) {
+            checked++;
+            if (['hashed_password', 'file_path'].includes(name) || /token/i.test(name))
+              t.ok(
+                owner === 'Session' && (name === 'token' || name === 'csrf_token'),
+                `${owner}.${name} is not exposed`,
+              );
+          }
         }
       }
-    }
-    t.ok(checked > 100, `${checked} response properties looked at`);
-    t.match(doc.components.schemas.Session, { properties: { token: {} } }, 'the session carries its token');
-  });
+      t.ok(checked > 100, `${checked} response properties looked at`);
+      t.match(doc.components.schemas.Session, { properties: { token: {} } }, 'the session carries its token');
+    },
+  );
 });
 
 t.test('the OpenAPI document lists the failures every route may meet, as problems', async (t) => {

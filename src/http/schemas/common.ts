@@ -92,7 +92,7 @@ export function completeResponses(route: {
 }
 
 /**
- * A route that needs a session: documents its bearer scheme and the 401 that any
+ * A route that needs a session: documents its schemes (bearer token or session cookie) and the 401 that any
  * request of it may get (no, expired or revoked token).
  */
 export function authenticatedRoute(route: { schema?: FastifySchema }): void {
@@ -100,7 +100,7 @@ export function authenticatedRoute(route: { schema?: FastifySchema }): void {
   if (schema === undefined) return;
   const response: Record<string, unknown> = { ...(schema.response as Record<string, unknown> | undefined) };
   response[401] ??= problemResponse();
-  route.schema = { ...schema, response, security: [{ bearerAuth: [] }] };
+  route.schema = { ...schema, response, security: [{ bearerAuth: [] }, { cookieAuth: [] }] };
 }
 
 /** `GET /api/v1/scripts/:id/logs` → `getScriptsByIdLogs`: stable, unique per route. */

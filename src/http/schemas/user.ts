@@ -36,8 +36,40 @@ export const Username = Type.String({ minLength: 3, maxLength: 100, pattern: '^[
 export const Password = Type.String({ minLength: 8, maxLength: 256, description: '8 to 256 characters' });
 
 export const Session = Type.Object(
-  { user: Type.Ref(User), token: Type.String({ description: 'bearer token for the Authorization header' }) },
+  {
+    user: Type.Ref(User),
+    token: Type.Optional(
+      Type.String({
+        description:
+          'bearer token for the Authorization header; absent when `cookie: true` set it as a cookie',
+      }),
+    ),
+    csrf_token: Type.Optional(
+      Type.String({
+        description:
+          'with `cookie: true` only: send it as `X-CSRF-Token` on POST, PUT, PATCH and DELETE (also in the `dc_csrf` cookie)',
+      }),
+    ),
+  },
   { $id: 'Session', additionalProperties: false },
 );
 
-export const USER_SCHEMAS = [AuthProvider, UserRole, User, Session];
+/** `cookie: true` asks for a browser session (HttpOnly cookie) instead of a token in the body. */
+export const CookieFlag = Type.Optional(
+  Type.Boolean({
+    description: 'set the session as an HttpOnly cookie (browsers) instead of returning the token',
+  }),
+);
+
+export const Providers = Type.Object(
+  {
+    email: Type.Literal(true),
+    google: Type.Union([
+      Type.Object({ client_id: Type.String() }, { additionalProperties: false }),
+      Type.Null(),
+    ]),
+  },
+  { $id: 'Providers', additionalProperties: false },
+);
+
+export const USER_SCHEMAS = [AuthProvider, UserRole, User, Session, Providers];
