@@ -103,6 +103,7 @@ export class AuthService {
           if (known !== null) return { ...(await this.issue(tx, known)), created: false };
           if ((await tx.users.findByGoogleId(identity.sub)) !== null)
             throw new ForbiddenError('this account is deactivated', 'ACCOUNT_INACTIVE');
+          if ((await tx.users.findByEmail(email)) !== null) throw new EmailTakenError();
           await tx.users.create({
             email,
             username: usernameFor(identity),
@@ -115,8 +116,11 @@ export class AuthService {
           return { ...(await this.issue(tx, created)), created: true };
         });
       } catch (error) {
-        // A concurrent first sign-in of the same Google account created it first: sign in to that one.
-        if (attempt === 1 && error instanceof ConflictError && error.code === 'GOOGLE_ACCOUNT_TAKEN')
+        // The insert met a row committed meanwhile, most likely by a concurrent first sign-in of
+        // the same Google account (on its email or its google_id, whichever index PostgreSQL checks
+        // first): once more, to sign in to that one. A genuine email owner is found by the check above.
+        const raced = error instanceof ConflictError && !(error instanceof EmailTakenError);
+        if (attempt === 1 && raced && (error.code === 'GOOGLE_ACCOUNT_TAKEN' || error.code === 'EMAIL_TAKEN'))
           continue;
         throw error;
       }
@@ -208,6 +212,13 @@ export class AuthService {
       new Date(Date.now() + this.tokenTtlMs),
     );
     return { user, token, expires_at };
+  }
+}
+
+/** EMAIL_TAKEN found by looking, not by a racing insert: final, never retried. */
+class EmailTakenError extends ConflictError {
+  constructor() {
+    super('EMAIL_TAKEN', 'an account with this email already exists; sign in the way it was created');
   }
 }
 

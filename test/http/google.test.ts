@@ -151,9 +151,9 @@ t.test('with GOOGLE_CLIENT_ID', async (t) => {
     const person = newGoogleUser();
     const token = await idToken({ key: keyA, claims: person });
     const answers = await Promise.all(
-      [1, 2, 3].map(() => app.inject({ method: 'POST', url: GOOGLE, payload: { id_token: token } })),
+      [1, 2, 3, 4, 5].map(() => app.inject({ method: 'POST', url: GOOGLE, payload: { id_token: token } })),
     );
-    t.same(answers.map((a) => a.statusCode).sort(), [200, 200, 201]);
+    t.same(answers.map((a) => a.statusCode).sort(), [200, 200, 200, 200, 201]);
     t.equal(new Set(answers.map((a) => a.json().user.id)).size, 1);
   });
 
