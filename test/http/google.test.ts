@@ -17,7 +17,7 @@ async function googleApp(t: Test, env: Record<string, string> = {}) {
   const app = await testApp(t, {
     GOOGLE_CLIENT_ID: CLIENT_ID,
     GOOGLE_JWKS_URL: server.url,
-    GOOGLE_JWKS_TIMEOUT_MS: '500',
+    GOOGLE_JWKS_TIMEOUT_MS: '30000',
     ...env,
   });
   return { ...app, server };

@@ -30,7 +30,7 @@ function verifier(url: string, options: Partial<{ timeoutMs: number; cooldownMs:
   return new GoogleIdTokenVerifier({
     clientId: CLIENT_ID,
     jwksUrl: url,
-    timeoutMs: options.timeoutMs ?? 5000,
+    timeoutMs: options.timeoutMs ?? 30_000,
     cooldownMs: options.cooldownMs ?? 30_000,
   });
 }
@@ -231,7 +231,7 @@ t.test('a key server that is down, slow, failing or broken: GOOGLE_UNAVAILABLE, 
 
 t.test('keys in hand keep working while the key server is down, until they go stale', async (t) => {
   const server = await jwksServer(t, [keyA]);
-  const check = verifier(server.url, { timeoutMs: 300 });
+  const check = verifier(server.url);
   await check.verify(await idToken({ key: keyA }));
   server.mode = 'hang';
   t.ok(await check.verify(await idToken({ key: keyA })), 'cached keys, no fetch needed');
