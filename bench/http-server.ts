@@ -21,7 +21,6 @@ import { build } from '../src/http/app.js';
 import { createLogger } from '../src/logger.js';
 import { Metrics } from '../src/metrics.js';
 import { listenForAuthChanges } from '../src/services/auth-listener.js';
-import { FileStorage } from '../src/storage/file-storage.js';
 
 const mode = process.argv[2];
 const url = process.env.BENCH_DATABASE_URL;
@@ -46,14 +45,11 @@ const sql = createPool(poolOptionsFrom(config, url, `dollarclub-bench-${mode}`),
 
 let app: FastifyInstance;
 if (mode === 'app') {
-  const storage = new FileStorage(config.STORAGE_DIR);
-  await storage.init();
   const composition = compose({
     config,
     sql,
     log,
     metrics: new Metrics(),
-    storage,
     migrations: await migrationNames(),
   });
   await listenForAuthChanges(sql, composition.cache, log);

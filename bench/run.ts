@@ -21,7 +21,6 @@ import { loadConfig } from '../src/config.js';
 import { createPool, poolOptionsFrom } from '../src/db/client.js';
 import { migrationNames } from '../src/db/migrate.js';
 import { Metrics } from '../src/metrics.js';
-import { FileStorage } from '../src/storage/file-storage.js';
 import { claimBenchmarks } from './claims.js';
 import { type BenchContext, sampleInputs } from './context.js';
 import { httpBenchmark } from './http.js';
@@ -128,7 +127,6 @@ async function main(): Promise<number> {
       sql,
       log: appLog,
       metrics: new Metrics({ defaultMetrics: false }),
-      storage: new FileStorage(storageDir),
       migrations: await migrationNames(),
     });
     const ctx: BenchContext = {

@@ -5,10 +5,17 @@
  *     the password given).
  *   import-legacy --from URL --files DIR [--details FILE] [--json]
  *     imports an original (Python) DollarClub database and its upload folder
- *     (docs/import.md); prints progress on a terminal and a final report.
+ *     (docs/import.md); prints progress on a terminal and a final report. The
+ *     files land in STORAGE_DIR first and are then moved into PostgreSQL as by
+ *     move-contents.
+ *   move-contents [--storage-dir DIR]
+ *     moves the files of scripts uploaded before script_contents from STORAGE_DIR
+ *     (or DIR) into PostgreSQL, in batches, checking each SHA-256; lists the files
+ *     it could not find or whose bytes do not match, and exits 1 if there were any.
  * Uses DATABASE_URL, or the embedded PostgreSQL in EMBEDDED_PG_DIR (attaching to
  * it when `npm start` is running it).
  */
+import { mkdir } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { type Config, ConfigError, loadConfig } from './config.js';
 import { createPool, poolOptionsFrom, type Sql } from './db/client.js';
@@ -23,14 +30,15 @@ import { formatReport, importLegacy } from './services/legacy-import/import.js';
 import { TerminalProgress } from './services/legacy-import/progress.js';
 import { hashPassword } from './services/passwords.js';
 import { SecretBox } from './services/secret-box.js';
-import { FileStorage } from './storage/file-storage.js';
+import { legacyPathOf, type MoveReport, moveContents } from './storage/move-contents.js';
 
 const USAGE = [
   'usage: npm run cli -- create-admin --email E --username U --password P',
   '       npm run cli -- import-legacy --from URL --files DIR [--details FILE] [--json]',
+  '       npm run cli -- move-contents [--storage-dir DIR]',
 ].join('\n');
 
-async function importLegacyCommand(config: Config, sql: Sql, args: string[]): Promise<string> {
+async function importLegacyCommand(config: Config, sql: Sql, db: Database, args: string[]): Promise<string> {
   const { values } = parseArgs({
     args,
     options: {
@@ -42,19 +50,44 @@ async function importLegacyCommand(config: Config, sql: Sql, args: string[]): Pr
     strict: true,
   });
   if (!values.from || !values.files) throw new Error(USAGE);
-  const storage = new FileStorage(config.STORAGE_DIR);
-  await storage.init();
+  await mkdir(config.STORAGE_DIR, { recursive: true, mode: 0o700 });
   const report = await importLegacy({
     legacyUrl: values.from,
     filesDir: values.files,
     sql,
-    pathOf: (key) => storage.pathOf(key),
+    pathOf: (key) => legacyPathOf(config.STORAGE_DIR, key),
     secrets: config.IBKR_TOKEN_KEY ? new SecretBox(config.IBKR_TOKEN_KEY) : SecretBox.development(),
     detailsFile:
       values.details ?? `import-legacy-refused-${new Date().toISOString().replace(/[:.]/g, '-')}.csv`,
     progress: new TerminalProgress(process.stderr),
   });
-  return values.json ? JSON.stringify(report, null, 2) : formatReport(report);
+  // The copies under STORAGE_DIR go into script_contents, where the app reads them.
+  const moved = await moveContents(db, { storageDir: config.STORAGE_DIR });
+  return values.json
+    ? JSON.stringify({ ...report, contents: moved }, null, 2)
+    : `${formatReport(report)}\n${formatMoveReport(moved)}`;
+}
+
+async function moveContentsCommand(db: Database, storageDir: string, args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { 'storage-dir': { type: 'string' } }, strict: true });
+  const report = await moveContents(db, {
+    storageDir: values['storage-dir'] ?? storageDir,
+    onBatch: (r) => console.error(`moved ${r.moved} so far`),
+  });
+  console.log(formatMoveReport(report));
+  return report.missing.length + report.mismatched.length + report.invalid.length > 0 ? 1 : 0;
+}
+
+function formatMoveReport(report: MoveReport): string {
+  const lines = [`moved ${report.moved} script file(s) into PostgreSQL`];
+  for (const [what, rows] of [
+    ['missing', report.missing],
+    ['hash differs', report.mismatched],
+    ['not a storage key', report.invalid],
+  ] as const) {
+    for (const row of rows) lines.push(`${what}: script ${row.script_id} ${row.file_path}`);
+  }
+  return lines.join('\n');
 }
 
 async function createAdmin(repos: Repositories, args: string[]): Promise<string> {
@@ -85,7 +118,7 @@ async function createAdmin(repos: Repositories, args: string[]): Promise<string>
 
 async function main(): Promise<number> {
   const [command, ...args] = process.argv.slice(2);
-  if (command !== 'create-admin' && command !== 'import-legacy') {
+  if (command !== 'create-admin' && command !== 'import-legacy' && command !== 'move-contents') {
     console.error(USAGE);
     return 2;
   }
@@ -100,9 +133,10 @@ async function main(): Promise<number> {
       slowQueryMs: config.SLOW_QUERY_MS,
       queryTimeoutMs: config.DB_QUERY_TIMEOUT_MS,
     });
+    if (command === 'move-contents') return await moveContentsCommand(db, config.STORAGE_DIR, args);
     console.log(
       command === 'import-legacy'
-        ? await importLegacyCommand(config, sql, args)
+        ? await importLegacyCommand(config, sql, db, args)
         : await createAdmin(new Repositories(db), args),
     );
     return 0;

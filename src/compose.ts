@@ -16,7 +16,8 @@ import { ScheduleService } from './services/schedule-service.js';
 import { ScriptService } from './services/script-service.js';
 import { SecretBox } from './services/secret-box.js';
 import { UserService } from './services/user-service.js';
-import type { Storage } from './storage/file-storage.js';
+import { PgStorage } from './storage/pg-storage.js';
+import type { Storage } from './storage/storage.js';
 
 export interface ComposeOptions {
   config: Config;
@@ -25,7 +26,8 @@ export interface ComposeOptions {
   readSql?: Sql;
   log: Logger;
   metrics: Metrics;
-  storage: Storage;
+  /** Where script bytes live: PostgreSQL (script_contents, through the primary) unless given. */
+  storage?: Storage;
   migrations: string[];
 }
 
@@ -33,6 +35,7 @@ export interface Composition {
   ctx: AppContext;
   db: Database;
   cache: AuthCache;
+  storage: Storage;
   /** Queries under way on the primary pool (readiness reports the waiting ones). */
   activity: { inFlight: number };
 }
@@ -50,6 +53,7 @@ export function compose(options: ComposeOptions): Composition {
   const db = new Database(options.sql, { ...dbOptions, activity });
   const readDb = options.readSql ? new Database(options.readSql, dbOptions) : db;
   const repos = new Repositories(db, readDb);
+  const storage = options.storage ?? new PgStorage(db);
   const cache = new AuthCache(config.AUTH_CACHE_TTL_SECONDS * 1000);
   const auth = new AuthService(repos, cache, config.TOKEN_TTL_HOURS * 3_600_000);
   if (config.IBKR_TOKEN_KEY === undefined)
@@ -68,11 +72,11 @@ export function compose(options: ComposeOptions): Composition {
             timeoutMs: config.GOOGLE_JWKS_TIMEOUT_MS,
             cooldownMs: config.GOOGLE_JWKS_COOLDOWN_SECONDS * 1000,
           }),
-    users: new UserService(repos, auth, options.storage, secrets, log),
-    scripts: new ScriptService(repos, options.storage, config.MAX_UPLOAD_BYTES, log),
+    users: new UserService(repos, auth, secrets),
+    scripts: new ScriptService(repos, storage, config.MAX_UPLOAD_BYTES, log),
     schedules: new ScheduleService(repos),
     metrics,
     migrations: options.migrations,
   };
-  return { ctx, db, cache, activity };
+  return { ctx, db, cache, storage, activity };
 }

@@ -19,7 +19,7 @@ import { startMaintenance } from './maintenance.js';
 import { Metrics } from './metrics.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { listenForAuthChanges } from './services/auth-listener.js';
-import { FileStorage } from './storage/file-storage.js';
+import { moveContentsAtStartup } from './storage/move-contents.js';
 
 async function main(): Promise<void> {
   let config: ReturnType<typeof loadConfig>;
@@ -42,8 +42,6 @@ async function main(): Promise<void> {
   const readSql = config.DATABASE_READ_URL
     ? createPool(poolOptionsFrom(config, config.DATABASE_READ_URL, `${processName}:read`), log)
     : undefined;
-  const storage = new FileStorage(config.STORAGE_DIR);
-  await storage.init();
   const metrics = new Metrics();
   const composition = compose({
     config,
@@ -51,9 +49,10 @@ async function main(): Promise<void> {
     readSql,
     log,
     metrics,
-    storage,
     migrations: await migrationNames(),
   });
+  // Scripts uploaded before script_contents: their files, if this machine has them.
+  await moveContentsAtStartup(composition.db, config.STORAGE_DIR, log);
   const authListener = await listenForAuthChanges(sql, composition.cache, log);
   const app = await build({
     ctx: composition.ctx,
@@ -63,7 +62,7 @@ async function main(): Promise<void> {
   });
   const maintenance = startMaintenance(composition.ctx.repos, config.LOG_RETENTION_DAYS, log);
   const executor = config.EXECUTOR_ENABLED
-    ? new Executor({ config, repos: composition.ctx.repos, sql, storage, log, metrics })
+    ? new Executor({ config, repos: composition.ctx.repos, sql, storage: composition.storage, log, metrics })
     : undefined;
   // Every executor process fires due schedules too (each occurrence once, however many run).
   const scheduler = config.EXECUTOR_ENABLED

@@ -1,7 +1,8 @@
 /**
  * `npm run worker`: a script executor alone, for more capacity or other
  * machines. Needs the same database (DATABASE_URL; without it, the embedded
- * PostgreSQL that `npm start` runs in EMBEDDED_PG_DIR) and the same STORAGE_DIR.
+ * PostgreSQL that `npm start` runs in EMBEDDED_PG_DIR); script bytes come from
+ * PostgreSQL too, so it needs no disk shared with the API.
  * With METRICS_PORT, it serves GET /metrics and GET /health on HOST:METRICS_PORT.
  * SIGTERM stops claiming, lets running scripts finish within the grace period,
  * records every outcome, closes the metrics server and the pool, and exits 0.
@@ -19,7 +20,7 @@ import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { Repositories } from './repositories/index.js';
 import { Scheduler } from './scheduler/scheduler.js';
-import { FileStorage } from './storage/file-storage.js';
+import { PgStorage } from './storage/pg-storage.js';
 
 async function main(): Promise<void> {
   let config: ReturnType<typeof loadConfig>;
@@ -48,7 +49,7 @@ async function main(): Promise<void> {
     onQuery: metrics.observeQuery,
   });
   metrics.poolMax.set(config.DB_POOL_MAX);
-  const storage = new FileStorage(config.STORAGE_DIR);
+  const storage = new PgStorage(db);
   const repos = new Repositories(db);
   const executor = new Executor({ config, repos, sql, storage, log, metrics });
   const scheduler = new Scheduler({

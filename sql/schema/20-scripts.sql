@@ -6,11 +6,14 @@
 create table scripts (
   id                      bigint generated always as identity,
   user_id                 bigint not null,
-  -- Generated storage name (random, with the extension); the file lives at file_path.
+  -- Generated name (random, with the extension); the bytes are in script_contents.
   filename                text not null,
   -- The client's name, sanitised, for display and Content-Disposition only.
   original_filename       text not null,
-  file_path               text not null,
+  -- Where the bytes of a script uploaded before script_contents existed still are
+  -- (a key under STORAGE_DIR), until `npm run cli -- move-contents` copies them into
+  -- script_contents and clears it; null for every script uploaded since.
+  file_path               text,
   file_size               bigint not null,
   file_extension          text not null,
   sha256                  text not null,

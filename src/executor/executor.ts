@@ -31,7 +31,7 @@ import type { Sql } from '../db/client.js';
 import type { Metrics } from '../metrics.js';
 import type { ClaimedRun, Lease } from '../repositories/execution-repository.js';
 import type { Repositories } from '../repositories/index.js';
-import type { Storage } from '../storage/file-storage.js';
+import type { Storage } from '../storage/storage.js';
 import { LeaseKeeper } from './leases.js';
 import { Recorder } from './outcome.js';
 import { type ActiveRun, executeRun } from './run.js';

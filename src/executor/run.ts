@@ -10,7 +10,7 @@ import type { ScriptExtension } from '../domain/script.js';
 import type { Metrics } from '../metrics.js';
 import type { ClaimedRun } from '../repositories/execution-repository.js';
 import type { Repositories } from '../repositories/index.js';
-import type { Storage } from '../storage/file-storage.js';
+import type { Storage } from '../storage/storage.js';
 import { LogSink } from './log-sink.js';
 import { type Recorder, verdictOf } from './outcome.js';
 import type { SandboxUser } from './process-group.js';
@@ -72,10 +72,12 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
   let recorded = false;
   try {
     try {
+      const content = await ctx.storage.open({ script_id: id, user_id: claim.user_id });
+      if (content === null) throw new ScriptCompileError('the content of the script is missing');
       workspace = await prepareWorkspace({
         root: ctx.dir,
         scriptId: id,
-        sourcePath: ctx.storage.pathOf(claim.file_path),
+        source: content.stream,
         extension: claim.file_extension,
         user,
       });

@@ -1,6 +1,6 @@
 /**
  * A fresh scratch folder per run in its executor's folder, holding a copy of the
- * script (the storage folder itself is not readable by scripts). As root, the
+ * script, streamed from storage. As root, the
  * folder is root's, shared with the run's own gid only (0770): the script works
  * in it but cannot chmod it open to anybody else, so once the run's uid has no
  * process left nobody but root reaches inside, and root can remove it safely.
@@ -8,8 +8,12 @@
  * uses), so the script needs nothing of the project at run time.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, chown, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { chmod, chown, mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { text } from 'node:stream/consumers';
+import { pipeline } from 'node:stream/promises';
 import { transform } from 'esbuild';
 import type { ScriptExtension } from '../domain/script.js';
 import type { SandboxUser } from './process-group.js';
@@ -31,7 +35,8 @@ export interface WorkspaceOptions {
   /** The executor's folder, parent of its runs' scratch folders: 0711 (enter, not list). */
   root: string;
   scriptId: number;
-  sourcePath: string;
+  /** The script's bytes (from `Storage.open`). */
+  source: Readable;
   extension: ScriptExtension;
   user?: SandboxUser;
 }
@@ -44,26 +49,30 @@ export async function prepareWorkspace(options: WorkspaceOptions): Promise<Works
   const remove = () =>
     Promise.all([rm(dir, { recursive: true, force: true }), rm(statsFile, { force: true })]).then(() => {});
   try {
-    let source = await readFile(options.sourcePath);
-    let entry = options.extension === '.py' ? 'main.py' : 'main.js';
-    if (options.extension === '.ts') {
+    const entry = options.extension === '.py' ? 'main.py' : 'main.js';
+    const file = path.join(dir, entry);
+    if (options.extension !== '.ts') {
+      // Streamed slice by slice into the file: never the whole script in memory.
+      await pipeline(options.source, createWriteStream(file, { mode: 0o400, flags: 'wx' }));
+    } else {
+      // esbuild takes the whole text; a script is at most MAX_UPLOAD_BYTES.
+      const source = await text(options.source);
+      let code: string;
       try {
-        const out = await transform(source.toString('utf8'), {
+        const out = await transform(source, {
           loader: 'ts',
           sourcefile: 'main.ts',
           target: 'node20',
         });
-        source = Buffer.from(out.code);
+        code = out.code;
       } catch (error) {
         const errors =
           (error as { errors?: Array<{ text: string; location?: { line: number } }> }).errors ?? [];
         const detail = errors.map((e) => `line ${e.location?.line ?? '?'}: ${e.text}`).join('; ');
         throw new ScriptCompileError(`the TypeScript does not compile: ${detail || String(error)}`);
       }
-      entry = 'main.js';
+      await writeFile(file, code, { mode: 0o400, flag: 'wx' });
     }
-    const file = path.join(dir, entry);
-    await writeFile(file, source, { mode: 0o400, flag: 'wx' });
     if (options.user) {
       await chown(dir, 0, options.user.gid);
       await chmod(dir, 0o770);

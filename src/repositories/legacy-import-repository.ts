@@ -55,7 +55,7 @@ export const LEGACY_SCRIPT_COLUMNS = [
 const EMAIL_RE =
   '^[^@\\s\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]+@[^@\\s\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]+\\.[^@\\s\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]+$';
 const BCRYPT_RE = '^\\$2[aby]\\$[0-9]{2}\\$[./A-Za-z0-9]{53}$';
-// Storage keys are `<first two>/<uuid><ext>` (src/storage/file-storage.ts); the original
+// Storage keys are `<first two>/<uuid><ext>` (legacyPathOf in src/storage/move-contents.ts); the original
 // named files `<uuid4><ext>`, so its names are kept as they are.
 const FILENAME_RE = '^[0-9a-f-]{36}\\.(py|js|ts)$';
 

@@ -17,11 +17,10 @@ export interface RunResult {
   memory_usage_mb: number | null;
 }
 
-/** A claimed run: the script and where its file is. */
+/** A claimed run: the script and whose it is (its bytes are `Storage`'s, by script and user). */
 export interface ClaimedRun {
   id: number;
   user_id: number;
-  file_path: string;
   file_extension: ScriptExtension;
 }
 
@@ -67,7 +66,7 @@ export class RunLeaseRepository {
           limit ${limit}
           for update skip locked
         )
-        returning s.id, s.user_id, s.file_path, s.file_extension
+        returning s.id, s.user_id, s.file_extension
       `,
     );
   }

@@ -25,7 +25,8 @@ export interface NewScript {
   user_id: number;
   filename: string;
   original_filename: string;
-  file_path: string;
+  /** Only scripts whose bytes are still in STORAGE_DIR (legacy, tests); new uploads keep them in script_contents. */
+  file_path?: string | null;
   file_size: number;
   file_extension: ScriptExtension;
   sha256: string;
@@ -48,7 +49,7 @@ export const SCRIPT_SORTS = [
 export type ScriptSort = (typeof SCRIPT_SORTS)[number];
 
 export interface ScriptFile {
-  file_path: string;
+  user_id: number;
   original_filename: string;
   file_size: number;
 }
@@ -77,7 +78,7 @@ export class ScriptRepository {
       sql`
         insert into scripts (user_id, filename, original_filename, file_path, file_size, file_extension, sha256)
         values (
-          ${input.user_id}, ${input.filename}, ${input.original_filename}, ${input.file_path},
+          ${input.user_id}, ${input.filename}, ${input.original_filename}, ${input.file_path ?? null},
           ${input.file_size}, ${input.file_extension}, ${input.sha256}
         )
         returning ${sql(SCRIPT_COLUMNS)}
@@ -117,13 +118,13 @@ export class ScriptRepository {
     return script;
   }
 
-  /** Where the uploaded bytes are, for the content route. */
+  /** Whose the script is and its name, for the content route. */
   async getFile(id: number, ownerId?: number): Promise<ScriptFile> {
     const sql = this.sql;
     const file = await this.db.maybeOne<ScriptFile>(
       'scripts.getFile',
       sql`
-        select file_path, original_filename, file_size
+        select user_id, original_filename, file_size
         from scripts
         where id = ${id} ${this.owned(ownerId)}
       `,
@@ -223,13 +224,13 @@ export class ScriptRepository {
   }
 
   /**
-   * Deletes a script that is not queued or running and returns its file path.
-   * One statement: the delete re-checks the status on the locked row, so a
-   * script queued a moment ago is never deleted under its executor.
+   * Deletes a script that is not queued or running (its bytes go with it, cascade)
+   * and returns whose it was. One statement: the delete re-checks the status on the
+   * locked row, so a script queued a moment ago is never deleted under its executor.
    */
-  async delete(id: number, ownerId?: number): Promise<{ file_path: string }> {
+  async delete(id: number, ownerId?: number): Promise<{ script_id: number; user_id: number }> {
     const sql = this.sql;
-    const row = await this.db.maybeOne<{ status: ScriptStatus; file_path: string | null }>(
+    const row = await this.db.maybeOne<{ status: ScriptStatus; user_id: number | null }>(
       'scripts.delete',
       sql`
         with target as (
@@ -238,17 +239,17 @@ export class ScriptRepository {
           delete from scripts
           where id = (select id from target)
             and status <> all(${ACTIVE_STATUSES as ScriptStatus[]}::script_status[])
-          returning file_path
+          returning user_id
         )
-        select target.status, deleted.file_path
+        select target.status, deleted.user_id
         from target
         left join deleted on true
       `,
     );
     if (row === null) throw new NotFoundError('script');
-    if (row.file_path === null)
+    if (row.user_id === null)
       throw new InvalidStateError(`a ${row.status} script cannot be deleted; cancel it first`, row.status);
-    return { file_path: row.file_path };
+    return { script_id: id, user_id: row.user_id };
   }
 
   /** Clears the stored output of runs that finished before `before`; returns how many. */

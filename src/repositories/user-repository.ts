@@ -234,27 +234,10 @@ export class UserRepository {
     );
   }
 
-  /**
-   * Deletes the user and (by cascade) its scripts and tokens, returning the paths of
-   * the script files to remove. The user row is locked first, so no script can be
-   * added between collecting the paths and the delete (its foreign-key check waits,
-   * then fails).
-   */
-  async delete(id: number): Promise<{ file_paths: string[] }> {
-    return this.db.transaction(async (tx) => {
-      const sql = tx.sql;
-      const locked = await tx.maybeOne(
-        'users.delete.lock',
-        sql`select id from users where id = ${id} for update`,
-      );
-      if (locked === null) throw new NotFoundError('user');
-      const files = await tx.many<{ file_path: string }>(
-        'users.delete.scripts',
-        sql`delete from scripts where user_id = ${id} returning file_path`,
-      );
-      await tx.count('users.delete', sql`delete from users where id = ${id}`);
-      return { file_paths: files.map((f) => f.file_path) };
-    });
+  /** Deletes the user and, by cascade, its tokens, scripts, their bytes and output. */
+  async delete(id: number): Promise<void> {
+    const deleted = await this.db.count('users.delete', this.sql`delete from users where id = ${id}`);
+    if (deleted === 0) throw new NotFoundError('user');
   }
 
   /** Offset page, newest first, with the total, in one round trip. */

@@ -1,4 +1,5 @@
-/** Uploads and deletions: a row and a file that must not outlive each other. */
+/** Uploads, listings, deletions and the bytes of scripts. */
+import { createHash, randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import {
@@ -11,7 +12,7 @@ import {
 import { type Script, sanitizeFilename, scriptExtension } from '../domain/script.js';
 import type { Repositories } from '../repositories/index.js';
 import type { ScriptFilters, ScriptSort, ScriptWithUser } from '../repositories/script-repository.js';
-import type { Storage } from '../storage/file-storage.js';
+import type { Storage } from '../storage/storage.js';
 import type { Principal } from './auth-service.js';
 import { fetchPage, type Page, type PageRequest } from './paging.js';
 
@@ -42,9 +43,11 @@ export class ScriptService {
   ) {}
 
   /**
-   * Stores an uploaded file under a generated name and records it. The client's
-   * name is kept only as sanitised display text. Whatever fails, no file is left
-   * without a row.
+   * Records an uploaded script: its row and its bytes in one transaction, so an
+   * upload is all or nothing. The client's name is kept only as sanitised display
+   * text. The bytes are gathered in memory first (at most MAX_UPLOAD_BYTES: the
+   * multipart parser stops the file there): PostgreSQL takes a bytea parameter
+   * whole, and the size and SHA-256 of the row must be known before the insert.
    */
   async upload(userId: number, upload: Upload): Promise<Script> {
     const extension = scriptExtension(upload.filename);
@@ -52,41 +55,34 @@ export class ScriptService {
       upload.stream.resume(); // drain, so the connection can answer
       throw new UnsupportedFileTypeError('only .py, .js and .ts scripts are accepted');
     }
-    // An error of the request stream is the client's (cut off, malformed); one of the disk is ours.
-    // The parser may have failed the stream already (the whole body arrived before this handler ran).
-    let streamError: unknown = upload.stream.errored ?? undefined;
-    upload.stream.once('error', (error) => {
-      streamError = error;
-    });
-    let stored: Awaited<ReturnType<Storage['save']>>;
+    let content: Buffer;
     try {
-      stored = await this.storage.save(upload.stream, extension);
+      content = await readBounded(upload.stream, this.maxUploadBytes);
     } catch (error) {
+      if (error instanceof PayloadTooLargeError) throw this.tooLarge();
       if ((error as { code?: string }).code === 'FST_REQ_FILE_TOO_LARGE') throw this.tooLarge();
-      if (streamError !== undefined)
-        throw ValidationError.field(
-          '/file',
-          'the upload was cut off or is not valid multipart data',
-          'MALFORMED_UPLOAD',
-        );
-      throw error;
+      // An error of the request stream is the client's: cut off, or malformed.
+      throw ValidationError.field(
+        '/file',
+        'the upload was cut off or is not valid multipart data',
+        'MALFORMED_UPLOAD',
+      );
     }
-    try {
-      if (upload.stream.truncated) throw this.tooLarge();
-      if (stored.size === 0) throw ValidationError.field('/file', 'must not be empty', 'EMPTY_FILE');
-      return await this.repos.scripts.create({
+    if (upload.stream.truncated) throw this.tooLarge();
+    if (content.length === 0) throw ValidationError.field('/file', 'must not be empty', 'EMPTY_FILE');
+    const sha256 = createHash('sha256').update(content).digest('hex');
+    return this.repos.transaction(async (tx) => {
+      const script = await tx.scripts.create({
         user_id: userId,
-        filename: stored.key.split('/').pop()!,
+        filename: `${randomUUID()}${extension}`,
         original_filename: sanitizeFilename(upload.filename),
-        file_path: stored.key,
-        file_size: stored.size,
+        file_size: content.length,
         file_extension: extension,
-        sha256: stored.sha256,
+        sha256,
       });
-    } catch (error) {
-      await this.storage.remove(stored.key);
-      throw error;
-    }
+      await this.storage.put(tx.db, { script_id: script.id, user_id: userId }, content);
+      return script;
+    });
   }
 
   /**
@@ -122,23 +118,21 @@ export class ScriptService {
     return this.repos.scripts.listRecentWithUser(since, query.limit ?? RECENT_LIMIT_DEFAULT);
   }
 
-  /** Deletes an idle script's row, then its file. */
+  /** Deletes an idle script; its bytes go with the row (cascade). */
   async delete(id: number, ownerId?: number): Promise<void> {
-    const { file_path } = await this.repos.scripts.delete(id, ownerId);
-    await this.storage
-      .remove(file_path)
-      .catch((err) => this.log.warn({ err, key: file_path }, 'could not remove a script file'));
+    await this.repos.scripts.delete(id, ownerId);
   }
 
   /**
-   * The stored bytes and the name to offer them under. A script whose file is gone
-   * (deleted concurrently, or lost) is NOT_FOUND, known before any byte is sent.
+   * The stored bytes and the name to offer them under. A script whose bytes are
+   * missing (deleted concurrently, or never moved in from STORAGE_DIR) is NOT_FOUND,
+   * known before any byte is sent.
    */
   async content(id: number, ownerId?: number): Promise<{ stream: Readable; filename: string; size: number }> {
     const file = await this.repos.scripts.getFile(id, ownerId);
-    const opened = await this.storage.open(file.file_path);
+    const opened = await this.storage.open({ script_id: id, user_id: file.user_id });
     if (opened === null) {
-      this.log.warn({ script_id: id, key: file.file_path }, 'the file of a script is missing');
+      this.log.warn({ script_id: id }, 'the content of a script is missing');
       throw new NotFoundError('script file', 'the file of this script is missing');
     }
     return { stream: opened.stream, filename: file.original_filename, size: opened.size };
@@ -147,4 +141,22 @@ export class ScriptService {
   private tooLarge(): PayloadTooLargeError {
     return new PayloadTooLargeError(`a script may be at most ${this.maxUploadBytes} bytes`);
   }
+}
+
+/**
+ * The whole stream, refusing more than `max` bytes (PayloadTooLargeError) without
+ * holding them: the excess is drained, not kept.
+ */
+export async function readBounded(stream: Readable, max: number): Promise<Buffer> {
+  if (stream.errored) throw stream.errored;
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let over = false;
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > max) over = true;
+    if (!over) chunks.push(chunk);
+  }
+  if (over) throw new PayloadTooLargeError(`more than ${max} bytes`);
+  return Buffer.concat(chunks, size);
 }

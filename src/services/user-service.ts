@@ -1,12 +1,10 @@
 /** Changes to users that involve more than one repository call or outside effects. */
 
-import type { Logger } from 'pino';
 import type { UserRole } from '../domain/enums.js';
 import { NotFoundError } from '../domain/errors.js';
 import { assertValid, type User, usernameProblem } from '../domain/user.js';
 import type { Repositories } from '../repositories/index.js';
 import type { UserWithScripts } from '../repositories/user-repository.js';
-import type { Storage } from '../storage/file-storage.js';
 import type { AuthService, Principal } from './auth-service.js';
 import type { SecretBox } from './secret-box.js';
 
@@ -21,9 +19,7 @@ export class UserService {
   constructor(
     private readonly repos: Repositories,
     private readonly auth: AuthService,
-    private readonly storage: Storage,
     private readonly secrets: SecretBox,
-    private readonly log: Logger,
   ) {}
 
   /**
@@ -79,20 +75,13 @@ export class UserService {
   }
 
   /**
-   * Deletes the user, its tokens and scripts (cascade), then the script files. An
-   * admin deletes anyone, a user only itself (anyone else is NOT_FOUND).
+   * Deletes the user, its tokens and scripts with their bytes (cascade). An admin
+   * deletes anyone, a user only itself (anyone else is NOT_FOUND).
    */
   async delete(principal: Principal, id: number): Promise<void> {
     assertSelfOrAdmin(principal, id);
-    const { file_paths } = await this.repos.users.delete(id);
+    await this.repos.users.delete(id);
     this.auth.evictUser(id);
-    await Promise.all(
-      file_paths.map((key) =>
-        this.storage
-          .remove(key)
-          .catch((err) => this.log.warn({ err, key }, 'could not remove a script file')),
-      ),
-    );
   }
 
   async linkIbkr(userId: number, input: IbkrLinkInput): Promise<User> {

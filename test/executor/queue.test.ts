@@ -73,6 +73,12 @@ t.test('several executors run 500 queued scripts, each exactly once', async (t) 
     select user_id, gen_random_uuid() || '.py', original_filename, file_path, file_size, file_extension, sha256
     from scripts, generate_series(1, 499)
   `;
+  await sql`
+    insert into script_contents (script_id, user_id, content)
+    select s.id, s.user_id, c.content
+    from scripts s, script_contents c
+    where s.id <> c.script_id
+  `;
   await sql`update scripts set status = 'queued', queued_at = now()`;
   // Each executor gets its own repositories, whose claims we record on the way out.
   const claims = new Map<number, string[]>();

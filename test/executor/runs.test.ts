@@ -2,6 +2,8 @@
  * Real child processes through the real executor: outcomes, metrics, limits,
  * the sandbox, and the log pipeline.
  */
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import t from 'tap';
 import { signUp } from '../helpers/app.js';
 import {
@@ -117,10 +119,12 @@ t.test('the sandbox: no database URL or secret in the environment, no reading ot
   const f = await executorFixture(t);
   await f.startExecutor();
   const victim = await signUp(f.app);
-  const victimScript = await upload(f, victim, 'secret.py', 'API_KEY = "victim-secret-strategy"\n');
-  const sql = f.database.sql;
-  const [victimRow] = await sql`select file_path from scripts where id = ${victimScript}`;
-  const victimPath = f.storage.pathOf(String(victimRow?.file_path));
+  await upload(f, victim, 'secret.py', 'API_KEY = "victim-secret-strategy"\n');
+  // Script bytes live in PostgreSQL, out of a script's reach; a file still left in STORAGE_DIR
+  // from before (mode 0600 in a 0700 folder, as the file store wrote them) must be out of reach too.
+  const victimPath = path.join(f.config.STORAGE_DIR, 'ab', 'ab000000-0000-4000-8000-000000000000.py');
+  await mkdir(path.dirname(victimPath), { mode: 0o700 });
+  await writeFile(victimPath, 'API_KEY = "victim-secret-strategy"\n', { mode: 0o600 });
   const { account, id } = await signUpWithScript(
     f,
     'snoop.py',

@@ -1,6 +1,7 @@
 /**
  * The whole app over a fresh database of this test file, for `app.inject`.
- * Rate limits are raised unless a test sets them; uploads go to a temporary folder.
+ * Rate limits are raised unless a test sets them; STORAGE_DIR is a temporary folder
+ * (where script files were kept before script_contents).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -13,13 +14,11 @@ import { migrationNames } from '../../src/db/migrate.js';
 import type { User } from '../../src/domain/user.js';
 import { type BuildOptions, build } from '../../src/http/app.js';
 import { Metrics } from '../../src/metrics.js';
-import { FileStorage } from '../../src/storage/file-storage.js';
 import { type TestDatabase, testDatabase, testLogger } from './db.js';
 
 export interface TestApp extends Composition {
   app: FastifyInstance;
   database: TestDatabase;
-  storage: FileStorage;
   config: Config;
 }
 
@@ -41,15 +40,12 @@ export async function testApp(
     MAX_EVENT_LOOP_UTILIZATION: '0',
     ...env,
   });
-  const storage = new FileStorage(config.STORAGE_DIR);
-  await storage.init();
   const log = testLogger();
   const composition = compose({
     config,
     sql: database.sql,
     log,
     metrics: new Metrics({ defaultMetrics: false }),
-    storage,
     migrations: await migrationNames(),
   });
   const app = await build({
@@ -59,7 +55,7 @@ export async function testApp(
     ...buildOptions,
   });
   t.teardown(() => app.close());
-  return { ...composition, app, database, storage, config };
+  return { ...composition, app, database, config };
 }
 
 export interface Account {

@@ -555,7 +555,6 @@ t.test(
       sql: a.database.sql,
       log,
       metrics: new Metrics({ defaultMetrics: false }),
-      storage: a.storage,
       migrations: await migrationNames(),
     });
     const appB = await build({ ctx: composition.ctx, logger: log, activity: composition.activity });
@@ -592,7 +591,6 @@ t.test(
       sql: a.database.sql,
       log,
       metrics: new Metrics({ defaultMetrics: false }),
-      storage: a.storage,
       migrations: await migrationNames(),
     });
     const appB = await build({ ctx: composition.ctx, logger: log, activity: composition.activity });

@@ -6,7 +6,6 @@
  * The route tables are the point: a new `:id` route is one line in SCRIPT_ROUTES or
  * USER_ROUTES, a new admin route one line in ADMIN_ROUTES.
  */
-import { readFile } from 'node:fs/promises';
 import type { LightMyRequestResponse } from 'fastify';
 import t, { type Test } from 'tap';
 import { type Account, multipartFile, signUp, signUpAdmin, type TestApp, testApp } from '../helpers/app.js';
@@ -135,13 +134,14 @@ async function world(t: Test): Promise<World> {
 async function snapshot(ta: TestApp, userId: number) {
   const sql = ta.database.sql;
   const [user] = await sql`select * from users where id = ${userId}`;
-  const scripts = await sql<Array<{ id: number; file_path: string }>>`
-    select * from scripts where user_id = ${userId} order by id
+  const scripts = await sql`select * from scripts where user_id = ${userId} order by id`;
+  const files = await sql`
+    select script_id, convert_from(content, 'UTF8') as content
+    from script_contents where user_id = ${userId} order by script_id
   `;
-  const files = await Promise.all(scripts.map((s) => readFile(ta.storage.pathOf(s.file_path), 'utf8')));
   const tokens = await sql`select id, revoked_at from api_tokens where user_id = ${userId} order by id`;
   const schedules = await sql`select * from script_schedules where user_id = ${userId} order by id`;
-  return { user, scripts: [...scripts], files, tokens: [...tokens], schedules: [...schedules] };
+  return { user, scripts: [...scripts], files: [...files], tokens: [...tokens], schedules: [...schedules] };
 }
 
 t.test('every route of the tables exists (a missing one would answer 404 and prove nothing)', async (t) => {

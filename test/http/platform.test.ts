@@ -19,7 +19,6 @@ import { MIGRATIONS_DIR, migrationNames } from '../../src/db/migrate.js';
 import { build } from '../../src/http/app.js';
 import { Metrics } from '../../src/metrics.js';
 import { newToken } from '../../src/services/tokens.js';
-import { FileStorage } from '../../src/storage/file-storage.js';
 import { signUp, signUpAdmin, testApp } from '../helpers/app.js';
 import { testDatabase, testLogger } from '../helpers/db.js';
 import { captureLogger } from '../helpers/log-capture.js';
@@ -55,14 +54,11 @@ async function appOver(
     sql = createPool(poolOptionsFrom(config, where.url, `dollarclub-platform-${process.pid}`), log);
     t.teardown(() => sql.end({ timeout: 1 }));
   }
-  const storage = new FileStorage(storageDir);
-  await storage.init();
   const composition = compose({
     config,
     sql,
     log,
     metrics: new Metrics({ defaultMetrics: false }),
-    storage,
     migrations: await migrationNames(),
   });
   const app = await build({ ctx: composition.ctx, logger: log, activity: composition.activity });

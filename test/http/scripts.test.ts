@@ -1,10 +1,8 @@
 /**
- * Scripts over HTTP: upload (the bytes, the row and the file on disk), listing in
+ * Scripts over HTTP: upload (the row and its bytes in script_contents), listing in
  * offset and cursor mode, the admin's views, download and deletion.
  */
 import { createHash } from 'node:crypto';
-import { readdir, readFile, rm, stat } from 'node:fs/promises';
-import path from 'node:path';
 import contentDisposition from 'content-disposition';
 import type { LightMyRequestResponse } from 'fastify';
 import t, { type Test } from 'tap';
@@ -60,27 +58,28 @@ function rawMultipart(ta: TestApp, account: Account, body: string, boundary: str
   });
 }
 
-/** Every file under the storage folder, relative to it, sorted. */
-async function storedFiles(ta: TestApp): Promise<string[]> {
-  const entries = await readdir(ta.storage.root, { recursive: true, withFileTypes: true });
-  return entries
-    .filter((e) => e.isFile())
-    .map((e) => path.relative(ta.storage.root, path.join(e.parentPath, e.name)))
-    .sort();
+/** The script ids that have bytes in script_contents, in order. */
+async function storedFiles(ta: TestApp): Promise<number[]> {
+  const sql = ta.database.sql;
+  const rows = await sql<{ script_id: number }[]>`select script_id from script_contents order by script_id`;
+  return rows.map((r) => r.script_id);
 }
 
-async function fileKeys(ta: TestApp): Promise<string[]> {
+/** The ids of the script rows, in order. */
+async function fileKeys(ta: TestApp): Promise<number[]> {
   const sql = ta.database.sql;
-  const rows = await sql<{ file_path: string }[]>`select file_path from scripts order by file_path`;
-  return rows.map((r) => r.file_path).sort();
+  const rows = await sql<{ id: number }[]>`select id from scripts order by id`;
+  return rows.map((r) => r.id);
 }
 
-async function keyOf(ta: TestApp, id: number): Promise<string> {
+/** The stored bytes of a script, or null. */
+async function contentOf(ta: TestApp, id: number): Promise<Buffer | null> {
   const sql = ta.database.sql;
-  const [row] = await sql<{ file_path: string }[]>`select file_path from scripts where id = ${id}`;
-  if (row === undefined) throw new Error(`no script ${id}`);
-  return row.file_path;
+  const [row] = await sql<{ content: Buffer }[]>`select content from script_contents where script_id = ${id}`;
+  return row?.content ?? null;
 }
+
+const hasContent = async (ta: TestApp, id: number) => (await contentOf(ta, id)) !== null;
 
 async function scriptCount(ta: TestApp): Promise<number> {
   const sql = ta.database.sql;
@@ -88,10 +87,10 @@ async function scriptCount(ta: TestApp): Promise<number> {
   return row!.n;
 }
 
-/** Nothing was stored: no row, no file. */
+/** Nothing was stored: no row, no bytes. */
 async function nothingStored(t: Test, ta: TestApp, label: string) {
   t.equal(await scriptCount(ta), 0, `${label}: no row`);
-  t.same(await storedFiles(ta), [], `${label}: no file left in storage`);
+  t.same(await storedFiles(ta), [], `${label}: no bytes left in script_contents`);
 }
 
 type RunState = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
@@ -161,13 +160,12 @@ t.test('an upload answers 201 with the script (no file_path) and stores exactly 
   t.notOk('file_path' in script, 'the server path is never shown');
   t.notOk('execution_logs' in script);
 
-  const key = await keyOf(ta, script.id);
-  const file = ta.storage.pathOf(key);
-  t.ok(file.startsWith(path.resolve(ta.config.STORAGE_DIR) + path.sep), 'the file is under STORAGE_DIR');
-  t.equal(path.basename(file), script.filename);
-  t.same(await readFile(file), bytes, 'the stored file holds exactly the uploaded bytes');
-  t.equal((await stat(file)).mode & 0o777, 0o600, 'readable by the server only');
-  t.same(await storedFiles(ta), [key], 'one file, the row’s');
+  t.same(await contentOf(ta, script.id), bytes, 'script_contents holds exactly the uploaded bytes');
+  const [row] = await ta.database.sql`
+    select c.user_id, s.file_path from script_contents c join scripts s on s.id = c.script_id
+  `;
+  t.same(row, { user_id: alice.user.id, file_path: null }, 'keyed by script and owner; no file path');
+  t.same(await storedFiles(ta), [script.id], 'one content row, the script’s');
 
   const again = await get(ta, alice, `/api/v1/scripts/${script.id}`);
   t.equal(again.statusCode, 200);
@@ -331,18 +329,12 @@ t.test('hostile file names are stored as sanitised text and never reach the file
   const broken = await upload(ta, alice, 'a\u0000b\nc.py', 'print(1)\n');
   problemOf(t, broken, 400);
 
-  const root = path.resolve(ta.config.STORAGE_DIR);
   const keys = await fileKeys(ta);
   t.equal(keys.length, cases.length);
-  for (const key of keys) {
-    t.match(key, /^[0-9a-f]{2}\/[0-9a-f-]{36}\.py$/, 'a generated storage key');
-    t.ok(ta.storage.pathOf(key).startsWith(root + path.sep), `${key} resolves inside STORAGE_DIR`);
-  }
-  t.same(await storedFiles(ta), keys, 'the storage folder holds exactly the files of the rows');
-  t.same(await readdir(path.dirname(root)).then((names) => names.includes('evil.py')), false);
+  t.same(await storedFiles(ta), keys, 'script_contents holds exactly the bytes of the rows');
 });
 
-t.test('when the insert fails the written file is removed', async (t) => {
+t.test('when the insert of the row fails no bytes are stored', async (t) => {
   const ta = await setup(t);
   const alice = await signUp(ta.app);
   const sql = ta.database.sql;
@@ -677,7 +669,7 @@ t.test(
     const ta = await setup(t);
     const alice = await signUp(ta.app);
     const script = (await upload(ta, alice, 'lost.py', 'print(1)\n')).json();
-    await rm(ta.storage.pathOf(await keyOf(ta, script.id)));
+    await ta.database.sql`delete from script_contents where script_id = ${script.id}`;
     const res = await get(ta, alice, `/api/v1/scripts/${script.id}/content`);
     const body = problemOf(t, res, 404, 'NOT_FOUND');
     t.notOk(res.headers['content-disposition'], 'no attachment header on the problem');
@@ -720,7 +712,6 @@ t.test('DELETE /scripts/:id answers 204 and removes the row and the file', async
   const alice = await signUp(ta.app);
   const keep = (await upload(ta, alice, 'keep.py', 'print(0)\n')).json();
   const script = (await upload(ta, alice, 'gone.py', 'print(1)\n')).json();
-  const key = await keyOf(ta, script.id);
   const res = await ta.app.inject({
     method: 'DELETE',
     url: `/api/v1/scripts/${script.id}`,
@@ -729,8 +720,8 @@ t.test('DELETE /scripts/:id answers 204 and removes the row and the file', async
   t.equal(res.statusCode, 204);
   t.equal(res.body, '');
   problemOf(t, await get(ta, alice, `/api/v1/scripts/${script.id}`), 404, 'NOT_FOUND');
-  t.notOk(await ta.storage.exists(key), 'the file is gone');
-  t.same(await storedFiles(ta), [await keyOf(ta, keep.id)], 'the other script’s file stays');
+  t.notOk(await hasContent(ta, script.id), 'its bytes are gone');
+  t.same(await storedFiles(ta), [keep.id], 'the other script’s bytes stay');
   const again = await ta.app.inject({
     method: 'DELETE',
     url: `/api/v1/scripts/${script.id}`,
@@ -744,7 +735,6 @@ t.test('DELETE /scripts/:id is a 409 INVALID_STATE while queued or running; row 
   const alice = await signUp(ta.app);
   for (const state of ['queued', 'running'] as const) {
     const script = (await upload(ta, alice, `${state}.py`, 'print(1)\n')).json();
-    const key = await keyOf(ta, script.id);
     await putInState(ta, script.id, state);
     const del = () =>
       ta.app.inject({ method: 'DELETE', url: `/api/v1/scripts/${script.id}`, headers: alice.headers });
@@ -754,7 +744,7 @@ t.test('DELETE /scripts/:id is a 409 INVALID_STATE while queued or running; row 
       { status: state },
       'the row stays',
     );
-    t.ok(await ta.storage.exists(key), 'the file stays');
+    t.ok(await hasContent(ta, script.id), 'its bytes stay');
     const content = await get(ta, alice, `/api/v1/scripts/${script.id}/content`);
     t.equal(content.body, 'print(1)\n', 'and can still be downloaded');
     if (state === 'running') {
@@ -767,7 +757,7 @@ t.test('DELETE /scripts/:id is a 409 INVALID_STATE while queued or running; row 
       await ta.ctx.repos.executions.cancel(script.id);
     }
     t.equal((await del()).statusCode, 204, 'deletable once the run is over');
-    t.notOk(await ta.storage.exists(key));
+    t.notOk(await hasContent(ta, script.id));
   }
   t.same(await storedFiles(ta), []);
 });

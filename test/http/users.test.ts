@@ -34,9 +34,12 @@ async function upload(app: FastifyInstance, account: Account, name: string, cont
   return res.json() as { id: number; user_id: number; original_filename: string };
 }
 
-async function filePathsOf(test: TestApp, userId: number): Promise<string[]> {
-  const rows = await test.database.sql`select file_path from scripts where user_id = ${userId} order by id`;
-  return rows.map((r) => r.file_path as string);
+/** The ids of a user's scripts whose bytes are in script_contents. */
+async function contentIdsOf(test: TestApp, userId: number): Promise<number[]> {
+  const rows = await test.database.sql`
+    select script_id from script_contents where user_id = ${userId} order by script_id
+  `;
+  return rows.map((r) => r.script_id as number);
 }
 
 function ids(users: Array<{ id: number }>): number[] {
@@ -710,7 +713,7 @@ t.test(
   'DELETE /users/:id by the user itself removes it, its scripts, their files and its tokens',
   async (t) => {
     const test = await testApp(t);
-    const { app, database, storage } = test;
+    const { app, database } = test;
     const user = await signUp(app);
     const other = await signUp(app);
     const login = await app.inject({
@@ -723,10 +726,8 @@ t.test(
     await upload(app, user, 'one.py', 'print(1)\n');
     await upload(app, user, 'two.ts', 'console.log(2)\n');
     await upload(app, other, 'kept.py', 'print("kept")\n');
-    const keys = await filePathsOf(test, user.user.id);
-    const otherKeys = await filePathsOf(test, other.user.id);
-    t.equal(keys.length, 2);
-    for (const key of keys) t.ok(await storage.exists(key), `${key} exists before`);
+    t.equal((await contentIdsOf(test, user.user.id)).length, 2, 'two scripts with bytes before');
+    const otherKeys = await contentIdsOf(test, other.user.id);
 
     const res = await app.inject({
       method: 'DELETE',
@@ -736,8 +737,8 @@ t.test(
     t.equal(res.statusCode, 204);
     t.equal(res.body, '');
 
-    for (const key of keys) t.notOk(await storage.exists(key), `${key} is gone`);
-    for (const key of otherKeys) t.ok(await storage.exists(key), `another user's ${key} stays`);
+    t.same(await contentIdsOf(test, user.user.id), [], 'their bytes are gone');
+    t.same(await contentIdsOf(test, other.user.id), otherKeys, "another user's bytes stay");
     const [counts] = await database.sql`
     select
       (select count(*)::int from users where id = ${user.user.id}) as users,
@@ -764,11 +765,11 @@ t.test(
 
 t.test('DELETE /users/:id of someone else by a normal user is 404 and deletes nothing', async (t) => {
   const test = await testApp(t);
-  const { app, storage } = test;
+  const { app } = test;
   const user = await signUp(app);
   const victim = await signUp(app);
   await upload(app, victim, 'victim.py', 'print("mine")\n');
-  const keys = await filePathsOf(test, victim.user.id);
+  const keys = await contentIdsOf(test, victim.user.id);
   const res = await app.inject({
     method: 'DELETE',
     url: `${USERS}/${victim.user.id}`,
@@ -778,7 +779,7 @@ t.test('DELETE /users/:id of someone else by a normal user is 404 and deletes no
   t.match(res.json(), { code: 'NOT_FOUND' });
   const me = await app.inject({ method: 'GET', url: ME, headers: victim.headers });
   t.equal(me.statusCode, 200, 'the victim still signs in');
-  for (const key of keys) t.ok(await storage.exists(key), 'its file stays');
+  t.same(await contentIdsOf(test, victim.user.id), keys, 'its bytes stay');
   const missing = await app.inject({
     method: 'DELETE',
     url: `${USERS}/${victim.user.id + 1000}`,
@@ -789,16 +790,16 @@ t.test('DELETE /users/:id of someone else by a normal user is 404 and deletes no
 
 t.test('DELETE /users/:id by an admin removes the user and its files; a second delete is 404', async (t) => {
   const test = await testApp(t);
-  const { app, storage } = test;
+  const { app } = test;
   const admin = await signUpAdmin(test);
   const user = await signUp(app);
   await upload(app, user, 'doomed.js', 'console.log("bye")\n');
-  const keys = await filePathsOf(test, user.user.id);
+  t.equal((await contentIdsOf(test, user.user.id)).length, 1);
   t.equal((await app.inject({ method: 'GET', url: ME, headers: user.headers })).statusCode, 200, 'cached');
 
   const res = await app.inject({ method: 'DELETE', url: `${USERS}/${user.user.id}`, headers: admin.headers });
   t.equal(res.statusCode, 204);
-  for (const key of keys) t.notOk(await storage.exists(key), 'its file is gone');
+  t.same(await contentIdsOf(test, user.user.id), [], 'its bytes are gone');
   t.equal((await app.inject({ method: 'GET', url: ME, headers: user.headers })).statusCode, 401);
   const read = await app.inject({ method: 'GET', url: `${USERS}/${user.user.id}`, headers: admin.headers });
   t.equal(read.statusCode, 404);

@@ -27,7 +27,7 @@ t.test('create returns the script without its file_path; findById/getById respec
   t.same(await repos.scripts.getById(script.id, owner.id), script);
 });
 
-t.test('getFile gives the stored path and original name, to the owner only', async (t) => {
+t.test('getFile gives the owner and original name, to the owner only', async (t) => {
   const { repos } = await testDatabase(t);
   const owner = await makeUser(repos);
   const stranger = await makeUser(repos);
@@ -36,7 +36,7 @@ t.test('getFile gives the stored path and original name, to the owner only', asy
     original_filename: 'my strategy.py',
   });
   t.same(await repos.scripts.getFile(script.id, owner.id), {
-    file_path: '/srv/x.py',
+    user_id: owner.id,
     original_filename: 'my strategy.py',
     file_size: 100,
   });
@@ -199,13 +199,13 @@ t.test('listRecentWithUser embeds each owner, newest first, within the period an
   t.equal((await repos.scripts.listRecentWithUser(new Date(0), 1)).length, 1);
 });
 
-t.test('delete removes an idle script and returns its path; refuses queued and running ones', async (t) => {
+t.test('delete removes an idle script and says whose it was; refuses queued and running ones', async (t) => {
   const { repos } = await testDatabase(t);
   const owner = await makeUser(repos);
   const stranger = await makeUser(repos);
   const idle = await makeScript(repos, owner.id, { file_path: '/srv/idle.py' });
   await t.rejects(repos.scripts.delete(idle.id, stranger.id), NotFoundError);
-  t.same(await repos.scripts.delete(idle.id, owner.id), { file_path: '/srv/idle.py' });
+  t.same(await repos.scripts.delete(idle.id, owner.id), { script_id: idle.id, user_id: owner.id });
   await t.rejects(repos.scripts.delete(idle.id, owner.id), NotFoundError);
 
   const busy = await makeScript(repos, owner.id);

@@ -23,7 +23,7 @@ export class FileCopier {
 
   constructor(
     private readonly filesDir: string,
-    /** The absolute path of a storage key (Storage.pathOf). */
+    /** The absolute path of a storage key under STORAGE_DIR (legacyPathOf). */
     private readonly pathOf: (key: string) => string,
     private readonly concurrency = 32,
   ) {}

@@ -28,7 +28,7 @@ export interface LegacyImportOptions {
   filesDir: string;
   /** The target pool. */
   sql: Sql;
-  /** Absolute path of a storage key (Storage.pathOf). */
+  /** Absolute path of a storage key under STORAGE_DIR (legacyPathOf). */
   pathOf: (key: string) => string;
   secrets: SecretBox;
   /** Where the refused rows are written (CSV: kind, legacy_id, reason). */
