@@ -13,7 +13,6 @@ import { loadConfig } from '../src/config.js';
 import type { Sql } from '../src/db/client.js';
 import { build } from '../src/http/app.js';
 import { Metrics } from '../src/metrics.js';
-import { FileStorage } from '../src/storage/file-storage.js';
 
 const dir = await mkdtemp(path.join(tmpdir(), 'dollarclub-openapi-'));
 try {
@@ -25,7 +24,6 @@ try {
     sql,
     log,
     metrics: new Metrics({ defaultMetrics: false }),
-    storage: new FileStorage(dir),
     migrations: [],
   });
   const app = await build({ ctx, logger: log, activity });
