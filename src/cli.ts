@@ -1,8 +1,10 @@
 /**
  * `npm run cli -- <command>`: operator commands.
- *   create-admin --email E --username U --password P
- *     creates an admin, or promotes the existing user with that email (and sets
- *     the password given).
+ *   create-admin --email E --username U [--password-stdin] [--promote-existing]
+ *     creates an admin. The password comes from standard input (`--password-stdin`)
+ *     or a prompt that does not echo, never from the command line. An existing
+ *     account with that email is promoted only with `--promote-existing`, which
+ *     replaces its password and ends all its sessions.
  *   import-legacy --from URL --files DIR [--details FILE] [--json]
  *     imports an original (Python) DollarClub database and its upload folder
  *     (docs/import.md); prints progress on a terminal and a final report. The
@@ -17,26 +19,71 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import { PasswordInputError, readPassword } from './cli-password.js';
 import { type Config, ConfigError, loadConfig } from './config.js';
 import { createPool, poolOptionsFrom, type Sql } from './db/client.js';
 import { locateDatabase } from './db/connect.js';
 import { Database } from './db/database.js';
 import { migrate } from './db/migrate.js';
 import { DomainError, ValidationError } from './domain/errors.js';
-import { assertValid, normalizeEmail, passwordProblem } from './domain/user.js';
 import { createLogger } from './logger.js';
 import { Repositories } from './repositories/index.js';
+import { createAdmin } from './services/admin.js';
 import { formatReport, importLegacy } from './services/legacy-import/import.js';
 import { TerminalProgress } from './services/legacy-import/progress.js';
-import { hashPassword } from './services/passwords.js';
 import { SecretBox } from './services/secret-box.js';
 import { legacyPathOf, type MoveReport, moveContents } from './storage/move-contents.js';
 
 const USAGE = [
-  'usage: npm run cli -- create-admin --email E --username U --password P',
+  'usage: npm run cli -- create-admin --email E --username U [--password-stdin] [--promote-existing]',
+  '  the password is read from standard input with --password-stdin, otherwise asked for',
+  '  at a prompt; --promote-existing makes an existing account admin (ending its sessions)',
   '       npm run cli -- import-legacy --from URL --files DIR [--details FILE] [--json]',
   '       npm run cli -- move-contents [--storage-dir DIR]',
 ].join('\n');
+
+class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+/** Arguments of create-admin, checked before anything connects. */
+function parseCreateAdmin(args: string[]) {
+  // Refused by name, not just as unknown: whoever tries it learns why and what to do instead.
+  if (args.some((a) => a === '--password' || a.startsWith('--password=')))
+    throw new UsageError(
+      '--password is refused: a password on the command line ends up in the shell history and in ' +
+        '/proc/<pid>/cmdline, which every process on the host can read. Pipe it in with ' +
+        '--password-stdin (`printf %s "$PW" | npm run cli -- create-admin ... --password-stdin`) ' +
+        'or leave the flag out to be asked for it.',
+    );
+  let parsed: ReturnType<typeof parse>;
+  try {
+    parsed = parse(args);
+  } catch (error) {
+    throw new UsageError(`${(error as Error).message}\n${USAGE}`);
+  }
+  const { email, username } = parsed.values;
+  if (!email || !username) throw new UsageError(USAGE);
+  return {
+    email,
+    username,
+    passwordStdin: parsed.values['password-stdin'] === true,
+    promoteExisting: parsed.values['promote-existing'] === true,
+  };
+}
+
+function parse(args: string[]) {
+  return parseArgs({
+    args,
+    options: {
+      email: { type: 'string' },
+      username: { type: 'string' },
+      'password-stdin': { type: 'boolean' },
+      'promote-existing': { type: 'boolean' },
+    },
+    strict: true,
+  });
+}
 
 async function importLegacyCommand(config: Config, sql: Sql, db: Database, args: string[]): Promise<string> {
   const { values } = parseArgs({
@@ -90,38 +137,25 @@ function formatMoveReport(report: MoveReport): string {
   return lines.join('\n');
 }
 
-async function createAdmin(repos: Repositories, args: string[]): Promise<string> {
-  const { values } = parseArgs({
-    args,
-    options: { email: { type: 'string' }, username: { type: 'string' }, password: { type: 'string' } },
-    strict: true,
-  });
-  if (!values.email || !values.username || !values.password) throw new Error(USAGE);
-  const email = normalizeEmail(values.email);
-  assertValid([['/password', passwordProblem(values.password)]]);
-  const hashed_password = await hashPassword(values.password);
-  return repos.transaction(async (tx) => {
-    const existing = await tx.users.findByEmail(email);
-    if (existing === null) {
-      const user = await tx.users.create({
-        email,
-        username: values.username!,
-        hashed_password,
-        role: 'admin',
-      });
-      return `created admin ${user.email} (id ${user.id})`;
-    }
-    const user = await tx.users.update(existing.id, { role: 'admin', is_active: true, hashed_password });
-    return `promoted ${user.email} (id ${user.id}) to admin`;
-  });
-}
-
 async function main(): Promise<number> {
   const [command, ...args] = process.argv.slice(2);
   if (command !== 'create-admin' && command !== 'import-legacy' && command !== 'move-contents') {
     console.error(USAGE);
     return 2;
   }
+  // Asked before connecting: a prompt must not wait on a database, nor a database on a person.
+  const admin =
+    command === 'create-admin'
+      ? await (async () => {
+          const options = parseCreateAdmin(args);
+          const password = await readPassword({
+            stdin: options.passwordStdin,
+            input: process.stdin,
+            output: process.stderr,
+          });
+          return { ...options, password };
+        })()
+      : null;
   const config = loadConfig();
   const log = createLogger(config.LOG_LEVEL === 'info' ? 'warn' : config.LOG_LEVEL, 'dollarclub-cli');
   const location = await locateDatabase(config, log, { reuseRunning: true });
@@ -134,11 +168,16 @@ async function main(): Promise<number> {
       queryTimeoutMs: config.DB_QUERY_TIMEOUT_MS,
     });
     if (command === 'move-contents') return await moveContentsCommand(db, config.STORAGE_DIR, args);
-    console.log(
-      command === 'import-legacy'
-        ? await importLegacyCommand(config, sql, db, args)
-        : await createAdmin(new Repositories(db), args),
-    );
+    if (admin !== null) {
+      const result = await createAdmin(new Repositories(db), admin);
+      console.log(
+        result.action === 'created'
+          ? `created admin ${result.email} (id ${result.user_id})`
+          : `promoted ${result.email} (id ${result.user_id}) to admin; ${result.revoked} session(s) ended`,
+      );
+      return 0;
+    }
+    console.log(await importLegacyCommand(config, sql, db, args));
     return 0;
   } finally {
     await sql.end({ timeout: 5 });
@@ -151,8 +190,14 @@ main().then(
   (error) => {
     if (error instanceof ValidationError)
       console.error(error.errors.map((e) => `${e.path}: ${e.message}`).join('\n'));
-    else if (error instanceof DomainError || error instanceof ConfigError) console.error(error.message);
+    else if (
+      error instanceof DomainError ||
+      error instanceof ConfigError ||
+      error instanceof UsageError ||
+      error instanceof PasswordInputError
+    )
+      console.error(error.message);
     else console.error(error instanceof Error ? error.message : error);
-    process.exit(1);
+    process.exit(error instanceof UsageError ? 2 : 1);
   },
 );

@@ -72,7 +72,11 @@ export interface IbkrLink {
   token_expires_at: Date | null;
 }
 
-export type UserWithScripts = User & { scripts: Script[] };
+export type UserWithScripts = User & {
+  scripts: Script[];
+  /** GET /scripts cursor after the last embedded script; null when all are embedded. */
+  scripts_cursor: string | null;
+};
 
 // The maximum keeps an out-of-range id (1e300) a tampered cursor, not an SQL data error.
 const UserCursor = Type.Tuple([Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })]);
@@ -127,6 +131,28 @@ export class UserRepository {
       'users.findByEmail',
       sql`select ${sql(USER_COLUMNS)} from users where email = ${email.trim().toLowerCase()}`,
     );
+  }
+
+  /**
+   * The user with this email, its row locked until the transaction ends (a role change
+   * decided on what it read is not raced by another).
+   */
+  async lockByEmail(email: string): Promise<{ id: number; role: UserRole } | null> {
+    const sql = this.sql;
+    return this.db.maybeOne(
+      'users.lockByEmail',
+      sql`select id, role from users where email = ${email.trim().toLowerCase()} for update`,
+    );
+  }
+
+  /** The user's role, its row locked until the transaction ends; null when there is no such user. */
+  async lockRole(id: number): Promise<UserRole | null> {
+    const sql = this.sql;
+    const row = await this.db.maybeOne<{ role: UserRole }>(
+      'users.lockRole',
+      sql`select role from users where id = ${id} for update`,
+    );
+    return row?.role ?? null;
   }
 
   /** What login needs to check a password, for an email user. */
@@ -326,8 +352,13 @@ export class UserRepository {
     );
   }
 
-  /** The user and all its scripts (newest first) in one query: the eager-loading case. */
-  async findWithScripts(id: number): Promise<UserWithScripts | null> {
+  /**
+   * The user and its newest `limit` scripts (newest first) in one query: the
+   * eager-loading case. `scripts_next` is the cursor of GET /scripts (sort
+   * `-created_at`) that continues after the last one shown, or null when there are
+   * no more.
+   */
+  async findWithScripts(id: number, limit: number): Promise<UserWithScripts | null> {
     const sql = this.sql;
     const row = await this.db.maybeOne<User & { scripts: Record<string, unknown>[] }>(
       'users.findWithScripts',
@@ -335,14 +366,26 @@ export class UserRepository {
         select ${sql(USER_COLUMNS.map((c) => `u.${c}`))},
           coalesce(
             (select json_agg(s order by s.created_at desc, s.id desc)
-             from (select ${sql(SCRIPT_COLUMNS)} from scripts where user_id = u.id) as s),
+             from (
+               select ${sql(SCRIPT_COLUMNS)}, created_at::text as sort_key
+               from scripts
+               where user_id = u.id
+               order by created_at desc, id desc
+               limit ${limit + 1}
+             ) as s),
             '[]'
           ) as scripts
         from users as u
         where u.id = ${id}
       `,
     );
-    return row === null ? null : { ...row, scripts: row.scripts.map(scriptFromJson) };
+    if (row === null) return null;
+    const page = cursorPage(row.scripts, limit, (s) => ['-created_at', s.sort_key, s.id]);
+    return {
+      ...row,
+      scripts: page.items.map(({ sort_key: _key, ...s }) => scriptFromJson(s)),
+      scripts_cursor: page.next_cursor,
+    };
   }
 
   /** Links (or relinks) an IBKR account. IBKR_ACCOUNT_TAKEN when another user has it. */

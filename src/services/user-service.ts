@@ -8,6 +8,9 @@ import type { UserWithScripts } from '../repositories/user-repository.js';
 import type { AuthService, Principal } from './auth-service.js';
 import type { SecretBox } from './secret-box.js';
 
+/** `GET /users/{id}?include=scripts` embeds at most this many scripts, the newest. */
+export const EMBEDDED_SCRIPTS_MAX = 100;
+
 export interface IbkrLinkInput {
   ibkr_user_id: string;
   access_token?: string;
@@ -48,12 +51,22 @@ export class UserService {
     return user;
   }
 
-  /** PATCH /users/{id} by an admin. */
+  /**
+   * PATCH /users/{id} by an admin. A change of role revokes every token of the account
+   * in the same transaction: a session opened with one role never carries another.
+   */
   async update(
     id: number,
     patch: { username?: string; is_active?: boolean; is_verified?: boolean; role?: UserRole },
   ): Promise<User> {
-    const user = await this.repos.users.update(id, patch);
+    const user = await this.repos.transaction(async (tx) => {
+      if (patch.role === undefined) return tx.users.update(id, patch);
+      const before = await tx.users.lockRole(id);
+      if (before === null) throw new NotFoundError('user');
+      const updated = await tx.users.update(id, patch);
+      if (before !== patch.role) await tx.tokens.revokeAllForUser(id);
+      return updated;
+    });
     if (patch.is_active !== undefined || patch.role !== undefined) this.auth.evictUser(id);
     return user;
   }
@@ -69,7 +82,7 @@ export class UserService {
   ): Promise<User | UserWithScripts> {
     assertSelfOrAdmin(principal, id);
     if (options.scripts !== true) return this.repos.users.getById(id);
-    const user = await this.repos.users.findWithScripts(id);
+    const user = await this.repos.users.findWithScripts(id, EMBEDDED_SCRIPTS_MAX);
     if (user === null) throw new NotFoundError('user');
     return user;
   }

@@ -308,18 +308,26 @@ t.test('IBKR-connected users active since a time', async (t) => {
   );
 });
 
-t.test('findWithScripts returns the user with all its scripts in one query', async (t) => {
+t.test('findWithScripts returns the user with its newest scripts in one query', async (t) => {
   const { repos } = await testDatabase(t);
   const user = await makeUser(repos);
-  const none = await repos.users.findWithScripts(user.id);
-  t.same(none, { ...user, scripts: [] });
+  const none = await repos.users.findWithScripts(user.id, 100);
+  t.same(none, { ...user, scripts: [], scripts_cursor: null });
   const s1 = await makeScript(repos, user.id);
   const s2 = await makeScript(repos, user.id);
   const other = await makeUser(repos);
   await makeScript(repos, other.id);
-  const found = await repos.users.findWithScripts(user.id);
+  const found = await repos.users.findWithScripts(user.id, 100);
   t.same(found?.scripts, [s2, s1], 'newest first, typed like every other row (Dates, numbers)');
-  t.equal(await repos.users.findWithScripts(user.id + 1000), null);
+  t.equal(found?.scripts_cursor, null, 'all of them: no cursor');
+  t.equal(await repos.users.findWithScripts(user.id + 1000, 100), null);
+
+  const s3 = await makeScript(repos, user.id);
+  const capped = await repos.users.findWithScripts(user.id, 2);
+  t.same(capped?.scripts, [s3, s2], 'only the newest `limit`');
+  t.type(capped?.scripts_cursor, 'string');
+  const rest = await repos.scripts.listAfter({ user_id: user.id }, '-created_at', capped!.scripts_cursor, 2);
+  t.same(rest, { items: [s1], next_cursor: null }, 'the cursor continues the list of GET /scripts');
 });
 
 t.test('linkIbkr / unlinkIbkr keep the generated flag and the link time right', async (t) => {

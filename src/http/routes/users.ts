@@ -1,5 +1,6 @@
 /** Users, for admins; a user may read and delete itself. Anyone else's id is a 404. */
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
+import { EMBEDDED_SCRIPTS_MAX } from '../../services/user-service.js';
 import type { RouteOptions } from '../context.js';
 import { principalOf } from '../plugins/auth.js';
 import { CursorQuery, IdParams, NoContent, PageQuery, problems } from '../schemas/common.js';
@@ -8,7 +9,17 @@ import { AuthProvider, User, Username, UserRole } from '../schemas/user.js';
 import { listPage } from './pages.js';
 
 const UserWithScripts = Type.Object(
-  { ...User.properties, scripts: Type.Optional(Type.Array(Type.Ref(Script))) },
+  {
+    ...User.properties,
+    scripts: Type.Optional(Type.Array(Type.Ref(Script), { maxItems: EMBEDDED_SCRIPTS_MAX })),
+    scripts_next: Type.Optional(
+      Type.Union([Type.String(), Type.Null()], {
+        description:
+          'with include=scripts: the URL of the next page of GET /api/v1/scripts (newest first) after ' +
+          'the last embedded script, or null when every script is embedded',
+      }),
+    ),
+  },
   { additionalProperties: false },
 );
 
@@ -98,7 +109,12 @@ export const userRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, {
     {
       schema: {
         tags: ['users'],
-        summary: 'One user (admin, or the user itself); `include=scripts` embeds its scripts',
+        summary: 'One user (admin, or the user itself); `include=scripts` embeds its newest scripts',
+        description:
+          `\`include=scripts\` embeds the user's newest ${EMBEDDED_SCRIPTS_MAX} scripts, newest first. ` +
+          'When it has more, `scripts_next` is the URL of the rest: GET /api/v1/scripts with ' +
+          '`user_id` and a `cursor` (keyset pages of `per_page` scripts, newest first; follow ' +
+          '`next_cursor` from there). Without more scripts, `scripts_next` is null.',
         params: IdParams,
         querystring: Type.Object(
           { include: Type.Optional(Type.Literal('scripts')) },
@@ -107,10 +123,18 @@ export const userRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, {
         response: { 200: UserWithScripts, ...problems(400, 401, 404, 503) },
       },
     },
-    async (request) =>
-      ctx.users.get(principalOf(request), request.params.id, {
+    async (request) => {
+      const user = await ctx.users.get(principalOf(request), request.params.id, {
         scripts: request.query.include === 'scripts',
-      }),
+      });
+      if (!('scripts_cursor' in user)) return user;
+      const { scripts_cursor, ...rest } = user;
+      const next =
+        scripts_cursor === null
+          ? null
+          : `/api/v1/scripts?user_id=${user.id}&per_page=${EMBEDDED_SCRIPTS_MAX}&cursor=${scripts_cursor}`;
+      return { ...rest, scripts_next: next };
+    },
   );
 
   app.patch(
