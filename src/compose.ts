@@ -55,7 +55,11 @@ export function compose(options: ComposeOptions): Composition {
   const repos = new Repositories(db, readDb);
   const storage = options.storage ?? new PgStorage(db);
   const cache = new AuthCache(config.AUTH_CACHE_TTL_SECONDS * 1000);
-  const auth = new AuthService(repos, cache, config.TOKEN_TTL_HOURS * 3_600_000);
+  const auth = new AuthService(repos, cache, config.TOKEN_TTL_HOURS * 3_600_000, {
+    maxFailures: config.LOGIN_MAX_FAILURES,
+    windowSeconds: config.LOGIN_FAILURE_WINDOW_SECONDS,
+    lockSeconds: config.LOGIN_LOCK_SECONDS,
+  });
   if (config.IBKR_TOKEN_KEY === undefined)
     log.warn('IBKR_TOKEN_KEY is not set: IBKR tokens are encrypted with an insecure development key');
   const secrets = config.IBKR_TOKEN_KEY ? new SecretBox(config.IBKR_TOKEN_KEY) : SecretBox.development();

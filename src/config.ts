@@ -3,6 +3,7 @@
  * from here, typed. Only entry points (main, worker, cli) call `loadConfig`;
  * everything else receives the object, so tests can build one by hand.
  */
+import { isIP } from 'node:net';
 import { type Static, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 
@@ -55,9 +56,11 @@ export const ConfigSchema = Type.Object({
     default: 0.98,
     description: 'shed load (503) while the event loop is busier than this; 0 turns it off',
   }),
-  TRUST_PROXY: Type.Boolean({
-    default: false,
-    description: 'trust X-Forwarded-For (behind a reverse proxy)',
+  TRUST_PROXY: Type.String({
+    minLength: 1,
+    default: 'false',
+    description:
+      'proxies in front whose X-Forwarded-For is believed: `false`, a hop count, or addresses/CIDRs (comma-separated)',
   }),
   CORS_ORIGINS: Type.String({
     default: '',
@@ -82,6 +85,9 @@ export const ConfigSchema = Type.Object({
     30,
     'an unknown key id refetches the keys at most once per this',
   ),
+  LOGIN_MAX_FAILURES: Int(1, 1000, 10, 'sign-in attempts per email and window before the email is locked'),
+  LOGIN_FAILURE_WINDOW_SECONDS: Int(1, 86400, 900, 'the window in which sign-in attempts per email count'),
+  LOGIN_LOCK_SECONDS: Int(1, 86400, 900, 'how long an email is locked after too many attempts'),
   LOG_RETENTION_DAYS: Int(1, 36500, 90, 'output of runs finished longer ago is pruned'),
   IBKR_TOKEN_KEY: Type.Optional(
     Type.String({ pattern: '^[A-Za-z0-9+/]{43}=$', description: '32 bytes, base64' }),
@@ -178,6 +184,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`invalid configuration:\n${[...new Set(lines)].join('\n')}`);
   }
   const config = withDefaults as Config;
+  const proxyProblem = trustProxyProblem(config.TRUST_PROXY);
+  if (proxyProblem !== null) throw new ConfigError(`invalid configuration:\n  ${proxyProblem}`);
   // Scripts of a non-root executor run as its own user and can read its environment
   // through /proc: acceptable on a developer's machine, never by default in production.
   config.EXECUTOR_ALLOW_SAME_USER ??= config.NODE_ENV !== 'production';
@@ -188,6 +196,56 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   corsOrigins(config); // refuses a malformed CORS_ORIGINS at start
   return config;
+}
+
+/** What Fastify's `trustProxy` gets from TRUST_PROXY: false, a hop count, or addresses/CIDRs. */
+export type TrustProxy = false | number | string[];
+
+/** Names proxy-addr (Fastify's trustProxy) knows for whole ranges. */
+const PROXY_RANGE_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+/** TRUST_PROXY as Fastify takes it (loadConfig has refused a value this cannot read). */
+export function trustProxyOf(value: string): TrustProxy {
+  const v = value.trim().toLowerCase();
+  if (v === 'false') return false;
+  if (/^\d+$/.test(v)) return Number(v) === 0 ? false : Number(v);
+  return proxyEntries(value);
+}
+
+function proxyEntries(value: string): string[] {
+  return value
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+}
+
+function trustProxyProblem(value: string): string | null {
+  const v = value.trim().toLowerCase();
+  if (v === 'true')
+    return (
+      'TRUST_PROXY=true is refused: it trusts every hop, so any client picks its own address with ' +
+      'X-Forwarded-For and gets around the rate limits. Give the number of proxies in front of the ' +
+      'app (TRUST_PROXY=1) or their addresses or CIDRs (TRUST_PROXY=10.0.0.0/8,127.0.0.1)'
+    );
+  if (v === 'false' || /^\d{1,2}$/.test(v)) return null;
+  const entries = proxyEntries(value);
+  const bad = entries.filter((entry) => !isAddressOrCidr(entry));
+  if (bad.length === 0 && entries.length > 0) return null;
+  return (
+    `TRUST_PROXY=${JSON.stringify(value)}: expected false, a hop count (0-99), or comma-separated ` +
+    `IP addresses or CIDRs of the proxies${bad.length > 0 ? ` (not an address or CIDR: ${bad.join(', ')})` : ''}`
+  );
+}
+
+function isAddressOrCidr(entry: string): boolean {
+  if (PROXY_RANGE_NAMES.has(entry.toLowerCase())) return true;
+  const [address, prefix, ...rest] = entry.split('/');
+  if (rest.length > 0 || address === undefined) return false;
+  const family = isIP(address);
+  if (family === 0) return false;
+  if (prefix === undefined) return true;
+  if (!/^\d{1,3}$/.test(prefix)) return false;
+  return Number(prefix) <= (family === 4 ? 32 : 128);
 }
 
 /**

@@ -8,7 +8,7 @@
 import { hostname } from 'node:os';
 import closeWithGrace from 'close-with-grace';
 import { compose } from './compose.js';
-import { ConfigError, loadConfig, shutdownDeadlineMs } from './config.js';
+import { ConfigError, loadConfig, shutdownDeadlineMs, trustProxyOf } from './config.js';
 import { createPool, poolOptionsFrom } from './db/client.js';
 import { locateDatabase } from './db/connect.js';
 import { migrate, migrationNames } from './db/migrate.js';
@@ -58,7 +58,7 @@ async function main(): Promise<void> {
     ctx: composition.ctx,
     logger: log,
     activity: composition.activity,
-    trustProxy: config.TRUST_PROXY,
+    trustProxy: trustProxyOf(config.TRUST_PROXY),
   });
   const maintenance = startMaintenance(composition.ctx.repos, config.LOG_RETENTION_DAYS, log);
   const executor = config.EXECUTOR_ENABLED

@@ -1,6 +1,6 @@
 /**
  * Housekeeping that keeps tables from growing for ever: expired and revoked
- * tokens, and the output of runs older than LOG_RETENTION_DAYS. Runs at start
+ * tokens, stale sign-in attempts, and the output of runs older than LOG_RETENTION_DAYS. Runs at start
  * and hourly; every process may run it (each statement is idempotent).
  */
 import type { Logger } from 'pino';
@@ -17,7 +17,10 @@ export async function runMaintenance(
   const now = Date.now();
   const tokens = await repos.tokens.prune(new Date(now - DAY));
   const logs = await repos.scripts.pruneLogs(new Date(now - logRetentionDays * DAY));
-  if (tokens > 0 || logs > 0) log.info({ tokens, logs }, 'maintenance pruned old rows');
+  // A day is the longest LOGIN_FAILURE_WINDOW_SECONDS: older windows count for nothing.
+  const loginAttempts = await repos.loginAttempts.prune(DAY / 1000);
+  if (tokens > 0 || logs > 0 || loginAttempts > 0)
+    log.info({ tokens, logs, loginAttempts }, 'maintenance pruned old rows');
 }
 
 export function startMaintenance(

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { ConfigError, loadConfig } from '../src/config.js';
+import { ConfigError, loadConfig, trustProxyOf } from '../src/config.js';
 
 t.test('defaults apply when nothing is set', async (t) => {
   const config = loadConfig({});
@@ -58,4 +58,27 @@ t.test('CORS_ORIGINS takes exact origins only', async (t) => {
   t.same(corsOrigins(loadConfig({})), []);
   for (const bad of ['*', 'https://a.example/', 'https://a.example/path', 'a.example', 'ftp://a.example'])
     t.throws(() => loadConfig({ CORS_ORIGINS: bad }), ConfigError, bad);
+});
+
+t.test('TRUST_PROXY takes false, a hop count or proxy addresses, and refuses true', async (t) => {
+  const error = t.throws(() => loadConfig({ TRUST_PROXY: 'true' })) as ConfigError;
+  t.type(error, ConfigError);
+  t.match(error.message, /TRUST_PROXY=true is refused: it trusts every hop.*TRUST_PROXY=1/s);
+  t.throws(() => loadConfig({ TRUST_PROXY: 'TRUE' }), { message: /is refused/ });
+  for (const bad of ['yes', '10.0.0.0/33', '300.1.1.1', '10.0.0.1/8/2', ',', '::1/129', '100'])
+    t.throws(
+      () => loadConfig({ TRUST_PROXY: bad }),
+      { message: /TRUST_PROXY=.*expected false, a hop count/ },
+      bad,
+    );
+  t.equal(trustProxyOf(loadConfig({}).TRUST_PROXY), false, 'off by default');
+  t.equal(trustProxyOf(loadConfig({ TRUST_PROXY: '0' }).TRUST_PROXY), false);
+  t.equal(trustProxyOf(loadConfig({ TRUST_PROXY: '2' }).TRUST_PROXY), 2);
+  t.same(trustProxyOf(loadConfig({ TRUST_PROXY: '10.0.0.0/8, 127.0.0.1,::1,fd00::/8' }).TRUST_PROXY), [
+    '10.0.0.0/8',
+    '127.0.0.1',
+    '::1',
+    'fd00::/8',
+  ]);
+  t.same(trustProxyOf(loadConfig({ TRUST_PROXY: 'loopback' }).TRUST_PROXY), ['loopback']);
 });

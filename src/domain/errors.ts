@@ -106,6 +106,16 @@ export class TooManyRunningError extends DomainError {
   }
 }
 
+/** Too many sign-in attempts for one email: it is locked for a while (a 429 with Retry-After). */
+export class TooManyLoginAttemptsError extends DomainError {
+  readonly code = 'TOO_MANY_LOGIN_ATTEMPTS';
+  constructor(readonly retryAfterSeconds: number) {
+    super(
+      `too many sign-in attempts for this account; try again in ${retryAfterSeconds} s (or reset the password)`,
+    );
+  }
+}
+
 export class UnauthenticatedError extends DomainError {
   readonly code: string;
   constructor(message: string, code = 'UNAUTHENTICATED', options?: ErrorOptions) {

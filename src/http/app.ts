@@ -15,7 +15,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import underPressure from '@fastify/under-pressure';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from 'pino';
-import { corsOrigins } from '../config.js';
+import { corsOrigins, type TrustProxy } from '../config.js';
 import type { AppContext } from './context.js';
 import { handleError, installErrorHandlers, problem, sendProblem, shuttingDown } from './errors.js';
 import type { FollowLimits } from './followers.js';
@@ -43,8 +43,11 @@ export interface BuildOptions {
   logger: Logger;
   /** The pool's activity counter (see Database), for readiness. */
   activity?: { inFlight: number };
-  /** Trust X-Forwarded-For (behind a reverse proxy), so rate limits see the client. */
-  trustProxy?: boolean;
+  /**
+   * The proxies whose X-Forwarded-For is believed (a hop count or their addresses),
+   * so rate limits see the client; never `true`, which lets a client pick its address.
+   */
+  trustProxy?: TrustProxy;
   /** Limits on open log streams; by default derived from the configuration (followers.ts). */
   followLimits?: FollowLimits;
 }
@@ -67,6 +70,11 @@ const SERVERS = [
   },
 ];
 
+/** Trust the `hops` nearest hops: the last `hops` addresses of X-Forwarded-For are proxies. */
+function hopsTrusted(hops: number): (address: string, hop: number) => boolean {
+  return (_address, hop) => hop < hops;
+}
+
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
 export async function build(options: BuildOptions): Promise<FastifyInstance> {
@@ -80,7 +88,11 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     },
     requestIdHeader: false,
     logController: new LogController({ requestIdLogLabel: 'request_id' }),
-    trustProxy: options.trustProxy ?? false,
+    // A hop count as the function Fastify makes of one (its types take no number).
+    trustProxy:
+      typeof options.trustProxy === 'number'
+        ? hopsTrusted(options.trustProxy)
+        : (options.trustProxy ?? false),
     bodyLimit: 1024 * 1024,
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',

@@ -14,6 +14,7 @@ import {
   InvalidStateError,
   NotFoundError,
   PayloadTooLargeError,
+  TooManyLoginAttemptsError,
   TooManyRunningError,
   UnauthenticatedError,
   UnsupportedFileTypeError,
@@ -33,6 +34,7 @@ const STATUS_OF: Array<[abstract new (...args: never[]) => DomainError, number]>
   [PayloadTooLargeError, 413],
   [UnsupportedFileTypeError, 415],
   [TooManyRunningError, 429],
+  [TooManyLoginAttemptsError, 429],
   [DatabaseUnavailableError, 503],
   [UpstreamUnavailableError, 503],
 ];
@@ -184,6 +186,8 @@ export function handleError(error: FastifyError, request: FastifyRequest, reply:
   else request.log.info({ code: body.code, status: body.status, detail: body.detail }, 'request refused');
   if (body.status === 401) reply.header('www-authenticate', 'Bearer');
   if (body.status === 503) reply.header('retry-after', '5');
+  if (error instanceof TooManyLoginAttemptsError)
+    reply.header('retry-after', String(error.retryAfterSeconds));
   return sendProblem(reply, body);
 }
 

@@ -4,6 +4,7 @@
  */
 import type { Database, TransactionOptions } from '../db/database.js';
 import { ExecutionRepository } from './execution-repository.js';
+import { LoginAttemptRepository } from './login-attempt-repository.js';
 import { RunRepository } from './run-repository.js';
 import { ScheduleRepository } from './schedule-repository.js';
 import { ScriptRepository } from './script-repository.js';
@@ -21,6 +22,7 @@ export class Repositories {
   readonly stats: StatsRepository;
   readonly system: SystemRepository;
   readonly tokens: TokenRepository;
+  readonly loginAttempts: LoginAttemptRepository;
 
   /** `readDb`, when given, serves the read-only statistics (a replica). */
   constructor(
@@ -35,6 +37,7 @@ export class Repositories {
     this.stats = new StatsRepository(readDb);
     this.system = new SystemRepository(db);
     this.tokens = new TokenRepository(db);
+    this.loginAttempts = new LoginAttemptRepository(db);
   }
 
   transaction<T>(fn: (tx: Repositories) => Promise<T>, options?: TransactionOptions): Promise<T> {
@@ -44,6 +47,7 @@ export class Repositories {
 
 export {
   ExecutionRepository,
+  LoginAttemptRepository,
   RunRepository,
   ScheduleRepository,
   ScriptRepository,

@@ -7,11 +7,13 @@ import {
   ConflictError,
   ForbiddenError,
   NotFoundError,
+  TooManyLoginAttemptsError,
   UnauthenticatedError,
   ValidationError,
 } from '../domain/errors.js';
 import { assertValid, normalizeEmail, passwordProblem, type User, usernameProblem } from '../domain/user.js';
 import type { Repositories } from '../repositories/index.js';
+import type { LoginLimit } from '../repositories/login-attempt-repository.js';
 import type { AuthCache, AuthIdentity } from './auth-cache.js';
 import { type GoogleIdentity, InvalidIdTokenError } from './google-id-token.js';
 import { hashPassword, isLegacyHash, verifyPassword } from './passwords.js';
@@ -42,6 +44,8 @@ export class AuthService {
     private readonly repos: Repositories,
     private readonly cache: AuthCache,
     private readonly tokenTtlMs: number,
+    /** Sign-in attempts per email (every process shares the count); unlimited when absent. */
+    private readonly loginLimit?: LoginLimit,
   ) {}
 
   /** Creates an email account and signs it in. EMAIL_TAKEN when the email is registered. */
@@ -62,9 +66,17 @@ export class AuthService {
   /**
    * Signs in by email and password. Unknown email and wrong password are the same
    * 401 and cost the same time; a deactivated account is 403 (only once the password
-   * is proven, so it reveals nothing to a guesser).
+   * is proven, so it reveals nothing to a guesser). Every attempt counts against the
+   * email's limit before the password is checked (so parallel guesses cannot all
+   * pass), known email or not; past it, 429 TOO_MANY_LOGIN_ATTEMPTS until the lock
+   * ends, even with the right password. A successful sign-in clears the count.
    */
   async login(email: string, password: string): Promise<Session> {
+    const key = email.trim().toLowerCase();
+    if (this.loginLimit !== undefined) {
+      const verdict = await this.repos.loginAttempts.attempt(key, this.loginLimit);
+      if (!verdict.allowed) throw new TooManyLoginAttemptsError(verdict.retry_after_seconds);
+    }
     const credentials = await this.repos.users.findCredentials(email);
     const checked = credentials?.hashed_password ?? null;
     const ok = await verifyPassword(checked, password);
@@ -79,6 +91,7 @@ export class AuthService {
       const user = await tx.users.touchLogin(credentials.id, checked);
       if (user === null) throw new UnauthenticatedError('wrong email or password');
       if (upgraded !== null) await tx.users.replacePassword(user.id, checked, upgraded);
+      if (this.loginLimit !== undefined) await tx.loginAttempts.clear(key);
       return this.issue(tx, user);
     });
   }

@@ -35,6 +35,7 @@ export async function testApp(
     NODE_ENV: 'test',
     STORAGE_DIR: storageDir,
     AUTH_RATE_LIMIT_MAX: '100000',
+    LOGIN_MAX_FAILURES: '1000',
     // Load shedding reacts to a starved event loop, which a busy test machine produces at will;
     // it is not what these tests are about.
     MAX_EVENT_LOOP_UTILIZATION: '0',

@@ -541,8 +541,19 @@ t.test('a demoted admin loses admin routes at once', async (t) => {
   });
   t.equal(patch.statusCode, 200);
   const res = await app.inject({ method: 'GET', url: '/api/v1/users', headers: other.headers });
-  t.equal(res.statusCode, 403);
-  t.match(res.json(), { code: 'FORBIDDEN' });
+  t.equal(res.statusCode, 401, 'the role change ended its sessions');
+  const login = await app.inject({
+    method: 'POST',
+    url: LOGIN,
+    payload: { email: other.user.email, password: other.password },
+  });
+  const again = await app.inject({
+    method: 'GET',
+    url: '/api/v1/users',
+    headers: { authorization: `Bearer ${login.json().token}` },
+  });
+  t.equal(again.statusCode, 403);
+  t.match(again.json(), { code: 'FORBIDDEN' });
 });
 
 t.test(
