@@ -148,7 +148,21 @@ export const ConfigSchema = Type.Object({
     default: '/tmp/dollarclub-runs',
     description: 'scratch folders of runs',
   }),
-  METRICS_PORT: Int(0, 65535, 0, 'npm run worker serves /metrics and /health on this port; 0 is off'),
+  METRICS_PORT: Int(0, 65535, 0, 'a listener of its own for /metrics and /health (worker and API); 0 is off'),
+  METRICS_HOST: Type.String({
+    minLength: 1,
+    default: '127.0.0.1',
+    description: 'address of the metrics listener',
+  }),
+  METRICS_TOKEN: Type.Optional(
+    Type.String({
+      minLength: 16,
+      maxLength: 256,
+      pattern: '^\\S+$',
+      description:
+        'serves /metrics on the API port to requests that present it, and the detail of /health/database',
+    }),
+  ),
   PYTHON_BIN: Type.String({ minLength: 1, default: '/usr/bin/python3' }),
   NODE_BIN: Type.String({
     minLength: 1,
@@ -178,7 +192,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (errors.length > 0) {
     const lines = errors.map((e) => {
       const name = e.path.replace(/^\//, '');
-      const shown = name.endsWith('URL') || name.endsWith('KEY') ? '(hidden)' : JSON.stringify(input[name]);
+      const shown = /(URL|KEY|KEYS|TOKEN)$/.test(name) ? '(hidden)' : JSON.stringify(input[name]);
       return `  ${name}=${shown}: ${e.message}`;
     });
     throw new ConfigError(`invalid configuration:\n${[...new Set(lines)].join('\n')}`);

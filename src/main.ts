@@ -13,6 +13,7 @@ import { createPool, poolOptionsFrom } from './db/client.js';
 import { locateDatabase } from './db/connect.js';
 import { migrate, migrationNames } from './db/migrate.js';
 import { Executor } from './executor/executor.js';
+import { startMetricsServer } from './executor/metrics-server.js';
 import { build } from './http/app.js';
 import { createLogger } from './logger.js';
 import { startMaintenance } from './maintenance.js';
@@ -75,6 +76,19 @@ async function main(): Promise<void> {
       })
     : undefined;
 
+  const metricsServer =
+    config.METRICS_PORT > 0
+      ? await startMetricsServer({
+          host: config.METRICS_HOST,
+          port: config.METRICS_PORT,
+          metrics,
+          repos: composition.ctx.repos,
+          log,
+          token: config.METRICS_TOKEN,
+          pool: true,
+        })
+      : undefined;
+
   closeWithGrace({ delay: shutdownDeadlineMs(config) }, async ({ signal, err }) => {
     if (err) log.error({ err }, 'shutting down after an error');
     else log.info({ signal }, 'shutting down');
@@ -82,6 +96,7 @@ async function main(): Promise<void> {
     // Stop accepting and finish in-flight requests; stop claiming, and let running
     // scripts finish within the grace period (then they are killed and recorded).
     await Promise.all([app.close(), scheduler?.stop(), executor?.stop()]);
+    await metricsServer?.close();
     await authListener.unlisten().catch(() => {});
     await Promise.all([sql.end({ timeout: 5 }), readSql?.end({ timeout: 5 })]);
     await location.embedded?.stop();

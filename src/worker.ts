@@ -3,7 +3,7 @@
  * machines. Needs the same database (DATABASE_URL; without it, the embedded
  * PostgreSQL that `npm start` runs in EMBEDDED_PG_DIR); script bytes come from
  * PostgreSQL too, so it needs no disk shared with the API.
- * With METRICS_PORT, it serves GET /metrics and GET /health on HOST:METRICS_PORT.
+ * With METRICS_PORT, it serves GET /metrics and GET /health on METRICS_HOST:METRICS_PORT.
  * SIGTERM stops claiming, lets running scripts finish within the grace period,
  * records every outcome, closes the metrics server and the pool, and exits 0.
  */
@@ -61,7 +61,14 @@ async function main(): Promise<void> {
   });
   const metricsServer =
     config.METRICS_PORT > 0
-      ? await startMetricsServer({ host: config.HOST, port: config.METRICS_PORT, metrics, repos, log })
+      ? await startMetricsServer({
+          host: config.METRICS_HOST,
+          port: config.METRICS_PORT,
+          metrics,
+          repos,
+          log,
+          token: config.METRICS_TOKEN,
+        })
       : undefined;
   closeWithGrace({ delay: shutdownDeadlineMs(config) }, async ({ signal, err }) => {
     if (err) log.error({ err }, 'shutting down after an error');

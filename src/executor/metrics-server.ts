@@ -1,12 +1,13 @@
 /**
- * `npm run worker`'s own little HTTP server (METRICS_PORT): GET /metrics, the
- * Prometheus text of the worker's registry (script runs by outcome, their
- * durations, database queries, the queue depth sampled at scrape time), and
- * GET /health, liveness. Nothing else: the worker serves no API.
+ * The metrics listener (METRICS_PORT, on METRICS_HOST, 127.0.0.1 by default), of
+ * `npm run worker` and of `npm start`: GET /metrics, the Prometheus text of the
+ * process's registry, and GET /health, liveness. Nothing else. With METRICS_TOKEN
+ * set, /metrics wants it here too (`Authorization: Bearer <token>`).
  */
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics.js';
+import { presentsToken, scrape } from '../metrics-scrape.js';
 import type { Repositories } from '../repositories/index.js';
 
 export interface MetricsServerOptions {
@@ -15,20 +16,21 @@ export interface MetricsServerOptions {
   metrics: Metrics;
   repos: Repositories;
   log: Logger;
+  /** METRICS_TOKEN: required on /metrics when set. */
+  token?: string;
+  /** Sample the database pool too (an API process). */
+  pool?: boolean;
 }
 
 export async function startMetricsServer(options: MetricsServerOptions): Promise<FastifyInstance> {
   const { metrics, repos, log } = options;
-  const app = Fastify({ logger: false });
+  const app = Fastify({ logger: false, forceCloseConnections: true });
   app.get('/health', async () => ({ status: 'ok' }));
-  app.get('/metrics', async (_request, reply) => {
-    try {
-      metrics.setQueueDepth(await repos.executions.queueDepth());
-    } catch (err) {
-      // Metrics must answer while the database is down: that is when they matter.
-      log.warn({ err }, 'could not sample the queue for metrics');
-    }
-    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  app.get('/metrics', async (request, reply) => {
+    if (options.token !== undefined && !presentsToken(request.headers.authorization, options.token))
+      return reply.code(401).header('www-authenticate', 'Bearer').send({ status: 401 });
+    const text = await scrape(metrics, repos, log, { pool: options.pool === true });
+    return reply.type(metrics.registry.contentType).send(text);
   });
   const address = await app.listen({ host: options.host, port: options.port });
   log.info({ address }, 'metrics listening');

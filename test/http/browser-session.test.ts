@@ -197,7 +197,7 @@ t.test('cookie sessions', async (t) => {
 });
 
 t.test('Secure cookies over HTTPS (behind a trusted proxy)', async (t) => {
-  const { app } = await testApp(t, { TRUST_PROXY: 'true' }, { trustProxy: true });
+  const { app } = await testApp(t, { TRUST_PROXY: '1' }, { trustProxy: 1 });
   const res = await app.inject({
     method: 'POST',
     url: REGISTER,

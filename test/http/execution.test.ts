@@ -229,7 +229,7 @@ t.test('follow=true streams output while the script runs and ends with the run',
 });
 
 t.test('metrics count finished runs by outcome and report the queue', async (t) => {
-  const f = await executorFixture(t);
+  const f = await executorFixture(t, { METRICS_TOKEN: 'metrics-token-for-the-test' });
   await f.startExecutor();
   const owner = await signUp(f.app);
   const ok = await upload(f, owner, 'ok.py', 'print(1)\n');
@@ -238,7 +238,10 @@ t.test('metrics count finished runs by outcome and report the queue', async (t) 
   await execute(f, owner, bad);
   await waitFor(f, ok);
   await waitFor(f, bad);
-  const scrape = await f.app.inject({ url: '/metrics' });
+  const scrape = await f.app.inject({
+    url: '/metrics',
+    headers: { authorization: 'Bearer metrics-token-for-the-test' },
+  });
   t.match(scrape.body, /script_runs_total\{outcome="completed"\} 1/);
   t.match(scrape.body, /script_runs_total\{outcome="failed"\} 1/);
   t.match(scrape.body, /script_run_duration_seconds_count\{outcome="completed"\} 1/);

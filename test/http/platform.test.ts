@@ -23,6 +23,10 @@ import { signUp, signUpAdmin, testApp } from '../helpers/app.js';
 import { testDatabase, testLogger } from '../helpers/db.js';
 import { captureLogger } from '../helpers/log-capture.js';
 
+/** METRICS_TOKEN of the apps that show metrics and readiness detail. */
+const METRICS_TOKEN = 'metrics-token-for-the-platform-test';
+const MONITOR = { authorization: `Bearer ${METRICS_TOKEN}` };
+
 /** DB_QUERY_TIMEOUT_MS of the apps over a dead or frozen database. */
 const QUERY_TIMEOUT_MS = 500;
 
@@ -101,27 +105,30 @@ t.test('GET /health answers 200 {status: ok} without a database call', async (t)
   t.same(res.json(), { status: 'ok' });
 });
 
-t.test('GET /health/database reports latency, version, pool and migrations when ready', async (t) => {
-  const { app, config } = await testApp(t);
-  const files = (await readdir(MIGRATIONS_DIR)).filter((f) => f.endsWith('.sql')).sort();
-  const last = files.at(-1)!.replace(/\.sql$/, '');
-  const res = await app.inject('/health/database');
-  t.equal(res.statusCode, 200);
-  const body = res.json();
-  t.match(body, {
-    status: 'ok',
-    latency_ms: Number,
-    server_version: /^\d+(\.\d+)?/,
-    pool: { size: Number, idle: Number, waiting: 0, max: config.DB_POOL_MAX },
-    migrations: { current: last, pending: 0 },
-  });
-  t.ok(body.latency_ms >= 0, 'latency is a duration');
-  t.ok(
-    body.pool.size >= 1 && body.pool.size <= config.DB_POOL_MAX,
-    'the pool holds at least the connection it used',
-  );
-  t.ok(body.pool.idle >= 0 && body.pool.idle <= body.pool.size, 'idle connections are some of the pool');
-});
+t.test(
+  'GET /health/database reports latency, version, pool and migrations to the metrics token',
+  async (t) => {
+    const { app, config } = await testApp(t, { METRICS_TOKEN });
+    const files = (await readdir(MIGRATIONS_DIR)).filter((f) => f.endsWith('.sql')).sort();
+    const last = files.at(-1)!.replace(/\.sql$/, '');
+    const res = await app.inject({ url: '/health/database', headers: MONITOR });
+    t.equal(res.statusCode, 200);
+    const body = res.json();
+    t.match(body, {
+      status: 'ok',
+      latency_ms: Number,
+      server_version: /^\d+(\.\d+)?/,
+      pool: { size: Number, idle: Number, waiting: 0, max: config.DB_POOL_MAX },
+      migrations: { current: last, pending: 0 },
+    });
+    t.ok(body.latency_ms >= 0, 'latency is a duration');
+    t.ok(
+      body.pool.size >= 1 && body.pool.size <= config.DB_POOL_MAX,
+      'the pool holds at least the connection it used',
+    );
+    t.ok(body.pool.idle >= 0 && body.pool.idle <= body.pool.size, 'idle connections are some of the pool');
+  },
+);
 
 t.test('with nothing listening where the database should be', async (t) => {
   const app = await appOver(t, { url: `postgres://postgres@127.0.0.1:${await freePort()}/nowhere` });
@@ -431,7 +438,7 @@ t.test('a route without a body still answers 415 and 413 as problems, as documen
 
 t.test('under pressure the API answers 503, but /health and /metrics still answer 200', async (t) => {
   // Any utilisation at all is "too busy": the first sample (after a second) turns shedding on.
-  const { app, ctx } = await testApp(t, { MAX_EVENT_LOOP_UTILIZATION: '0.000001' });
+  const { app, ctx } = await testApp(t, { MAX_EVENT_LOOP_UTILIZATION: '0.000001', METRICS_TOKEN });
   const account = await signUp(app);
   const deadline = Date.now() + 10_000;
   while (!app.isUnderPressure() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
@@ -458,7 +465,7 @@ t.test('under pressure the API answers 503, but /health and /metrics still answe
   const live = await app.inject('/health');
   t.equal(live.statusCode, 200, 'liveness answers');
   t.same(live.json(), { status: 'ok' });
-  const metrics = await app.inject('/metrics');
+  const metrics = await app.inject({ url: '/metrics', headers: MONITOR });
   t.equal(metrics.statusCode, 200, 'metrics answer');
   t.match(metrics.body, /http_request_duration_seconds/);
 
@@ -467,10 +474,13 @@ t.test('under pressure the API answers 503, but /health and /metrics still answe
       (v) => v.metricName === 'db_query_duration_seconds_count' && v.labels.query === 'system.status',
     )?.value ?? 0;
   const before = await statusQueries();
-  const ready = await app.inject('/health/database');
+  const ready = await app.inject({ url: '/health/database', headers: MONITOR });
   t.equal(ready.statusCode, 503, 'readiness says not ready');
   t.same(ready.json(), { status: 'unavailable', detail: 'the server is overloaded' }, 'in its own form');
   t.equal(ready.headers['retry-after'], '5');
+  const publicReady = await app.inject('/health/database');
+  t.equal(publicReady.statusCode, 503);
+  t.same(publicReady.json(), { status: 'unavailable' }, 'the public learns only that');
   await new Promise((resolve) => setTimeout(resolve, 200));
   t.equal(await statusQueries(), before, 'and the database was not asked: the handler did not run');
 });
@@ -531,7 +541,7 @@ t.test(
 // Metrics
 
 t.test('GET /metrics exposes request and query durations by pattern, and the pool', async (t) => {
-  const harness = await testApp(t);
+  const harness = await testApp(t, { METRICS_TOKEN });
   const { app } = harness;
   await app.inject('/health');
   const admin = await signUpAdmin(harness);
@@ -540,7 +550,7 @@ t.test('GET /metrics exposes request and query durations by pattern, and the poo
   const byId = await app.inject({ url: `/api/v1/users/${other.user.id}`, headers: admin.headers });
   t.equal(byId.statusCode, 200);
 
-  const res = await app.inject('/metrics');
+  const res = await app.inject({ url: '/metrics', headers: MONITOR });
   t.equal(res.statusCode, 200);
   t.match(res.headers['content-type'], /^text\/plain/);
   const text = res.body;

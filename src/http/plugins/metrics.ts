@@ -1,11 +1,17 @@
 /**
  * Prometheus: request durations by route pattern (never the raw URL, whose ids
- * would explode the label set), and `GET /metrics`, which also samples the pool
- * and the run queue at scrape time. Database query durations and script runs
- * are recorded where they happen (Database, Executor).
+ * would explode the label set). Database query durations and script runs are
+ * recorded where they happen (Database, Executor).
+ *
+ * `GET /metrics` on the API port exists only with METRICS_TOKEN set, and answers only
+ * a request that presents it: the figures (pool, queue, routes) are for the
+ * monitoring system, not the public. Otherwise metrics are served by the metrics
+ * listener on METRICS_PORT (src/executor/metrics-server.ts), or not at all.
  */
 import fp from 'fastify-plugin';
+import { presentsToken, scrape } from '../../metrics-scrape.js';
 import type { AppContext } from '../context.js';
+import { problem, sendProblem } from '../errors.js';
 
 export const metricsPlugin = fp<{ ctx: AppContext }>(
   async (app, { ctx }) => {
@@ -20,21 +26,25 @@ export const metricsPlugin = fp<{ ctx: AppContext }>(
       );
       done();
     });
-    app.get('/metrics', { schema: { hide: true } }, async (request, reply) => {
-      try {
-        const [status, depth] = await Promise.all([
-          ctx.repos.system.status(),
-          ctx.repos.executions.queueDepth(),
-        ]);
-        metrics.poolConnections.set({ state: 'total' }, status.connections);
-        metrics.poolConnections.set({ state: 'idle' }, status.idle_connections);
-        metrics.setQueueDepth(depth);
-      } catch (err) {
-        // Metrics must answer while the database is down: that is when they matter.
-        request.log.warn({ err }, 'could not sample the pool for metrics');
-      }
-      return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
-    });
+    const token = ctx.config.METRICS_TOKEN;
+    if (token === undefined) return;
+    app.get(
+      '/metrics',
+      {
+        schema: { hide: true },
+        onRequest: (request, reply, done) => {
+          if (presentsToken(request.headers.authorization, token)) return done();
+          void sendProblem(
+            reply.header('www-authenticate', 'Bearer'),
+            problem(401, 'UNAUTHENTICATED', 'metrics need the metrics token', { request_id: request.id }),
+          );
+        },
+      },
+      async (request, reply) => {
+        const text = await scrape(metrics, ctx.repos, request.log, { pool: true });
+        return reply.type(metrics.registry.contentType).send(text);
+      },
+    );
   },
   { name: 'metrics' },
 );

@@ -1,10 +1,13 @@
 /**
  * Liveness (`/health`, no database call, never refused for load) and readiness
  * (`/health/database`: one round trip, answered 503 within READINESS_TIMEOUT_MS when
- * the database is down or frozen, or while the server sheds load).
+ * the database is down or frozen, or while the server sheds load). Readiness says
+ * only `ok` or `unavailable` to the public; the detail (server version, migration
+ * names, pool figures) only to a caller presenting METRICS_TOKEN.
  */
 import { performance } from 'node:perf_hooks';
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
+import { presentsToken } from '../../metrics-scrape.js';
 import type { RouteOptions } from '../context.js';
 import { answerUnderPressure } from '../pressure.js';
 
@@ -23,6 +26,16 @@ const Ready = Type.Object(
     }),
     migrations: Type.Object({ current: Type.Union([Type.String(), Type.Null()]), pending: Type.Integer() }),
   },
+  { additionalProperties: false, title: 'readiness with detail (METRICS_TOKEN)' },
+);
+
+const ReadyPublic = Type.Object(
+  { status: Type.Literal('ok') },
+  { additionalProperties: false, title: 'readiness' },
+);
+
+const Unavailable = Type.Object(
+  { status: Type.Literal('unavailable'), detail: Type.Optional(Type.String()) },
   { additionalProperties: false },
 );
 
@@ -50,19 +63,25 @@ export const healthRoutes: FastifyPluginAsyncTypebox<
         pressureHandler: answerUnderPressure((request, reply, type) => {
           request.log.warn({ type }, 'under pressure: not ready');
           reply.code(503).header('retry-after', '5');
-          return { status: 'unavailable', detail: 'the server is overloaded' };
+          return presentsToken(request.headers.authorization, ctx.config.METRICS_TOKEN)
+            ? { status: 'unavailable', detail: 'the server is overloaded' }
+            : { status: 'unavailable' };
         }),
       },
       schema: {
         tags: ['health'],
         summary: 'Readiness: the database answers, and the schema is migrated',
+        description:
+          'Answers `{status}` only; a request with `Authorization: Bearer <METRICS_TOKEN>` gets the ' +
+          'detail: latency, server version, pool, migrations (and why it is unavailable).',
         response: {
-          200: Ready,
-          503: Type.Object({ status: Type.Literal('unavailable'), detail: Type.String() }),
+          200: Type.Union([Ready, ReadyPublic]),
+          503: Unavailable,
         },
       },
     },
     async (request, reply) => {
+      const detailed = presentsToken(request.headers.authorization, ctx.config.METRICS_TOKEN);
       const start = performance.now();
       let timer: NodeJS.Timeout | undefined;
       try {
@@ -72,6 +91,7 @@ export const healthRoutes: FastifyPluginAsyncTypebox<
             timer = setTimeout(() => reject(new Error('no answer in time')), READINESS_TIMEOUT_MS);
           }),
         ]);
+        if (!detailed) return { status: 'ok' as const };
         const latency_ms = Math.round((performance.now() - start) * 100) / 100;
         const applied = new Set(status.applied_migrations);
         const max = ctx.config.DB_POOL_MAX;
@@ -96,7 +116,11 @@ export const healthRoutes: FastifyPluginAsyncTypebox<
         return reply
           .code(503)
           .header('retry-after', '5')
-          .send({ status: 'unavailable', detail: 'the database does not answer' });
+          .send(
+            detailed
+              ? { status: 'unavailable', detail: 'the database does not answer' }
+              : { status: 'unavailable' },
+          );
       } finally {
         clearTimeout(timer);
       }
