@@ -1,7 +1,9 @@
 -- Up Migration
 -- Failed sign-ins per email, shared by every API process (issue 7, item 4): a
 -- per-account limit that spreading attempts over client addresses does not get around.
--- A new table only: no lock on existing rows.
+-- A new table only: no lock on existing rows (the timeouts only satisfy squawk).
+set local lock_timeout = '5s';
+set local statement_timeout = '30s';
 
 -- login_attempts: sign-in attempts per email, shared by every API process, so that
 -- spreading guesses over many client addresses (or processes) does not help. Keyed
@@ -16,7 +18,7 @@
 
 create table login_attempts (
   email              text not null,
-  failures           integer not null,
+  failures           bigint not null,
   window_started_at  timestamptz not null default now(),
   locked_until       timestamptz,
 
@@ -29,4 +31,5 @@ create table login_attempts (
 create index ix_login_attempts_window_started_at on login_attempts (window_started_at);
 
 -- Down Migration
+-- squawk-ignore ban-drop-table
 drop table login_attempts;

@@ -11,7 +11,7 @@
 
 create table login_attempts (
   email              text not null,
-  failures           integer not null,
+  failures           bigint not null,
   window_started_at  timestamptz not null default now(),
   locked_until       timestamptz,
 

@@ -118,6 +118,7 @@ t.test('parallel guesses cannot all pass the check: exactly the limit is tried',
   );
   const statuses = answers.map((r) => r.statusCode).sort();
   t.same(statuses, [...Array(3).fill(401), ...Array(17).fill(429)]);
-  const [row] = await database.sql`select failures, locked_until > now() as locked from login_attempts`;
+  const [row] =
+    await database.sql`select failures::int as failures, locked_until > now() as locked from login_attempts`;
   t.same(row, { failures: 4, locked: true });
 });
