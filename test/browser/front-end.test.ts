@@ -1,0 +1,236 @@
+/**
+ * A real browser against the API: headless Debian Chromium, driven by playwright-core,
+ * loads a small page from another origin on 127.0.0.1 (listed in CORS_ORIGINS), which
+ * signs up with `cookie: true`, uploads a script, runs it and follows its output with
+ * fetch(credentials: 'include') and EventSource(withCredentials). The same page from an
+ * origin not listed is refused by the browser, and a form another page posts without the
+ * CSRF token is refused by the server.
+ *
+ * Without /usr/bin/chromium (CI installs it: .ci/run) the test says so and checks nothing else.
+ */
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import t, { type Test } from 'tap';
+import { executorFixture } from '../helpers/executor.js';
+
+// Starting Chromium and running a script take a while on a busy machine.
+t.setTimeout(300_000);
+
+const CHROMIUM = '/usr/bin/chromium';
+const FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+const PAGE = `<!doctype html>
+<html><head><meta charset="utf-8"><title>DollarClub front end (test)</title></head>
+<body><p>a front end on another origin</p></body></html>`;
+
+/** The few DOM parts the page's code uses (the project's types have no DOM). */
+interface PageGlobals {
+  document: {
+    cookie: string;
+    body: { append(node: unknown): void };
+    createElement(tag: 'form'): { method: string; action: string; submit(): void };
+  };
+}
+
+/** Serves PAGE at / on a free loopback port; returns its origin. */
+async function pageServer(t: Test): Promise<string> {
+  const server: Server = createServer((request, response) => {
+    if (request.url !== '/') return void response.writeHead(404).end();
+    response.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(PAGE);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(
+    () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  );
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+if (!existsSync(CHROMIUM)) {
+  t.comment(`no browser test: ${CHROMIUM} is not installed (apt-get install chromium; .ci/run does)`);
+  t.pass('skipped for want of Chromium');
+} else {
+  t.test('a browser front end on an allowed origin, and what other origins cannot do', async (t) => {
+    const { chromium } = await import('playwright-core');
+    const allowed = await pageServer(t);
+    const other = await pageServer(t);
+    const f = await executorFixture(t, { CORS_ORIGINS: allowed });
+    await f.startExecutor();
+    await f.app.listen({ port: 0, host: '127.0.0.1' });
+    const api = `http://127.0.0.1:${(f.app.server.address() as AddressInfo).port}/api/v1`;
+
+    const profile = await mkdtemp(path.join(tmpdir(), 'dollarclub-chromium-'));
+    const browser = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: FLAGS,
+    });
+    t.teardown(async () => {
+      await browser.close();
+      await rm(profile, { recursive: true, force: true });
+    });
+    const page = await browser.newPage();
+    await page.goto(`${allowed}/`);
+
+    const result = await page.evaluate(async (api) => {
+      const json = { 'content-type': 'application/json' };
+      const steps: Record<string, unknown> = {};
+      const email = `browser${Date.now()}@example.com`;
+      const registered = await fetch(`${api}/auth/register`, {
+        method: 'POST',
+        credentials: 'include',
+        headers: json,
+        body: JSON.stringify({
+          email,
+          username: 'browser_user',
+          password: 'correct horse battery',
+          cookie: true,
+        }),
+      });
+      const session = (await registered.json()) as { csrf_token: string };
+      steps.register = { status: registered.status, keys: Object.keys(session).sort() };
+      const cookie = (globalThis as unknown as PageGlobals).document.cookie;
+      const csrf = /(?:^|; )dc_csrf=([^;]*)/.exec(cookie)?.[1] ?? null;
+      steps.cookies = {
+        csrfReadable: csrf !== null && csrf === session.csrf_token,
+        sessionHidden: !cookie.includes('dc_session'),
+      };
+      const me = await fetch(`${api}/me`, { credentials: 'include' });
+      steps.me = { status: me.status, email: ((await me.json()) as { email: string }).email === email };
+
+      const form = new FormData();
+      form.append('file', new Blob(["print('hello from the browser', flush=True)\n"]), 'hello.py');
+      const refused = await fetch(`${api}/scripts`, { method: 'POST', credentials: 'include', body: form });
+      steps.uploadWithoutCsrf = {
+        status: refused.status,
+        code: ((await refused.json()) as { code: string }).code,
+      };
+      const uploaded = await fetch(`${api}/scripts`, {
+        method: 'POST',
+        credentials: 'include',
+        headers: { 'x-csrf-token': session.csrf_token },
+        body: form,
+      });
+      const script = (await uploaded.json()) as { id: number };
+      steps.upload = { status: uploaded.status, requestId: uploaded.headers.get('x-request-id') !== null };
+
+      const executed = await fetch(`${api}/scripts/${script.id}/execute`, {
+        method: 'POST',
+        credentials: 'include',
+        headers: { 'x-csrf-token': session.csrf_token },
+      });
+      steps.execute = { status: executed.status };
+
+      steps.follow = await new Promise((resolve) => {
+        const logs: string[] = [];
+        const source = new EventSource(`${api}/scripts/${script.id}/logs?follow=true`, {
+          withCredentials: true,
+        });
+        source.addEventListener('log', (event) => logs.push((event as MessageEvent).data));
+        source.addEventListener('end', (event) => {
+          source.close();
+          resolve({ logs: logs.join(''), end: JSON.parse((event as MessageEvent).data) });
+        });
+        source.onerror = () => {
+          if (source.readyState === EventSource.CLOSED) resolve({ error: 'the stream was refused' });
+        };
+      });
+      return { steps, scriptId: script.id as number };
+    }, api);
+
+    const { steps, scriptId } = result;
+    t.same(steps.register, { status: 201, keys: ['csrf_token', 'user'] }, 'signed up, no token in the body');
+    t.same(
+      steps.cookies,
+      { csrfReadable: true, sessionHidden: true },
+      'dc_csrf readable, dc_session HttpOnly',
+    );
+    t.same(steps.me, { status: 200, email: true }, 'the cookie authenticates');
+    t.same(steps.uploadWithoutCsrf, { status: 403, code: 'CSRF_FAILED' }, 'no CSRF token, no upload');
+    t.same(steps.upload, { status: 201, requestId: true }, 'uploaded; x-request-id readable');
+    t.equal((steps.execute as { status: number }).status, 202, 'queued');
+    t.match(
+      steps.follow,
+      { logs: /hello from the browser/, end: { status: 'completed', exit_code: 0 } },
+      'followed to the end over EventSource',
+    );
+
+    // The same page from an origin not in CORS_ORIGINS: the browser refuses every answer.
+    await page.goto(`${other}/`);
+    const foreign = await page.evaluate(
+      async ({ api, scriptId }) => {
+        const attempt = async (init: RequestInit, url = `${api}/me`) => {
+          try {
+            const res = await fetch(url, { credentials: 'include', ...init });
+            return `answered ${res.status}`;
+          } catch (error) {
+            return `refused: ${(error as Error).name}`;
+          }
+        };
+        const stream = await new Promise<string>((resolve) => {
+          const source = new EventSource(`${api}/scripts/${scriptId}/logs?follow=true`, {
+            withCredentials: true,
+          });
+          source.addEventListener('log', () => {
+            source.close();
+            resolve('read the stream');
+          });
+          source.onerror = () => {
+            if (source.readyState === EventSource.CLOSED) resolve('refused');
+          };
+        });
+        return {
+          read: await attempt({}),
+          write: await attempt({
+            method: 'PATCH',
+            headers: { 'content-type': 'application/json' },
+            body: '{}',
+          }),
+          stream,
+        };
+      },
+      { api, scriptId },
+    );
+    t.same(
+      foreign,
+      { read: 'refused: TypeError', write: 'refused: TypeError', stream: 'refused' },
+      'an origin not listed can neither read nor write',
+    );
+
+    // A form that page posts to the API: the browser sends the cookies (127.0.0.1 is one site,
+    // so SameSite=Lax does not stop it), but there is no CSRF token, so the server refuses.
+    const target = `${api}/scripts/${scriptId}/execute`;
+    const [answer] = await Promise.all([
+      page.waitForResponse((response) => response.url() === target),
+      page.evaluate((target) => {
+        const { document } = globalThis as unknown as PageGlobals;
+        const form = document.createElement('form');
+        form.method = 'POST';
+        form.action = target;
+        document.body.append(form);
+        form.submit();
+      }, target),
+    ]);
+    // 403 CSRF_FAILED, not 401: the session cookie did come with it.
+    t.equal(answer.status(), 403, 'the forged form post is refused');
+    t.equal((await answer.json()).code, 'CSRF_FAILED');
+    const [row] = await f.database.sql`select status from scripts where id = ${scriptId}`;
+    t.equal(row!.status, 'completed', 'no run was queued by it');
+  });
+}
