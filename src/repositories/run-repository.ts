@@ -24,6 +24,7 @@ import type { RunTrigger, ScriptStatus } from '../domain/enums.js';
 import { InvalidStateError, NotFoundError, TooManyRunningError } from '../domain/errors.js';
 import { RUN_COLUMNS, type Run } from '../domain/run.js';
 import { ACTIVE_STATUSES, statusesLeadingTo } from '../domain/script.js';
+import { queueScheduledRuns, type ScheduledRunRequest } from './run-batch.js';
 
 export interface QueueOptions {
   /** Only this user's script (someone else's is not found). */
@@ -141,5 +142,13 @@ export class RunRepository {
     const run = await this.findById(id, ownerId);
     if (run === null) throw new NotFoundError('run');
     return run;
+  }
+
+  /**
+   * The scheduler's queue: a run (trigger 'schedule') for each due occurrence that may
+   * run, in one statement, by tryQueue's rules; returns run ids by schedule id (see run-batch.ts).
+   */
+  queueScheduled(requests: readonly ScheduledRunRequest[], maxActive: number): Promise<Map<number, number>> {
+    return queueScheduledRuns(this.db, requests, maxActive);
   }
 }

@@ -28,29 +28,26 @@ import { CronRule } from '../domain/schedule.js';
 import type { Repositories } from '../repositories/index.js';
 import type { DueSchedule, ScheduleOutcome } from '../repositories/schedule-repository.js';
 import { type Clock, systemClock } from '../services/schedule-service.js';
-import { planFiring } from './plan.js';
+import { type FiringPlan, planFiring } from './plan.js';
 
 /**
- * Queues the run of a due occurrence inside the scheduler's transaction and returns
- * its id, or null when it cannot queue (the script already has a queued or running
- * run, its owner is at the limit, or it is gone): that occurrence is skipped.
+ * Queues the runs of due occurrences inside the scheduler's transaction and returns
+ * their ids by schedule id. A schedule without a run could not queue (its script
+ * already has a queued or running run, its owner is at the limit, or it is gone):
+ * that occurrence is skipped.
  */
 export type RunQueuer = (
   tx: Repositories,
-  schedule: DueSchedule,
+  schedules: readonly DueSchedule[],
   maxActive: number,
-) => Promise<number | null>;
+) => Promise<Map<number, number>>;
 
-/** A run with `trigger: 'schedule'` and its schedule_id, as RunRepository queues every run. */
-export const queueScheduledRun: RunQueuer = async (tx, schedule, maxActive) => {
-  const result = await tx.runs.tryQueue(schedule.script_id, {
-    ownerId: schedule.user_id,
+/** Runs with `trigger: 'schedule'` and their schedule_id, the whole batch in one statement. */
+export const queueScheduledRuns: RunQueuer = (tx, schedules, maxActive) =>
+  tx.runs.queueScheduled(
+    schedules.map((s) => ({ schedule_id: s.id, script_id: s.script_id, user_id: s.user_id })),
     maxActive,
-    trigger: 'schedule',
-    scheduleId: schedule.id,
-  });
-  return 'run' in result ? result.run.id : null;
-};
+  );
 
 export interface SchedulerOptions {
   repos: Repositories;
@@ -92,7 +89,7 @@ export class Scheduler {
 
   constructor(private readonly options: SchedulerOptions) {
     this.clock = options.clock ?? systemClock;
-    this.queueRun = options.queueRun ?? queueScheduledRun;
+    this.queueRun = options.queueRun ?? queueScheduledRuns;
     this.batchSize = options.batchSize ?? 100;
     this.log = options.log.child({ component: 'scheduler' });
   }
@@ -124,18 +121,20 @@ export class Scheduler {
     this.running = undefined;
   }
 
-  /** Handles every schedule due now, batch after batch, until none is left that this scheduler can lock. */
+  /**
+   * Handles every schedule due now, batch after batch, until none is left that this
+   * scheduler can lock. "Now" is read once: what falls due meanwhile is the next tick's.
+   */
   async tick(): Promise<TickResult> {
     const total: TickResult = { fired: 0, skipped: 0 };
+    const now = this.clock();
+    // Schedules due at one instant mostly share a few rules (everyone's 9:30 New York):
+    // their plans are computed once.
+    const plans = new Map<string, FiringPlan>();
     for (;;) {
-      const now = this.clock();
       const batch = await this.options.repos.transaction(async (tx) => {
         const due = await tx.schedules.claimDue(now, this.batchSize);
-        // One lock order for every scheduler (queueing locks the owner, then the script),
-        // so two batches that share users never deadlock.
-        due.sort((a, b) => a.user_id - b.user_id || a.script_id - b.script_id || a.id - b.id);
-        const outcomes: ScheduleOutcome[] = [];
-        for (const schedule of due) outcomes.push(await this.handle(tx, schedule, now));
+        const outcomes = await this.handle(tx, due, now, plans);
         await tx.schedules.recordOutcomes(outcomes);
         return { claimed: due.length, outcomes };
       });
@@ -148,52 +147,76 @@ export class Scheduler {
     }
   }
 
-  private async handle(tx: Repositories, schedule: DueSchedule, now: Date): Promise<ScheduleOutcome> {
-    const plan = planFiring(
-      this.rule(schedule.cron, schedule.timezone),
-      schedule.next_run_at,
-      now,
-      this.options.catchupSeconds,
-    );
-    let skipped = plan.skipped;
-    let runId: number | null = null;
-    let fired = false;
-    if (plan.fire !== null) {
-      if (!schedule.owner_active) skipped++;
-      else {
-        runId = await this.queueOrSkip(tx, schedule);
-        if (runId === null) skipped++;
-        else fired = true;
+  private async handle(
+    tx: Repositories,
+    due: readonly DueSchedule[],
+    now: Date,
+    plans: Map<string, FiringPlan>,
+  ): Promise<ScheduleOutcome[]> {
+    const planned = due.map((schedule) => {
+      const key = `${schedule.timezone} ${schedule.cron} ${schedule.next_run_at.getTime()}`;
+      let plan = plans.get(key);
+      if (plan === undefined) {
+        const rule = this.rule(schedule.cron, schedule.timezone);
+        plan = planFiring(rule, schedule.next_run_at, now, this.options.catchupSeconds);
+        plans.set(key, plan);
       }
-    }
-    if (plan.next === null)
-      this.log.warn({ schedule_id: schedule.id }, 'a schedule never fires again: disabled');
-    return {
-      id: schedule.id,
-      next_run_at: plan.next,
-      run_id: runId,
-      fired_at: fired ? now : null,
-      skipped,
-      skipped_at: skipped > 0 ? now : null,
-    };
+      return { schedule, plan };
+    });
+    // Earliest occurrence first: when an owner has fewer free slots than due schedules,
+    // the earliest due win.
+    const toQueue = planned
+      .filter(({ schedule, plan }) => plan.fire !== null && schedule.owner_active)
+      .map(({ schedule }) => schedule);
+    const runs = await this.queue(tx, toQueue);
+    return planned.map(({ schedule, plan }) => {
+      const runId = runs.get(schedule.id) ?? null;
+      if (plan.next === null)
+        this.log.warn({ schedule_id: schedule.id }, 'a schedule never fires again: disabled');
+      // An occurrence due to fire that did not queue is skipped (busy, at the limit, or owner inactive).
+      const skipped = plan.skipped + (plan.fire !== null && runId === null ? 1 : 0);
+      return {
+        id: schedule.id,
+        next_run_at: plan.next,
+        run_id: runId,
+        fired_at: runId === null ? null : now,
+        skipped,
+        skipped_at: skipped > 0 ? now : null,
+      };
+    });
   }
 
   /**
-   * The queue step runs in a savepoint (RunRepository), so when it fails on a rule of
-   * the data (a conflict, a state the summary and the runs disagree on) only that step
-   * is rolled back: the occurrence is skipped and logged, and the batch goes on, so one
-   * bad schedule cannot hold back the others. The database being unavailable, or a
-   * serialization failure, fails the batch (it is retried whole).
+   * The queue step runs in a savepoint. When the whole batch fails on a rule of the data
+   * (a conflict, a script whose summary and runs disagree), it is rolled back alone and
+   * retried one schedule at a time, each in its own savepoint: a schedule that still
+   * fails is skipped and logged, so one bad schedule cannot hold back the others. The
+   * database being unavailable, or a serialization failure, fails the batch (it is
+   * retried whole).
    */
-  private async queueOrSkip(tx: Repositories, schedule: DueSchedule): Promise<number | null> {
+  private async queue(tx: Repositories, schedules: DueSchedule[]): Promise<Map<number, number>> {
+    if (schedules.length === 0) return new Map();
+    const max = this.options.maxConcurrentScripts;
     try {
-      return await this.queueRun(tx, schedule, this.options.maxConcurrentScripts);
+      return await tx.transaction((sp) => this.queueRun(sp, schedules, max));
     } catch (err) {
-      if (!(err instanceof DomainError) || err instanceof DatabaseUnavailableError || isRetryable(err))
-        throw err;
-      this.log.warn({ err, schedule_id: schedule.id }, 'a scheduled run could not be queued: skipped');
-      return null;
+      if (!isDataError(err)) throw err;
+      this.log.warn(
+        { err, schedules: schedules.length },
+        'a batch of scheduled runs failed; queueing one by one',
+      );
     }
+    const queued = new Map<number, number>();
+    for (const schedule of schedules) {
+      try {
+        const one = await tx.transaction((sp) => this.queueRun(sp, [schedule], max));
+        for (const [id, run] of one) queued.set(id, run);
+      } catch (err) {
+        if (!isDataError(err)) throw err;
+        this.log.warn({ err, schedule_id: schedule.id }, 'a scheduled run could not be queued: skipped');
+      }
+    }
+    return queued;
   }
 
   /** Parsed rules, kept for the schedules seen most (parsing is the costly part). */
@@ -252,4 +275,9 @@ export class Scheduler {
       this.wake = done;
     });
   }
+}
+
+/** An error about the data (a constraint, a state), which a retry of the same batch would meet again. */
+function isDataError(err: unknown): boolean {
+  return err instanceof DomainError && !(err instanceof DatabaseUnavailableError) && !isRetryable(err);
 }

@@ -282,3 +282,64 @@ t.test('the loop: started, it wakes on schedule_changed and fires; stop() ends i
   t.same({ ...run }, { trigger: 'schedule', schedule_id: far.id }, 'a run with trigger schedule');
   await s.stop();
 });
+
+t.test(
+  'one batch: two schedules of one script queue one run; the owner’s cap is shared in due order',
+  async (t) => {
+    const { repos, sql } = await testDatabase(t);
+    const clock = { now: MONDAY_0930_NY };
+    const user = await makeUser(repos);
+    const scripts = [];
+    for (let i = 0; i < MAX_ACTIVE + 1; i++) scripts.push(await makeScript(repos, user.id));
+    // Two schedules of the first script, both due now.
+    const twin = await schedule(repos, scripts[0]!.id, MONDAY_0930_NY, '30 9 * * *', 'America/New_York');
+    const twin2 = await schedule(repos, scripts[0]!.id, MONDAY_0930_NY, '30 9 * * 1', 'America/New_York');
+    // One schedule for each of the other five scripts, due a minute earlier: they come first.
+    const earlier = new Date(MONDAY_0930_NY.getTime() - 60_000); // 9:29 New York: an occurrence of its rule
+    const others = [];
+    for (const script of scripts.slice(1))
+      others.push(await schedule(repos, script.id, earlier, '29 9 * * *', 'America/New_York'));
+    t.same(await scheduler(repos, clock).tick(), { fired: MAX_ACTIVE, skipped: 2 });
+    const fired = await sql<{ id: number }[]>`
+    select id from script_schedules where last_fired_at is not null order by id
+  `;
+    // The earlier-due five fire (all of the cap); both twins are skipped: one for the cap,
+    // the other also because its script is the same.
+    t.same(
+      fired.map((r) => r.id),
+      others.map((o) => o.id),
+    );
+    t.same(
+      (await repos.schedules.getById(twin.id)).skipped_count +
+        (await repos.schedules.getById(twin2.id)).skipped_count,
+      2,
+    );
+    const [live] = await sql<{ n: number }[]>`
+    select count(*)::int as n from script_runs where user_id = ${user.id} and status = 'queued'
+  `;
+    t.equal(live?.n, MAX_ACTIVE, 'never past MAX_CONCURRENT_SCRIPTS');
+  },
+);
+
+t.test('a schedule whose data breaks a rule is skipped alone; the rest of its batch fires', async (t) => {
+  const { repos, sql } = await testDatabase(t);
+  const clock = { now: MONDAY_0930_NY };
+  const ids = [];
+  for (let i = 0; i < 4; i++) {
+    const user = await makeUser(repos);
+    ids.push((await schedule(repos, (await makeScript(repos, user.id)).id, MONDAY_0930_NY)).id);
+  }
+  // A script whose summary says it is idle while a run of it is still queued (as a bug or a
+  // hand edit could leave it): queueing it breaks uq_script_runs_live_per_script.
+  const broken = await repos.schedules.getById(ids[1]!);
+  await repos.runs.queue(broken.script_id, { maxActive: MAX_ACTIVE });
+  await sql`update scripts set status = 'cancelled', completed_at = now() where id = ${broken.script_id}`;
+  t.same(await scheduler(repos, clock).tick(), { fired: 3, skipped: 1 });
+  const rows = await sql<{ id: number; fired: boolean; skipped_count: number }[]>`
+    select id, last_fired_at is not null as fired, skipped_count from script_schedules order by id
+  `;
+  t.same(
+    rows.map((r) => [r.id, r.fired, r.skipped_count]),
+    ids.map((id) => [id, id !== broken.id, id === broken.id ? 1 : 0]),
+  );
+});
