@@ -32,6 +32,9 @@ const call = (ta: TestApp, account: Account, method: string, url: string, payloa
 
 const MARKET = { cron: '30 9 * * 1-5', timezone: 'America/New_York' };
 
+// Many databases and requests: more than tap's 120 s per file on a loaded 2-core machine.
+t.setTimeout(300_000);
+
 t.test('POST /scripts/:id/schedules creates a schedule with its next occurrence', async (t) => {
   const { ta, alice, script } = await world(t);
   const before = Date.now();

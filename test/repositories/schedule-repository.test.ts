@@ -20,6 +20,9 @@ const rule = (scriptId: number, extra: Partial<{ enabled: boolean; next_run_at: 
   ...extra,
 });
 
+// Many databases and requests: more than tap's 120 s per file on a loaded 2-core machine.
+t.setTimeout(300_000);
+
 t.test('SQL refuses every bad row, by constraint name', async (t) => {
   const { repos, sql } = await testDatabase(t);
   const user = await makeUser(repos);

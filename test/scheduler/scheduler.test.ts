@@ -65,6 +65,9 @@ async function schedule(
 const MONDAY_0930_NY = new Date('2027-01-04T14:30:00Z');
 const TUESDAY_0930_NY = new Date('2027-01-05T14:30:00Z');
 
+// Many databases and requests: more than tap's 120 s per file on a loaded 2-core machine.
+t.setTimeout(300_000);
+
 t.test('three schedulers on their own connections: every occurrence fires exactly once', async (t) => {
   const database = await testDatabase(t);
   const { repos, sql } = database;
