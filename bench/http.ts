@@ -1,17 +1,19 @@
 /**
  * GET /api/v1/scripts/:id with a Bearer token through the real app vs a bare
  * Fastify route running the same query without auth and schemas, over real HTTP
- * on 127.0.0.1. Each server runs in its own process; autocannon (in this process)
- * loads one at a time with fixed concurrency for a fixed time, alternating
- * A B, B A, ... after a warm-up of each. Target: ≥ 0.85x the requests/second.
+ * on 127.0.0.1. Each server runs in its own process; the load generator (wrk when
+ * installed, else autocannon in this process: bench/load-generator.ts) loads one at a
+ * time with fixed concurrency for a fixed time, alternating A B, B A, ... after a
+ * warm-up of each. Target: ≥ 0.85x the requests/second. Each server's CPU time per
+ * request is measured from /proc.
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { openSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import autocannon, { type Result } from 'autocannon';
 import { newToken, tokenHash } from '../src/services/tokens.js';
 import type { BenchContext } from './context.js';
+import { cpuSeconds, type LoadResult, pickLoadGenerator } from './load-generator.js';
 import { type BenchResult, median, type Side, sleep } from './measure.js';
 
 export const HTTP_TARGET = 0.85;
@@ -33,42 +35,65 @@ export async function httpBenchmark(ctx: BenchContext, options: HttpOptions): Pr
   await ctx.repos.tokens.create(target.user_id, tokenHash(token)!, new Date(Date.now() + 86_400_000));
   const env = { BENCH_DATABASE_URL: ctx.url, BENCH_OWNER_ID: String(target.user_id) };
   const servers: ChildProcess[] = [];
+  const pids: { app?: number; bare?: number } = {};
   try {
     const [app, bare] = await Promise.all(
       (['app', 'bare'] as const).map(async (mode) => {
         const { child, port } = await startServer(mode, env, options.resultsDir);
         servers.push(child);
+        pids[mode] = child.pid;
         return `http://127.0.0.1:${port}/api/v1/scripts/${target.id}`;
       }),
     );
     const headers = { authorization: `Bearer ${token}` };
     await assertSameAnswer(app!, bare!, headers);
-    const run = (url: string, seconds: number) =>
-      autocannon({ url, headers, connections: options.connections, duration: seconds, timeout: 10 });
-    ctx.log(`  warm-up ${options.warmupSeconds} s each`);
-    await run(bare!, options.warmupSeconds);
-    await run(app!, options.warmupSeconds);
-    const runs: { bare: Result[]; app: Result[] } = { bare: [], app: [] };
+    const generator = pickLoadGenerator();
+    const cpu = { app: 0, bare: 0 };
+    const run = async (which: 'app' | 'bare', seconds: number, measure: boolean) => {
+      const before = await cpuSeconds(pids[which]);
+      const result = await generator.load(
+        which === 'app' ? app! : bare!,
+        headers,
+        options.connections,
+        seconds,
+      );
+      if (measure) cpu[which] += (await cpuSeconds(pids[which])) - before;
+      return result;
+    };
+    ctx.log(`  load generator: ${generator.name}; warm-up ${options.warmupSeconds} s each`);
+    await run('bare', options.warmupSeconds, false);
+    await run('app', options.warmupSeconds, false);
+    const runs: { bare: LoadResult[]; app: LoadResult[] } = { bare: [], app: [] };
     for (let round = 0; round < options.rounds; round++) {
       const order = round % 2 === 0 ? (['bare', 'app'] as const) : (['app', 'bare'] as const);
       for (const which of order) {
-        const result = await run(which === 'app' ? app! : bare!, options.seconds);
+        const result = await run(which, options.seconds, true);
         runs[which].push(result);
         ctx.log(`  round ${round + 1} ${which}: ${rps(result).toFixed(0)} req/s`);
       }
     }
-    const ratio = median(runs.app.map((r, i) => rps(r) / rps(runs.bare[i] as Result)));
-    const failures = [...runs.app, ...runs.bare].reduce((n, r) => n + r.errors + r.non2xx + r.timeouts, 0);
+    const ratio = median(runs.app.map((r, i) => rps(r) / rps(runs.bare[i] as LoadResult)));
+    const failures = [...runs.app, ...runs.bare].reduce((n, r) => n + r.failures, 0);
+    const perRequest = (which: 'app' | 'bare') =>
+      (cpu[which] * 1000) / runs[which].reduce((n, r) => n + r.ok, 0);
+    const cpuNote =
+      `CPU per request (server process, user + system): app ${perRequest('app').toFixed(3)} ms, ` +
+      `bare ${perRequest('bare').toFixed(3)} ms (${(perRequest('app') / perRequest('bare')).toFixed(2)}x)`;
+    ctx.log(`  ${cpuNote}`);
     return {
       group: 'http',
-      operation: `GET /api/v1/scripts/:id, Bearer token (${options.connections} connections, ${options.rounds}×${options.seconds} s each)`,
+      operation: `GET /api/v1/scripts/:id, Bearer token (${generator.name}, ${options.connections} connections, ${options.rounds}×${options.seconds} s each)`,
       baseline: side('bare Fastify route, no auth, no schemas', runs.bare),
       ours: side('the app (compose + build)', runs.app),
       ratio,
       ratioMeaning: 'requests/second, ours / baseline (median of interleaved rounds)',
       target: `≥ ${HTTP_TARGET.toFixed(2)}x`,
       met: ratio >= HTTP_TARGET && failures === 0,
-      notes: failures === 0 ? [] : [`${failures} requests failed (errors, timeouts or non-2xx)`],
+      notes: [
+        `load generator: ${generator.name}`,
+        cpuNote,
+        ...(failures === 0 ? [] : [`${failures} requests failed (errors, timeouts or non-2xx)`]),
+      ],
     };
   } finally {
     for (const child of servers) child.send('stop');
@@ -76,17 +101,17 @@ export async function httpBenchmark(ctx: BenchContext, options: HttpOptions): Pr
   }
 }
 
-const rps = (r: Result) => r['2xx'] / r.duration;
+const rps = (r: LoadResult) => r.ok / r.seconds;
 
-function side(label: string, results: Result[]): Side {
-  const requests = results.reduce((n, r) => n + r['2xx'], 0);
-  const seconds = results.reduce((n, r) => n + r.duration, 0);
+function side(label: string, results: LoadResult[]): Side {
+  const requests = results.reduce((n, r) => n + r.ok, 0);
+  const seconds = results.reduce((n, r) => n + r.seconds, 0);
   return {
     label,
     opsPerSec: requests / seconds,
-    // autocannon reports percentiles per run; the median run's is the fair summary.
-    p50Ms: median(results.map((r) => r.latency.p50)),
-    p99Ms: median(results.map((r) => r.latency.p99)),
+    // The generators report percentiles per run; the median run's is the fair summary.
+    p50Ms: median(results.map((r) => r.p50Ms)),
+    p99Ms: median(results.map((r) => r.p99Ms)),
     count: requests,
   };
 }

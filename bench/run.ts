@@ -6,7 +6,7 @@
  * (benchmarks report; they do not gate). Exits 1 only when a benchmark failed to run.
  *
  * Environment: DATABASE_URL (else an embedded PostgreSQL), BENCH_SCALE (data size,
- * default 1), BENCH_ONLY (comma list of: repos,http,pagination,search,stats,claims),
+ * default 1), BENCH_ONLY (comma list of: repos,http,pagination,search,stats,claims,import),
  * BENCH_KEEP_DB=1 (keep dollarclub_bench on a DATABASE_URL server),
  * BENCH_HTTP_SECONDS / BENCH_HTTP_ROUNDS / BENCH_HTTP_CONNECTIONS, BENCH_ROUNDS,
  * BENCH_SEARCH_TERM, BENCH_HTTP_LOG_LEVEL (the HTTP servers' log level, default warn).
@@ -24,6 +24,7 @@ import { Metrics } from '../src/metrics.js';
 import { claimBenchmarks } from './claims.js';
 import { type BenchContext, sampleInputs } from './context.js';
 import { httpBenchmark } from './http.js';
+import { importBenchmark } from './import-legacy.js';
 import { loadData } from './load.js';
 import type { BenchResult } from './measure.js';
 import { paginationBenchmarks, searchBenchmark } from './queries.js';
@@ -33,7 +34,7 @@ import { prepareDatabase } from './setup.js';
 import { statsBenchmarks } from './stats.js';
 
 const RESULTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
-const SUITES = ['repos', 'http', 'pagination', 'search', 'stats', 'claims'] as const;
+const SUITES = ['repos', 'http', 'pagination', 'search', 'stats', 'claims', 'import'] as const;
 const LOAD_TARGET = 100_000;
 
 function numberEnv(name: string, fallback: number, min: number, max: number): number {
@@ -173,6 +174,16 @@ async function main(): Promise<number> {
       },
       stats: async () => {
         results.push(...(await statsBenchmarks(ctx, 200)));
+      },
+      import: async () => {
+        results.push(
+          ...(await importBenchmark(database.url, {
+            users: Math.round(100_000 * scale),
+            scripts: Math.round(1_000_000 * scale),
+            files: true,
+            log,
+          })),
+        );
       },
       claims: async () => {
         const queued = Math.max(2_000, Math.round(20_000 * scale));

@@ -18,6 +18,7 @@ import type { Sql } from '../../db/client.js';
 import { LegacyImportRepository, type Outcomes } from '../../repositories/legacy-import-repository.js';
 import type { SecretBox } from '../secret-box.js';
 import { ibkrContext } from '../user-service.js';
+import { pipeCopy } from './copy.js';
 import { FileCopier, fileRows } from './files.js';
 import { type ProgressSink, silentProgress } from './progress.js';
 
@@ -104,7 +105,7 @@ export async function importLegacy(options: LegacyImportOptions): Promise<Import
           select (select count(*) from users)::int as users, (select count(*) from scripts)::int as scripts
         `;
         progress.phase('users: copy from the old database', counts!.users);
-        await pipeline(
+        await pipeCopy(
           await l`
             copy (
               select id, email, username, hashed_password, auth_provider::text, google_id, is_active,
@@ -113,11 +114,11 @@ export async function importLegacy(options: LegacyImportOptions): Promise<Import
               from users
             ) to stdout
           `.readable(),
-          countRows(progress),
           await repo.copyInto('legacy_users'),
+          countRows(progress),
         );
         progress.phase('scripts: copy from the old database', counts!.scripts);
-        await pipeline(
+        await pipeCopy(
           await l`
             copy (
               select id, user_id, filename, original_filename, file_size, file_extension, status::text,
@@ -126,8 +127,8 @@ export async function importLegacy(options: LegacyImportOptions): Promise<Import
               from scripts
             ) to stdout
           `.readable(),
-          countRows(progress),
           await repo.copyInto('legacy_scripts'),
+          countRows(progress),
         );
         progress.end();
         return counts!;
@@ -201,7 +202,7 @@ export async function importLegacy(options: LegacyImportOptions): Promise<Import
       const interrupted = await repo.countInterrupted();
 
       // 5. The report: every refused row in the details file, counts by reason here.
-      await pipeline(await repo.refusalsCsv(), createWriteStream(options.detailsFile));
+      await pipeCopy(await repo.refusalsCsv(), createWriteStream(options.detailsFile));
       const refused_by_reason = await repo.refusalCounts();
       users = { ...users, import: insertedUsers };
       scripts = { ...scripts, import: insertedScripts };
@@ -236,13 +237,10 @@ function table(source: number, o: Outcomes): TableReport {
 
 /** Counts rows of a text COPY stream as it passes (one newline per row: COPY escapes the others). */
 function countRows(progress: ProgressSink) {
-  return async function* (chunks: AsyncIterable<Buffer>) {
-    for await (const chunk of chunks) {
-      let n = 0;
-      for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) n++;
-      progress.add(n);
-      yield chunk;
-    }
+  return (chunk: Buffer) => {
+    let n = 0;
+    for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) n++;
+    progress.add(n);
   };
 }
 
