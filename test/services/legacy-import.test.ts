@@ -55,7 +55,7 @@ interface Seeded {
 async function seed(sql: postgres.Sql, labels: Labels, filesDir: string, base: number): Promise<Seeded> {
   const alice = bcryptjs.hashSync('old password 1', 4);
   const prehashed = createHash('sha256').update(Buffer.from(LONG_PASSWORD, 'utf8')).digest();
-  const bob = await bcryptRs(prehashed, { cost: 4 });
+  const bob = await bcryptRs(prehashed, 4);
   const ids = {
     alice: base + 10,
     bob: base + 20,
