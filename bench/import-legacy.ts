@@ -25,7 +25,7 @@ import { pipeCopy } from '../src/services/legacy-import/copy.js';
 import { formatReport, type ImportReport, importLegacy } from '../src/services/legacy-import/import.js';
 import { TerminalProgress } from '../src/services/legacy-import/progress.js';
 import { SecretBox } from '../src/services/secret-box.js';
-import { FileStorage } from '../src/storage/file-storage.js';
+import { legacyPathOf } from '../src/storage/move-contents.js';
 import type { BenchResult } from './measure.js';
 
 export const IMPORT_TARGET = 100_000;
@@ -279,13 +279,12 @@ export async function importBenchmark(
     );
     let report: ImportReport;
     try {
-      const storage = new FileStorage(storageDir);
-      await storage.init();
+      await mkdir(storageDir, { recursive: true, mode: 0o700 });
       report = await importLegacy({
         legacyUrl,
         filesDir,
         sql,
-        pathOf: (key) => storage.pathOf(key),
+        pathOf: (key) => legacyPathOf(storageDir, key),
         secrets: SecretBox.development(),
         detailsFile: path.join(work, 'refused.csv'),
         progress: new TerminalProgress(process.stderr),
