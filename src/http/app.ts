@@ -23,6 +23,7 @@ import { authPlugin } from './plugins/auth.js';
 import { metricsPlugin } from './plugins/metrics.js';
 import { securityHeaders } from './plugins/security-headers.js';
 import { answerUnderPressure } from './pressure.js';
+import { pgRateLimitStore } from './rate-limit-store.js';
 import { authRoutes } from './routes/auth.js';
 import { executionRoutes } from './routes/execution.js';
 import { healthRoutes } from './routes/health.js';
@@ -200,7 +201,8 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
   });
   await registerCors(app, corsOrigins(ctx.config));
   await app.register(cookie, { hook: 'onRequest' });
-  await app.register(rateLimit, { global: false });
+  // Counters in PostgreSQL: shared by every API process.
+  await app.register(rateLimit, { global: false, store: pgRateLimitStore(ctx.repos.db) });
   await app.register(multipart, {
     limits: { fileSize: ctx.config.MAX_UPLOAD_BYTES, files: 1, fields: 0, parts: 1 },
   });
