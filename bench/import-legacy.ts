@@ -25,7 +25,6 @@ import { pipeCopy } from '../src/services/legacy-import/copy.js';
 import { formatReport, type ImportReport, importLegacy } from '../src/services/legacy-import/import.js';
 import { TerminalProgress } from '../src/services/legacy-import/progress.js';
 import { SecretBox } from '../src/services/secret-box.js';
-import { legacyPathOf } from '../src/storage/move-contents.js';
 import type { BenchResult } from './measure.js';
 
 export const IMPORT_TARGET = 100_000;
@@ -187,7 +186,6 @@ export async function importBenchmark(
   const admin = postgres(serverUrl, { max: 1, onnotice: () => {} });
   const work = await mkdtemp(path.join(tmpdir(), 'dollarclub-bench-import-'));
   const filesDir = path.join(work, 'files');
-  const storageDir = path.join(work, 'storage');
   await mkdir(filesDir);
   const legacyUrl = withDatabase(serverUrl, LEGACY_DB);
   const targetUrl = withDatabase(serverUrl, TARGET_DB);
@@ -279,12 +277,10 @@ export async function importBenchmark(
     );
     let report: ImportReport;
     try {
-      await mkdir(storageDir, { recursive: true, mode: 0o700 });
       report = await importLegacy({
         legacyUrl,
         filesDir,
         sql,
-        pathOf: (key) => legacyPathOf(storageDir, key),
         secrets: SecretBox.development(),
         detailsFile: path.join(work, 'refused.csv'),
         progress: new TerminalProgress(process.stderr),

@@ -8,8 +8,7 @@
  *   import-legacy --from URL --files DIR [--details FILE] [--json]
  *     imports an original (Python) DollarClub database and its upload folder
  *     (docs/import.md); prints progress on a terminal and a final report. The
- *     files land in STORAGE_DIR first and are then moved into PostgreSQL as by
- *     move-contents.
+ *     files' bytes go into script_contents in the import's transaction.
  *   move-contents [--storage-dir DIR]
  *     moves the files of scripts uploaded before script_contents from STORAGE_DIR
  *     (or DIR) into PostgreSQL, in batches, checking each SHA-256; lists the files
@@ -17,7 +16,6 @@
  * Uses DATABASE_URL, or the embedded PostgreSQL in EMBEDDED_PG_DIR (attaching to
  * it when `npm start` is running it).
  */
-import { mkdir } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { PasswordInputError, readPassword } from './cli-password.js';
 import { type Config, ConfigError, loadConfig } from './config.js';
@@ -32,7 +30,7 @@ import { createAdmin } from './services/admin.js';
 import { formatReport, importLegacy } from './services/legacy-import/import.js';
 import { TerminalProgress } from './services/legacy-import/progress.js';
 import { SecretBox } from './services/secret-box.js';
-import { legacyPathOf, type MoveReport, moveContents } from './storage/move-contents.js';
+import { type MoveReport, moveContents } from './storage/move-contents.js';
 
 const USAGE = [
   'usage: npm run cli -- create-admin --email E --username U [--password-stdin] [--promote-existing]',
@@ -85,7 +83,7 @@ function parse(args: string[]) {
   });
 }
 
-async function importLegacyCommand(config: Config, sql: Sql, db: Database, args: string[]): Promise<string> {
+async function importLegacyCommand(config: Config, sql: Sql, args: string[]): Promise<string> {
   const { values } = parseArgs({
     args,
     options: {
@@ -97,22 +95,16 @@ async function importLegacyCommand(config: Config, sql: Sql, db: Database, args:
     strict: true,
   });
   if (!values.from || !values.files) throw new Error(USAGE);
-  await mkdir(config.STORAGE_DIR, { recursive: true, mode: 0o700 });
   const report = await importLegacy({
     legacyUrl: values.from,
     filesDir: values.files,
     sql,
-    pathOf: (key) => legacyPathOf(config.STORAGE_DIR, key),
     secrets: config.IBKR_TOKEN_KEY ? new SecretBox(config.IBKR_TOKEN_KEY) : SecretBox.development(),
     detailsFile:
       values.details ?? `import-legacy-refused-${new Date().toISOString().replace(/[:.]/g, '-')}.csv`,
     progress: new TerminalProgress(process.stderr),
   });
-  // The copies under STORAGE_DIR go into script_contents, where the app reads them.
-  const moved = await moveContents(db, { storageDir: config.STORAGE_DIR });
-  return values.json
-    ? JSON.stringify({ ...report, contents: moved }, null, 2)
-    : `${formatReport(report)}\n${formatMoveReport(moved)}`;
+  return values.json ? JSON.stringify(report, null, 2) : formatReport(report);
 }
 
 async function moveContentsCommand(db: Database, storageDir: string, args: string[]): Promise<number> {
@@ -177,7 +169,7 @@ async function main(): Promise<number> {
       );
       return 0;
     }
-    console.log(await importLegacyCommand(config, sql, db, args));
+    console.log(await importLegacyCommand(config, sql, args));
     return 0;
   } finally {
     await sql.end({ timeout: 5 });

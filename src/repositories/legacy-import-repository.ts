@@ -55,14 +55,13 @@ export const LEGACY_SCRIPT_COLUMNS = [
 const EMAIL_RE =
   '^[^@\\s\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]+@[^@\\s\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]+\\.[^@\\s\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]+$';
 const BCRYPT_RE = '^\\$2[aby]\\$[0-9]{2}\\$[./A-Za-z0-9]{53}$';
-// Storage keys are `<first two>/<uuid><ext>` (legacyPathOf in src/storage/move-contents.ts); the original
-// named files `<uuid4><ext>`, so its names are kept as they are.
+// The original named files `<uuid4><ext>`; the names are kept as they are.
 const FILENAME_RE = '^[0-9a-f-]{36}\\.(py|js|ts)$';
 
 export const INTERRUPTED = 'interrupted by the migration';
 
 /** What an import fills; in this order, so a foreign key's target is there first. */
-const LOADED_TABLES = ['users', 'scripts', 'script_runs', 'run_log_chunks'];
+const LOADED_TABLES = ['users', 'scripts', 'script_contents', 'script_runs', 'run_log_chunks'];
 
 export interface Outcomes {
   import: number;
@@ -70,11 +69,10 @@ export interface Outcomes {
   refused: number;
 }
 
-/** A script to import, for the file step: its file's name in the old folder, and its storage key. */
+/** A script to import, for the file step: its file's name in the old folder. */
 export interface ScriptFile {
   id: number;
   source_name: string;
-  file_path: string;
 }
 
 /** Plain IBKR tokens of a user to import, for the encryption step. */
@@ -136,7 +134,7 @@ export class LegacyImportRepository {
       create temp table import_tokens (id integer primary key, access text, refresh text) on commit drop
     `;
     await sql`
-      create temp table import_files (id integer primary key, sha256 text, size bigint) on commit drop
+      create temp table import_files (id integer primary key, sha256 text, size bigint, content bytea) on commit drop
     `;
   }
 
@@ -258,7 +256,6 @@ export class LegacyImportRepository {
       )
       select r.id, r.user_id, r.key_name as filename, r.filename as source_name,
         coalesce(nullif(left(r.original_filename, 255), ''), r.key_name) as original_filename,
-        left(r.key_name, 2) || '/' || r.key_name as file_path,
         r.ext as file_extension,
         (case when r.norm_status = 'running' then 'failed' else r.norm_status end) as status,
         r.norm_status = 'running' as interrupted,
@@ -305,7 +302,7 @@ export class LegacyImportRepository {
   async filesToRead(afterId: number, limit: number): Promise<ScriptFile[]> {
     const sql = this.sql;
     return sql<ScriptFile[]>`
-      select id, source_name, file_path
+      select id, source_name
       from import_scripts
       where outcome = 'import' and id > ${afterId}
       order by id
@@ -348,7 +345,7 @@ export class LegacyImportRepository {
 
   /**
    * For a load into empty tables: drops the secondary indexes and the foreign keys of the
-   * tables it fills (users, scripts, script_runs, run_log_chunks), returning their
+   * tables it fills (users, scripts, script_contents, script_runs, run_log_chunks), returning their
    * definitions (from the catalog, so they come back exactly as they were). Constraint
    * indexes (primary keys, unique) stay.
    */
@@ -420,12 +417,12 @@ export class LegacyImportRepository {
     const sql = this.sql;
     const result = await sql`
       insert into scripts (
-        id, user_id, filename, original_filename, file_path, file_size, file_extension, sha256, status,
+        id, user_id, filename, original_filename, file_size, file_extension, sha256, status,
         execution_logs, error_message, exit_code, execution_time_seconds, memory_usage_mb,
         started_at, completed_at, created_at, updated_at, last_run_id, run_count
       )
       overriding system value
-      select id, user_id, filename, original_filename, file_path, file_size, file_extension, sha256,
+      select id, user_id, filename, original_filename, file_size, file_extension, sha256,
         status::script_status, execution_logs, error_message, exit_code, execution_time_seconds,
         memory_usage_mb, started_at, completed_at, created_at, updated_at,
         case when ${linkRuns} then run_id end,
@@ -433,6 +430,20 @@ export class LegacyImportRepository {
       from import_scripts
       where outcome = 'import'
       order by id
+    `;
+    return result.count;
+  }
+
+  /** The bytes of each imported script (script_contents), read by the file step. */
+  async insertContents(): Promise<number> {
+    const sql = this.sql;
+    const result = await sql`
+      insert into script_contents (script_id, user_id, content)
+      select s.id, s.user_id, f.content
+      from import_scripts as s
+      join import_files as f on f.id = s.id
+      where s.outcome = 'import'
+      order by s.id
     `;
     return result.count;
   }

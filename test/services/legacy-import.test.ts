@@ -17,7 +17,6 @@ import { ValidationError } from '../../src/domain/errors.js';
 import { importLegacy } from '../../src/services/legacy-import/import.js';
 import { SecretBox } from '../../src/services/secret-box.js';
 import { ibkrContext } from '../../src/services/user-service.js';
-import { legacyPathOf } from '../../src/storage/move-contents.js';
 import { type TestApp, testApp } from '../helpers/app.js';
 import { rejectsWith } from '../helpers/assert.js';
 import { emptyDatabase } from '../helpers/db.js';
@@ -165,7 +164,6 @@ function run(app: TestApp, legacyUrl: string, filesDir: string, detailsFile: str
     legacyUrl,
     filesDir,
     sql: app.database.sql,
-    pathOf: (key) => legacyPathOf(app.config.STORAGE_DIR, key),
     secrets: SECRETS,
     detailsFile,
     now: NOW,
@@ -293,11 +291,8 @@ t.test('an Alembic-built database (lower-case labels) into an empty one', async 
     const content = files[s.id]!;
     t.equal(s.sha256, createHash('sha256').update(content).digest('hex'), `sha256 of script ${s.id}`);
     t.equal(s.file_size, content.length, 'the size is the file’s');
-    t.same(
-      await readFile(legacyPathOf(app.config.STORAGE_DIR, s.file_path)),
-      content,
-      'the file is in STORAGE_DIR (move-contents takes it into PostgreSQL)',
-    );
+    const [stored] = await sql`select content from script_contents where script_id = ${s.id}`;
+    t.same(stored?.content, content, 'the bytes are in script_contents');
   }
   t.equal(scripts[1]!.error_message, 'interrupted by the migration');
   t.same(scripts[1]!.completed_at, NOW);

@@ -1,35 +1,32 @@
 /**
  * The file step of import-legacy: reads each script's file from the old upload
- * folder (by its `filename`), computes sha256 and size from the bytes, and writes a
- * copy into this app's storage under the script's key. A missing file is a result
- * (the script is refused), not an error; any other I/O error stops the import.
+ * folder (by its `filename`) and computes sha256 and size from the bytes, which go
+ * into script_contents in the import's transaction (as COPY rows of import_files).
+ * A missing file is a result (the script is refused), not an error; any other I/O
+ * error stops the import.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ScriptFile } from '../../repositories/legacy-import-repository.js';
 
 export interface FileResult {
   id: number;
   /** null: the file is missing. */
+  bytes: Buffer | null;
   sha256: string | null;
-  size: number | null;
 }
 
 const MISSING = new Set(['ENOENT', 'ENOTDIR', 'EISDIR']);
 
-export class FileCopier {
-  private readonly made = new Set<string>();
-
+export class FileReader {
   constructor(
     private readonly filesDir: string,
-    /** The absolute path of a storage key under STORAGE_DIR (legacyPathOf). */
-    private readonly pathOf: (key: string) => string,
     private readonly concurrency = 32,
   ) {}
 
-  /** Reads, hashes and copies one page of files, `concurrency` at a time; results in input order. */
-  async copy(files: ScriptFile[], onFile: () => void): Promise<FileResult[]> {
+  /** Reads and hashes one page of files, `concurrency` at a time; results in input order. */
+  async read(files: ScriptFile[], onFile: () => void): Promise<FileResult[]> {
     const results: FileResult[] = new Array(files.length);
     let next = 0;
     const worker = async () => {
@@ -44,34 +41,25 @@ export class FileCopier {
   }
 
   private async one(file: ScriptFile): Promise<FileResult> {
-    let bytes: Buffer;
     try {
       // source_name passed FILENAME_RE (a uuid and an extension): it cannot leave filesDir.
-      bytes = await readFile(path.join(this.filesDir, file.source_name));
+      const bytes = await readFile(path.join(this.filesDir, file.source_name));
+      return { id: file.id, bytes, sha256: createHash('sha256').update(bytes).digest('hex') };
     } catch (error) {
       if (MISSING.has((error as NodeJS.ErrnoException).code ?? ''))
-        return { id: file.id, sha256: null, size: null };
+        return { id: file.id, bytes: null, sha256: null };
       throw error;
     }
-    const sha256 = createHash('sha256').update(bytes).digest('hex');
-    if (bytes.length > 0) {
-      const target = this.pathOf(file.file_path);
-      const dir = path.dirname(target);
-      if (!this.made.has(dir)) {
-        await mkdir(dir, { recursive: true, mode: 0o700 });
-        this.made.add(dir);
-      }
-      // Overwrites a copy left by an earlier run that did not commit; no row points at it.
-      await writeFile(target, bytes, { mode: 0o600 });
-    }
-    return { id: file.id, sha256, size: bytes.length };
   }
 }
 
-/** COPY text rows for import_files. */
+/** COPY text rows for import_files (id, sha256, size, content as bytea hex). */
 export function fileRows(results: FileResult[]): string {
   let out = '';
   for (const r of results)
-    out += r.sha256 === null ? `${r.id}\t\\N\t\\N\n` : `${r.id}\t${r.sha256}\t${r.size}\n`;
+    out +=
+      r.bytes === null
+        ? `${r.id}\t\\N\t\\N\t\\N\n`
+        : `${r.id}\t${r.sha256}\t${r.bytes.length}\t\\\\x${r.bytes.toString('hex')}\n`;
   return out;
 }

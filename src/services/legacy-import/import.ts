@@ -4,8 +4,8 @@
  *
  * One transaction on the target: the old rows are COPYed out of the old database (a
  * read-only, repeatable-read snapshot) straight into staging tables, classified and
- * normalised set-wise, and inserted with INSERT … SELECT; files are hashed and copied
- * page by page. Into an empty database the secondary indexes and the foreign key are
+ * normalised set-wise, and inserted with INSERT … SELECT; files are read and hashed
+ * page by page, and their bytes go into script_contents in the same transaction. Into an empty database the secondary indexes and the foreign key are
  * dropped first and rebuilt (NOT VALID + VALIDATE) after the load. Either everything
  * commits, or nothing does. A second run with the same input finds every row present
  * and changes nothing.
@@ -19,7 +19,7 @@ import { LegacyImportRepository, type Outcomes } from '../../repositories/legacy
 import type { SecretBox } from '../secret-box.js';
 import { ibkrContext } from '../user-service.js';
 import { pipeCopy } from './copy.js';
-import { FileCopier, fileRows } from './files.js';
+import { FileReader, fileRows } from './files.js';
 import { type ProgressSink, silentProgress } from './progress.js';
 
 export interface LegacyImportOptions {
@@ -29,8 +29,6 @@ export interface LegacyImportOptions {
   filesDir: string;
   /** The target pool. */
   sql: Sql;
-  /** Absolute path of a storage key under STORAGE_DIR (legacyPathOf). */
-  pathOf: (key: string) => string;
   secrets: SecretBox;
   /** Where the refused rows are written (CSV: kind, legacy_id, reason). */
   detailsFile: string;
@@ -162,12 +160,12 @@ export async function importLegacy(options: LegacyImportOptions): Promise<Import
 
       // 3. Scripts: classify, then read, hash and copy their files.
       let scripts = await repo.classifyScripts(now);
-      progress.phase('scripts: read, hash and copy files', scripts.import);
-      const copier = new FileCopier(options.filesDir, options.pathOf);
+      progress.phase('scripts: read and hash files', scripts.import);
+      const reader = new FileReader(options.filesDir);
       for (let after = 0; ; ) {
         const page = await repo.filesToRead(after, PAGE);
         if (page.length === 0) break;
-        const results = await copier.copy(page, () => progress.add(1));
+        const results = await reader.read(page, () => progress.add(1));
         await writeAll(await repo.copyInto('import_files'), fileRows(results));
         after = page.at(-1)!.id;
       }
@@ -186,6 +184,7 @@ export async function importLegacy(options: LegacyImportOptions): Promise<Import
       progress.phase('scripts: insert', scripts.import);
       const insertedScripts = await repo.insertScripts(fastPath);
       progress.add(insertedScripts);
+      await repo.insertContents();
       progress.phase('runs: insert (each script’s last execution)', 0);
       const insertedRuns = await repo.insertRuns();
       progress.add(insertedRuns);
