@@ -35,6 +35,18 @@ for (const [account, name] of [
   if (res.statusCode !== 201) throw new Error(`upload failed: ${res.statusCode} ${res.body}`);
   uploaded.push(res.json<{ id: number }>().id);
 }
+// A schedule on each script, for the schedule routes (fair game: nothing depends on them).
+const scheduled: number[] = [];
+for (const [i, account] of [user, admin, victim].entries()) {
+  const res = await app.inject({
+    method: 'POST',
+    url: `/api/v1/scripts/${uploaded[i]}/schedules`,
+    headers: account.headers,
+    payload: { cron: '30 9 * * 1-5', timezone: 'America/New_York' },
+  });
+  if (res.statusCode !== 201) throw new Error(`schedule failed: ${res.statusCode} ${res.body}`);
+  scheduled.push(res.json<{ id: number }>().id);
+}
 const protectedUserIds = new Set([admin.user.id, user.user.id]);
 const protectedScriptIds = new Set(uploaded.slice(0, 2));
 
@@ -322,6 +334,29 @@ function bodyValues(): Record<string, fc.Arbitrary<unknown>> {
     is_active: flags,
     is_verified: flags,
     role: words('user', 'admin'),
+    cron: fc.oneof(
+      fc.constantFrom('30 9 * * 1-5', '0 30 9 * * 1-5', '* * * *', '0 0 31 2 *', '*/0 * * * *', '61 * * * *'),
+      fc
+        .array(fc.constantFrom('*', '0', '59', '1-5', '*/15', 'MON', 'L', '?', '#', ',', '-', '/'), {
+          minLength: 1,
+          maxLength: 7,
+        })
+        .map((fields) => fields.join(' ')),
+      nastyString,
+    ),
+    timezone: fc.oneof(
+      fc.constantFrom(
+        'America/New_York',
+        'UTC',
+        'Mars/Base',
+        '+05:00',
+        'utc',
+        'America/New York',
+        'Etc/GMT+5',
+      ),
+      nastyString,
+    ),
+    enabled: flags,
   };
 }
 
@@ -487,8 +522,13 @@ const PATH_IDS = [
   encodeURIComponent('1;select 1'),
 ];
 
-function pathIds(kind: 'user' | 'script'): fc.Arbitrary<string> {
-  const known = kind === 'user' ? [admin.user.id, user.user.id, victim.user.id] : uploaded;
+function pathIds(kind: 'user' | 'script' | 'schedule'): fc.Arbitrary<string> {
+  const known =
+    kind === 'user'
+      ? [admin.user.id, user.user.id, victim.user.id]
+      : kind === 'script'
+        ? uploaded
+        : scheduled;
   return fc.oneof(
     { weight: 2, arbitrary: fc.constantFrom(...PATH_IDS) },
     { weight: 2, arbitrary: fc.constantFrom(...known).map(String) },
@@ -561,7 +601,7 @@ interface RouteSpec {
   method: 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE';
   path: string;
   /** What `:id` names, when the path has one. */
-  id?: 'user' | 'script';
+  id?: 'user' | 'script' | 'schedule';
   /** Query keys the route knows. */
   query?: readonly string[];
   /** The body's fields, for routes that take JSON; 'multipart' for the upload. */
@@ -623,6 +663,17 @@ const ROUTES: RouteSpec[] = [
     query: ['tail', 'follow'],
     noFollow: true,
   },
+  {
+    method: 'POST',
+    path: '/api/v1/scripts/:id/schedules',
+    id: 'script',
+    body: ['cron', 'timezone', 'enabled'],
+  },
+  { method: 'GET', path: '/api/v1/scripts/:id/schedules', id: 'script' },
+  { method: 'GET', path: '/api/v1/schedules', query: ['per_page', 'cursor', 'all'] },
+  { method: 'GET', path: '/api/v1/schedules/:id', id: 'schedule' },
+  { method: 'PATCH', path: '/api/v1/schedules/:id', id: 'schedule', body: ['cron', 'timezone', 'enabled'] },
+  { method: 'DELETE', path: '/api/v1/schedules/:id', id: 'schedule' },
   { method: 'GET', path: '/api/v1/stats/scripts', runs: 40 },
   { method: 'GET', path: '/api/v1/stats/scripts/by-status', runs: 40 },
   { method: 'GET', path: '/api/v1/stats/scripts/performance', runs: 40 },
