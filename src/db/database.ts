@@ -56,33 +56,35 @@ export class Database {
     private readonly abort?: { aborted: boolean },
   ) {
     this.pool = inTransaction ? undefined : poolState(sql as Sql);
+    this.activity = inTransaction ? undefined : options.activity;
+    this.deadlines = deadlineList(options.queryTimeoutMs);
   }
 
   /** State shared by every Database over the same pool (pre-ping); none inside a transaction. */
   private readonly pool: PoolState | undefined;
+  /** Counted per query outside transactions (a transaction counts once, as a whole). */
+  private readonly activity: { inFlight: number } | undefined;
+  /** The deadlines of this Database's time limit (internal: used by `settle`). */
+  readonly deadlines: DeadlineList;
 
   /** All rows. */
-  async many<T extends object>(name: string, query: postgres.PendingQuery<T[]>): Promise<T[]> {
-    return this.run(name, query);
+  many<T extends object>(name: string, query: postgres.PendingQuery<T[]>): Promise<T[]> {
+    return this.run(name, query, allRows);
   }
 
   /** The first row, or null when there is none. */
-  async maybeOne<T extends object>(name: string, query: postgres.PendingQuery<T[]>): Promise<T | null> {
-    const [row] = await this.run(name, query);
-    return row ?? null;
+  maybeOne<T extends object>(name: string, query: postgres.PendingQuery<T[]>): Promise<T | null> {
+    return this.run(name, query, firstRowOrNull);
   }
 
   /** Exactly one row; none is a bug in the query (an insert/aggregate always returns one). */
-  async one<T extends object>(name: string, query: postgres.PendingQuery<T[]>): Promise<T> {
-    const [row] = await this.run(name, query);
-    if (row === undefined) throw new Error(`query ${name} returned no row`);
-    return row;
+  one<T extends object>(name: string, query: postgres.PendingQuery<T[]>): Promise<T> {
+    return this.run(name, query, firstRow);
   }
 
   /** The number of rows a statement affected (insert/update/delete without returning). */
-  async count(name: string, query: postgres.PendingQuery<Row[]>): Promise<number> {
-    const result = await this.run(name, query);
-    return result.count ?? 0;
+  count(name: string, query: postgres.PendingQuery<Row[]>): Promise<number> {
+    return this.run(name, query, rowCount);
   }
 
   /**
@@ -102,9 +104,9 @@ export class Database {
     }
     const retries = options.retries ?? 3;
     const begin = options.isolation ? `isolation level ${options.isolation}` : '';
-    const activity = this.options.activity;
+    const activity = this.activity;
     for (let attempt = 0; ; attempt++) {
-      if (this.needsPrePing()) await this.prePing();
+      if (this.needsPrePing(performance.now())) await this.prePing();
       if (activity) activity.inFlight++;
       // The caller is answered when the time is up, but the transaction may still be waiting
       // for a connection or a statement. It must not commit after that answer: once aborted,
@@ -116,13 +118,13 @@ export class Database {
           if (abort.aborted) throw abortedError();
           return result;
         });
-        const result = (await this.withTimeout(run as Promise<T>, 'transaction', () => {
+        const result = (await withDeadline(this.deadlines, run as Promise<T>, 'transaction', () => {
           abort.aborted = true;
         })) as T;
-        this.answered();
+        this.answered(performance.now());
         return result;
       } catch (error) {
-        if (error instanceof postgres.PostgresError) this.answered();
+        if (error instanceof postgres.PostgresError) this.answered(performance.now());
         const mapped = mapPostgresError(error);
         if (attempt < retries && isRetryable(mapped)) {
           this.options.log.info({ attempt: attempt + 1, err: error }, 'transaction conflict, retrying');
@@ -140,47 +142,78 @@ export class Database {
     return new Database(sql, this.options, true, abort);
   }
 
-  private async run<T extends object>(
+  /**
+   * The one path of every query. Per call: one promise, one small record linked into the
+   * shared deadline list (no timer of its own), one `then` on the driver's query; the
+   * result's shape (all rows, first row, ...) is applied when it settles, so no further
+   * promise layers. Metric, logs and error mapping happen once, in `settle`.
+   */
+  private run<T extends object, R>(
     name: string,
     query: postgres.PendingQuery<T[]>,
-  ): Promise<postgres.RowList<T[]>> {
-    if (this.needsPrePing()) await this.prePing();
+    shape: Shape<R>,
+  ): Promise<R> {
     const start = performance.now();
-    let ok = false;
-    if (this.abort?.aborted) throw abortedError();
-    const activity = this.inTransaction ? undefined : this.options.activity;
-    if (activity) activity.inFlight++;
-    try {
-      const rows = await this.withTimeout(query, name, () => query.cancel());
-      ok = true;
-      this.answered();
-      return rows;
-    } catch (error) {
-      if (error instanceof postgres.PostgresError) this.answered();
-      throw mapPostgresError(error);
-    } finally {
-      if (activity) activity.inFlight--;
-      const ms = performance.now() - start;
-      this.options.onQuery?.(name, ms / 1000, ok);
-      const { log, slowQueryMs } = this.options;
-      if (ms >= slowQueryMs) {
-        log.warn({ query: name, sql: statementText(query), ms: round(ms), ok }, 'slow query');
-      } else if (log.isLevelEnabled('debug')) {
-        log.debug({ query: name, sql: statementText(query), ms: round(ms), ok }, 'query');
-      }
+    if (this.needsPrePing(start)) {
+      return this.prePing().then(() => this.execute(name, query, shape, performance.now()));
+    }
+    return this.execute(name, query, shape, start);
+  }
+
+  private execute<T extends object, R>(
+    name: string,
+    query: postgres.PendingQuery<T[]>,
+    shape: Shape<R>,
+    start: number,
+  ): Promise<R> {
+    if (this.abort?.aborted) return Promise.reject(abortedError());
+    if (this.activity) this.activity.inFlight++;
+    return new Promise<R>((resolve, reject) => {
+      const pending = new PendingQuery(
+        this,
+        name,
+        query as unknown as postgres.PendingQuery<Row[]>,
+        shape as Shape<unknown>,
+        start,
+        resolve,
+        reject,
+      );
+      this.deadlines.add(pending, start);
+      query.then(
+        (rows) => settle(pending, true, rows),
+        (error) => settle(pending, false, error),
+      );
+    });
+  }
+
+  /** Called once per query (internal: by `settle` and on expiry): what every outcome records. */
+  finish(pending: PendingQuery, ok: boolean, answered: boolean, end: number): void {
+    if (this.activity) this.activity.inFlight--;
+    if (answered) this.answered(end);
+    const ms = end - pending.start;
+    const options = this.options;
+    options.onQuery?.(pending.name, ms / 1000, ok);
+    if (ms >= options.slowQueryMs) {
+      options.log.warn(
+        { query: pending.name, sql: statementText(pending.query), ms: round(ms), ok },
+        'slow query',
+      );
+    } else if (options.log.levelVal <= DEBUG) {
+      options.log.debug(
+        { query: pending.name, sql: statementText(pending.query), ms: round(ms), ok },
+        'query',
+      );
     }
   }
 
-  private needsPrePing(): boolean {
+  private needsPrePing(now: number): boolean {
     const pool = this.pool;
     const idleMs = this.options.prePingIdleMs;
-    return (
-      pool !== undefined && idleMs !== undefined && idleMs > 0 && performance.now() - pool.lastAnswer > idleMs
-    );
+    return pool !== undefined && idleMs !== undefined && idleMs > 0 && now - pool.lastAnswer > idleMs;
   }
 
-  private answered(): void {
-    if (this.pool !== undefined) this.pool.lastAnswer = performance.now();
+  private answered(now: number): void {
+    if (this.pool !== undefined) this.pool.lastAnswer = now;
   }
 
   /**
@@ -206,7 +239,7 @@ export class Database {
     for (let attempt = 1; attempt <= attempts; attempt++) {
       const ping = sql`select 1`;
       try {
-        await this.withTimeout(ping, 'pre-ping', () => ping.cancel(), ms);
+        await withDeadline(deadlineList(ms), ping, 'pre-ping', () => cancel(ping));
         pool.lastAnswer = performance.now();
         return;
       } catch (error) {
@@ -216,33 +249,194 @@ export class Database {
       }
     }
   }
+}
 
-  /**
-   * Rejects with DatabaseUnavailableError when `work` takes longer than the query
-   * timeout. One promise and one timer per query (no Promise.race): it is on every call.
-   */
-  private withTimeout<T>(
-    work: PromiseLike<T>,
-    name: string,
-    onTimeout?: () => void,
-    ms = this.options.queryTimeoutMs,
-  ): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        onTimeout?.();
-        reject(new DatabaseUnavailableError(`the database did not answer ${name} within ${ms} ms`));
-      }, ms);
-      work.then(
-        (value) => {
-          clearTimeout(timer);
-          resolve(value);
-        },
-        (error) => {
-          clearTimeout(timer);
-          reject(error);
-        },
-      );
-    });
+const DEBUG = 20; // pino's level value of debug
+
+/** What a query's rows become for the caller. */
+type Shape<R> = (rows: postgres.RowList<Row[]>, name: string) => R;
+const allRows: Shape<never> = (rows) => rows as never;
+const firstRowOrNull: Shape<never> = (rows) => (rows[0] ?? null) as never;
+const firstRow: Shape<never> = (rows, name) => {
+  const row = rows[0];
+  if (row === undefined) throw new Error(`query ${name} returned no row`);
+  return row as never;
+};
+const rowCount: Shape<never> = (rows) => (rows.count ?? 0) as never;
+
+/** Something with a deadline in a DeadlineList. */
+interface Deadline {
+  deadline: number;
+  prev: Deadline | null;
+  next: Deadline | null;
+  expire(now: number): void;
+}
+
+/** One query under way. */
+class PendingQuery implements Deadline {
+  deadline = 0;
+  prev: Deadline | null = null;
+  next: Deadline | null = null;
+  done = false;
+  constructor(
+    readonly db: Database,
+    readonly name: string,
+    readonly query: postgres.PendingQuery<Row[]>,
+    readonly shape: Shape<unknown>,
+    readonly start: number,
+    readonly resolve: (value: never) => void,
+    readonly reject: (error: unknown) => void,
+  ) {}
+
+  /** The time is up: the caller gets DatabaseUnavailable now; the query is cancelled on the server. */
+  expire(now: number): void {
+    if (this.done) return;
+    this.done = true;
+    cancel(this.query);
+    this.db.finish(this, false, false, now);
+    const ms = this.db.options.queryTimeoutMs;
+    this.reject(new DatabaseUnavailableError(`the database did not answer ${this.name} within ${ms} ms`));
+  }
+}
+
+/** The driver answered (rows or an error), unless the deadline came first. */
+function settle(pending: PendingQuery, ok: boolean, value: unknown): void {
+  if (pending.done) return;
+  pending.done = true;
+  pending.db.deadlines.remove(pending);
+  const end = performance.now();
+  if (ok) {
+    let result: unknown;
+    try {
+      result = pending.shape(value as postgres.RowList<Row[]>, pending.name);
+    } catch (error) {
+      pending.db.finish(pending, true, true, end);
+      pending.reject(error);
+      return;
+    }
+    pending.db.finish(pending, true, true, end);
+    pending.resolve(result as never);
+  } else {
+    pending.db.finish(pending, false, value instanceof postgres.PostgresError, end);
+    pending.reject(mapPostgresError(value));
+  }
+}
+
+/**
+ * The deadlines of work under way that share one time limit, in the order they started —
+ * which, with one limit, is the order they expire. Adding and removing are O(1) (a doubly
+ * linked list); one interval per list, running only while the list is not empty, expires
+ * the overdue ones from the head. This replaces a timer per query: a deadline may fire up to
+ * one tick late (a twentieth of the limit, at most 250 ms).
+ */
+class DeadlineList {
+  private head: Deadline | null = null;
+  private tail: Deadline | null = null;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly tickMs: number;
+
+  constructor(readonly ms: number) {
+    this.tickMs = Math.max(5, Math.min(250, Math.floor(ms / 20)));
+  }
+
+  add(item: Deadline, now = performance.now()): void {
+    item.deadline = now + this.ms;
+    item.prev = this.tail;
+    item.next = null;
+    if (this.tail === null) this.head = item;
+    else this.tail.next = item;
+    this.tail = item;
+    if (this.timer === undefined) {
+      this.timer = setInterval(() => this.tick(), this.tickMs);
+      this.timer.unref();
+    }
+  }
+
+  remove(item: Deadline): void {
+    if (item.prev === null) {
+      if (this.head !== item) return; // not (or no longer) in the list
+      this.head = item.next;
+    } else {
+      item.prev.next = item.next;
+    }
+    if (item.next === null) this.tail = item.prev;
+    else item.next.prev = item.prev;
+    item.prev = null;
+    item.next = null;
+  }
+
+  private tick(): void {
+    const now = performance.now();
+    for (let item = this.head; item !== null && item.deadline <= now; item = this.head) {
+      this.remove(item);
+      item.expire(now);
+    }
+    if (this.head === null && this.timer !== undefined) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+    }
+  }
+}
+
+const lists = new Map<number, DeadlineList>();
+
+/** The list of a time limit, shared by every Database with that limit. */
+function deadlineList(ms: number): DeadlineList {
+  let list = lists.get(ms);
+  if (list === undefined) {
+    list = new DeadlineList(ms);
+    lists.set(ms, list);
+  }
+  return list;
+}
+
+/**
+ * Rejects with DatabaseUnavailableError when `work` takes longer than the list's limit
+ * (transactions and pre-pings; queries have their own record, see PendingQuery).
+ */
+function withDeadline<T>(
+  list: DeadlineList,
+  work: PromiseLike<T>,
+  name: string,
+  onTimeout: () => void,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const item: Deadline = {
+      deadline: 0,
+      prev: null,
+      next: null,
+      expire() {
+        settled = true;
+        onTimeout();
+        reject(new DatabaseUnavailableError(`the database did not answer ${name} within ${list.ms} ms`));
+      },
+    };
+    let settled = false;
+    list.add(item);
+    work.then(
+      (value) => {
+        if (settled) return;
+        settled = true;
+        list.remove(item);
+        resolve(value);
+      },
+      (error) => {
+        if (settled) return;
+        settled = true;
+        list.remove(item);
+        reject(error);
+      },
+    );
+  });
+}
+
+/** Asks the server to cancel; a failure to ask (the server is gone) changes nothing. */
+function cancel(query: { cancel(): unknown }): void {
+  try {
+    const asked = query.cancel() as Promise<unknown> | null | undefined;
+    if (asked && typeof asked.catch === 'function') asked.catch(() => {});
+  } catch {
+    // nothing to cancel
   }
 }
 

@@ -1,3 +1,4 @@
+import { type AddressInfo, createServer, type Socket } from 'node:net';
 import postgres from 'postgres';
 import t from 'tap';
 import { createPool } from '../../src/db/client.js';
@@ -235,6 +236,99 @@ t.test('the client-side time limit ends a query that does not answer', async (t)
   // limit: this checks the connection, not how fast a loaded machine answers).
   const patient = new Database(sql, { log: testLogger(), slowQueryMs: 10_000, queryTimeoutMs: 30_000 });
   t.same(await patient.one('test.after', sql`select 1 as ok`), { ok: 1 });
+});
+
+t.test('a frozen server: every query fails at its deadline, though the cancel cannot reach it', async (t) => {
+  // Accepts connections and never says a word (not even to the cancel request).
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise((resolve) => server.close(resolve));
+  });
+  const { port } = server.address() as AddressInfo;
+  const sql = createPool(
+    {
+      url: `postgres://postgres@127.0.0.1:${port}/frozen`,
+      max: 2,
+      idleTimeoutSeconds: 0,
+      maxLifetimeSeconds: 0,
+      connectTimeoutSeconds: 30,
+      statementTimeoutMs: 1000,
+      prepare: true,
+      applicationName: 'dollarclub-test-frozen',
+    },
+    testLogger(),
+  );
+  t.teardown(() => sql.end({ timeout: 0 }));
+  const activity = { inFlight: 0 };
+  const outcomes: boolean[] = [];
+  const db = new Database(sql, {
+    log: testLogger(),
+    slowQueryMs: 10_000,
+    queryTimeoutMs: 300,
+    activity,
+    onQuery: (_name, _seconds, ok) => outcomes.push(ok),
+  });
+  // More queries than connections: some wait for a connection that never opens.
+  const results = await Promise.allSettled(
+    Array.from({ length: 5 }, (_, i) => db.one(`test.frozen${i}`, sql`select ${i}::int as i`)),
+  );
+  for (const result of results) {
+    t.equal(result.status, 'rejected');
+    t.type((result as PromiseRejectedResult).reason, DatabaseUnavailableError);
+    t.match((result as PromiseRejectedResult).reason.message, /within 300 ms/);
+  }
+  t.same(outcomes, [false, false, false, false, false], 'a metric per query, as failures');
+  t.equal(activity.inFlight, 0, 'none is counted as under way any more');
+  await t.rejects(
+    db.transaction(async (tx) => tx.one('test.frozenTx', tx.sql`select 1`)),
+    DatabaseUnavailableError,
+    'a transaction too',
+  );
+  t.equal(activity.inFlight, 0);
+});
+
+t.test('deadlines: queries that answer in time are untouched by those that do not', async (t) => {
+  const { sql } = await testDatabase(t, { poolMax: 4 });
+  const seen: Array<[string, boolean]> = [];
+  const db = new Database(sql, {
+    log: testLogger(),
+    slowQueryMs: 10_000,
+    queryTimeoutMs: 1500,
+    onQuery: (name, _seconds, ok) => seen.push([name, ok]),
+  });
+  const slow = [db.many('test.slow', sql`select pg_sleep(5)`), db.many('test.slow', sql`select pg_sleep(5)`)];
+  const fast = Array.from({ length: 20 }, (_, i) => db.one('test.fast', sql`select ${i}::int as i`));
+  const settled = await Promise.allSettled([...slow, ...fast]);
+  t.same(
+    settled.slice(0, 2).map((r) => r.status === 'rejected' && r.reason instanceof DatabaseUnavailableError),
+    [true, true],
+    'the slow ones end at their limit',
+  );
+  t.same(
+    settled.slice(2).map((r) => (r.status === 'fulfilled' ? r.value : r.reason)),
+    Array.from({ length: 20 }, (_, i) => ({ i })),
+    'the others answer normally',
+  );
+  // Past the limit of the fast ones: the shared deadline check never touches a settled query.
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  t.same(
+    seen.filter(([name]) => name === 'test.fast'),
+    Array.from({ length: 20 }, () => ['test.fast', true]),
+    'one metric per fast query, ok',
+  );
+  t.same(
+    seen.filter(([name]) => name === 'test.slow'),
+    [
+      ['test.slow', false],
+      ['test.slow', false],
+    ],
+  );
 });
 
 t.test('statement_timeout on the server is DatabaseUnavailable too', async (t) => {
