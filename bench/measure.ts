@@ -15,6 +15,8 @@ export interface Side {
   p99Ms: number;
   /** How many calls were measured. */
   count: number;
+  /** Client CPU time (process.cpuUsage, user + system) per call, in µs, where measured. */
+  cpuUsPerOp?: number;
 }
 
 /** One row of the results table. */
@@ -25,6 +27,8 @@ export interface BenchResult {
   ours: Side;
   /** See `ratioMeaning`; null when the row has no ratio. */
   ratio: number | null;
+  /** Client CPU per call, ours / baseline, where measured. */
+  cpuRatio?: number;
   ratioMeaning: string;
   /** Human-readable target, e.g. "≤ 1.10x"; empty when informational. */
   target: string;

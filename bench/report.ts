@@ -17,7 +17,8 @@ export function formatSide(side: Side | null, unit = 'op/s'): string {
   const latency = Number.isFinite(side.p50Ms)
     ? ` · p50 ${fmtMs(side.p50Ms)} / p99 ${fmtMs(side.p99Ms)} ms`
     : '';
-  return `${fmtNumber(side.opsPerSec)} ${unit}${latency}`;
+  const cpu = side.cpuUsPerOp === undefined ? '' : ` · CPU ${Math.round(side.cpuUsPerOp)} µs/op`;
+  return `${fmtNumber(side.opsPerSec)} ${unit}${latency}${cpu}`;
 }
 
 function unitOf(r: BenchResult): string {
@@ -31,7 +32,9 @@ function formatRatio(r: BenchResult): string {
   if (r.ratio === null) return '—';
   if (r.group === 'statistics') return `${r.ratio} query`;
   if (r.group === 'search') return `${r.ratio.toFixed(0)}x faster`;
-  return `${r.ratio.toFixed(2)}x`;
+  return r.cpuRatio === undefined
+    ? `${r.ratio.toFixed(2)}x`
+    : `${r.ratio.toFixed(2)}x (CPU ${r.cpuRatio.toFixed(2)}x)`;
 }
 
 const verdict = (met: boolean | null) => (met === null ? 'info' : met ? 'MET' : 'MISSED');

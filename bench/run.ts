@@ -79,7 +79,8 @@ async function main(): Promise<number> {
     { ...poolOptionsFrom(config, database.url, 'dollarclub-bench-load'), max: 1, statementTimeoutMs: 0 },
     appLog,
   );
-  const sql = createPool(poolOptionsFrom(config, database.url, 'dollarclub-bench'), appLog);
+  const poolOptions = poolOptionsFrom(config, database.url, 'dollarclub-bench');
+  const sql = createPool(poolOptions, appLog);
   const results: BenchResult[] = [];
   const errors: Array<{ suite: string; error: string }> = [];
   let plans: { custom: string[]; prepared: string[]; sequential: string[] } | undefined;
@@ -143,7 +144,9 @@ async function main(): Promise<number> {
     const searchTerm = process.env.BENCH_SEARCH_TERM ?? 'kowalski';
     const suites: Record<(typeof SUITES)[number], () => Promise<void>> = {
       repos: async () => {
-        results.push(...(await repositoryBenchmarks(ctx, searchTerm)));
+        results.push(
+          ...(await repositoryBenchmarks(ctx, { poolOptions, searchTerm, rounds, blockMs: 2_000 })),
+        );
       },
       http: async () => {
         results.push(

@@ -10,7 +10,8 @@ import postgres from 'postgres';
 import { startEmbeddedPostgres } from '../src/db/embedded.js';
 import { migrate } from '../src/db/migrate.js';
 
-export const BENCH_DATABASE = 'dollarclub_bench';
+/** BENCH_DATABASE picks another name, so that two runs on one server do not drop each other's. */
+export const BENCH_DATABASE = process.env.BENCH_DATABASE || 'dollarclub_bench';
 
 export interface BenchDatabase {
   /** URL of dollarclub_bench. */

@@ -64,11 +64,20 @@ export const SCRIPT_TRANSITIONS: Readonly<Record<ScriptStatus, readonly ScriptSt
   cancelled: ['queued'],
 };
 
-/** The states a script may be in for `to` to be reached from it. */
+const LEADING_TO = Object.fromEntries(
+  (Object.keys(SCRIPT_TRANSITIONS) as ScriptStatus[]).map((to) => [
+    to,
+    Object.freeze(
+      (Object.keys(SCRIPT_TRANSITIONS) as ScriptStatus[]).filter((from) =>
+        SCRIPT_TRANSITIONS[from].includes(to),
+      ),
+    ),
+  ]),
+) as unknown as Readonly<Record<ScriptStatus, ScriptStatus[]>>;
+
+/** The states a script may be in for `to` to be reached from it (computed once; do not modify). */
 export function statusesLeadingTo(to: ScriptStatus): ScriptStatus[] {
-  return (Object.keys(SCRIPT_TRANSITIONS) as ScriptStatus[]).filter((from) =>
-    SCRIPT_TRANSITIONS[from].includes(to),
-  );
+  return LEADING_TO[to];
 }
 
 export function canTransition(from: ScriptStatus, to: ScriptStatus): boolean {

@@ -125,11 +125,17 @@ export class UserRepository {
     return orNotFound(await this.findById(id));
   }
 
+  /** Columns written out, as in findById: no identifier list to escape on every call. */
   async findByEmail(email: string): Promise<User | null> {
     const sql = this.sql;
     return this.db.maybeOne<User>(
       'users.findByEmail',
-      sql`select ${sql(USER_COLUMNS)} from users where email = ${email.trim().toLowerCase()}`,
+      sql`
+        select id, email, username, auth_provider, role, is_active, is_verified, is_ibkr_connected,
+          ibkr_user_id, ibkr_connected_at, created_at, updated_at, last_login_at
+        from users
+        where email = ${email.trim().toLowerCase()}
+      `,
     );
   }
 
