@@ -24,13 +24,13 @@ export function formatSide(side: Side | null, unit = 'op/s'): string {
 function unitOf(r: BenchResult): string {
   if (r.group === 'http') return 'req/s';
   if (r.group === 'executor') return 'claims/s';
-  if (r.group === 'load') return 'rows/s';
+  if (r.group === 'load' || r.group === 'import') return 'rows/s';
   return 'op/s';
 }
 
 function formatRatio(r: BenchResult): string {
   if (r.ratio === null) return '—';
-  if (r.group === 'statistics') return `${r.ratio} query`;
+  if (r.group === 'statistics') return `${r.ratio.toFixed(0)}x faster`;
   if (r.group === 'search') return `${r.ratio.toFixed(0)}x faster`;
   return r.cpuRatio === undefined
     ? `${r.ratio.toFixed(2)}x`
