@@ -39,6 +39,9 @@ create table scripts (
   -- run_count counts every run ever queued; retention does not lower it.
   last_run_id             bigint,
   run_count               integer not null default 0,
+  -- Whether runs of this script get the owner's IBKR credentials in their environment
+  -- (decrypted by the executor when the run starts; PATCH /scripts/{id}).
+  ibkr_access             boolean not null default false,
 
   constraint pk_scripts primary key (id),
   constraint fk_scripts_user foreign key (user_id) references users (id) on delete cascade,

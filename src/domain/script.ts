@@ -26,6 +26,8 @@ export interface Script {
   completed_at: Date | null;
   created_at: Date;
   updated_at: Date;
+  /** Whether its runs get the owner's IBKR credentials (PATCH /scripts/{id}). */
+  ibkr_access: boolean;
 }
 
 export const SCRIPT_COLUMNS = [
@@ -45,6 +47,7 @@ export const SCRIPT_COLUMNS = [
   'completed_at',
   'created_at',
   'updated_at',
+  'ibkr_access',
 ] as const satisfies readonly (keyof Script)[];
 
 export const SCRIPT_EXTENSIONS = ['.py', '.js', '.ts'] as const;

@@ -98,14 +98,14 @@ export class ScriptRepository {
         ? sql`
             select id, user_id, filename, original_filename, file_extension, file_size, sha256, status,
               exit_code, execution_time_seconds, memory_usage_mb, error_message, started_at, completed_at,
-              created_at, updated_at
+              created_at, updated_at, ibkr_access
             from scripts
             where id = ${id}
           `
         : sql`
             select id, user_id, filename, original_filename, file_extension, file_size, sha256, status,
               exit_code, execution_time_seconds, memory_usage_mb, error_message, started_at, completed_at,
-              created_at, updated_at
+              created_at, updated_at, ibkr_access
             from scripts
             where id = ${id} and user_id = ${ownerId}
           `,
@@ -114,6 +114,21 @@ export class ScriptRepository {
 
   async getById(id: number, ownerId?: number): Promise<Script> {
     const script = await this.findById(id, ownerId);
+    if (script === null) throw new NotFoundError('script');
+    return script;
+  }
+
+  /** Turns the IBKR credentials of the script's runs on or off; NOT_FOUND unless it is `ownerId`'s (when given). */
+  async setIbkrAccess(id: number, ibkrAccess: boolean, ownerId?: number): Promise<Script> {
+    const sql = this.sql;
+    const script = await this.db.maybeOne<Script>(
+      'scripts.setIbkrAccess',
+      sql`
+        update scripts set ibkr_access = ${ibkrAccess}
+        where id = ${id} ${this.owned(ownerId)}
+        returning ${sql(SCRIPT_COLUMNS)}
+      `,
+    );
     if (script === null) throw new NotFoundError('script');
     return script;
   }

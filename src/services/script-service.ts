@@ -118,6 +118,22 @@ export class ScriptService {
     return this.repos.scripts.listRecentWithUser(since, query.limit ?? RECENT_LIMIT_DEFAULT);
   }
 
+  /**
+   * Changes what a client may change of a script: today `ibkr_access`. Only the owner
+   * may give a script the owner's IBKR credentials (an admin turning it on for someone
+   * else's script is FORBIDDEN); an admin may turn it off on anyone's.
+   */
+  async update(principal: Principal, id: number, patch: { ibkr_access?: boolean }): Promise<Script> {
+    const scope = principal.role === 'admin' ? undefined : principal.user_id;
+    if (patch.ibkr_access === undefined) return this.repos.scripts.getById(id, scope);
+    if (patch.ibkr_access && principal.role === 'admin') {
+      const script = await this.repos.scripts.getById(id);
+      if (script.user_id !== principal.user_id)
+        throw new ForbiddenError("only a script's owner may give it the owner's IBKR credentials");
+    }
+    return this.repos.scripts.setIbkrAccess(id, patch.ibkr_access, scope);
+  }
+
   /** Deletes an idle script; its bytes go with the row (cascade). */
   async delete(id: number, ownerId?: number): Promise<void> {
     await this.repos.scripts.delete(id, ownerId);

@@ -213,6 +213,7 @@ const DOCUMENTED: Array<[string, string]> = [
   ['post', '/api/v1/auth/login'],
   ['post', '/api/v1/auth/logout'],
   ['post', '/api/v1/auth/google'],
+  ['patch', '/api/v1/scripts/{id}'],
   ['get', '/api/v1/auth/providers'],
   ['get', '/api/v1/me'],
   ['patch', '/api/v1/me'],

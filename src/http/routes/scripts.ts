@@ -162,6 +162,29 @@ export const scriptRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app,
     async (request) => ctx.repos.scripts.getById(request.params.id, ownerScope(request)),
   );
 
+  app.patch(
+    '/scripts/:id',
+    {
+      schema: {
+        tags: ['scripts'],
+        summary: "Whether the script's runs get the owner's IBKR credentials",
+        description:
+          'With `ibkr_access: true`, each run of the script started while the owner has a linked ' +
+          'IBKR account gets IBKR_USER_ID, IBKR_ACCESS_TOKEN, IBKR_REFRESH_TOKEN and ' +
+          "IBKR_TOKEN_EXPIRES_AT in its environment (read when the run starts). Only the script's " +
+          'owner may turn it on.',
+        params: IdParams,
+        body: Type.Object({ ibkr_access: Type.Optional(Type.Boolean()) }, { additionalProperties: false }),
+        response: { 200: Type.Ref(Script), ...problems(400, 401, 403, 404, 503) },
+      },
+    },
+    async (request) => {
+      const script = await ctx.scripts.update(principalOf(request), request.params.id, request.body);
+      request.log.info({ script_id: script.id, ibkr_access: script.ibkr_access }, 'script updated');
+      return script;
+    },
+  );
+
   app.get(
     '/scripts/:id/content',
     {

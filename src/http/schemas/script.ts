@@ -27,6 +27,7 @@ export const Script = Type.Object(
     completed_at: NullableDateTime(),
     created_at: DateTime(),
     updated_at: DateTime(),
+    ibkr_access: Type.Boolean({ description: "whether its runs get the owner's IBKR credentials" }),
   },
   { $id: 'Script', additionalProperties: false },
 );
