@@ -31,6 +31,7 @@ import type { Sql } from '../db/client.js';
 import type { Metrics } from '../metrics.js';
 import type { ClaimedRun, Lease } from '../repositories/execution-repository.js';
 import type { Repositories } from '../repositories/index.js';
+import { SecretBox } from '../services/secret-box.js';
 import type { Storage } from '../storage/storage.js';
 import { LeaseKeeper } from './leases.js';
 import { Recorder } from './outcome.js';
@@ -76,6 +77,8 @@ export class Executor {
   private readonly leaseMs: number;
   private readonly recorder: Recorder;
   private readonly sweeper = new Sweeper();
+  /** Decrypts IBKR tokens for runs with ibkr_access (the same key as the API's). */
+  private readonly secrets: SecretBox;
   private readonly leases: LeaseKeeper;
   private dir: string | undefined;
   private pool: UidPool | undefined;
@@ -90,6 +93,7 @@ export class Executor {
   constructor(private readonly options: ExecutorOptions) {
     const { config } = options;
     this.log = options.log.child({ executor: this.id });
+    this.secrets = config.IBKR_TOKEN_KEY ? new SecretBox(config.IBKR_TOKEN_KEY) : SecretBox.development();
     this.lease = { executorId: this.id, seconds: config.EXECUTOR_LEASE_SECONDS };
     this.leaseMs = config.EXECUTOR_LEASE_SECONDS * 1000;
     this.recorder = new Recorder(options.repos.executions, this.id, config.EXECUTOR_LEASE_SECONDS, this.log);
@@ -268,6 +272,7 @@ export class Executor {
         recorder: this.recorder,
         sandbox: this.sandbox as Sandbox,
         sweeper: this.sweeper,
+        secrets: this.secrets,
         user,
         giveBackUser: user && (() => this.pool?.give(user)),
         onLost: () => this.killRun(claim.id, 'lost'),

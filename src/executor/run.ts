@@ -10,7 +10,9 @@ import type { ScriptExtension } from '../domain/script.js';
 import type { Metrics } from '../metrics.js';
 import type { ClaimedRun } from '../repositories/execution-repository.js';
 import type { Repositories } from '../repositories/index.js';
+import type { SecretBox } from '../services/secret-box.js';
 import type { Storage } from '../storage/storage.js';
+import { ibkrEnvironment, withSecretEnv } from './ibkr-credentials.js';
 import { LogSink } from './log-sink.js';
 import { type Recorder, verdictOf } from './outcome.js';
 import type { SandboxUser } from './process-group.js';
@@ -45,6 +47,8 @@ export interface RunContext {
   /** The run's own uid/gid (as root); given back through `giveBackUser` once swept clean. */
   user?: SandboxUser;
   sweeper: Sweeper;
+  /** Decrypts the owner's IBKR tokens for runs of scripts with ibkr_access. */
+  secrets: SecretBox;
   giveBackUser?: () => void;
   /** A write of the run's output was refused: the run is no longer ours. */
   onLost: () => void;
@@ -101,7 +105,9 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
       onLost: ctx.onLost,
     });
     let stderrTail = '';
-    log.info({ uid: user?.uid }, 'run starting');
+    // Read now, as the run starts: a link removed while it was queued is not used.
+    const secretEnv = await ibkrEnvironment(ctx.repos, ctx.secrets, id, log);
+    log.info({ uid: user?.uid, ibkr_credentials: 'IBKR_USER_ID' in secretEnv }, 'run starting');
     let outcome: RunOutcome;
     let confinement: Confinement | undefined;
     try {
@@ -111,7 +117,7 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
         entry: workspace.entry,
         user,
         env: scriptEnv(workspace.dir, id),
-        command: commandFor(claim.file_extension, workspace.entry, config),
+        command: withSecretEnv(commandFor(claim.file_extension, workspace.entry, config), secretEnv),
         limits: {
           addressSpaceBytes: addressSpaceLimitMb(claim.file_extension, config) * 1024 * 1024,
           cpuSeconds: config.SCRIPT_CPU_SECONDS,
@@ -126,6 +132,7 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
         cwd: workspace.dir,
         timeoutMs: config.MAX_EXECUTION_SECONDS * 1000,
         statsFile: workspace.statsFile,
+        secretEnv,
         killStrays: user && (() => ctx.sweeper.kill(user)),
         onOutput: (text, stream) => {
           sink.push(text);

@@ -15,9 +15,11 @@
  */
 import { spawn } from 'node:child_process';
 import { readFile, rm } from 'node:fs/promises';
+import type { Writable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 // NUL cannot be stored in PostgreSQL text: output shows it as U+FFFD, like undecodable bytes.
 import { pgText } from '../repositories/run-output.js';
+import { secretEnvPayload } from './ibkr-credentials.js';
 import { groupMembers, killGroup, killMembers } from './process-group.js';
 import type { Confinement } from './sandbox/index.js';
 import { SETPRIV_BIN, TIME_BIN } from './tools.js';
@@ -37,6 +39,8 @@ export interface RunRequest {
   timeoutMs: number;
   /** Where GNU time writes its report: a file the child cannot write. */
   statsFile: string;
+  /** Variables given to the script through a pipe on fd 3, never argv (ibkr-credentials.ts). */
+  secretEnv?: Record<string, string>;
   /** Kills every process of the run's uid, those that left its process group included. */
   killStrays?: () => Promise<void>;
   onOutput: (text: string, stream: 'stdout' | 'stderr') => void;
@@ -66,13 +70,24 @@ const CLOSE_AFTER_EXIT_MS = 2000;
 export function startRun(request: RunRequest): RunHandle {
   const { confinement } = request;
   const started = process.hrtime.bigint();
+  const secret = request.secretEnv === undefined ? '' : secretEnvPayload(request.secretEnv);
   const timed = [TIME_BIN, '-f', '%x %e %M %U %S', '-o', request.statsFile, ...confinement.argv];
   const child = spawn(SETPRIV_BIN, ['--pdeathsig=KILL', '--', ...timed], {
     cwd: request.cwd,
     env: { PATH: '/usr/bin:/bin' },
     detached: true, // its own process group, so the whole group can be killed
-    stdio: ['ignore', 'pipe', 'pipe'],
+    // fd 3 carries the secret variables, when there are any (typed as the three pipes we read).
+    stdio: ['ignore', 'pipe', 'pipe', secret === '' ? 'ignore' : 'pipe'] as unknown as [
+      'ignore',
+      'pipe',
+      'pipe',
+    ],
   });
+  if (secret !== '') {
+    const pipe = (child.stdio as unknown as Writable[])[3] as Writable;
+    pipe.on('error', () => {}); // the run ended before reading it (EPIPE): nothing to do
+    pipe.end(secret);
+  }
   const pid = child.pid;
   if (pid === undefined) {
     // The spawn failed (EAGAIN, EMFILE, ENOENT, …): Node emits the reason as 'error' on

@@ -433,6 +433,31 @@ export class UserRepository {
     return orNotFound(user);
   }
 
+  /**
+   * What a run of the script needs to get its owner's IBKR credentials, read when the
+   * run starts: the script's ibkr_access and the owner's link (tokens still encrypted).
+   */
+  async findIbkrLinkForScript(scriptId: number): Promise<{
+    user_id: number;
+    ibkr_access: boolean;
+    ibkr_user_id: string | null;
+    ibkr_access_token: string | null;
+    ibkr_refresh_token: string | null;
+    ibkr_token_expires_at: Date | null;
+  } | null> {
+    const sql = this.sql;
+    return this.db.maybeOne(
+      'users.findIbkrLinkForScript',
+      sql`
+        select u.id as user_id, s.ibkr_access, u.ibkr_user_id, u.ibkr_access_token,
+          u.ibkr_refresh_token, u.ibkr_token_expires_at
+        from scripts as s
+        join users as u on u.id = s.user_id
+        where s.id = ${scriptId}
+      `,
+    );
+  }
+
   /** The stored (encrypted) IBKR tokens, for the code that decrypts them; never for responses. */
   async findIbkrTokens(
     id: number,

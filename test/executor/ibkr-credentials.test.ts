@@ -1,0 +1,150 @@
+/**
+ * IBKR credentials in a run's environment: only with ibkr_access and a linked account,
+ * read when the run starts (an unlink while queued wins), and never in the executor's
+ * logs, the run's error, or any process's command line.
+ */
+
+import { createHash } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
+import t from 'tap';
+import { signUp } from '../helpers/app.js';
+import { execute, executorFixture, logsOf, upload, waitFor } from '../helpers/executor.js';
+import { captureLogger } from '../helpers/log-capture.js';
+
+const ACCESS = `ACCESS-${'a1b2c3'.repeat(6)}-secret`;
+const REFRESH = `REFRESH-${'z9y8x7'.repeat(6)}-secret`;
+const EXPIRES = '2031-05-06T07:08:09.000Z';
+
+const sha = (text: string) => createHash('sha256').update(text).digest('hex');
+
+// Prints which variables it got, and hashes of their values: never the values.
+const SCRIPT = `
+import hashlib, os, sys, time
+for name in ['IBKR_USER_ID', 'IBKR_ACCESS_TOKEN', 'IBKR_REFRESH_TOKEN', 'IBKR_TOKEN_EXPIRES_AT']:
+    value = os.environ.get(name)
+    print(name, 'unset' if value is None else hashlib.sha256(value.encode()).hexdigest())
+print('fd3', 'open' if os.path.exists('/proc/self/fd/3') else 'closed')
+sys.stdout.flush()
+time.sleep(float(os.environ.get('DC_SLEEP', '0')) or (2 if 'IBKR_USER_ID' in os.environ else 0))
+`;
+
+/** What the script reported; `fd3` only when the variables came (through that pipe). */
+function seen(output: string): Record<string, string> {
+  const got: Record<string, string> = {};
+  for (const line of output.split('\n')) {
+    const [name, value] = line.split(' ');
+    if (name && value) got[name] = value;
+  }
+  if (got.IBKR_USER_ID === 'unset') delete got.fd3;
+  return got;
+}
+
+const NONE = {
+  IBKR_USER_ID: 'unset',
+  IBKR_ACCESS_TOKEN: 'unset',
+  IBKR_REFRESH_TOKEN: 'unset',
+  IBKR_TOKEN_EXPIRES_AT: 'unset',
+};
+
+/** Command lines of every process on the host that mention `text`. */
+async function cmdlinesWith(text: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes(text)) found.push(`${entry}: ${cmdline.replaceAll('\0', ' ')}`);
+  }
+  return found;
+}
+
+t.test('IBKR credentials reach a run only with ibkr_access and a link, read at start', async (t) => {
+  const f = await executorFixture(t);
+  const { app } = f;
+  const owner = await signUp(app);
+  const ibkrUserId = `U${process.pid}77`;
+  const link = () =>
+    app.inject({
+      method: 'PUT',
+      url: '/api/v1/me/ibkr',
+      headers: owner.headers,
+      payload: {
+        ibkr_user_id: ibkrUserId,
+        access_token: ACCESS,
+        refresh_token: REFRESH,
+        token_expires_at: EXPIRES,
+      },
+    });
+  t.equal((await link()).statusCode, 200);
+  const id = await upload(f, owner, 'creds.py', SCRIPT);
+  const grant = (on: boolean) =>
+    app.inject({
+      method: 'PATCH',
+      url: `/api/v1/scripts/${id}`,
+      headers: owner.headers,
+      payload: { ibkr_access: on },
+    });
+  t.equal((await grant(true)).statusCode, 200);
+
+  // Queued with access and a link, then unlinked before any executor runs it.
+  t.equal((await execute(f, owner, id)).statusCode, 202);
+  t.equal(
+    (await app.inject({ method: 'DELETE', url: '/api/v1/me/ibkr', headers: owner.headers })).statusCode,
+    200,
+  );
+  const { log, text } = captureLogger('trace');
+  await f.startExecutor({}, { log });
+  t.equal((await waitFor(f, id)).status, 'completed');
+  t.same(seen(await logsOf(f, id)), NONE, 'unlinked while queued: none of them');
+
+  // Linked again, with access: all four, exactly.
+  t.equal((await link()).statusCode, 200);
+  t.equal((await execute(f, owner, id)).statusCode, 202);
+  await waitFor(f, id, (s) => s.status === 'running');
+  t.same(await cmdlinesWith(ACCESS), [], 'no command line on the host holds the token');
+  t.same(await cmdlinesWith(REFRESH), []);
+  const script = await waitFor(f, id);
+  t.equal(script.status, 'completed');
+  t.same(
+    seen(await logsOf(f, id)),
+    {
+      IBKR_USER_ID: sha(ibkrUserId),
+      IBKR_ACCESS_TOKEN: sha(ACCESS),
+      IBKR_REFRESH_TOKEN: sha(REFRESH),
+      IBKR_TOKEN_EXPIRES_AT: sha(EXPIRES),
+      fd3: 'closed',
+    },
+    'the run got the owner’s credentials, and the pipe they came through is closed',
+  );
+
+  // Access turned off: none.
+  t.equal((await grant(false)).statusCode, 200);
+  t.equal((await execute(f, owner, id)).statusCode, 202);
+  t.equal((await waitFor(f, id)).status, 'completed');
+  t.same(seen(await logsOf(f, id)), NONE, 'without ibkr_access: none');
+
+  // Another user, access on, no link: none.
+  const other = await signUp(app);
+  const otherId = await upload(f, other, 'creds.py', SCRIPT);
+  await app.inject({
+    method: 'PATCH',
+    url: `/api/v1/scripts/${otherId}`,
+    headers: other.headers,
+    payload: { ibkr_access: true },
+  });
+  t.equal((await execute(f, other, otherId)).statusCode, 202);
+  t.equal((await waitFor(f, otherId)).status, 'completed');
+  t.same(seen(await logsOf(f, otherId)), NONE, 'no link: none');
+
+  // Nothing of the secrets in the executor's logs or any error.
+  const logs = text();
+  t.ok(logs.includes('run starting'), 'the executor did log the runs');
+  for (const secret of [ACCESS, REFRESH]) t.notOk(logs.includes(secret), 'the token is not in the logs');
+  const errors = await f.database
+    .sql`select error_message from script_runs where error_message is not null`.catch(
+    () => f.database.sql`select error_message from scripts where error_message is not null`,
+  );
+  for (const row of errors) {
+    t.notOk(String(row.error_message).includes(ACCESS));
+    t.notOk(String(row.error_message).includes(REFRESH));
+  }
+});
