@@ -6,6 +6,7 @@
 import { isIP } from 'node:net';
 import { type Static, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
+import { parseAllowList } from './executor/sandbox/network.js';
 
 const Int = (min: number, max: number, def: number, description: string) =>
   Type.Integer({ minimum: min, maximum: max, default: def, description });
@@ -200,6 +201,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const config = withDefaults as Config;
   const proxyProblem = trustProxyProblem(config.TRUST_PROXY);
   if (proxyProblem !== null) throw new ConfigError(`invalid configuration:\n  ${proxyProblem}`);
+  try {
+    parseAllowList(config.SCRIPT_NETWORK_ALLOW);
+  } catch (error) {
+    throw new ConfigError(`invalid configuration:\n  ${(error as Error).message}`);
+  }
   // Scripts of a non-root executor run as its own user and can read its environment
   // through /proc: acceptable on a developer's machine, never by default in production.
   config.EXECUTOR_ALLOW_SAME_USER ??= config.NODE_ENV !== 'production';

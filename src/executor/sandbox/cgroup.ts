@@ -126,12 +126,14 @@ export class CgroupParent {
     const dirs: Partial<Record<Hierarchy, string>> = {};
     const cg = new RunCgroup(this.host.version, dirs);
     try {
-      for (const [hierarchy, parent] of Object.entries(this.dirs) as Array<[Hierarchy, string | null]>) {
-        if (parent === null) continue;
-        const dir = path.join(parent, runName);
-        await mkdir(dir);
-        dirs[hierarchy] = dir;
-      }
+      await Promise.all(
+        (Object.entries(this.dirs) as Array<[Hierarchy, string | null]>).map(async ([hierarchy, parent]) => {
+          if (parent === null) return;
+          const dir = path.join(parent, runName);
+          await mkdir(dir);
+          dirs[hierarchy] = dir;
+        }),
+      );
       await cg.setLimits(limits);
       return cg;
     } catch (error) {

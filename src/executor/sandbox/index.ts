@@ -82,6 +82,9 @@ export interface SandboxOptions {
 }
 
 export class Sandbox {
+  /** Runs' sandboxes whose cgroups may still be being removed. */
+  private readonly confinements = new Set<RunConfinement>();
+
   private constructor(
     private readonly config: Config,
     readonly protections: Protections,
@@ -206,7 +209,7 @@ export class Sandbox {
       memoryBytes,
       maxProcesses: config.SCRIPT_MAX_PROCESSES,
     });
-    return new RunConfinement(
+    const confinement = new RunConfinement(
       policy.namespaces.length > 0,
       commandLine(policy, cgroup?.procsFiles),
       cgroup ?? null,
@@ -215,11 +218,16 @@ export class Sandbox {
         memoryBytes,
         cpuSeconds: config.SCRIPT_CPU_SECONDS,
       },
+      () => this.confinements.delete(confinement),
     );
+    this.confinements.add(confinement);
+    return confinement;
   }
 
   /** Removes the executor's cgroups and network table (once no run is left). */
   async close(): Promise<void> {
+    await Promise.all([...this.confinements].map((c) => c.removal?.catch(() => {})));
+    this.confinements.clear();
     this.network?.remove();
     await this.cgroups?.remove();
   }
@@ -231,12 +239,16 @@ class RunConfinement implements Confinement {
   private cpuSeconds = 0;
   private finished: Promise<Measurements> | undefined;
   private pgid: number | undefined;
+  /** The cgroup's removal, once the run ended. */
+  removal: Promise<void> | undefined;
 
   constructor(
     readonly signalAsExitCode: boolean,
     readonly argv: string[],
     private readonly cgroup: RunCgroup | null,
     private readonly limits: { user?: SandboxUser; memoryBytes: number; cpuSeconds: number },
+    /** Called once nothing of the run is left (its cgroup removed). */
+    private readonly gone: () => void,
   ) {}
 
   watch(pgid: number, kill: (reason: LimitReason) => void): void {
@@ -265,6 +277,7 @@ class RunConfinement implements Confinement {
     this.finished ??= (async () => {
       clearInterval(this.timer);
       if (this.cgroup === null) {
+        this.gone();
         return {
           peakMemoryMb: this.peakBytes > 0 ? this.peakBytes / 1024 / 1024 : null,
           cpuSeconds: this.cpuSeconds > 0 ? this.cpuSeconds : null,
@@ -272,8 +285,13 @@ class RunConfinement implements Confinement {
         };
       }
       const usage = await this.cgroup.usage();
-      await this.cgroup.kill();
-      await this.cgroup.remove();
+      // The measurements are what the run waits for; the cgroup goes meanwhile (the
+      // executor's close awaits it).
+      this.removal = this.cgroup
+        .kill()
+        .then(() => this.cgroup?.remove())
+        .then(() => {})
+        .finally(this.gone);
       return {
         peakMemoryMb: usage.peakBytes === null ? null : usage.peakBytes / 1024 / 1024,
         cpuSeconds: usage.cpuSeconds,

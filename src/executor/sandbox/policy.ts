@@ -92,10 +92,8 @@ export function policyFor(input: PolicyInput): SandboxPolicy {
     sizeBytes: input.tmpBytes,
     mode,
   });
-  const mounts: Mount[] = [...systemMounts(), ...interpreterMounts(input.interpreters)];
+  const mounts: Mount[] = [...hostMounts(input.interpreters)];
   mounts.push(
-    { kind: 'dir', target: '/etc', mode: 0o755 },
-    ...etcMounts(),
     { kind: 'proc', target: '/proc' },
     { kind: 'dev', target: '/dev' },
     tmpfs('/dev/shm', 0o1777),
@@ -114,6 +112,26 @@ export function policyFor(input: PolicyInput): SandboxPolicy {
     },
   );
   return { ...base, namespaces, mounts, env: { ...input.env, TMPDIR: '/tmp' } };
+}
+
+let cachedHostMounts: { key: string; mounts: Mount[] } | undefined;
+
+/**
+ * What every run sees of the host: the same for every run of an executor, so looked up
+ * once (a run's start should not walk /etc).
+ */
+function hostMounts(interpreters: string[]): Mount[] {
+  const key = interpreters.join('\0');
+  if (cachedHostMounts?.key !== key) {
+    const mounts: Mount[] = [
+      ...systemMounts(),
+      ...interpreterMounts(interpreters),
+      { kind: 'dir', target: '/etc', mode: 0o755 },
+      ...etcMounts(),
+    ];
+    cachedHostMounts = { key, mounts };
+  }
+  return cachedHostMounts.mounts;
 }
 
 /** /usr and the top-level folders of the host as they are: real folders bound, merged-/usr links re-made. */

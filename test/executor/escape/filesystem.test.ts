@@ -15,6 +15,9 @@ import {
 } from '../../helpers/escape.js';
 import { executorFixture } from '../../helpers/executor.js';
 
+// Many sandboxed runs: more than tap's 120 s per file on a loaded 2-core machine.
+t.setTimeout(300_000);
+
 const TMP_MB = 8;
 
 t.test('a run cannot read the storage, data or executor folders (Python and JavaScript)', async (t) => {

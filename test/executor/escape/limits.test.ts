@@ -6,6 +6,9 @@ import t from 'tap';
 import { assertRefusal, escapeFixture, processesOf, sandboxAvailable } from '../../helpers/escape.js';
 import { eventually, executorFixture } from '../../helpers/executor.js';
 
+// Many sandboxed runs: more than tap's 120 s per file on a loaded 2-core machine.
+t.setTimeout(300_000);
+
 const MEMORY_MB = 128;
 
 t.test(

@@ -70,6 +70,9 @@ for t in json.loads(${JSON.stringify(JSON.stringify(targets))}):
         s.close()
 `;
 
+// Many sandboxed runs: more than tap's 120 s per file on a loaded 2-core machine.
+t.setTimeout(300_000);
+
 const jsProbe = (targets: Target[]) => `
 const net = require('node:net');
 (async () => {

@@ -58,6 +58,9 @@ for name, host in targets:
         s.close()
 `;
 
+// Many sandboxed runs: more than tap's 120 s per file on a loaded 2-core machine.
+t.setTimeout(300_000);
+
 t.test('private ranges, link-local metadata and ULA are refused; a public address is not', async (t) => {
   if (!isRoot || !sandboxAvailable(t)) {
     t.comment('network namespaces need root: the rule set is checked as text instead');

@@ -44,6 +44,9 @@ except OSError as e:
     print("signal refused", type(e).__name__)
 `;
 
+// Many sandboxed runs: more than tap's 120 s per file on a loaded 2-core machine.
+t.setTimeout(300_000);
+
 const jsProbe = (pid: number) => `
 const fs = require('node:fs');
 const PID = ${pid};

@@ -1,0 +1,119 @@
+/**
+ * The sandbox's policy and command line as data (no root needed): what is mounted,
+ * what is not, which namespaces, and the allow-list's parsing.
+ */
+import t from 'tap';
+import { loadConfig } from '../../../src/config.js';
+import { commandLine } from '../../../src/executor/sandbox/command.js';
+import { nameServers, parseAllowList, ruleSet } from '../../../src/executor/sandbox/network.js';
+import { type PolicyInput, policyFor } from '../../../src/executor/sandbox/policy.js';
+
+const input: PolicyInput = {
+  namespaces: true,
+  network: 'internet',
+  scratchDir: '/tmp/dollarclub-runs/host:1:abc/run-7-0011',
+  entry: 'main.py',
+  tmpBytes: 64 << 20,
+  interpreters: ['/usr/bin/python3'],
+  user: { uid: 61000, gid: 61000 },
+  limits: {
+    addressSpaceBytes: 1 << 29,
+    cpuSeconds: 300,
+    maxProcesses: 64,
+    maxOpenFiles: 256,
+    maxFileBytes: 1 << 26,
+  },
+  env: { PATH: '/usr/bin:/bin', HOME: '/tmp/dollarclub-runs/host:1:abc/run-7-0011' },
+  command: ['/usr/bin/python3', '-I', '-u', 'main.py'],
+};
+
+t.test('a sandboxed run: namespaces, a whitelist of read-only mounts, capped tmpfs', async (t) => {
+  const policy = policyFor(input);
+  t.same(policy.namespaces, ['pid', 'ipc', 'uts', 'mount', 'cgroup'], 'no net namespace with internet');
+  t.same(policyFor({ ...input, network: 'none' }).namespaces.includes('net'), true, 'net with none');
+  const targets = policy.mounts.map((m) => m.target);
+  for (const hidden of ['/', '/home', '/root', '/run', '/var/lib', '/srv', '/opt', '/tmp/dollarclub-runs'])
+    t.notOk(
+      policy.mounts.some((m) => m.kind === 'ro-bind' && m.target === hidden),
+      `${hidden} is not bound from the host`,
+    );
+  t.ok(
+    policy.mounts.every(
+      (m) => m.kind !== 'ro-bind' || !m.source.startsWith('/tmp/') || m.source.endsWith('/main.py'),
+    ),
+    'of the executor’s folder, only the script file is bound',
+  );
+  for (const tmp of ['/tmp', '/var/tmp', '/dev/shm', input.scratchDir])
+    t.match(
+      policy.mounts.find((m) => m.target === tmp),
+      { kind: 'tmpfs', sizeBytes: 64 << 20 },
+      `${tmp} is a capped tmpfs`,
+    );
+  t.ok(
+    targets.indexOf('/tmp') < targets.indexOf(input.scratchDir),
+    'the scratch tmpfs goes on the private /tmp',
+  );
+  t.equal(policy.env.TMPDIR, '/tmp');
+
+  const argv = commandLine(policy, ['/sys/fs/cgroup/memory/x/cgroup.procs']);
+  t.equal(argv[0], '/bin/sh', 'the cgroup is joined first');
+  const bwrap = argv.indexOf('/usr/bin/bwrap');
+  const setpriv = argv.indexOf('/usr/bin/setpriv');
+  t.ok(bwrap > 0 && setpriv > bwrap, 'then the namespaces, then the uid is dropped inside them');
+  for (const flag of ['--unshare-pid', '--unshare-ipc', '--unshare-uts', '--die-with-parent', '--remount-ro'])
+    t.ok(argv.includes(flag), flag);
+  t.notOk(argv.includes('--unshare-net'), 'the host network (filtered by nftables)');
+  t.ok(argv.includes('--reuid=61000') && argv.includes('--no-new-privs'));
+  t.same(argv.slice(-4), input.command, 'the script last');
+});
+
+t.test('SCRIPT_SANDBOX=off: uid, rlimits and a clean environment only', async (t) => {
+  const policy = policyFor({ ...input, namespaces: false });
+  t.same(policy.namespaces, []);
+  t.same(policy.mounts, []);
+  const argv = commandLine(policy);
+  t.equal(argv[0], '/usr/bin/setpriv');
+  t.notOk(argv.includes('/usr/bin/bwrap'));
+  t.ok(argv.includes('-i'), 'env -i');
+});
+
+t.test(
+  'SCRIPT_NETWORK_ALLOW: CIDRs, addresses and address:port; anything else refused at boot',
+  async (t) => {
+    t.same(parseAllowList(''), []);
+    t.same(parseAllowList('10.0.0.0/8, 127.0.0.1:4002,[::1]:4002, fd00::/8,192.168.1.5'), [
+      { family: 4, address: '10.0.0.0/8', port: undefined },
+      { family: 4, address: '127.0.0.1', port: 4002 },
+      { family: 6, address: '::1', port: 4002 },
+      { family: 6, address: 'fd00::/8', port: undefined },
+      { family: 4, address: '192.168.1.5', port: undefined },
+    ]);
+    for (const bad of [
+      '10.0.0.0/33',
+      '127.0.0.1:0',
+      '127.0.0.1:70000',
+      'localhost:80',
+      '[10.0.0.1]:80x',
+      '10.0.0.0/8:80',
+      '1.2.3',
+    ])
+      t.throws(() => parseAllowList(bad), /SCRIPT_NETWORK_ALLOW/, bad);
+    t.throws(
+      () => loadConfig({ SCRIPT_NETWORK_ALLOW: '10.0.0.0/40' }),
+      /SCRIPT_NETWORK_ALLOW: "10\.0\.0\.0\/40"/,
+    );
+    t.throws(() => loadConfig({ SCRIPT_NETWORK_ALLOW: 'broker.local:4002' }), /SCRIPT_NETWORK_ALLOW/);
+    t.equal(loadConfig({ SCRIPT_NETWORK_ALLOW: '127.0.0.1:4002' }).SCRIPT_NETWORK_ALLOW, '127.0.0.1:4002');
+  },
+);
+
+t.test('the rule set: allow-list first, then the refusals, for the given uids only', async (t) => {
+  const text = ruleSet('dollarclub_1_ab', [61000, 61001], parseAllowList('127.0.0.1:4002, [::1]:5000'));
+  t.match(text, /meta skuid \{ 61000, 61001 \} jump run/);
+  const allow = text.indexOf('ip daddr 127.0.0.1 meta l4proto { tcp, udp } th dport 4002 accept');
+  const allow6 = text.indexOf('ip6 daddr ::1 meta l4proto { tcp, udp } th dport 5000 accept');
+  const refuse = text.indexOf('fib daddr type');
+  t.ok(allow > 0 && allow6 > 0 && refuse > allow6, 'allowed before refused');
+  t.match(text, /reject with tcp reset/, 'TCP is refused with a reset: ECONNREFUSED at once');
+  t.same(nameServers('/nonexistent/resolv.conf'), []);
+});
