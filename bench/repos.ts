@@ -250,11 +250,11 @@ export async function repositoryBenchmarks(
         repo: (r) => r.stats.scriptsByStatus(),
         raw: (sql) => sql`
           select e.status,
-            count(s.id) as count,
-            round(avg(s.execution_time_seconds), 3) as avg_time,
-            coalesce(sum(s.file_size), 0)::int8 as total_size
+            coalesce(sum(c.scripts), 0)::int8 as count,
+            round(sum(c.time_sum) / nullif(sum(c.timed), 0), 3) as avg_time,
+            coalesce(sum(c.size_bytes), 0)::int8 as total_size
           from unnest(enum_range(null::script_status)) with ordinality as e(status, n)
-          left join scripts as s on s.status = e.status
+          left join script_counters as c on c.status = e.status
           group by e.status, e.n
           order by e.n
         `,
