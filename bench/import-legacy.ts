@@ -10,7 +10,7 @@
  * reported end to end and without the file step (reading, hashing and writing one file
  * per script), which on a busy 2-core machine dominates.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -281,7 +281,7 @@ export async function importBenchmark(
         legacyUrl,
         filesDir,
         sql,
-        secrets: SecretBox.development(),
+        secrets: new SecretBox(randomBytes(32).toString('base64')),
         detailsFile: path.join(work, 'refused.csv'),
         progress: new TerminalProgress(process.stderr),
       });

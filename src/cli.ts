@@ -13,12 +13,15 @@
  *     moves the files of scripts uploaded before script_contents from STORAGE_DIR
  *     (or DIR) into PostgreSQL, in batches, checking each SHA-256; lists the files
  *     it could not find or whose bytes do not match, and exits 1 if there were any.
+ *   rotate-ibkr-key [--batch-size N]
+ *     re-encrypts every stored IBKR token with the newest key of the keyring, in
+ *     batches; resumable (run it again after a crash: it finishes the rest).
  * Uses DATABASE_URL, or the embedded PostgreSQL in EMBEDDED_PG_DIR (attaching to
  * it when `npm start` is running it).
  */
 import { parseArgs } from 'node:util';
 import { PasswordInputError, readPassword } from './cli-password.js';
-import { type Config, ConfigError, loadConfig } from './config.js';
+import { ConfigError, loadConfig } from './config.js';
 import { createPool, poolOptionsFrom, type Sql } from './db/client.js';
 import { locateDatabase } from './db/connect.js';
 import { Database } from './db/database.js';
@@ -27,9 +30,11 @@ import { DomainError, ValidationError } from './domain/errors.js';
 import { createLogger } from './logger.js';
 import { Repositories } from './repositories/index.js';
 import { createAdmin } from './services/admin.js';
+import { rotateIbkrKeys } from './services/ibkr-key-rotation.js';
 import { formatReport, importLegacy } from './services/legacy-import/import.js';
 import { TerminalProgress } from './services/legacy-import/progress.js';
-import { SecretBox } from './services/secret-box.js';
+import type { SecretBox } from './services/secret-box.js';
+import { loadSecretBox } from './services/secret-keys.js';
 import { type MoveReport, moveContents } from './storage/move-contents.js';
 
 const USAGE = [
@@ -38,6 +43,7 @@ const USAGE = [
   '  at a prompt; --promote-existing makes an existing account admin (ending its sessions)',
   '       npm run cli -- import-legacy --from URL --files DIR [--details FILE] [--json]',
   '       npm run cli -- move-contents [--storage-dir DIR]',
+  '       npm run cli -- rotate-ibkr-key [--batch-size N]',
 ].join('\n');
 
 class UsageError extends Error {
@@ -83,7 +89,7 @@ function parse(args: string[]) {
   });
 }
 
-async function importLegacyCommand(config: Config, sql: Sql, args: string[]): Promise<string> {
+async function importLegacyCommand(sql: Sql, args: string[], secrets: SecretBox): Promise<string> {
   const { values } = parseArgs({
     args,
     options: {
@@ -99,7 +105,7 @@ async function importLegacyCommand(config: Config, sql: Sql, args: string[]): Pr
     legacyUrl: values.from,
     filesDir: values.files,
     sql,
-    secrets: config.IBKR_TOKEN_KEY ? new SecretBox(config.IBKR_TOKEN_KEY) : SecretBox.development(),
+    secrets,
     detailsFile:
       values.details ?? `import-legacy-refused-${new Date().toISOString().replace(/[:.]/g, '-')}.csv`,
     progress: new TerminalProgress(process.stderr),
@@ -129,9 +135,32 @@ function formatMoveReport(report: MoveReport): string {
   return lines.join('\n');
 }
 
+async function rotateCommand(repos: Repositories, box: SecretBox, args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { 'batch-size': { type: 'string' } }, strict: true });
+  const batchSize = values['batch-size'] === undefined ? 500 : Number(values['batch-size']);
+  if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 10_000)
+    throw new UsageError('--batch-size must be an integer from 1 to 10000');
+  const report = await rotateIbkrKeys(repos, box, {
+    batchSize,
+    onBatch: (r) => console.error(`rotated ${r.rotated} so far`),
+  });
+  console.log(
+    `re-encrypted the IBKR tokens of ${report.rotated} user(s) with key ${report.kid}` +
+      (report.raced > 0 ? `; ${report.raced} changed meanwhile and were left as they are` : ''),
+  );
+  if (report.failed.length > 0) {
+    console.error(
+      `no key of the keyring decrypts the tokens of user(s) ${report.failed.join(', ')}: left unchanged`,
+    );
+    return 1;
+  }
+  return 0;
+}
+
 async function main(): Promise<number> {
   const [command, ...args] = process.argv.slice(2);
-  if (command !== 'create-admin' && command !== 'import-legacy' && command !== 'move-contents') {
+  const commands = ['create-admin', 'import-legacy', 'move-contents', 'rotate-ibkr-key'];
+  if (command === undefined || !commands.includes(command)) {
     console.error(USAGE);
     return 2;
   }
@@ -160,6 +189,8 @@ async function main(): Promise<number> {
       queryTimeoutMs: config.DB_QUERY_TIMEOUT_MS,
     });
     if (command === 'move-contents') return await moveContentsCommand(db, config.STORAGE_DIR, args);
+    if (command === 'rotate-ibkr-key')
+      return await rotateCommand(new Repositories(db), await loadSecretBox(config, log), args);
     if (admin !== null) {
       const result = await createAdmin(new Repositories(db), admin);
       console.log(
@@ -169,7 +200,7 @@ async function main(): Promise<number> {
       );
       return 0;
     }
-    console.log(await importLegacyCommand(config, sql, args));
+    console.log(await importLegacyCommand(sql, args, await loadSecretBox(config, log)));
     return 0;
   } finally {
     await sql.end({ timeout: 5 });

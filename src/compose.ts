@@ -2,6 +2,7 @@
  * The object graph of a process, apart from where its configuration and its
  * pool come from: main.ts, worker.ts, cli.ts and the tests all build it here.
  */
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import type { Sql } from './db/client.js';
@@ -15,6 +16,7 @@ import { GoogleIdTokenVerifier } from './services/google-id-token.js';
 import { ScheduleService } from './services/schedule-service.js';
 import { ScriptService } from './services/script-service.js';
 import { SecretBox } from './services/secret-box.js';
+import { configuredKeys } from './services/secret-keys.js';
 import { UserService } from './services/user-service.js';
 import { PgStorage } from './storage/pg-storage.js';
 import type { Storage } from './storage/storage.js';
@@ -29,6 +31,12 @@ export interface ComposeOptions {
   /** Where script bytes live: PostgreSQL (script_contents, through the primary) unless given. */
   storage?: Storage;
   migrations: string[];
+  /**
+   * The IBKR token keyring (entry points load it with loadSecretBox). Without it, the
+   * keys configured in `config`; with none configured, a random key that lives as long
+   * as the process — only for tests (NODE_ENV=test), never a fixed one.
+   */
+  secrets?: SecretBox;
 }
 
 export interface Composition {
@@ -60,9 +68,7 @@ export function compose(options: ComposeOptions): Composition {
     windowSeconds: config.LOGIN_FAILURE_WINDOW_SECONDS,
     lockSeconds: config.LOGIN_LOCK_SECONDS,
   });
-  if (config.IBKR_TOKEN_KEY === undefined)
-    log.warn('IBKR_TOKEN_KEY is not set: IBKR tokens are encrypted with an insecure development key');
-  const secrets = config.IBKR_TOKEN_KEY ? new SecretBox(config.IBKR_TOKEN_KEY) : SecretBox.development();
+  const secrets = options.secrets ?? secretBoxFromConfig(config);
   const ctx: AppContext = {
     config,
     repos,
@@ -83,4 +89,11 @@ export function compose(options: ComposeOptions): Composition {
     migrations: options.migrations,
   };
   return { ctx, db, cache, storage, activity };
+}
+
+function secretBoxFromConfig(config: Config): SecretBox {
+  const keys = configuredKeys(config);
+  if (keys.length > 0) return new SecretBox(keys);
+  if (config.NODE_ENV === 'test') return new SecretBox(randomBytes(32).toString('base64'));
+  throw new Error('no IBKR token key: the entry point must load one (loadSecretBox)');
 }

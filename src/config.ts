@@ -7,6 +7,7 @@ import { isIP } from 'node:net';
 import { type Static, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { parseAllowList } from './executor/sandbox/network.js';
+import { parseKeyring } from './services/secret-box.js';
 
 const Int = (min: number, max: number, def: number, description: string) =>
   Type.Integer({ minimum: min, maximum: max, default: def, description });
@@ -92,6 +93,12 @@ export const ConfigSchema = Type.Object({
   LOG_RETENTION_DAYS: Int(1, 36500, 90, 'output of runs finished longer ago is pruned'),
   IBKR_TOKEN_KEY: Type.Optional(
     Type.String({ pattern: '^[A-Za-z0-9+/]{43}=$', description: '32 bytes, base64' }),
+  ),
+  IBKR_TOKEN_KEYS: Type.Optional(
+    Type.String({ minLength: 1, description: 'keyring: kid:base64key,kid:base64key (newest first)' }),
+  ),
+  IBKR_TOKEN_KEY_FILE: Type.Optional(
+    Type.String({ minLength: 1, description: 'where a generated key is kept when no key is set' }),
   ),
   EXECUTOR_ENABLED: Type.Boolean({ default: true, description: 'npm start also runs an executor' }),
   EXECUTOR_CONCURRENCY: Int(1, 64, 2, 'scripts one executor runs at once'),
@@ -209,9 +216,22 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   // Scripts of a non-root executor run as its own user and can read its environment
   // through /proc: acceptable on a developer's machine, never by default in production.
   config.EXECUTOR_ALLOW_SAME_USER ??= config.NODE_ENV !== 'production';
-  if (config.NODE_ENV === 'production' && config.IBKR_TOKEN_KEY === undefined) {
+  if (config.IBKR_TOKEN_KEYS !== undefined) {
+    try {
+      parseKeyring(config.IBKR_TOKEN_KEYS);
+    } catch (error) {
+      throw new ConfigError(
+        `invalid configuration:\n  IBKR_TOKEN_KEYS=(hidden): ${(error as Error).message}`,
+      );
+    }
+  }
+  if (
+    config.NODE_ENV === 'production' &&
+    config.IBKR_TOKEN_KEY === undefined &&
+    config.IBKR_TOKEN_KEYS === undefined
+  ) {
     throw new ConfigError(
-      'invalid configuration:\n  IBKR_TOKEN_KEY is required in production (32 random bytes, base64: `openssl rand -base64 32`)',
+      'invalid configuration:\n  IBKR_TOKEN_KEY is required in production (32 random bytes, base64: `openssl rand -base64 32`), or IBKR_TOKEN_KEYS',
     );
   }
   corsOrigins(config); // refuses a malformed CORS_ORIGINS at start

@@ -20,6 +20,7 @@ import { startMaintenance } from './maintenance.js';
 import { Metrics } from './metrics.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { listenForAuthChanges } from './services/auth-listener.js';
+import { loadSecretBox } from './services/secret-keys.js';
 import { moveContentsAtStartup } from './storage/move-contents.js';
 
 async function main(): Promise<void> {
@@ -51,6 +52,7 @@ async function main(): Promise<void> {
     log,
     metrics,
     migrations: await migrationNames(),
+    secrets: await loadSecretBox(config, log),
   });
   // Scripts uploaded before script_contents: their files, if this machine has them.
   await moveContentsAtStartup(composition.db, config.STORAGE_DIR, log);

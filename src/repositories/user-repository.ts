@@ -72,6 +72,13 @@ export interface IbkrLink {
   token_expires_at: Date | null;
 }
 
+export interface StoredIbkrTokens {
+  id: number;
+  /** As stored: encrypted (secret-box), or null. */
+  ibkr_access_token: string | null;
+  ibkr_refresh_token: string | null;
+}
+
 export type UserWithScripts = User & {
   scripts: Script[];
   /** GET /scripts cursor after the last embedded script; null when all are embedded. */
@@ -466,6 +473,58 @@ export class UserRepository {
     return this.db.maybeOne(
       'users.findIbkrTokens',
       sql`select ibkr_access_token, ibkr_refresh_token from users where id = ${id}`,
+    );
+  }
+
+  /**
+   * Users after `afterId` (by id) with a stored IBKR token not encrypted with key
+   * `kid`, `limit` at most: the next batch of a key rotation.
+   */
+  async listIbkrTokensNotOn(kid: string, afterId: number, limit: number): Promise<StoredIbkrTokens[]> {
+    const sql = this.sql;
+    const prefix = `v2:${kid}:`;
+    return this.db.many<StoredIbkrTokens>(
+      'users.listIbkrTokensNotOn',
+      sql`
+        select id, ibkr_access_token, ibkr_refresh_token
+        from users
+        where id > ${afterId}
+          and (
+            (ibkr_access_token is not null and not starts_with(ibkr_access_token, ${prefix}))
+            or (ibkr_refresh_token is not null and not starts_with(ibkr_refresh_token, ${prefix}))
+          )
+        order by id
+        limit ${limit}
+      `,
+    );
+  }
+
+  /**
+   * Writes re-encrypted tokens, one statement for the batch: each row only while it
+   * still holds the values they were made from (a token relinked meanwhile wins).
+   * Returns how many rows were written.
+   */
+  async replaceIbkrTokens(
+    rows: Array<{ before: StoredIbkrTokens; after: Omit<StoredIbkrTokens, 'id'> }>,
+  ): Promise<number> {
+    if (rows.length === 0) return 0;
+    const sql = this.sql;
+    return this.db.count(
+      'users.replaceIbkrTokens',
+      sql`
+        update users as u
+        set ibkr_access_token = v.new_access, ibkr_refresh_token = v.new_refresh
+        from unnest(
+          ${rows.map((r) => r.before.id)}::bigint[],
+          ${rows.map((r) => r.before.ibkr_access_token)}::text[],
+          ${rows.map((r) => r.before.ibkr_refresh_token)}::text[],
+          ${rows.map((r) => r.after.ibkr_access_token)}::text[],
+          ${rows.map((r) => r.after.ibkr_refresh_token)}::text[]
+        ) as v(id, old_access, old_refresh, new_access, new_refresh)
+        where u.id = v.id
+          and u.ibkr_access_token is not distinct from v.old_access
+          and u.ibkr_refresh_token is not distinct from v.old_refresh
+      `,
     );
   }
 

@@ -36,6 +36,7 @@ export async function testApp(
     STORAGE_DIR: storageDir,
     AUTH_RATE_LIMIT_MAX: '100000',
     LOGIN_MAX_FAILURES: '1000',
+    IBKR_TOKEN_KEY: TEST_IBKR_KEY,
     // Load shedding reacts to a starved event loop, which a busy test machine produces at will;
     // it is not what these tests are about.
     MAX_EVENT_LOOP_UTILIZATION: '0',
@@ -65,6 +66,9 @@ export interface Account {
   headers: { authorization: string };
   password: string;
 }
+
+/** The IBKR token key of every test app (a test passes its key explicitly; nothing derives one). */
+export const TEST_IBKR_KEY = Buffer.alloc(32, 42).toString('base64');
 
 let counter = 0;
 

@@ -3,7 +3,7 @@ import { DatabaseUnavailableError } from '../../src/domain/errors.js';
 import { UserRepository } from '../../src/repositories/user-repository.js';
 import { SecretBox } from '../../src/services/secret-box.js';
 import { ibkrContext } from '../../src/services/user-service.js';
-import { signUp, testApp } from '../helpers/app.js';
+import { signUp, TEST_IBKR_KEY, testApp } from '../helpers/app.js';
 
 const ME = '/api/v1/me';
 const IBKR = '/api/v1/me/ibkr';
@@ -319,7 +319,7 @@ t.test('PUT /me/ibkr stores the tokens encrypted for this user and field only', 
   t.notMatch(refresh, /plain/);
   t.same(row?.ibkr_token_expires_at, new Date('2030-01-01T00:00:00.000Z'));
 
-  const box = SecretBox.development();
+  const box = new SecretBox(TEST_IBKR_KEY);
   t.equal(box.decrypt(access, ibkrContext(account.user.id, 'access')), 'plain-access-token-123');
   t.equal(box.decrypt(refresh, ibkrContext(account.user.id, 'refresh')), 'plain-refresh-token-456');
   t.throws(

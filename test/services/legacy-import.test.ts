@@ -5,7 +5,7 @@
  * SHA-256 pre-hash of a password past 72 bytes, which bcryptjs cannot take as bytes).
  * The old database is a second database on the same server, created here.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -22,7 +22,7 @@ import { rejectsWith } from '../helpers/assert.js';
 import { emptyDatabase } from '../helpers/db.js';
 
 const LOGIN = '/api/v1/auth/login';
-const SECRETS = SecretBox.development();
+const SECRETS = new SecretBox(randomBytes(32).toString('base64'));
 const LONG_PASSWORD = `${'ü'.repeat(40)} and then some more`; // 80+ UTF-8 bytes
 const NOW = new Date('2026-12-01T10:00:00Z');
 
