@@ -16,6 +16,7 @@
  * create databases (a database `dollarclub_bench_content_<pid>` is made and dropped);
  * BENCH_CONTENT_ROUNDS (default 8) rounds of each operation, alternating the order.
  */
+import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
@@ -98,6 +99,7 @@ async function main(): Promise<void> {
     const config = loadConfig({
       DATABASE_URL: url.href,
       EXECUTOR_ENABLED: 'false',
+      IBKR_TOKEN_KEY: randomBytes(32).toString('base64'),
       AUTH_RATE_LIMIT_MAX: '100000',
       MAX_EVENT_LOOP_UTILIZATION: '0',
       DB_QUERY_TIMEOUT_MS: '60000',

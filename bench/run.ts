@@ -11,6 +11,7 @@
  * BENCH_HTTP_SECONDS / BENCH_HTTP_ROUNDS / BENCH_HTTP_CONNECTIONS, BENCH_ROUNDS,
  * BENCH_SEARCH_TERM, BENCH_HTTP_LOG_LEVEL (the HTTP servers' log level, default warn).
  */
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
@@ -72,6 +73,7 @@ async function main(): Promise<number> {
     DATABASE_URL: database.url,
     STORAGE_DIR: storageDir,
     EXECUTOR_ENABLED: 'false',
+    IBKR_TOKEN_KEY: randomBytes(32).toString('base64'),
     // Deep offset pages and statistics over 1M rows on a busy machine: no spurious timeouts.
     DB_STATEMENT_TIMEOUT_MS: '300000',
     DB_QUERY_TIMEOUT_MS: '600000',
