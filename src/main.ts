@@ -45,6 +45,7 @@ async function main(): Promise<void> {
     ? createPool(poolOptionsFrom(config, config.DATABASE_READ_URL, `${processName}:read`), log)
     : undefined;
   const metrics = new Metrics();
+  const secrets = await loadSecretBox(config, log);
   const composition = compose({
     config,
     sql,
@@ -52,7 +53,7 @@ async function main(): Promise<void> {
     log,
     metrics,
     migrations: await migrationNames(),
-    secrets: await loadSecretBox(config, log),
+    secrets,
   });
   // Scripts uploaded before script_contents: their files, if this machine has them.
   await moveContentsAtStartup(composition.db, config.STORAGE_DIR, log);
@@ -65,7 +66,15 @@ async function main(): Promise<void> {
   });
   const maintenance = startMaintenance(composition.ctx.repos, config.LOG_RETENTION_DAYS, log);
   const executor = config.EXECUTOR_ENABLED
-    ? new Executor({ config, repos: composition.ctx.repos, sql, storage: composition.storage, log, metrics })
+    ? new Executor({
+        config,
+        repos: composition.ctx.repos,
+        sql,
+        storage: composition.storage,
+        log,
+        metrics,
+        secrets,
+      })
     : undefined;
   // Every executor process fires due schedules too (each occurrence once, however many run).
   const scheduler = config.EXECUTOR_ENABLED

@@ -7,6 +7,7 @@
  * SIGTERM stops claiming, lets running scripts finish within the grace period,
  * records every outcome, closes the metrics server and the pool, and exits 0.
  */
+
 import { hostname } from 'node:os';
 import closeWithGrace from 'close-with-grace';
 import { ConfigError, loadConfig, shutdownDeadlineMs } from './config.js';
@@ -20,6 +21,7 @@ import { createLogger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { Repositories } from './repositories/index.js';
 import { Scheduler } from './scheduler/scheduler.js';
+import { loadSecretBox } from './services/secret-keys.js';
 import { PgStorage } from './storage/pg-storage.js';
 
 async function main(): Promise<void> {
@@ -51,7 +53,8 @@ async function main(): Promise<void> {
   metrics.poolMax.set(config.DB_POOL_MAX);
   const storage = new PgStorage(db);
   const repos = new Repositories(db);
-  const executor = new Executor({ config, repos, sql, storage, log, metrics });
+  const secrets = await loadSecretBox(config, log);
+  const executor = new Executor({ config, repos, sql, storage, log, metrics, secrets });
   const scheduler = new Scheduler({
     repos,
     sql,

@@ -23,6 +23,7 @@
  *   running scripts get the grace period, during which leases are renewed and
  *   cancels heard; then the rest are killed and recorded as failed.
  */
+import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
@@ -32,6 +33,7 @@ import type { Metrics } from '../metrics.js';
 import type { ClaimedRun, Lease } from '../repositories/execution-repository.js';
 import type { Repositories } from '../repositories/index.js';
 import { SecretBox } from '../services/secret-box.js';
+import { configuredKeys } from '../services/secret-keys.js';
 import type { Storage } from '../storage/storage.js';
 import { LeaseKeeper } from './leases.js';
 import { Recorder } from './outcome.js';
@@ -53,6 +55,8 @@ export interface ExecutorOptions {
   metrics?: Metrics;
   /** The uid this process runs as (default: the real one); tests pretend with it. */
   processUid?: number;
+  /** The IBKR token keyring (loadSecretBox); the keys configured in `config` when absent. */
+  secrets?: SecretBox;
 }
 
 /** How long a cancel heard while a claim was in flight is remembered. */
@@ -93,7 +97,7 @@ export class Executor {
   constructor(private readonly options: ExecutorOptions) {
     const { config } = options;
     this.log = options.log.child({ executor: this.id });
-    this.secrets = config.IBKR_TOKEN_KEY ? new SecretBox(config.IBKR_TOKEN_KEY) : SecretBox.development();
+    this.secrets = options.secrets ?? secretBoxOf(config);
     this.lease = { executorId: this.id, seconds: config.EXECUTOR_LEASE_SECONDS };
     this.leaseMs = config.EXECUTOR_LEASE_SECONDS * 1000;
     this.recorder = new Recorder(options.repos.executions, this.id, config.EXECUTOR_LEASE_SECONDS, this.log);
@@ -344,4 +348,11 @@ export class Executor {
     timer.unref();
     this.timers.push(timer);
   }
+}
+
+/** The keys configured in `config`; a run needing a token fails to decrypt it when none is. */
+function secretBoxOf(config: Config): SecretBox {
+  const keys = configuredKeys(config);
+  // A key of this process only: nothing it encrypts is stored, and nothing it was not given decrypts.
+  return new SecretBox(keys.length > 0 ? keys : randomBytes(32).toString('base64'));
 }
