@@ -14,6 +14,7 @@ import { AuthCache } from './services/auth-cache.js';
 import { AuthService } from './services/auth-service.js';
 import { GoogleIdTokenVerifier } from './services/google-id-token.js';
 import { ScheduleService } from './services/schedule-service.js';
+import { RunService } from './services/run-service.js';
 import { ScriptService } from './services/script-service.js';
 import { SecretBox } from './services/secret-box.js';
 import { configuredKeys } from './services/secret-keys.js';
@@ -85,6 +86,7 @@ export function compose(options: ComposeOptions): Composition {
     users: new UserService(repos, auth, secrets),
     scripts: new ScriptService(repos, storage, config.MAX_UPLOAD_BYTES, log),
     schedules: new ScheduleService(repos),
+    runs: new RunService(repos, config.MAX_CONCURRENT_SCRIPTS),
     metrics,
     migrations: options.migrations,
   };

@@ -90,7 +90,12 @@ export const ConfigSchema = Type.Object({
   LOGIN_MAX_FAILURES: Int(1, 1000, 10, 'sign-in attempts per email and window before the email is locked'),
   LOGIN_FAILURE_WINDOW_SECONDS: Int(1, 86400, 900, 'the window in which sign-in attempts per email count'),
   LOGIN_LOCK_SECONDS: Int(1, 86400, 900, 'how long an email is locked after too many attempts'),
-  LOG_RETENTION_DAYS: Int(1, 36500, 90, 'output of runs finished longer ago is pruned'),
+  RUN_RETENTION_DAYS: Int(
+    1,
+    36500,
+    90,
+    'runs (and their output) finished longer ago are deleted, except each script’s latest',
+  ),
   IBKR_TOKEN_KEY: Type.Optional(
     Type.String({ pattern: '^[A-Za-z0-9+/]{43}=$', description: '32 bytes, base64' }),
   ),

@@ -64,7 +64,7 @@ async function main(): Promise<void> {
     activity: composition.activity,
     trustProxy: trustProxyOf(config.TRUST_PROXY),
   });
-  const maintenance = startMaintenance(composition.ctx.repos, config.LOG_RETENTION_DAYS, log);
+  const maintenance = startMaintenance(composition.ctx.repos, config.RUN_RETENTION_DAYS, log);
   const executor = config.EXECUTOR_ENABLED
     ? new Executor({
         config,

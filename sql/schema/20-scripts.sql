@@ -1,7 +1,6 @@
--- scripts: uploaded trading-strategy files, their current state and the
--- outcome of their latest run. The table is also the run queue: `queued` rows
--- are claimed by executors with FOR UPDATE SKIP LOCKED (src/repositories/
--- execution-repository.ts); a claim is a lease that its executor renews.
+-- scripts: uploaded trading-strategy files, and the summary of their latest run
+-- (script_runs, 22-script-runs.sql, which is also the queue): status, metrics and
+-- times of that run, written by the same statement that writes the run.
 
 create table scripts (
   id                      bigint generated always as identity,
@@ -18,7 +17,6 @@ create table scripts (
   file_extension          text not null,
   sha256                  text not null,
   status                  script_status not null default 'uploaded',
-  execution_logs          text,
   error_message           text,
   exit_code               integer,
   execution_time_seconds  numeric(10, 3),
@@ -27,13 +25,6 @@ create table scripts (
   completed_at            timestamptz,
   created_at              timestamptz not null default now(),
   updated_at              timestamptz not null default now(),
-  -- When the script entered the queue: executors take the oldest first.
-  queued_at               timestamptz,
-  -- Which executor holds the run, and until when its claim is good unless renewed.
-  -- Every write about a run is guarded by executor_id, so an executor that lost its
-  -- lease (and whose run was failed by another) changes nothing when it wakes up.
-  executor_id             text,
-  lease_expires_at        timestamptz,
   -- The summary of the latest run (script_runs): the status and metric columns above are
   -- its, and last_run_id names it (fk_scripts_last_run, added in 22-script-runs.sql).
   -- run_count counts every run ever queued; retention does not lower it.
@@ -57,11 +48,8 @@ create table scripts (
   constraint ck_scripts_finished_has_completed_at
     check (status not in ('completed', 'failed', 'cancelled') or completed_at is not null),
   constraint ck_scripts_completed_after_started check (completed_at >= started_at),
-  constraint ck_scripts_queued_has_queued_at check (status <> 'queued' or queued_at is not null),
-  constraint ck_scripts_running_has_lease
-    check (status <> 'running' or (executor_id is not null and executor_id <> '' and lease_expires_at is not null)),
   constraint ck_scripts_run_count_non_negative check (run_count >= 0),
-  -- The target of script_log_chunks' foreign key, which keeps a chunk's user_id its script's.
+  -- The target of script_runs' foreign key, which keeps a run's user_id its script's.
   constraint uq_scripts_id_user unique (id, user_id)
 );
 
@@ -72,10 +60,8 @@ create index ix_scripts_user_created on scripts (user_id, created_at desc, id de
 -- Everyone's scripts newest first (admin listings, recent uploads, uploads per period).
 create index ix_scripts_created_at on scripts (created_at, id);
 create index ix_scripts_status on scripts (status);
--- The queue, oldest first: small, since only queued rows are in it.
-create index ix_scripts_queue on scripts (queued_at, id) where status = 'queued';
--- Runs whose lease may have lapsed.
-create index ix_scripts_running_lease on scripts (lease_expires_at) where status = 'running';
+-- Which script a run is the latest of (retention keeps those; fk_scripts_last_run's checks).
+create index ix_scripts_last_run on scripts (last_run_id, user_id);
 
 create trigger tg_scripts_set_updated_at
   before update on scripts
@@ -110,32 +96,3 @@ create trigger tg_scripts_status_transition
   for each row
   when (old.status is distinct from new.status)
   execute function scripts_check_status_transition();
-
--- Executors LISTEN: `script_queued` wakes an idle executor at once (it also polls),
--- `script_cancelled` tells the executor running a script to kill it (a cancel, or
--- the row deleted with its user). Sent at commit, whoever writes the row.
-create function scripts_notify_executors() returns trigger
-language plpgsql as $$
-begin
-  if tg_op = 'DELETE' then
-    perform pg_notify('script_cancelled', old.id::text);
-  elsif new.status = 'queued' then
-    perform pg_notify('script_queued', new.id::text);
-  elsif new.status = 'cancelled' and old.status = 'running' then
-    perform pg_notify('script_cancelled', new.id::text);
-  end if;
-  return null;
-end;
-$$;
-
-create trigger tg_scripts_notify_executors
-  after update of status on scripts
-  for each row
-  when (old.status is distinct from new.status and new.status in ('queued', 'cancelled'))
-  execute function scripts_notify_executors();
-
-create trigger tg_scripts_notify_executors_on_delete
-  after delete on scripts
-  for each row
-  when (old.status = 'running')
-  execute function scripts_notify_executors();

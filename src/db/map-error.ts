@@ -33,8 +33,9 @@ const UNIQUE_VIOLATIONS: Record<string, { code: string; message: string }> = {
 const FOREIGN_KEYS: Record<string, string> = {
   fk_scripts_user: 'user',
   fk_api_tokens_user: 'user',
-  fk_script_log_chunks_script: 'script',
   fk_script_schedules_script: 'script',
+  fk_script_runs_script: 'script',
+  fk_run_log_chunks_run: 'run',
 };
 
 /** Check constraints → the field and the rule, for a readable 400. */
@@ -143,7 +144,9 @@ export function mapPostgresError(error: unknown): unknown {
   const constraint = error.constraint_name;
   const options = { cause: error };
   let mapped: DomainError | undefined;
-  if (code === '23505') {
+  if (code === '23505' && constraint === 'uq_script_runs_live_per_script') {
+    mapped = new InvalidStateError('the script already has a queued or running run', undefined, options);
+  } else if (code === '23505') {
     const known = constraint === undefined ? undefined : UNIQUE_VIOLATIONS[constraint];
     mapped = known
       ? new ConflictError(known.code, known.message, constraint, options)
@@ -156,6 +159,8 @@ export function mapPostgresError(error: unknown): unknown {
   } else if (code === '23514') {
     if (constraint === 'ck_scripts_status_transition') {
       mapped = new InvalidStateError('the script is not in a state that allows this', undefined, options);
+    } else if (constraint === 'ck_script_runs_status_transition') {
+      mapped = new InvalidStateError('the run is not in a state that allows this', undefined, options);
     } else {
       const known = constraint === undefined ? undefined : CHECKS[constraint];
       mapped = new ValidationError(

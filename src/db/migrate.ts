@@ -37,11 +37,15 @@ export async function migrate(options: MigrateOptions): Promise<string[]> {
   return ran.map((m) => m.name);
 }
 
-/** The migration names on disk, in order (file names without `.sql`). */
+/**
+ * The migration names on disk, in order (file names without extension). Migrations are
+ * SQL, except the few that must commit in steps (batched data moves), which are
+ * TypeScript with `noTransaction()`.
+ */
 export async function migrationNames(): Promise<string[]> {
   const files = await readdir(MIGRATIONS_DIR);
   return files
-    .filter((f) => f.endsWith('.sql'))
-    .map((f) => f.slice(0, -'.sql'.length))
+    .filter((f) => /\.(sql|ts)$/.test(f) && !f.endsWith('.d.ts'))
+    .map((f) => f.replace(/\.(sql|ts)$/, ''))
     .sort();
 }

@@ -28,6 +28,10 @@ export interface Script {
   updated_at: Date;
   /** Whether its runs get the owner's IBKR credentials (PATCH /scripts/{id}). */
   ibkr_access: boolean;
+  /** The latest run (its outcome is the one above); null before the first run. */
+  last_run_id: number | null;
+  /** Runs ever queued (retention does not lower it). */
+  run_count: number;
 }
 
 export const SCRIPT_COLUMNS = [
@@ -48,6 +52,8 @@ export const SCRIPT_COLUMNS = [
   'created_at',
   'updated_at',
   'ibkr_access',
+  'last_run_id',
+  'run_count',
 ] as const satisfies readonly (keyof Script)[];
 
 export const SCRIPT_EXTENSIONS = ['.py', '.js', '.ts'] as const;

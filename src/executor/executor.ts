@@ -1,10 +1,10 @@
 /**
- * The script executor: claims queued scripts from PostgreSQL, runs each in a
- * sandboxed child (run.ts, runner.ts), streams its output to the database in
- * batches, and records the outcome. Any number of executors may run against one
+ * The script executor: claims queued runs from PostgreSQL (script_runs, fairly
+ * between users), runs each in a sandboxed child (run.ts, runner.ts), streams its
+ * output to the database in numbered batches, and records the outcome. Any number of executors may run against one
  * database, and several on one host.
  *
- * - Wake-up: LISTEN script_queued, with a polling fallback (EXECUTOR_POLL_MS).
+ * - Wake-up: LISTEN run_queued, with a polling fallback (EXECUTOR_POLL_MS).
  * - Claims carry a lease that is renewed every third of EXECUTOR_LEASE_SECONDS;
  *   a run whose renewal is refused (cancelled, deleted, recovered), or one whose
  *   output is refused, is killed at once.
@@ -14,7 +14,7 @@
  * - Runs whose lease lapsed anywhere (their executor died) are failed by whichever
  *   executor notices. They are not re-queued: a trading script that may have
  *   placed orders must not run twice without a person deciding so.
- * - Cancel is immediate: LISTEN script_cancelled kills the run's process group.
+ * - Cancel is immediate: LISTEN run_cancelled kills the run's process group.
  *   A cancel heard while a claim is in flight is remembered, and the claimed run
  *   checked against the database before it starts.
  * - Nothing outlives the executor: see runner.ts (parent-death signals),
@@ -142,9 +142,9 @@ export class Executor {
         processUid,
         users: this.pool?.users ?? [],
       });
-      const queued = await sql.listen('script_queued', () => this.fill());
+      const queued = await sql.listen('run_queued', () => this.fill());
       this.unlisten.push(queued.unlisten);
-      const cancelled = await sql.listen('script_cancelled', (payload) => this.onCancelled(Number(payload)));
+      const cancelled = await sql.listen('run_cancelled', (payload) => this.onCancelled(Number(payload)));
       this.unlisten.push(cancelled.unlisten);
     } catch (error) {
       await this.teardown();
@@ -222,8 +222,7 @@ export class Executor {
         const sentAt = performance.now();
         let claims: ClaimedRun[];
         try {
-          // Not the ids of runs still finishing here: see ExecutionRepository.claim.
-          claims = await this.options.repos.executions.claim(this.lease, free, [...this.runs.keys()]);
+          claims = await this.options.repos.executions.claim(this.lease, free);
         } catch (err) {
           // It may have committed with its answer lost: those rows are ours, and nobody runs them.
           this.claimInDoubt = true;
@@ -288,7 +287,7 @@ export class Executor {
       },
       active,
     )
-      .catch((err) => this.log.error({ err, script_id: claim.id }, 'run failed unexpectedly'))
+      .catch((err) => this.log.error({ err, run_id: claim.id }, 'run failed unexpectedly'))
       .finally(() => {
         this.forget(claim.id, active);
         this.finished.delete(finished);
@@ -326,7 +325,7 @@ export class Executor {
   private killRun(id: number, reason: KillReason): void {
     const active = this.runs.get(id);
     if (active === undefined || active.pendingKill !== undefined) return;
-    this.log.info({ script_id: id, reason }, 'killing a run');
+    this.log.info({ run_id: id, reason }, 'killing a run');
     active.pendingKill = reason;
     active.handle?.kill(reason);
   }

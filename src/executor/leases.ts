@@ -35,7 +35,7 @@ export class LeaseKeeper {
       const held = await this.options.executions.renewLeases([id], this.options.lease);
       if (!held.includes(id)) this.options.kill(id, 'cancelled');
     } catch (err) {
-      this.options.log.warn({ err, script_id: id }, 'could not check a run cancelled while it was claimed');
+      this.options.log.warn({ err, run_id: id }, 'could not check a run cancelled while it was claimed');
     }
   }
 
@@ -69,7 +69,7 @@ export class LeaseKeeper {
     const now = performance.now();
     for (const [id, active] of this.options.runs) {
       if (active.pendingKill === undefined && now > active.leaseUntil - margin) {
-        this.options.log.error({ script_id: id }, 'could not renew the lease of a run in time; killing it');
+        this.options.log.error({ run_id: id }, 'could not renew the lease of a run in time; killing it');
         this.options.kill(id, 'fenced');
       }
     }
@@ -80,10 +80,7 @@ export class LeaseKeeper {
       const failed = await this.options.executions.failExpiredLeases();
       if (failed.length > 0) {
         this.options.metrics?.scriptRuns.inc({ outcome: 'lease_lost' }, failed.length);
-        this.options.log.warn(
-          { script_ids: failed },
-          'failed runs whose executor stopped renewing its lease',
-        );
+        this.options.log.warn({ run_ids: failed }, 'failed runs whose executor stopped renewing its lease');
       }
     } catch (err) {
       this.options.log.warn({ err }, 'could not check for lapsed leases');

@@ -1,18 +1,22 @@
 /**
  * Output of a run on its way to the database: buffered and written in batches
  * (every `flushMs`, or sooner when `batchBytes` pile up), in order, one write at a
- * time, and capped at `maxBytes` with a marker. A failed write keeps its text for
- * the next attempt. A refused one (the run was cancelled or is no longer ours)
- * stops writing and calls `onLost` (the executor kills the run at once); what
- * was not written stays in the sink for `drain()`, so the executor can hand it
- * over with the run's last record, whatever the outcome.
+ * time, and capped at `maxBytes` with a marker. Each batch gets the next seq number
+ * (0, 1, ...) when it is first sent; a failed write is retried as the same batch,
+ * same seq and same text, so a write that did commit but whose answer was lost is
+ * not stored twice (the insert is `on conflict do nothing`). A refused write (the run
+ * was cancelled or is no longer ours) stops writing and calls `onLost` (the executor
+ * kills the run at once); what was not written stays in the sink for `drain()`, as
+ * numbered batches, so the executor can hand it over with the run's last record.
  */
+import type { PendingChunk } from '../repositories/run-output.js';
+
 export interface LogSinkOptions {
   maxBytes: number;
   flushMs?: number;
   batchBytes?: number;
-  /** Appends text; false when the run is no longer ours. */
-  write: (text: string) => Promise<boolean>;
+  /** Stores batch `seq`; false when the run is no longer ours. */
+  write: (seq: number, text: string) => Promise<boolean>;
   onError: (error: unknown) => void;
   /** Called once, when a write is refused. */
   onLost?: () => void;
@@ -21,6 +25,9 @@ export interface LogSinkOptions {
 export class LogSink {
   private buffer = '';
   private bufferedBytes = 0;
+  /** The batch sent but not known to be stored (a failed write): retried as it is. */
+  private unsent: PendingChunk | undefined;
+  private nextSeq = 0;
   private acceptedBytes = 0;
   private truncated = false;
   private writing: Promise<void> = Promise.resolve();
@@ -52,35 +59,46 @@ export class LogSink {
     clearTimeout(this.timer);
     this.timer = undefined;
     this.writing = this.writing.then(async () => {
-      if (this.buffer === '' || this.lost) return;
-      const text = this.buffer;
-      this.buffer = '';
-      this.bufferedBytes = 0;
-      try {
-        if (!(await this.options.write(text))) {
-          this.lost = true;
-          this.buffer = text + this.buffer;
-          this.bufferedBytes += Buffer.byteLength(text);
-          this.options.onLost?.();
+      for (;;) {
+        if (this.lost) return;
+        // First the batch whose write failed, as it was; then the buffer as a new batch.
+        if (this.unsent === undefined && this.buffer !== '') {
+          this.unsent = { seq: this.nextSeq++, data: this.buffer };
+          this.buffer = '';
+          this.bufferedBytes = 0;
         }
-      } catch (error) {
-        // Keep the text (in order) for the next flush; the database may be back by then.
-        this.buffer = text + this.buffer;
-        this.bufferedBytes += Buffer.byteLength(text);
-        this.options.onError(error);
+        const batch = this.unsent;
+        if (batch === undefined) return;
+        let held: boolean;
+        try {
+          held = await this.options.write(batch.seq, batch.data);
+        } catch (error) {
+          // Kept for the next flush (the database may be back by then).
+          this.options.onError(error);
+          return;
+        }
+        if (!held) {
+          this.lost = true;
+          this.options.onLost?.();
+          return;
+        }
+        this.unsent = undefined;
       }
     });
     return this.writing;
   }
 
-  /** Output accepted but not written (refused, or the database failed); empties the sink. */
-  drain(): string {
+  /** Output accepted but not known to be stored, as numbered batches; empties the sink. */
+  drain(): PendingChunk[] {
     clearTimeout(this.timer);
     this.timer = undefined;
-    const text = this.buffer;
+    const pending: PendingChunk[] = [];
+    if (this.unsent !== undefined) pending.push(this.unsent);
+    if (this.buffer !== '') pending.push({ seq: this.nextSeq++, data: this.buffer });
+    this.unsent = undefined;
     this.buffer = '';
     this.bufferedBytes = 0;
-    return text;
+    return pending;
   }
 
   get isTruncated(): boolean {

@@ -6,7 +6,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { DatabaseUnavailableError, InvalidStateError } from '../domain/errors.js';
-import type { ExecutionRepository, RunResult } from '../repositories/execution-repository.js';
+import type { ExecutionRepository, PendingChunk, RunResult } from '../repositories/execution-repository.js';
 import type { RunOutcome } from './runner.js';
 
 export type RecordKind = 'complete' | 'fail' | 'cancelled';
@@ -94,15 +94,15 @@ export class Recorder {
   /**
    * Writes a run's outcome, retrying while the database is unavailable (within the
    * lease: after that another executor fails the run, and our late write is a no-op).
-   * `unwritten` is output the sink could not store; it goes in with every outcome.
-   * True when the row took the record.
+   * `unwritten` is output the sink could not store (numbered batches, stored at most
+   * once); it goes in with every outcome. True when the row took the record.
    */
   async record(
     id: number,
     kind: RecordKind,
     result: RunResult,
     message = '',
-    unwritten = '',
+    unwritten: readonly PendingChunk[] = [],
   ): Promise<boolean> {
     const { executions, executorId } = this;
     const deadline = Date.now() + this.leaseSeconds * 1000;
@@ -120,14 +120,14 @@ export class Recorder {
         }
         if (err instanceof DatabaseUnavailableError) {
           if (Date.now() > deadline) {
-            this.log.error({ err, script_id: id }, 'could not record the outcome of a run');
+            this.log.error({ err, run_id: id }, 'could not record the outcome of a run');
             return false;
           }
           await new Promise((resolve) => setTimeout(resolve, Math.min(500 * 2 ** attempt, 5000)));
           continue;
         }
         // A value the database refused: the run must not stay `running`, so record that much.
-        this.log.error({ err, script_id: id }, 'the outcome of a run was refused; recording a failure');
+        this.log.error({ err, run_id: id }, 'the outcome of a run was refused; recording a failure');
         return this.executions
           .fail(
             id,
@@ -138,11 +138,12 @@ export class Recorder {
               memory_usage_mb: null,
             },
             executorId,
+            unwritten,
           )
           .then(
             () => true,
             (again) => {
-              this.log.error({ err: again, script_id: id }, 'could not record the failure of a run either');
+              this.log.error({ err: again, run_id: id }, 'could not record the failure of a run either');
               return false;
             },
           );

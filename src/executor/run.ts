@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { ScriptExtension } from '../domain/script.js';
 import type { Metrics } from '../metrics.js';
-import type { ClaimedRun } from '../repositories/execution-repository.js';
+import type { ClaimedRun, PendingChunk } from '../repositories/execution-repository.js';
 import type { Repositories } from '../repositories/index.js';
 import type { SecretBox } from '../services/secret-box.js';
 import type { Storage } from '../storage/storage.js';
@@ -71,16 +71,16 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
   const { claim } = active;
   const { id } = claim;
   const { config, user } = ctx;
-  const log = ctx.log.child({ script_id: id });
+  const log = ctx.log.child({ run_id: id, script_id: claim.script_id });
   let workspace: Workspace | undefined;
   let recorded = false;
   try {
     try {
-      const content = await ctx.storage.open({ script_id: id, user_id: claim.user_id });
+      const content = await ctx.storage.open({ script_id: claim.script_id, user_id: claim.user_id });
       if (content === null) throw new ScriptCompileError('the content of the script is missing');
       workspace = await prepareWorkspace({
         root: ctx.dir,
-        scriptId: id,
+        scriptId: claim.script_id,
         source: content.stream,
         extension: claim.file_extension,
         user,
@@ -100,7 +100,7 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
     }
     const sink = new LogSink({
       maxBytes: config.MAX_LOG_BYTES,
-      write: (text) => ctx.repos.executions.appendLog(id, ctx.executorId, text),
+      write: (seq, text) => ctx.repos.executions.appendLog(id, ctx.executorId, seq, text),
       onError: (err) => log.warn({ err }, 'could not store output; will retry'),
       onLost: ctx.onLost,
     });
@@ -116,7 +116,7 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
         scratchDir: workspace.dir,
         entry: workspace.entry,
         user,
-        env: scriptEnv(workspace.dir, id),
+        env: scriptEnv(workspace.dir, claim.script_id, id),
         command: withSecretEnv(commandFor(claim.file_extension, workspace.entry, config), secretEnv),
         limits: {
           addressSpaceBytes: addressSpaceLimitMb(claim.file_extension, config) * 1024 * 1024,
@@ -150,7 +150,12 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
     }
     await sink.flush();
     if (sink.lost && outcome.killed === null) outcome.killed = 'lost';
-    recorded = await finish(ctx, id, outcome, log, { stderrTail, unwritten: sink.drain(), started: true });
+    recorded = await finish(ctx, id, outcome, log, {
+      stderrTail,
+      unwritten: sink.drain(),
+      started: true,
+      logTruncated: sink.isTruncated,
+    });
   } finally {
     ctx.onRecorded?.(recorded);
     await cleanUp(ctx, workspace, log);
@@ -160,7 +165,9 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
 interface FinishOptions {
   stderrTail?: string;
   /** Output the sink could not store. */
-  unwritten?: string;
+  unwritten?: PendingChunk[];
+  /** The output was cut at MAX_LOG_BYTES. */
+  logTruncated?: boolean;
   /** Overrides the verdict: why a run could not start. */
   failure?: string;
   /** False (the default) for a run that never had a process: wall time 0, no exit code, no memory. */
@@ -186,10 +193,11 @@ async function finish(
       exit_code: outcome.exitCode,
       execution_time_seconds: outcome.wallSeconds,
       memory_usage_mb: outcome.peakMemoryMb,
-      // cpu_time_seconds: outcome.cpuSeconds — once script_runs has the column (issue 9).
+      cpu_time_seconds: outcome.cpuSeconds,
+      log_truncated: options.logTruncated ?? false,
     },
     verdict.message,
-    options.unwritten ?? '',
+    options.unwritten ?? [],
   );
   ctx.metrics?.scriptRuns.inc({ outcome: verdict.label });
   ctx.metrics?.scriptRunDuration.observe({ outcome: verdict.label }, outcome.wallSeconds);
@@ -233,7 +241,7 @@ async function cleanUp(ctx: RunContext, workspace: Workspace | undefined, log: L
 }
 
 /** Exactly what a script sees: no database URL, no keys, no IBKR tokens. */
-function scriptEnv(dir: string, scriptId: number): Record<string, string> {
+function scriptEnv(dir: string, scriptId: number, runId: number): Record<string, string> {
   return {
     PATH: '/usr/local/bin:/usr/bin:/bin',
     HOME: dir,
@@ -243,6 +251,7 @@ function scriptEnv(dir: string, scriptId: number): Record<string, string> {
     PYTHONUNBUFFERED: '1',
     PYTHONDONTWRITEBYTECODE: '1',
     DOLLARCLUB_SCRIPT_ID: String(scriptId),
+    DOLLARCLUB_RUN_ID: String(runId),
   };
 }
 

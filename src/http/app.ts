@@ -34,6 +34,7 @@ import { STATS_SCHEMAS, statsRoutes } from './routes/stats.js';
 import { userRoutes } from './routes/users.js';
 import { authenticatedRoute, completeResponses, SHARED_SCHEMAS } from './schemas/common.js';
 import { SCHEDULE_SCHEMAS } from './schemas/schedule.js';
+import { RUN_SCHEMAS } from './schemas/run.js';
 import { SCRIPT_SCHEMAS } from './schemas/script.js';
 import { USER_SCHEMAS } from './schemas/user.js';
 import { CSRF_HEADER, SESSION_COOKIE } from './session-cookies.js';
@@ -129,6 +130,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     ...SHARED_SCHEMAS,
     ...USER_SCHEMAS,
     ...SCRIPT_SCHEMAS,
+    ...RUN_SCHEMAS,
     ...SCHEDULE_SCHEMAS,
     ...STATS_SCHEMAS,
   ];

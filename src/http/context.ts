@@ -5,6 +5,7 @@ import type { Repositories } from '../repositories/index.js';
 import type { AuthService } from '../services/auth-service.js';
 import type { GoogleIdTokenVerifier } from '../services/google-id-token.js';
 import type { ScheduleService } from '../services/schedule-service.js';
+import type { RunService } from '../services/run-service.js';
 import type { ScriptService } from '../services/script-service.js';
 import type { UserService } from '../services/user-service.js';
 
@@ -17,6 +18,7 @@ export interface AppContext {
   users: UserService;
   scripts: ScriptService;
   schedules: ScheduleService;
+  runs: RunService;
   metrics: Metrics;
   /** Migration names on disk, for readiness (current / pending). */
   migrations: string[];

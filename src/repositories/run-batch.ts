@@ -69,7 +69,7 @@ export async function queueScheduledRuns(
         where r.k <= ${maxActive} - coalesce(l.n, 0)
       ), changed as (
         update scripts as s
-        set status = 'queued', queued_at = now(),
+        set status = 'queued',
             exit_code = null, execution_time_seconds = null, memory_usage_mb = null,
             error_message = null, started_at = null, completed_at = null,
             last_run_id = a.run_id, run_count = s.run_count + 1

@@ -1,25 +1,35 @@
 /**
- * What only executors do with runs: claim queued rows (FOR UPDATE SKIP LOCKED),
- * hold them by a lease (executor_id + lease_expires_at) that they renew, record
- * what a run cancelled under them measured, and fail the runs whose lease lapsed.
- * Every write is guarded by the executor id, so an executor that lost its lease
- * changes nothing. ExecutionRepository exposes these methods.
+ * What only executors do with runs: claim queued runs (FOR UPDATE SKIP LOCKED, fairly
+ * between users), hold them by a lease (executor_id + lease_expires_at) that they renew,
+ * record how they ended, and fail the runs whose lease lapsed. Every write is guarded by
+ * the executor id, so an executor that lost its lease changes nothing; every write also
+ * updates the script's latest-run summary in the same statement (run-summary.ts).
+ * ExecutionRepository exposes these methods.
  */
 import type { Fragment } from '../db/client.js';
 import type { Database } from '../db/database.js';
+import type { RunStatus } from '../domain/enums.js';
+import { InvalidStateError, NotFoundError } from '../domain/errors.js';
+import { type Run, runStatusesLeadingTo } from '../domain/run.js';
 import { assertExecutionMetrics, type ScriptExtension } from '../domain/script.js';
-import { foldLogs } from './run-output.js';
+import { type PendingChunk, pgText, storePending } from './run-output.js';
+import { logBytes, RUN_RETURNING, summaryFrom } from './run-summary.js';
 
 /** What a finished run measured. */
 export interface RunResult {
   exit_code: number | null;
   execution_time_seconds: number;
   memory_usage_mb: number | null;
+  /** CPU time of the run's processes, when the sandbox measured it. */
+  cpu_time_seconds?: number | null;
+  /** The output was cut at MAX_LOG_BYTES. */
+  log_truncated?: boolean;
 }
 
-/** A claimed run: the script and whose it is (its bytes are `Storage`'s, by script and user). */
+/** A claimed run: which run, of which script and user (the script's bytes are `Storage`'s, by script and user). */
 export interface ClaimedRun {
   id: number;
+  script_id: number;
   user_id: number;
   file_extension: ScriptExtension;
 }
@@ -29,51 +39,102 @@ export interface Lease {
   seconds: number;
 }
 
-/** The SET list of a run's measurements. */
+/** The SET list of a run's measurements (`script_runs as r`). */
 export function runMetrics(sql: Database['sql'], result: RunResult): Fragment {
   return sql`
     exit_code = ${result.exit_code},
     execution_time_seconds = round(${result.execution_time_seconds}::numeric, 3),
-    memory_usage_mb = round(${result.memory_usage_mb}::numeric, 2)
+    memory_usage_mb = round(${result.memory_usage_mb}::numeric, 2),
+    cpu_time_seconds = round(${result.cpu_time_seconds ?? null}::numeric, 3),
+    log_truncated = ${result.log_truncated ?? false}
   `;
 }
+
+type TransitionRow = { previous_status: RunStatus } & { [K in keyof Run]: Run[K] | null };
 
 export class RunLeaseRepository {
   constructor(private readonly db: Database) {}
 
   /**
-   * Claims up to `limit` queued scripts, oldest first, for an executor. SKIP LOCKED:
-   * concurrent executors take different rows and never wait on each other.
-   * `exclude`: ids the executor is still finishing an earlier run of (cancelled and
-   * queued again meanwhile); their rows carry its id, so the earlier run's last
-   * writes would land on the new run.
+   * Claims up to `limit` queued runs for an executor, in one statement. Fair between
+   * users (issue 7): each queued run's turn is its owner's running runs plus its place
+   * in the owner's queue (1 for the oldest), and runs are taken by turn, then oldest
+   * queued: the next run goes to the user with the fewest running runs, and several
+   * free slots are shared out as if claimed one at a time. SKIP LOCKED: concurrent
+   * executors take different rows and never wait on each other. The queue is small
+   * (MAX_CONCURRENT_SCRIPTS per user), so ranking all of it is cheap.
    */
-  async claim(lease: Lease, limit = 1, exclude: readonly number[] = []): Promise<ClaimedRun[]> {
+  async claim(lease: Lease, limit = 1): Promise<ClaimedRun[]> {
     const sql = this.db.sql;
     return this.db.many<ClaimedRun>(
       'executions.claim',
       sql`
-        update scripts as s
-        set status = 'running', started_at = now(), completed_at = null,
-            executor_id = ${lease.executorId},
-            lease_expires_at = now() + make_interval(secs => ${lease.seconds})
-        where s.id in (
-          select id
-          from scripts
-          where status = 'queued'
-            and id <> all(${exclude as number[]}::bigint[])
-          order by queued_at, id
+        with running as (
+          select user_id, count(*) as n
+          from script_runs
+          where status = 'running'
+          group by user_id
+        ), ranked as materialized (
+          select q.id, q.queued_at,
+            coalesce(running.n, 0) + row_number() over (partition by q.user_id order by q.queued_at, q.id) as turn
+          from script_runs as q
+          left join running on running.user_id = q.user_id
+          where q.status = 'queued'
+        ), picked as (
+          select q.id
+          from script_runs as q
+          join ranked on ranked.id = q.id
+          where q.status = 'queued'
+          order by ranked.turn, ranked.queued_at, q.id
           limit ${limit}
-          for update skip locked
+          for update of q skip locked
+        ), claimed as (
+          update script_runs as r
+          set status = 'running', started_at = now(), executor_id = ${lease.executorId},
+              lease_expires_at = now() + make_interval(secs => ${lease.seconds})
+          from picked
+          where r.id = picked.id
+          returning ${sql(RUN_RETURNING)}
+        ), summary as (
+          ${summaryFrom(sql, 'claimed', 'running')}
         )
-        returning s.id, s.user_id, s.file_extension
+        select c.id, c.script_id, c.user_id, s.file_extension
+        from claimed as c
+        join scripts as s on s.id = c.script_id
+        order by c.id
       `,
     );
   }
 
+  /** queued → running for one given run (an executor that picks its own work; tests). */
+  async start(id: number, lease: Lease): Promise<Run> {
+    const sql = this.db.sql;
+    const row = await this.db.maybeOne<TransitionRow>(
+      'executions.start',
+      sql`
+        with target as (
+          select id, status from script_runs where id = ${id}
+        ), changed as (
+          update script_runs as r
+          set status = 'running', started_at = now(), executor_id = ${lease.executorId},
+              lease_expires_at = now() + make_interval(secs => ${lease.seconds})
+          from target
+          where r.id = target.id and r.status = 'queued'
+          returning ${sql(RUN_RETURNING)}
+        ), summary as (
+          ${summaryFrom(sql, 'changed', 'running')}
+        )
+        select target.status as previous_status, changed.*
+        from target
+        left join changed on true
+      `,
+    );
+    return runOf(row, 'running');
+  }
+
   /**
    * After a claim whose answer never came (the connection dropped, the client gave up)
-   * but which may have committed: fails the executor's running rows other than `keep`,
+   * but which may have committed: fails the executor's running runs other than `keep`,
    * the runs it knows it started. Those never had a process; the status machine has no
    * way back from running to queued, so they are failed at once, saying that the script
    * did not run, rather than left to lapse as "outcome unknown". Returns their ids.
@@ -83,14 +144,19 @@ export class RunLeaseRepository {
     const rows = await this.db.many<{ id: number }>(
       'executions.failUnstarted',
       sql`
-        update scripts
-        set status = 'failed', completed_at = now(),
-            error_message = 'the executor lost the answer to its claim of this script (the database '
-              || 'connection failed) and did not start it; the script did not run'
-        where status = 'running'
-          and executor_id = ${executorId}
-          and id <> all(${keep as number[]}::bigint[])
-        returning id
+        with failed as (
+          update script_runs as r
+          set status = 'failed', completed_at = now(),
+              error_message = 'the executor lost the answer to its claim of this run (the database '
+                || 'connection failed) and did not start it; the script did not run'
+          where r.status = 'running'
+            and r.executor_id = ${executorId}
+            and r.id <> all(${keep as number[]}::bigint[])
+          returning ${sql(RUN_RETURNING)}
+        ), summary as (
+          ${summaryFrom(sql, 'failed', 'failed')}
+        )
+        select id from failed
       `,
     );
     return rows.map((r) => r.id);
@@ -103,7 +169,7 @@ export class RunLeaseRepository {
     const rows = await this.db.many<{ id: number }>(
       'executions.renewLeases',
       sql`
-        update scripts
+        update script_runs
         set lease_expires_at = now() + make_interval(secs => ${lease.seconds})
         where id = any(${ids}::bigint[])
           and status = 'running'
@@ -115,34 +181,81 @@ export class RunLeaseRepository {
   }
 
   /**
+   * running → completed or failed, with the run's measurements and the output its
+   * executor could not store earlier (`unwritten`, stored with their seq numbers, so
+   * a batch that did reach the database is not stored twice). One transaction: the
+   * pending output, then the run and its script's summary in one statement.
+   * `executorId` guards an executor's write. InvalidStateError when the run is not
+   * running (cancelled or recovered meanwhile).
+   */
+  async finish(
+    id: number,
+    to: 'completed' | 'failed',
+    result: RunResult,
+    options: { executorId?: string; message?: string; unwritten?: readonly PendingChunk[] } = {},
+  ): Promise<Run> {
+    assertExecutionMetrics(result);
+    const message = to === 'failed' ? pgText(options.message ?? 'failed') : null;
+    return this.db.transaction(async (tx) => {
+      const sql = tx.sql;
+      const guard = options.executorId === undefined ? sql`` : sql`and executor_id = ${options.executorId}`;
+      await storePending(tx, id, ['running'], guard, options.unwritten ?? []);
+      const row = await tx.maybeOne<TransitionRow>(
+        `executions.${to === 'completed' ? 'complete' : 'fail'}`,
+        sql`
+          with target as (
+            select id, status from script_runs where id = ${id}
+          ), changed as (
+            update script_runs as r
+            set status = ${to}, completed_at = now(), error_message = ${message},
+                ${runMetrics(sql, result)}, ${logBytes(sql)}
+            from target
+            where r.id = target.id and r.status = 'running' ${guard}
+            returning ${sql(RUN_RETURNING)}
+          ), summary as (
+            ${summaryFrom(sql, 'changed', to)}
+          )
+          select target.status as previous_status, changed.*
+          from target
+          left join changed on true
+        `,
+      );
+      return runOf(row, to);
+    });
+  }
+
+  /**
    * The executor's last word on a run that was cancelled under it: what the killed
-   * process measured, and its output: chunks stored after the cancel and
-   * `unwritten`, what the executor could not store any more. False if the run
-   * is not this executor's cancelled run (nothing changes then).
+   * process measured, and its output (`unwritten`, what the executor could not store
+   * earlier). False if the run is not this executor's cancelled run (nothing changes then).
    */
   async recordCancelledRun(
     id: number,
     executorId: string,
     result: RunResult,
-    unwritten = '',
+    unwritten: readonly PendingChunk[] = [],
   ): Promise<boolean> {
     assertExecutionMetrics(result);
-    const sql = this.db.sql;
-    const n = await this.db.count(
-      'executions.recordCancelledRun',
-      sql`
-        with changed as (
-          update scripts as s
-          set ${runMetrics(sql, result)}, ${foldLogs(sql, unwritten)}
-          where s.id = ${id} and s.status = 'cancelled' and s.executor_id = ${executorId}
-          returning s.id
-        ), folded as (
-          delete from script_log_chunks where script_id in (select id from changed)
-        )
-        select id from changed
-      `,
-    );
-    return n === 1;
+    return this.db.transaction(async (tx) => {
+      const sql = tx.sql;
+      const guard = sql`and executor_id = ${executorId}`;
+      await storePending(tx, id, ['cancelled'], guard, unwritten);
+      const n = await tx.count(
+        'executions.recordCancelledRun',
+        sql`
+          with changed as (
+            update script_runs as r
+            set ${runMetrics(sql, result)}, ${logBytes(sql)}
+            where r.id = ${id} and r.status = 'cancelled' ${guard}
+            returning ${sql(RUN_RETURNING)}
+          ), summary as (
+            ${summaryFrom(sql, 'changed', 'cancelled')}
+          )
+          select id from changed
+        `,
+      );
+      return n === 1;
+    });
   }
 
   /**
@@ -157,16 +270,16 @@ export class RunLeaseRepository {
       'executions.failExpiredLeases',
       sql`
         with expired as (
-          update scripts as s
+          update script_runs as r
           set status = 'failed', completed_at = now(),
               error_message = 'the executor running this script stopped renewing its lease '
                 || '(it died, hung or lost the database); the outcome of the run is unknown, '
                 || 'and so are its exit code, wall time and peak memory',
-              ${foldLogs(sql)}
-          where s.status = 'running' and s.lease_expires_at < now()
-          returning s.id
-        ), folded as (
-          delete from script_log_chunks where script_id in (select id from expired)
+              ${logBytes(sql)}
+          where r.status = 'running' and r.lease_expires_at < now()
+          returning ${sql(RUN_RETURNING)}
+        ), summary as (
+          ${summaryFrom(sql, 'expired', 'failed')}
         )
         select id from expired
       `,
@@ -174,3 +287,19 @@ export class RunLeaseRepository {
     return rows.map((r) => r.id);
   }
 }
+
+/** The changed run, or InvalidStateError when the guard let nothing through. */
+export function runOf(row: TransitionRow | null, to: RunStatus): Run {
+  if (row === null) throw new NotFoundError('run');
+  const { previous_status, ...run } = row;
+  if (run.id === null) {
+    // The snapshot may still show an allowed state when a concurrent caller won the row.
+    const message = runStatusesLeadingTo(to).includes(previous_status)
+      ? `the run changed state concurrently and cannot become ${to}`
+      : `a ${previous_status} run cannot become ${to}`;
+    throw new InvalidStateError(message, previous_status);
+  }
+  return run as Run;
+}
+
+export type { TransitionRow };

@@ -1,8 +1,9 @@
 /**
- * The output of runs: chunks appended while a run goes (script_log_chunks), folded
- * into scripts.execution_logs by the statement that ends the run, read whole or
- * followed chunk by chunk. ExecutionRepository exposes these methods; they live
- * here to keep the queue and its transitions apart from the output.
+ * The output of runs (run_log_chunks): batches appended while a run goes, each with
+ * its seq number (0, 1, ...) and stored at most once (`on conflict do nothing`: a batch
+ * retried after its answer was lost is not stored twice, issue 7 item 11), kept with
+ * the run, read whole or followed batch by batch. ExecutionRepository and
+ * RunRepository expose these methods.
  *
  * PostgreSQL text cannot hold U+0000 (error 22021), so every text written here
  * goes through `pgText`: a script printing NUL bytes must not make its output,
@@ -10,21 +11,26 @@
  */
 import type { Fragment } from '../db/client.js';
 import type { Database } from '../db/database.js';
-import type { ScriptStatus } from '../domain/enums.js';
+import type { RunStatus, ScriptStatus } from '../domain/enums.js';
 import { NotFoundError } from '../domain/errors.js';
 
-export interface LogChunk {
-  id: number;
+/** A batch of output and its place in the run's output. */
+export interface PendingChunk {
+  seq: number;
   data: string;
 }
 
 export interface LogState {
-  status: ScriptStatus;
+  /** The run's status; a script's latest output with no run yet: `uploaded`. */
+  status: RunStatus | 'uploaded';
   exit_code: number | null;
-  /** Chunks after the requested id, while the run is going. */
-  chunks: LogChunk[];
-  /** The whole output, once the run has finished (null before). */
-  final: string | null;
+  /** Chunks after the requested seq, in order. */
+  chunks: PendingChunk[];
+  /**
+   * The run is over and `chunks` are its last: nothing is appended to a run that has
+   * ended (appends need it running, and its last output is stored with its outcome).
+   */
+  finished: boolean;
 }
 
 /** `text` with every NUL replaced by U+FFFD, the one character PostgreSQL text refuses. */
@@ -32,93 +38,124 @@ export function pgText(text: string): string {
   return text.includes('\u0000') ? text.replaceAll('\u0000', '\uFFFD') : text;
 }
 
-/**
- * The whole output of the run in `scripts as s`: its folded text, then the chunks
- * stored since (in order). Readers see this in both states of a run.
- */
-export function allLogs(sql: Database['sql']): Fragment {
-  return sql`
-    coalesce(s.execution_logs, '') || coalesce(
-      (select string_agg(c.data, '' order by c.id) from script_log_chunks as c where c.script_id = s.id),
-      ''
-    )
-  `;
+/** The whole output of the run with id `runId` (an SQL expression). */
+function outputOf(sql: Database['sql'], runId: Fragment): Fragment {
+  return sql`coalesce((select string_agg(k.data, '' order by k.seq) from run_log_chunks as k where k.run_id = ${runId}), '')`;
 }
 
 /**
- * The SET item of a statement that ends the run in `scripts as s`: `execution_logs`
- * gets the chunks this statement sees, then `unwritten` (output its executor could
- * not store as chunks); the statement's `folded` CTE deletes exactly those chunks
- * (same snapshot). A chunk committed after the snapshot is neither folded nor
- * deleted, so it stays visible after the folded text: nothing is lost whichever
- * statement finishes a run.
+ * Stores output an executor could not store while the run went, with the seq numbers
+ * it had given it, if the run is in `statuses` and passes `guard` (a fragment of the
+ * WHERE of `script_runs`); locks the run row (FOR NO KEY UPDATE) until the caller's
+ * transaction ends, so the run's outcome is written after its last output.
  */
-export function foldLogs(sql: Database['sql'], unwritten = ''): Fragment {
-  return sql`execution_logs = ${allLogs(sql)} || ${pgText(unwritten)}::text`;
+export async function storePending(
+  db: Database,
+  runId: number,
+  statuses: RunStatus[],
+  guard: Fragment,
+  pending: readonly PendingChunk[],
+): Promise<void> {
+  const sql = db.sql;
+  const chunks = pending.filter((c) => c.data !== '');
+  if (chunks.length === 0) return;
+  await db.count(
+    'executions.storePending',
+    sql`
+      with run as (
+        select id, user_id from script_runs
+        where id = ${runId} and status = any(${statuses}::run_status[]) ${guard}
+        for no key update
+      )
+      insert into run_log_chunks (run_id, user_id, seq, data)
+      select run.id, run.user_id, u.seq, u.data
+      from run, unnest(${chunks.map((c) => c.seq)}::int[], ${chunks.map((c) => pgText(c.data))}::text[]) as u(seq, data)
+      on conflict (run_id, seq) do nothing
+    `,
+  );
 }
 
 export class RunOutputRepository {
   constructor(private readonly db: Database) {}
 
   /**
-   * Appends a batch of output to a run this executor still holds. FOR SHARE makes a
-   * concurrent cancel or recovery win first, so nothing is appended after a run ended.
+   * Appends batch `seq` of a run this executor still holds. FOR SHARE makes a concurrent
+   * cancel or recovery win first, so nothing is appended after a run ended. True while
+   * the run is this executor's (a batch already stored counts as stored).
    */
-  async appendLog(id: number, executorId: string, data: string): Promise<boolean> {
+  async appendLog(id: number, executorId: string, seq: number, data: string): Promise<boolean> {
     if (data === '') return true;
     const sql = this.db.sql;
-    const n = await this.db.count(
+    const [row] = await this.db.many<{ held: boolean }>(
       'executions.appendLog',
       sql`
-        insert into script_log_chunks (script_id, user_id, data)
-        select id, user_id, ${pgText(data)}
-        from scripts
-        where id = ${id} and status = 'running' and executor_id = ${executorId}
-        for share
+        with run as (
+          select id, user_id from script_runs
+          where id = ${id} and status = 'running' and executor_id = ${executorId}
+          for share
+        ), stored as (
+          insert into run_log_chunks (run_id, user_id, seq, data)
+          select id, user_id, ${seq}, ${pgText(data)} from run
+          on conflict (run_id, seq) do nothing
+        )
+        select exists (select 1 from run) as held
       `,
     );
-    return n === 1;
+    return row?.held === true;
   }
 
-  /** The whole captured output of the latest run (finished or not). */
-  async readLogs(id: number, ownerId?: number): Promise<{ status: ScriptStatus; logs: string }> {
+  /** The whole output of a run (finished or not). */
+  async readLogs(id: number, ownerId?: number): Promise<{ status: RunStatus; logs: string }> {
     const sql = this.db.sql;
-    const row = await this.db.maybeOne<{ status: ScriptStatus; logs: string }>(
-      'executions.readLogs',
+    const row = await this.db.maybeOne<{ status: RunStatus; logs: string }>(
+      'runs.readLogs',
       sql`
-        select s.status, ${allLogs(sql)} as logs
+        select r.status, ${outputOf(sql, sql`r.id`)} as logs
+        from script_runs as r
+        where r.id = ${id} ${ownerId === undefined ? sql`` : sql`and r.user_id = ${ownerId}`}
+      `,
+    );
+    if (row === null) throw new NotFoundError('run');
+    return row;
+  }
+
+  /** The output of a script's latest run ('' and the script's status when it has none). */
+  async readScriptLogs(
+    scriptId: number,
+    ownerId?: number,
+  ): Promise<{ status: ScriptStatus; last_run_id: number | null; logs: string }> {
+    const sql = this.db.sql;
+    const row = await this.db.maybeOne<{ status: ScriptStatus; last_run_id: number | null; logs: string }>(
+      'runs.readScriptLogs',
+      sql`
+        select s.status, s.last_run_id, ${outputOf(sql, sql`s.last_run_id`)} as logs
         from scripts as s
-        where s.id = ${id} ${ownerId === undefined ? sql`` : sql`and s.user_id = ${ownerId}`}
+        where s.id = ${scriptId} ${ownerId === undefined ? sql`` : sql`and s.user_id = ${ownerId}`}
       `,
     );
     if (row === null) throw new NotFoundError('script');
     return row;
   }
 
-  /**
-   * For a follower: the status, the chunks after `afterChunkId` and, once the run
-   * has finished, the whole output. One round trip.
-   */
-  async followLogs(id: number, afterChunkId: number, ownerId?: number): Promise<LogState> {
+  /** For a follower: the run's status and the chunks after `afterSeq` (-1: all), in one snapshot. */
+  async followLogs(id: number, afterSeq: number, ownerId?: number): Promise<LogState> {
     const sql = this.db.sql;
     const row = await this.db.maybeOne<LogState>(
-      'executions.followLogs',
+      'runs.followLogs',
       sql`
-        select s.status, s.exit_code,
+        select r.status, r.exit_code,
           coalesce(
-            (select json_agg(json_build_object('id', c.id, 'data', c.data) order by c.id)
-             from script_log_chunks as c
-             where c.script_id = s.id and c.id > ${afterChunkId}),
+            (select json_agg(json_build_object('seq', k.seq, 'data', k.data) order by k.seq)
+             from run_log_chunks as k
+             where k.run_id = r.id and k.seq > ${afterSeq}),
             '[]'
           ) as chunks,
-          case when s.status in ('completed', 'failed', 'cancelled', 'uploaded')
-            then ${allLogs(sql)}
-          end as final
-        from scripts as s
-        where s.id = ${id} ${ownerId === undefined ? sql`` : sql`and s.user_id = ${ownerId}`}
+          r.status in ('completed', 'failed', 'cancelled') as finished
+        from script_runs as r
+        where r.id = ${id} ${ownerId === undefined ? sql`` : sql`and r.user_id = ${ownerId}`}
       `,
     );
-    if (row === null) throw new NotFoundError('script');
+    if (row === null) throw new NotFoundError('run');
     return row;
   }
 }

@@ -18,13 +18,23 @@
  *   or `new RunRepository(txDb)`; the queue step is then a savepoint of that transaction,
  *   so a refusal or an error rolls back only the queue step.
  * - `findById` / `getById` read one run (`ownerId` scopes it: someone else's is not found).
+ * - `cancel(runId)` / `cancelScript(scriptId)`: queued|running → cancelled, with the summary.
+ * - `list(filters, cursor, limit)`: newest first, keyset; `readLogs`, `readScriptLogs`,
+ *   `followLogs`: a run's output; `purgeExpired`: retention (run-history.ts).
  */
 import type { Database } from '../db/database.js';
-import type { RunTrigger, ScriptStatus } from '../domain/enums.js';
+import type { RunStatus, RunTrigger, ScriptStatus } from '../domain/enums.js';
 import { InvalidStateError, NotFoundError, TooManyRunningError } from '../domain/errors.js';
 import { RUN_COLUMNS, type Run } from '../domain/run.js';
-import { ACTIVE_STATUSES, statusesLeadingTo } from '../domain/script.js';
 import { queueScheduledRuns, type ScheduledRunRequest } from './run-batch.js';
+import { ACTIVE_STATUSES, SCRIPT_COLUMNS, type Script, statusesLeadingTo } from '../domain/script.js';
+import type { CursorPage } from './pagination.js';
+import { listRuns, type PurgePosition, purgeExpiredRuns, type RunFilters } from './run-history.js';
+import { runOf, type TransitionRow } from './run-leases.js';
+import { type LogState, RunOutputRepository } from './run-output.js';
+import { logBytes, RUN_RETURNING, summaryFrom } from './run-summary.js';
+
+export type { RunFilters } from './run-history.js';
 
 export interface QueueOptions {
   /** Only this user's script (someone else's is not found). */
@@ -48,7 +58,11 @@ export type QueueResult =
 type QueueRow = { previous_status: ScriptStatus; live_count: number } & { [K in keyof Run]: Run[K] | null };
 
 export class RunRepository {
-  constructor(private readonly db: Database) {}
+  private readonly output: RunOutputRepository;
+
+  constructor(private readonly db: Database) {
+    this.output = new RunOutputRepository(db);
+  }
 
   /** Queues a run, or says why not (see the module comment). */
   async tryQueue(scriptId: number, options: QueueOptions): Promise<QueueResult> {
@@ -78,7 +92,7 @@ export class RunRepository {
             select nextval(pg_get_serial_sequence('script_runs', 'id')) as id
           ), changed as (
             update scripts as s
-            set status = 'queued', queued_at = now(),
+            set status = 'queued',
                 exit_code = null, execution_time_seconds = null, memory_usage_mb = null,
                 error_message = null, started_at = null, completed_at = null,
                 last_run_id = (select id from new_run), run_count = s.run_count + 1
@@ -150,5 +164,100 @@ export class RunRepository {
    */
   queueScheduled(requests: readonly ScheduledRunRequest[], maxActive: number): Promise<Map<number, number>> {
     return queueScheduledRuns(this.db, requests, maxActive);
+  }
+
+  /** queued|running → cancelled. A running process is then killed by its executor (NOTIFY run_cancelled). */
+  async cancel(id: number, ownerId?: number): Promise<Run> {
+    const sql = this.db.sql;
+    const row = await this.db.maybeOne<TransitionRow>(
+      'runs.cancel',
+      sql`
+        with target as (
+          select id, status from script_runs
+          where id = ${id} ${ownerId === undefined ? sql`` : sql`and user_id = ${ownerId}`}
+        ), changed as (
+          update script_runs as r
+          set status = 'cancelled', completed_at = now(), error_message = 'cancelled', ${logBytes(sql)}
+          from target
+          where r.id = target.id and r.status in ('queued', 'running')
+          returning ${sql(RUN_RETURNING)}
+        ), summary as (
+          ${summaryFrom(sql, 'changed', 'cancelled')}
+        )
+        select target.status as previous_status, changed.*
+        from target
+        left join changed on true
+      `,
+    );
+    return runOf(row, 'cancelled');
+  }
+
+  /** Cancels the script's queued or running run; answers the script with its summary. */
+  async cancelScript(scriptId: number, ownerId?: number): Promise<Script> {
+    const sql = this.db.sql;
+    const row = await this.db.maybeOne<
+      { previous_status: ScriptStatus } & { [K in keyof Script]: Script[K] | null }
+    >(
+      'runs.cancelScript',
+      sql`
+        with target as (
+          select id, status, last_run_id from scripts
+          where id = ${scriptId} ${ownerId === undefined ? sql`` : sql`and user_id = ${ownerId}`}
+        ), changed as (
+          update script_runs as r
+          set status = 'cancelled', completed_at = now(), error_message = 'cancelled', ${logBytes(sql)}
+          from target
+          where r.id = target.last_run_id and r.status in ('queued', 'running')
+          returning ${sql(RUN_RETURNING)}
+        ), summary as (
+          ${summaryFrom(sql, 'changed', 'cancelled', sql`returning ${sql(SCRIPT_COLUMNS.map((c) => `s.${c}`))}`)}
+        )
+        select target.status as previous_status, summary.*
+        from target
+        left join summary on true
+      `,
+    );
+    if (row === null) throw new NotFoundError('script');
+    const { previous_status, ...script } = row;
+    if (script.id === null)
+      throw new InvalidStateError(
+        ACTIVE_STATUSES.includes(previous_status)
+          ? 'the script changed state concurrently and cannot become cancelled'
+          : `a ${previous_status} script cannot become cancelled`,
+        previous_status,
+      );
+    return script as Script;
+  }
+
+  /** Runs newest first, a keyset page; `cursor` null for the first page. */
+  list(filters: RunFilters, cursor: string | null, limit: number): Promise<CursorPage<Run>> {
+    return listRuns(this.db, filters, cursor, limit);
+  }
+
+  /** The whole output of a run (finished or not). */
+  readLogs(id: number, ownerId?: number): Promise<{ status: RunStatus; logs: string }> {
+    return this.output.readLogs(id, ownerId);
+  }
+
+  /** The output of a script's latest run. */
+  readScriptLogs(
+    scriptId: number,
+    ownerId?: number,
+  ): Promise<{ status: ScriptStatus; last_run_id: number | null; logs: string }> {
+    return this.output.readScriptLogs(scriptId, ownerId);
+  }
+
+  /** A follower's view of a run: status and the chunks after `afterSeq` (-1 for all). */
+  followLogs(id: number, afterSeq: number, ownerId?: number): Promise<LogState> {
+    return this.output.followLogs(id, afterSeq, ownerId);
+  }
+
+  /** One retention batch (see run-history.ts). */
+  purgeExpired(
+    before: Date,
+    batch: number,
+    after: PurgePosition = null,
+  ): Promise<{ deleted: number; position: PurgePosition }> {
+    return purgeExpiredRuns(this.db, before, batch, after);
   }
 }

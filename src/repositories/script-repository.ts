@@ -1,6 +1,6 @@
 /**
- * Scripts: uploads, listings and deletion. State transitions of a run live in
- * ExecutionRepository. `ownerId` (when given) restricts a statement to one user's
+ * Scripts: uploads, listings and deletion. Runs, and the latest-run summary that
+ * they keep on the script's row, are RunRepository's. `ownerId` (when given) restricts a statement to one user's
  * scripts: someone else's script is simply not found.
  */
 import { Type } from '@sinclair/typebox';
@@ -98,14 +98,14 @@ export class ScriptRepository {
         ? sql`
             select id, user_id, filename, original_filename, file_extension, file_size, sha256, status,
               exit_code, execution_time_seconds, memory_usage_mb, error_message, started_at, completed_at,
-              created_at, updated_at, ibkr_access
+              created_at, updated_at, ibkr_access, last_run_id, run_count
             from scripts
             where id = ${id}
           `
         : sql`
             select id, user_id, filename, original_filename, file_extension, file_size, sha256, status,
               exit_code, execution_time_seconds, memory_usage_mb, error_message, started_at, completed_at,
-              created_at, updated_at, ibkr_access
+              created_at, updated_at, ibkr_access, last_run_id, run_count
             from scripts
             where id = ${id} and user_id = ${ownerId}
           `,
@@ -265,21 +265,6 @@ export class ScriptRepository {
     if (row.user_id === null)
       throw new InvalidStateError(`a ${row.status} script cannot be deleted; cancel it first`, row.status);
     return { script_id: id, user_id: row.user_id };
-  }
-
-  /** Clears the stored output of runs that finished before `before`; returns how many. */
-  async pruneLogs(before: Date): Promise<number> {
-    const sql = this.sql;
-    return this.db.count(
-      'scripts.pruneLogs',
-      sql`
-        update scripts
-        set execution_logs = null
-        where execution_logs is not null
-          and completed_at < ${before}
-          and status in ('completed', 'failed', 'cancelled')
-      `,
-    );
   }
 
   private owned(ownerId: number | undefined) {

@@ -3,7 +3,7 @@
  * TypeScript validation in between): each attempt must fail with the right
  * SQLSTATE and the right constraint name, which is what the error mapper and
  * the API's error answers rely on. Also: the generated column, the updated_at
- * triggers, the cascades of users to scripts and of scripts to their log chunks,
+ * triggers, the cascade of users to scripts (their runs: run-constraints.test.ts),
  * and the status machine trigger against SCRIPT_TRANSITIONS.
  */
 import { randomBytes } from 'node:crypto';
@@ -26,10 +26,10 @@ const T3 = new Date('2024-01-01T00:02:00Z');
 const T4 = new Date('2024-01-01T00:03:00Z');
 const LONG_AGO = new Date('2000-01-01T00:00:00.000Z');
 const LONG_AGO_ISO = LONG_AGO.toISOString();
-/** What a script needs to be validly `queued` (ck_scripts_queued_has_queued_at). */
-const QUEUED: Row = { status: 'queued', queued_at: T1 };
-/** What a script needs to be validly `running`: started, and leased by an executor (ck_scripts_running_has_lease). */
-const RUNNING: Row = { status: 'running', started_at: T1, executor_id: 'executor-1', lease_expires_at: T2 };
+/** A script whose latest run is queued (the run holds the queue columns). */
+const QUEUED: Row = { status: 'queued' };
+/** What a script needs to be validly `running`: started. */
+const RUNNING: Row = { status: 'running', started_at: T1 };
 const NO_SUCH_ID = 2 ** 53 - 1;
 
 // SQLSTATEs.
@@ -65,7 +65,7 @@ async function expectViolation(t: Test, [label, attempt, code, name]: Case): Pro
   if (ok && name !== null && code !== NOT_NULL) broken.add(name);
 }
 
-t.test('constraints of users, scripts and script_log_chunks', async (t) => {
+t.test('constraints of users and scripts', async (t) => {
   const { sql } = await testDatabase(t);
 
   /** A valid email user, with `overrides` applied, inserted as raw SQL. */
@@ -108,22 +108,9 @@ t.test('constraints of users, scripts and script_log_chunks', async (t) => {
     return row!;
   };
   const takenScript = await insertScript({ filename: 'taken.py' });
-  // The run whose output the log chunk cases write.
-  const run = await insertScript(RUNNING);
-
-  const validChunk = (): Row => ({ script_id: run.id, user_id: owner.id, data: `line ${tag()}\n` });
-  const insertChunk = async (overrides: Row = {}): Promise<Row & { id: number }> => {
-    const [row] = await sql<(Row & { id: number })[]>`
-      insert into script_log_chunks ${sql({ ...validChunk(), ...overrides })} returning *
-    `;
-    return row!;
-  };
-  const takenChunk = await insertChunk();
-
   // Attempts for the tables below: a valid row with these overrides, inserted when the case runs.
   const user = (overrides: Row) => () => insertUser(overrides);
   const script = (overrides: Row) => () => insertScript(overrides);
-  const chunk = (overrides: Row) => () => insertChunk(overrides);
 
   await t.test('valid rows and boundary values are accepted', async (t) => {
     // biome-ignore format: a table, one case a line
@@ -143,13 +130,9 @@ t.test('constraints of users, scripts and script_log_chunks', async (t) => {
       ['zero execution time and memory', script({ execution_time_seconds: 0, memory_usage_mb: 0 })],
       ['largest numeric(10,3) and numeric(10,2)', script({ execution_time_seconds: 9999999.999, memory_usage_mb: 99999999.99 })],
       ['queued with queued_at', script(QUEUED)],
-      ['running with started_at, executor_id and lease_expires_at', script(RUNNING)],
+      ['running with started_at', script(RUNNING)],
       ['completed at the instant it started', script({ status: 'completed', started_at: T1, completed_at: T1 })],
-      // recordCancelledRun finds a cancelled run by the executor that held it.
-      ['cancelled run keeping its executor_id and lease', script({ ...RUNNING, status: 'cancelled', completed_at: T2 })],
-      ['log chunk', chunk({})],
-      ['log chunk of one character', chunk({ data: 'x' })],
-      ['log chunk of a blank line', chunk({ data: '\n' })],
+      ['cancelled run', script({ ...RUNNING, status: 'cancelled', completed_at: T2 })],
     ];
     for (const [label, attempt] of accepted) await t.resolves(attempt(), label);
   });
@@ -230,10 +213,6 @@ t.test('constraints of users, scripts and script_log_chunks', async (t) => {
       ['execution time rounding up to 1e7 s', script({ execution_time_seconds: 9999999.9995 }), OVERFLOW, null],
       ['memory of 1e8 MB', script({ memory_usage_mb: 1e8 }), OVERFLOW, null],
       ['running without started_at', script({ ...RUNNING, started_at: null }), CHECK, 'ck_scripts_running_has_started_at'],
-      ['running without executor_id', script({ ...RUNNING, executor_id: null }), CHECK, 'ck_scripts_running_has_lease'],
-      ['running with an empty executor_id', script({ ...RUNNING, executor_id: '' }), CHECK, 'ck_scripts_running_has_lease'],
-      ['running without lease_expires_at', script({ ...RUNNING, lease_expires_at: null }), CHECK, 'ck_scripts_running_has_lease'],
-      ['queued without queued_at', script({ status: 'queued' }), CHECK, 'ck_scripts_queued_has_queued_at'],
       ['completed without completed_at', script({ status: 'completed', started_at: T1 }), CHECK, 'ck_scripts_finished_has_completed_at'],
       ['failed without completed_at', script({ status: 'failed', started_at: T1 }), CHECK, 'ck_scripts_finished_has_completed_at'],
       ['cancelled without completed_at', script({ status: 'cancelled' }), CHECK, 'ck_scripts_finished_has_completed_at'],
@@ -249,25 +228,12 @@ t.test('constraints of users, scripts and script_log_chunks', async (t) => {
     for (const c of cases) await expectViolation(t, c);
   });
 
-  await t.test('script_log_chunks: its check, primary key and foreign keys', async (t) => {
-    // biome-ignore format: a table, one case a line
-    const cases: Case[] = [
-      ['empty data', chunk({ data: '' }), CHECK, 'ck_script_log_chunks_data_not_empty'],
-      ['emptying a chunk', () => sql`update script_log_chunks set data = '' where id = ${takenChunk.id}`, CHECK, 'ck_script_log_chunks_data_not_empty'],
-      ['script that does not exist', chunk({ script_id: NO_SUCH_ID }), FOREIGN_KEY, 'fk_script_log_chunks_script'],
-      ['user that does not exist', chunk({ user_id: NO_SUCH_ID }), FOREIGN_KEY, 'fk_script_log_chunks_script'],
-      ['a user who does not own the script', async () => chunk({ user_id: (await insertUser()).id })(), FOREIGN_KEY, 'fk_script_log_chunks_script'],
-      ['duplicate id', () => sql`insert into script_log_chunks (id, script_id, user_id, data) overriding system value values (${takenChunk.id}, ${run.id}, ${owner.id}, 'x')`, UNIQUE, 'pk_script_log_chunks'],
-    ];
-    for (const c of cases) await expectViolation(t, c);
-  });
-
   await t.test('every NOT NULL column refuses null', async (t) => {
     // From the catalog, so that a column added later is covered without editing this test.
     const columns = await sql<{ table: string; column: string }[]>`
       select c.relname as table, a.attname as column
       from pg_attribute a join pg_class c on c.oid = a.attrelid
-      where c.relname in ('users', 'scripts', 'script_log_chunks') and c.relnamespace = 'public'::regnamespace
+      where c.relname in ('users', 'scripts') and c.relnamespace = 'public'::regnamespace
         and a.attnum > 0 and not a.attisdropped and a.attnotnull
         and a.attidentity = '' and a.attgenerated = ''
       order by c.relname, a.attnum
@@ -276,7 +242,6 @@ t.test('constraints of users, scripts and script_log_chunks', async (t) => {
     const inserts: Record<string, (overrides: Row) => Promise<unknown>> = {
       users: insertUser,
       scripts: insertScript,
-      script_log_chunks: insertChunk,
     };
     for (const { table, column } of columns) {
       const attempt = () => inserts[table]!({ [column]: null });
@@ -377,25 +342,21 @@ t.test('constraints of users, scripts and script_log_chunks', async (t) => {
         await sql<{ updated_at: Date }[]>`select updated_at from scripts where id = ${id}`
       )[0]!.updated_at.toISOString();
     const s = await insertScript({ updated_at: LONG_AGO });
-    await sql`update scripts set execution_logs = execution_logs, status = status where id = ${s.id}`;
+    await sql`update scripts set error_message = error_message, status = status where id = ${s.id}`;
     t.equal(await updatedAt(s.id), LONG_AGO_ISO, 'a no-op update leaves it');
-    await sql`update scripts set execution_logs = 'line 1' where id = ${s.id}`;
+    await sql`update scripts set error_message = 'line 1' where id = ${s.id}`;
     const first = await updatedAt(s.id);
     t.ok(first > LONG_AGO_ISO, 'a change sets it');
-    await sql`update scripts set status = 'queued', queued_at = now() where id = ${s.id}`;
+    await sql`update scripts set status = 'queued' where id = ${s.id}`;
     t.ok((await updatedAt(s.id)) > first, 'a later change moves it again');
     await sql`update scripts set updated_at = ${LONG_AGO} where id = ${s.id}`;
     t.ok((await updatedAt(s.id)) > LONG_AGO_ISO, 'updated_at cannot be set back by hand');
   });
 
-  await t.test('deleting a user deletes its scripts and their log chunks', async (t) => {
+  await t.test('deleting a user deletes its scripts', async (t) => {
     const doomed = await insertUser();
     const kept = await insertUser();
     for (const userId of [doomed.id, doomed.id, kept.id]) await insertScript({ user_id: userId });
-    const doomedRun = await insertScript({ ...RUNNING, user_id: doomed.id });
-    const keptRun = await insertScript({ ...RUNNING, user_id: kept.id });
-    for (const r of [doomedRun, doomedRun, keptRun])
-      await insertChunk({ script_id: r.id, user_id: r.user_id });
     const deleted = await sql`delete from users where id = ${doomed.id}`;
     t.equal(deleted.count, 1);
     const [scripts] = await sql<{ doomed: number; kept: number }[]>`
@@ -403,27 +364,7 @@ t.test('constraints of users, scripts and script_log_chunks', async (t) => {
              count(*) filter (where user_id = ${kept.id}) as kept
       from scripts
     `;
-    t.strictSame(scripts, { doomed: 0, kept: 2 }, 'its scripts are gone, others are not');
-    const [chunks] = await sql<{ doomed: number; kept: number }[]>`
-      select count(*) filter (where user_id = ${doomed.id}) as doomed,
-             count(*) filter (where user_id = ${kept.id}) as kept
-      from script_log_chunks
-    `;
-    t.strictSame(chunks, { doomed: 0, kept: 1 }, 'its log chunks are gone, others are not');
-  });
-
-  await t.test('deleting a script deletes its log chunks', async (t) => {
-    const doomed = await insertScript(RUNNING);
-    const kept = await insertScript(RUNNING);
-    for (const s of [doomed, doomed, doomed, kept]) await insertChunk({ script_id: s.id });
-    const deleted = await sql`delete from scripts where id = ${doomed.id}`;
-    t.equal(deleted.count, 1);
-    const [left] = await sql<{ doomed: number; kept: number }[]>`
-      select count(*) filter (where script_id = ${doomed.id}) as doomed,
-             count(*) filter (where script_id = ${kept.id}) as kept
-      from script_log_chunks
-    `;
-    t.strictSame(left, { doomed: 0, kept: 1 }, 'its chunks are gone, those of other scripts are not');
+    t.strictSame(scripts, { doomed: 0, kept: 1 }, 'its scripts are gone, others are not');
   });
 
   await t.test('the status machine trigger agrees with SCRIPT_TRANSITIONS', async (t) => {
@@ -436,26 +377,11 @@ t.test('constraints of users, scripts and script_log_chunks', async (t) => {
       return { status };
     };
     // What the UPDATE to a status sets alongside, as the repositories do: a queueing
-    // stamps queued_at and clears the last run, a claim starts the run under a lease.
+    // clears the last run's outcome, a claim starts the run.
     // So every allowed transition yields a valid row, and only the trigger can refuse.
     const toStatus = (status: ScriptStatus): Row => {
-      if (status === 'queued')
-        return {
-          status,
-          queued_at: T3,
-          started_at: null,
-          completed_at: null,
-          executor_id: null,
-          lease_expires_at: null,
-        };
-      if (status === 'running')
-        return {
-          status,
-          started_at: T3,
-          completed_at: null,
-          executor_id: 'executor-2',
-          lease_expires_at: T4,
-        };
+      if (status === 'queued') return { status, started_at: null, completed_at: null };
+      if (status === 'running') return { status, started_at: T3, completed_at: null };
       if (status === 'completed' || status === 'failed' || status === 'cancelled')
         return { status, completed_at: T4 };
       return { status };
@@ -495,18 +421,18 @@ t.test('constraints of users, scripts and script_log_chunks', async (t) => {
     }
   });
 
-  await t.test('every constraint of users, scripts and script_log_chunks was broken by a case', async (t) => {
+  await t.test('every constraint of users and scripts was broken by a case', async (t) => {
     // From the catalog: a constraint added to the schema without a case here fails this test.
     const rows = await sql<{ conname: string }[]>`
       select conname from pg_constraint
-      where conrelid in ('users'::regclass, 'scripts'::regclass, 'script_log_chunks'::regclass)
+      where conrelid in ('users'::regclass, 'scripts'::regclass)
         and contype in ('p', 'u', 'f', 'c')
       order by conname
     `;
     const constraints = [...rows.map((r) => r.conname), 'ck_scripts_status_transition'];
-    t.equal(constraints.length, 36, '35 constraints and the status trigger');
+    t.equal(constraints.length, 31, '30 constraints and the status trigger');
     // (id, user_id) is unique because id is: pk_scripts always fires first. It exists as the
-    // target of fk_script_log_chunks_script, which the cases above do break.
+    // target of fk_script_runs_script, which test/db/run-constraints.test.ts breaks.
     const implied = ['uq_scripts_id_user'];
     t.strictSame(
       constraints.filter((name) => !broken.has(name) && !implied.includes(name)),

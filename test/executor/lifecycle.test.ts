@@ -85,7 +85,7 @@ t.test('a cancel heard while the run is being claimed: the script never starts',
   const claim = repos.executions.claim.bind(repos.executions);
   repos.executions.claim = async (lease, limit) => {
     const got = await claim(lease, limit);
-    if (got.some((c) => c.id === id)) {
+    if (got.some((c) => c.script_id === id)) {
       claimed.open();
       await release.opened; // the claim's answer is late: the cancel is heard first
     }
@@ -104,7 +104,7 @@ t.test('a cancel heard while the run is being claimed: the script never starts',
 });
 
 t.test(
-  'a script cancelled and queued again at once is not claimed until its earlier run is recorded',
+  'a script cancelled and queued again at once: the new run runs while the earlier one is recorded, each gets its own record',
   async (t) => {
     const f = await executorFixture(t);
     const { account, id } = await signUpWithScript(f, 'long.py', runningScript);
@@ -123,20 +123,27 @@ t.test(
     };
     await f.startExecutor({}, { repos });
     await execute(f, account, id);
+    const first = (await f.ctx.repos.scripts.getById(id)).last_run_id!;
     await eventually('the first run runs', async () => (await logsOf(f, id)).includes('ran'));
     t.equal((await cancel(f, account, id)).statusCode, 200);
     await recording.opened;
-    t.equal((await execute(f, account, id)).statusCode, 202, 'queued again while the first run is finishing');
-    await new Promise((resolve) => setTimeout(resolve, 1000)); // ten polls of a free executor
-    t.equal(
-      (await f.ctx.repos.scripts.getById(id)).status,
-      'queued',
-      'not claimed by the executor finishing it',
-    );
-    release.open();
-    const second = await waitFor(f, id, (s) => s.status === 'running');
-    t.equal(second.execution_time_seconds, null, 'the first run’s record did not land on the second');
+    const again = await execute(f, account, id);
+    t.equal(again.statusCode, 202, 'queued again while the first run is finishing');
+    const second = again.json().id as number;
+    t.not(second, first, 'a run of its own');
     await eventually('the second run runs', async () => (await logsOf(f, id)).includes('ran'));
+    t.equal((await f.ctx.repos.runs.getById(second)).status, 'running', 'claimed without waiting');
+    release.open();
+    await eventually(
+      'the first run is recorded',
+      async () => (await f.ctx.repos.runs.getById(first)).execution_time_seconds !== null,
+    );
+    t.match(await f.ctx.repos.runs.getById(second), { status: 'running', execution_time_seconds: null });
+    t.match(
+      await f.ctx.repos.scripts.getById(id),
+      { status: 'running', last_run_id: second, execution_time_seconds: null },
+      'the first run’s record did not land on the script',
+    );
     t.equal((await cancel(f, account, id)).statusCode, 200);
     const cancelled = await waitFor(f, id, (s) => s.execution_time_seconds !== null);
     t.match(
@@ -193,11 +200,11 @@ t.test('a refused output write kills the run at once, not at the next lease rene
   await execute(f, account, id);
   await eventually('output is stored', async () => (await logsOf(f, id)).includes('tick'));
   // Another executor took the run over (as after a lapsed lease and a recovery).
-  await f.database.sql`update scripts set executor_id = 'someone-else' where id = ${id}`;
+  await f.database.sql`update script_runs set executor_id = 'someone-else' where script_id = ${id}`;
   const since = Date.now();
   await eventually('the process is gone', async () => (await processesIn(f.workDir)).length === 0, 10_000);
   t.ok(Date.now() - since < 10_000, `killed ${Date.now() - since} ms after its output was refused`);
-  const [row] = await f.database.sql`select status, executor_id from scripts where id = ${id}`;
+  const [row] = await f.database.sql`select status, executor_id from script_runs where script_id = ${id}`;
   t.same(row, { status: 'running', executor_id: 'someone-else' }, 'not ours to record: left to its holder');
 });
 

@@ -3,9 +3,17 @@ import t from 'tap';
 import { LogSink, truncateUtf8 } from '../../src/executor/log-sink.js';
 import { tailLines } from '../../src/http/routes/execution.js';
 
-function sink(maxBytes: number, write: (text: string) => Promise<boolean>) {
-  return new LogSink({ maxBytes, flushMs: 10_000, batchBytes: 1024 * 1024, write, onError: () => {} });
+function sink(maxBytes: number, write: (text: string, seq: number) => Promise<boolean>) {
+  return new LogSink({
+    maxBytes,
+    flushMs: 10_000,
+    batchBytes: 1024 * 1024,
+    write: (seq, text) => write(text, seq),
+    onError: () => {},
+  });
 }
+
+const text = (batches: Array<{ seq: number; data: string }>) => batches.map((b) => b.data).join('');
 
 t.test('writes buffered output in one batch, in order', async (t) => {
   const writes: string[] = [];
@@ -34,12 +42,12 @@ t.test('cuts output at maxBytes with one marker, never splitting a character', a
   t.ok(s.isTruncated);
 });
 
-t.test('a failed write is retried, in order, on the next flush', async (t) => {
-  const writes: string[] = [];
+t.test('a failed write is retried as the same batch (same seq, same text), then the rest', async (t) => {
+  const writes: Array<[number, string]> = [];
   let fail = true;
-  const s = sink(1000, async (text) => {
-    if (fail) throw new Error('database down');
-    writes.push(text);
+  const s = sink(1000, async (text, seq) => {
+    writes.push([seq, text]);
+    if (fail) throw new Error('database down (or the answer was lost)');
     return true;
   });
   s.push('one\n');
@@ -47,7 +55,14 @@ t.test('a failed write is retried, in order, on the next flush', async (t) => {
   fail = false;
   s.push('two\n');
   await s.flush();
-  t.same(writes, ['one\ntwo\n']);
+  t.same(writes, [
+    [0, 'one\n'],
+    [0, 'one\n'],
+    [1, 'two\n'],
+  ]);
+  s.push('three\n');
+  await s.flush();
+  t.same(writes.at(-1), [2, 'three\n'], 'numbers go on');
 });
 
 t.test('a refused write stops writing and keeps the text for drain()', async (t) => {
@@ -62,8 +77,11 @@ t.test('a refused write stops writing and keeps the text for drain()', async (t)
   s.push('two\n');
   await s.flush();
   t.equal(writes.length, 1, 'no write after the refusal');
-  t.equal(s.drain(), 'one\ntwo\n');
-  t.equal(s.drain(), '');
+  t.same(s.drain(), [
+    { seq: 0, data: 'one\n' },
+    { seq: 1, data: 'two\n' },
+  ]);
+  t.same(s.drain(), []);
 });
 
 t.test('a refused write calls onLost once, so the run can be killed at once', async (t) => {
@@ -80,7 +98,7 @@ t.test('a refused write calls onLost once, so the run can be killed at once', as
   s.push('two\n');
   await s.flush();
   t.equal(lost, 1);
-  t.equal(s.drain(), 'one\ntwo\n', 'the text is kept for the last record');
+  t.equal(text(s.drain()), 'one\ntwo\n', 'the text is kept for the last record');
 });
 
 t.test('truncateUtf8 never exceeds the byte budget nor splits a character', async (t) => {

@@ -31,14 +31,19 @@ import { makeScript, makeUser } from '../helpers/fixtures.js';
 // 500 real runs take more than tap's default 120 s per file on a loaded 2-core machine.
 t.setTimeout(300_000);
 
-t.test('four claimers against 500 queued scripts: each claimed exactly once', async (t) => {
+t.test('four claimers against 500 queued runs: each claimed exactly once', async (t) => {
   const f = await executorFixture(t);
   const repos = f.ctx.repos;
   const user = await makeUser(repos);
   const sql = f.database.sql;
   const ids: number[] = [];
-  for (let i = 0; i < 500; i++) ids.push((await makeScript(repos, user.id)).id);
-  await sql`update scripts set status = 'queued', queued_at = now()`;
+  for (let i = 0; i < 500; i++) await makeScript(repos, user.id);
+  const runs = await sql<{ id: number }[]>`
+    insert into script_runs (script_id, user_id, script_sha256)
+    select id, user_id, sha256 from scripts
+    returning id
+  `;
+  ids.push(...runs.map((r) => r.id).sort((a, b) => a - b));
   const claimed: number[][] = [[], [], [], []];
   await Promise.all(
     claimed.map(async (mine, n) => {
@@ -50,18 +55,18 @@ t.test('four claimers against 500 queued scripts: each claimed exactly once', as
     }),
   );
   const all = claimed.flat();
-  t.equal(all.length, 500, 'no script claimed twice');
+  t.equal(all.length, 500, 'no run claimed twice');
   t.same(
     [...new Set(all)].sort((a, b) => a - b),
     ids,
-    'every script claimed',
+    'every run claimed',
   );
   const [row] =
-    await sql`select count(*) as n from scripts where status = 'running' and executor_id like 'claimer-%'`;
+    await sql`select count(*) as n from script_runs where status = 'running' and executor_id like 'claimer-%'`;
   t.equal(row?.n, 500);
 });
 
-t.test('several executors run 500 queued scripts, each exactly once', async (t) => {
+t.test('several executors run 500 queued runs, each exactly once', async (t) => {
   const f = await executorFixture(t, { EXECUTOR_CONCURRENCY: '4', EXECUTOR_POLL_MS: '200' });
   const account = await signUp(f.app);
   const source = 'import os\nprint("ran", os.environ["DOLLARCLUB_SCRIPT_ID"])\n';
@@ -79,7 +84,14 @@ t.test('several executors run 500 queued scripts, each exactly once', async (t) 
     from scripts s, script_contents c
     where s.id <> c.script_id
   `;
-  await sql`update scripts set status = 'queued', queued_at = now()`;
+  await sql`
+    with runs as (
+      insert into script_runs (script_id, user_id, script_sha256)
+      select id, user_id, sha256 from scripts
+      returning id, script_id
+    )
+    update scripts set status = 'queued', last_run_id = runs.id, run_count = 1 from runs where scripts.id = runs.script_id
+  `;
   // Each executor gets its own repositories, whose claims we record on the way out.
   const claims = new Map<number, string[]>();
   const config = loadConfig({ NODE_ENV: 'test', STORAGE_DIR: f.config.STORAGE_DIR, ...f.env });
@@ -106,16 +118,21 @@ t.test('several executors run 500 queued scripts, each exactly once', async (t) 
   const deadline = Date.now() + 240_000;
   for (;;) {
     const [row] =
-      await sql`select count(*) filter (where status in ('queued', 'running')) as left from scripts`;
+      await sql`select count(*) filter (where status in ('queued', 'running')) as left from script_runs`;
     if (row?.left === 0 || Date.now() > deadline) break;
     await new Promise((r) => setTimeout(r, 250));
   }
-  const rows = await sql<{ id: number; status: string; execution_logs: string }[]>`
-    select id, status, execution_logs from scripts order by id
+  const rows = await sql<{ script_id: number; status: string; output: string; summary: string }[]>`
+    select r.script_id, r.status, s.status as summary,
+      (select string_agg(data, '' order by seq) from run_log_chunks where run_id = r.id) as output
+    from script_runs as r
+    join scripts as s on s.id = r.script_id
+    order by r.id
   `;
   t.equal(rows.filter((r) => r.status === 'completed').length, 500, 'all completed');
+  t.equal(rows.filter((r) => r.summary === 'completed').length, 500, 'and so are their scripts');
   t.ok(
-    rows.every((r) => r.execution_logs === `ran ${r.id}\n`),
+    rows.every((r) => r.output === `ran ${r.script_id}\n`),
     'each ran once, with its own output',
   );
   t.equal(claims.size, 500);
@@ -168,7 +185,8 @@ t.test(
     const running = await waitFor(f, id, (s) => s.status === 'running');
     t.equal(running.status, 'running');
     const sql = f.database.sql;
-    const [held] = await sql`select executor_id from scripts where id = ${id}`;
+    const runId = running.last_run_id!;
+    const [held] = await sql`select executor_id from script_runs where id = ${runId}`;
     t.equal(held?.executor_id, ready, 'the other process holds it');
     // Wait until its first output is stored, then kill the executor (not the script).
     const started = await eventually('the script reports its pids', async () =>
@@ -210,12 +228,14 @@ t.test(
     // The dead executor's late writes, had it woken up, would change nothing.
     const before = await f.ctx.repos.scripts.getById(id);
     const result = { exit_code: 0, execution_time_seconds: 1, memory_usage_mb: 1 };
-    await rejectsWith(t, f.ctx.repos.executions.complete(id, result, ready), InvalidStateError);
-    await rejectsWith(t, f.ctx.repos.executions.fail(id, 'late', result, ready), InvalidStateError);
-    t.equal(await f.ctx.repos.executions.appendLog(id, ready, 'late output'), false);
-    t.equal(await f.ctx.repos.executions.recordCancelledRun(id, ready, result), false);
-    t.same(await f.ctx.repos.scripts.getById(id), before, 'the row is unchanged');
-    t.same(await f.ctx.repos.executions.renewLeases([id], { executorId: ready, seconds: 30 }), []);
+    const runBefore = await f.ctx.repos.runs.getById(runId);
+    await rejectsWith(t, f.ctx.repos.executions.complete(runId, result, ready), InvalidStateError);
+    await rejectsWith(t, f.ctx.repos.executions.fail(runId, 'late', result, ready), InvalidStateError);
+    t.equal(await f.ctx.repos.executions.appendLog(runId, ready, 99, 'late output'), false);
+    t.equal(await f.ctx.repos.executions.recordCancelledRun(runId, ready, result), false);
+    t.same(await f.ctx.repos.scripts.getById(id), before, 'the script is unchanged');
+    t.same(await f.ctx.repos.runs.getById(runId), runBefore, 'and so is the run');
+    t.same(await f.ctx.repos.executions.renewLeases([runId], { executorId: ready, seconds: 30 }), []);
   },
 );
 
@@ -259,6 +279,11 @@ t.test('50 concurrent execute requests on one script: exactly one 202, the rest 
     answers.filter((a) => a.statusCode === 409).every((a) => a.json().code === 'INVALID_STATE'),
     'the losers get INVALID_STATE',
   );
+  const winner = answers.find((a) => a.statusCode === 202)!;
+  t.match(winner.json(), { script_id: id, status: 'queued', trigger: 'manual' });
+  t.equal(winner.headers.location, `/api/v1/runs/${winner.json().id}`);
+  const [row] = await f.database.sql`select count(*) as n from script_runs where script_id = ${id}`;
+  t.equal(row?.n, 1, 'one run row');
 });
 
 t.test('the per-user cap holds under concurrent execute requests', async (t) => {

@@ -129,7 +129,7 @@ export async function eventually<T>(
 
 /** The whole output of a script's latest run. */
 export async function logsOf(f: TestApp, id: number): Promise<string> {
-  return (await f.ctx.repos.executions.readLogs(id)).logs;
+  return (await f.ctx.repos.runs.readScriptLogs(id)).logs;
 }
 
 /** Whether a process exists (a zombie counts as gone). */

@@ -1,5 +1,6 @@
 /** Rows for tests, made through the repositories (never hand-written SQL). */
 import { createHash, randomBytes } from 'node:crypto';
+import type { Run } from '../../src/domain/run.js';
 import type { Script } from '../../src/domain/script.js';
 import type { User } from '../../src/domain/user.js';
 import type { Repositories } from '../../src/repositories/index.js';
@@ -44,3 +45,21 @@ export async function makeScript(
 
 /** A lease for tests that start runs by hand (no executor renews it). */
 export const LEASE = { executorId: 'test-executor', seconds: 300 };
+
+/** Queues a run of the script (manual, a generous cap). */
+export function queueRun(repos: Repositories, scriptId: number, maxActive = 100): Promise<Run> {
+  return repos.runs.queue(scriptId, { maxActive });
+}
+
+/** Queues a run of the script and starts it under LEASE, as an executor would; returns the running run. */
+export async function startRun(repos: Repositories, scriptId: number, maxActive = 100): Promise<Run> {
+  const run = await queueRun(repos, scriptId, maxActive);
+  return repos.executions.start(run.id, LEASE);
+}
+
+/** Starts the script's queued run (the one queued last) under LEASE. */
+export async function startQueuedRun(repos: Repositories, scriptId: number): Promise<Run> {
+  const script = await repos.scripts.getById(scriptId);
+  if (script.last_run_id === null) throw new Error(`script ${scriptId} has no run`);
+  return repos.executions.start(script.last_run_id, LEASE);
+}

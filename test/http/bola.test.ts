@@ -9,6 +9,7 @@
 import type { LightMyRequestResponse } from 'fastify';
 import t, { type Test } from 'tap';
 import { type Account, multipartFile, signUp, signUpAdmin, type TestApp, testApp } from '../helpers/app.js';
+import { LEASE, queueRun, startRun } from '../helpers/fixtures.js';
 
 type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
@@ -65,8 +66,6 @@ const ADMIN_ROUTES: Attempt[] = [
   { method: 'GET', route: '/api/v1/stats/users/script-counts' },
 ];
 
-const LEASE = { executorId: 'http-bola-test', seconds: 600 };
-
 /** The app with load shedding off (a loaded test machine is not an overloaded server). */
 async function setup(t: Test): Promise<TestApp> {
   const ta = await testApp(t, { MAX_EVENT_LOOP_UTILIZATION: '0' });
@@ -122,10 +121,11 @@ async function world(t: Test): Promise<World> {
   const queued = await uploadAs(ta, alice, 'queued.py', 'print("queued")\n');
   const running = await uploadAs(ta, alice, 'running.py', 'print("running")\n');
   const completed = await uploadAs(ta, alice, 'completed.py', 'print("completed")\n');
-  for (const id of [queued, running, completed]) await executions.queue(id, { maxActive: 100 });
-  for (const id of [running, completed]) await executions.startExecution(id, LEASE);
-  await executions.appendLog(completed, LEASE.executorId, 'secret output of alice\n');
-  await executions.complete(completed, { exit_code: 0, execution_time_seconds: 1, memory_usage_mb: 2 });
+  await queueRun(ta.ctx.repos, queued);
+  await startRun(ta.ctx.repos, running);
+  const done = await startRun(ta.ctx.repos, completed);
+  await executions.appendLog(done.id, LEASE.executorId, 0, 'secret output of alice\n');
+  await executions.complete(done.id, { exit_code: 0, execution_time_seconds: 1, memory_usage_mb: 2 });
   await uploadAs(ta, bob, 'bob.py', 'print("bob")\n');
   return { ta, alice, bob, admin, scripts: { uploaded, queued, running, completed } };
 }

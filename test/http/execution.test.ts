@@ -78,7 +78,11 @@ t.test('execute queues, refuses a second time, and is not found for someone else
   const id = await upload(f, owner, 'a.py', 'print(1)\n');
   const queued = await execute(f, owner, id);
   t.equal(queued.statusCode, 202);
-  t.match(queued.json(), { id, status: 'queued', exit_code: null });
+  const run = queued.json();
+  t.match(run, { script_id: id, status: 'queued', trigger: 'manual', schedule_id: null, exit_code: null });
+  t.equal(queued.headers.location, `/api/v1/runs/${run.id}`);
+  const script = await f.app.inject({ url: `/api/v1/scripts/${id}`, headers: owner.headers });
+  t.match(script.json(), { status: 'queued', last_run_id: run.id, run_count: 1 });
   const again = await execute(f, owner, id);
   t.equal(again.statusCode, 409);
   t.match(again.json(), { code: 'INVALID_STATE', status: 409 });

@@ -10,9 +10,7 @@ import type { Script } from '../../src/domain/script.js';
 import { encodeCursor } from '../../src/repositories/pagination.js';
 import { SCRIPT_SORTS } from '../../src/repositories/script-repository.js';
 import { type Account, multipartFile, signUp, signUpAdmin, type TestApp, testApp } from '../helpers/app.js';
-import { makeScript } from '../helpers/fixtures.js';
-
-const LEASE = { executorId: 'http-scripts-test', seconds: 600 };
+import { makeScript, queueRun, startQueuedRun } from '../helpers/fixtures.js';
 
 /**
  * The app over a fresh database, with load shedding off: @fastify/under-pressure takes a
@@ -97,22 +95,22 @@ type RunState = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
 
 /** Puts a script in a state through the status machine (the executor's own calls). */
 async function putInState(ta: TestApp, id: number, state: RunState, seconds = 1): Promise<void> {
-  const executions = ta.ctx.repos.executions;
-  await executions.queue(id, { maxActive: 100 });
+  const { executions, runs } = ta.ctx.repos;
+  await queueRun(ta.ctx.repos, id);
   if (state === 'queued') return;
   if (state === 'cancelled') {
-    await executions.cancel(id);
+    await runs.cancelScript(id);
     return;
   }
-  await executions.startExecution(id, LEASE);
+  const run = await startQueuedRun(ta.ctx.repos, id);
   if (state === 'running') return;
   const result = {
     exit_code: state === 'completed' ? 0 : 1,
     execution_time_seconds: seconds,
     memory_usage_mb: 2,
   };
-  if (state === 'completed') await executions.complete(id, result);
-  else await executions.fail(id, 'exit code 1', result);
+  if (state === 'completed') await executions.complete(run.id, result);
+  else await executions.fail(run.id, 'exit code 1', result);
 }
 
 async function ageScript(ta: TestApp, id: number, daysAgo: number): Promise<void> {
@@ -748,13 +746,13 @@ t.test('DELETE /scripts/:id is a 409 INVALID_STATE while queued or running; row 
     const content = await get(ta, alice, `/api/v1/scripts/${script.id}/content`);
     t.equal(content.body, 'print(1)\n', 'and can still be downloaded');
     if (state === 'running') {
-      await ta.ctx.repos.executions.complete(script.id, {
+      await ta.ctx.repos.executions.complete((await ta.ctx.repos.scripts.getById(script.id)).last_run_id!, {
         exit_code: 0,
         execution_time_seconds: 1,
         memory_usage_mb: 2,
       });
     } else {
-      await ta.ctx.repos.executions.cancel(script.id);
+      await ta.ctx.repos.runs.cancelScript(script.id);
     }
     t.equal((await del()).statusCode, 204, 'deletable once the run is over');
     t.notOk(await hasContent(ta, script.id));

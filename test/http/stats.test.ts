@@ -6,7 +6,7 @@ import type { LightMyRequestResponse } from 'fastify';
 import t, { type Test } from 'tap';
 import type { User } from '../../src/domain/user.js';
 import { type Account, signUp, signUpAdmin, type TestApp, testApp } from '../helpers/app.js';
-import { makeScript, makeUser } from '../helpers/fixtures.js';
+import { makeScript, makeUser, queueRun, startRun } from '../helpers/fixtures.js';
 
 const ROUTES = [
   '/api/v1/stats/scripts',
@@ -18,7 +18,6 @@ const ROUTES = [
   '/api/v1/stats/users/script-counts',
 ];
 
-const LEASE = { executorId: 'http-stats-test', seconds: 600 };
 const DAY_MS = 86_400_000;
 const MiB = 1_048_576;
 
@@ -100,28 +99,26 @@ async function dataSet(t: Test): Promise<DataSet> {
 
   const executions = repos.executions;
   const run = async (id: number, outcome: 'complete' | 'fail', seconds: number) => {
-    await executions.queue(id, { maxActive: 100 });
-    await executions.startExecution(id, LEASE);
+    const started = await startRun(repos, id);
     const result = {
       exit_code: outcome === 'complete' ? 0 : 1,
       execution_time_seconds: seconds,
       memory_usage_mb: 3,
     };
-    if (outcome === 'complete') await executions.complete(id, result);
-    else await executions.fail(id, 'exit code 1', result);
+    if (outcome === 'complete') await executions.complete(started.id, result);
+    else await executions.fail(started.id, 'exit code 1', result);
   };
   await makeScript(repos, u1.id, { file_size: MiB });
   await run((await makeScript(repos, u1.id, { file_size: 2 * MiB })).id, 'complete', 2.5);
   await run((await makeScript(repos, u1.id, { file_size: MiB / 2 })).id, 'complete', 4);
   await run((await makeScript(repos, u1.id, { file_size: MiB })).id, 'fail', 1);
   const running = await makeScript(repos, g1.id, { file_size: MiB / 4 });
-  await executions.queue(running.id, { maxActive: 100 });
-  await executions.startExecution(running.id, LEASE);
+  await startRun(repos, running.id);
   const queued = await makeScript(repos, g1.id, { file_size: 100 });
-  await executions.queue(queued.id, { maxActive: 100 });
+  await queueRun(repos, queued.id);
   const cancelled = await makeScript(repos, g1.id, { file_size: MiB });
-  await executions.queue(cancelled.id, { maxActive: 100 });
-  await executions.cancel(cancelled.id);
+  await queueRun(repos, cancelled.id);
+  await repos.runs.cancelScript(cancelled.id);
   await sql`update scripts set created_at = now() - interval '10 days' where id = ${cancelled.id}`;
 
   const fresh = async (user: User) => (await repos.users.getById(user.id)) as User;

@@ -5,7 +5,7 @@ import { encodeCursor } from '../../src/repositories/pagination.js';
 import { SCRIPT_SORTS, type ScriptSort } from '../../src/repositories/script-repository.js';
 import { rejectsWith } from '../helpers/assert.js';
 import { testDatabase } from '../helpers/db.js';
-import { LEASE, makeScript, makeUser } from '../helpers/fixtures.js';
+import { makeScript, makeUser, queueRun, startQueuedRun, startRun } from '../helpers/fixtures.js';
 
 t.test('create returns the script without its file_path; findById/getById respect the owner', async (t) => {
   const { repos } = await testDatabase(t);
@@ -49,16 +49,15 @@ async function finish(
   seconds: number,
   outcome: 'complete' | 'fail' = 'complete',
 ) {
-  await repos.executions.queue(id, { maxActive: 100 });
-  await repos.executions.startExecution(id, LEASE);
+  const run = await startRun(repos, id);
   const result = {
     exit_code: outcome === 'complete' ? 0 : 1,
     execution_time_seconds: seconds,
     memory_usage_mb: 10,
   };
   return outcome === 'complete'
-    ? repos.executions.complete(id, result)
-    : repos.executions.fail(id, 'exit code 1', result);
+    ? repos.executions.complete(run.id, result)
+    : repos.executions.fail(run.id, 'exit code 1', result);
 }
 
 t.test('listPage filters by owner, status, execution time and age, in each sort order', async (t) => {
@@ -165,10 +164,7 @@ t.test('listRunning lists running scripts, optionally of one owner', async (t) =
   const a = await makeScript(repos, alice.id);
   const b = await makeScript(repos, bob.id);
   await makeScript(repos, bob.id);
-  for (const s of [a, b]) {
-    await repos.executions.queue(s.id, { maxActive: 5 });
-    await repos.executions.startExecution(s.id, LEASE);
-  }
+  for (const s of [a, b]) await startRun(repos, s.id);
   t.same(
     (await repos.scripts.listRunning()).map((s) => s.id),
     [a.id, b.id],
@@ -209,35 +205,11 @@ t.test('delete removes an idle script and says whose it was; refuses queued and 
   await t.rejects(repos.scripts.delete(idle.id, owner.id), NotFoundError);
 
   const busy = await makeScript(repos, owner.id);
-  await repos.executions.queue(busy.id, { maxActive: 5 });
+  await queueRun(repos, busy.id);
   await rejectsWith(t, repos.scripts.delete(busy.id), InvalidStateError, { current: 'queued' });
-  await repos.executions.startExecution(busy.id, LEASE);
+  await startQueuedRun(repos, busy.id);
   await rejectsWith(t, repos.scripts.delete(busy.id), InvalidStateError, { current: 'running' });
   t.ok(await repos.scripts.findById(busy.id), 'still there');
-});
-
-t.test('pruneLogs clears the output of runs finished before a time, and only those', async (t) => {
-  const { repos, db } = await testDatabase(t);
-  const user = await makeUser(repos);
-  const old = await makeScript(repos, user.id);
-  const fresh = await makeScript(repos, user.id);
-  await finish(repos, old.id, 1);
-  await finish(repos, fresh.id, 1);
-  const sql = db.sql;
-  await db.many(
-    'test.logs',
-    sql`update scripts set execution_logs = 'output', completed_at = case when id = ${old.id}
-          then now() - interval '40 days' else completed_at end, started_at = started_at - interval '40 days'`,
-  );
-  t.equal(await repos.scripts.pruneLogs(new Date(Date.now() - 30 * 86400_000)), 1);
-  const rows = await db.many<{ id: number; execution_logs: string | null }>(
-    'test.read',
-    sql`select id, execution_logs from scripts order by id`,
-  );
-  t.same(rows, [
-    { id: old.id, execution_logs: null },
-    { id: fresh.id, execution_logs: 'output' },
-  ]);
 });
 
 t.test('statements that write the columns out select exactly SCRIPT_COLUMNS', async (t) => {

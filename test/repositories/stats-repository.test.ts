@@ -1,20 +1,19 @@
 import t from 'tap';
 import { testDatabase } from '../helpers/db.js';
-import { LEASE, makeScript, makeUser } from '../helpers/fixtures.js';
+import { makeScript, makeUser, startRun } from '../helpers/fixtures.js';
 
 type Repos = Awaited<ReturnType<typeof testDatabase>>['repos'];
 
 async function run(repos: Repos, id: number, seconds: number, outcome: 'complete' | 'fail' | 'start') {
-  await repos.executions.queue(id, { maxActive: 100 });
-  await repos.executions.startExecution(id, LEASE);
+  const started = await startRun(repos, id);
   if (outcome === 'start') return;
   const result = {
     exit_code: outcome === 'complete' ? 0 : 1,
     execution_time_seconds: seconds,
     memory_usage_mb: 5,
   };
-  if (outcome === 'complete') await repos.executions.complete(id, result);
-  else await repos.executions.fail(id, 'exit 1', result);
+  if (outcome === 'complete') await repos.executions.complete(started.id, result);
+  else await repos.executions.fail(started.id, 'exit 1', result);
 }
 
 t.test('statistics of an empty database are zeros, never missing keys', async (t) => {

@@ -28,6 +28,10 @@ export const Script = Type.Object(
     created_at: DateTime(),
     updated_at: DateTime(),
     ibkr_access: Type.Boolean({ description: "whether its runs get the owner's IBKR credentials" }),
+    last_run_id: Nullable(
+      Type.Integer({ description: 'the latest run, whose outcome the fields above are' }),
+    ),
+    run_count: Type.Integer({ description: 'runs ever queued (retention does not lower it)' }),
   },
   { $id: 'Script', additionalProperties: false },
 );
