@@ -76,7 +76,7 @@ async function claimRun(ctx: BenchContext, options: ClaimOptions, batch: number)
       { claimed: number; distinct_ids: number }[]
     >`
       select count(*) as claimed, count(distinct id) as distinct_ids
-      from scripts
+      from script_runs
       where status = 'running' and executor_id like ${`${prefix}%`}`;
     const doubles = ids.length - unique;
     const rate = ids.length / elapsed;
@@ -115,17 +115,24 @@ async function claimRun(ctx: BenchContext, options: ClaimOptions, batch: number)
  */
 async function queueScripts(ctx: BenchContext, n: number): Promise<number> {
   const queued = await ctx.sql`
-    update scripts as s
-    set status = 'queued', queued_at = now() - random() * interval '1 hour'
-    where s.id in (
-      select id from scripts
+    with picked as (
+      select id, user_id, sha256 from scripts
       where status in ('uploaded', 'completed', 'failed', 'cancelled')
       order by md5(id::text)
       limit ${n}
-    )`;
+    ), runs as (
+      insert into script_runs (script_id, user_id, script_sha256, queued_at)
+      select id, user_id, sha256, now() - random() * interval '1 hour' from picked
+      returning id, script_id
+    )
+    update scripts as s
+    set status = 'queued', last_run_id = runs.id, run_count = s.run_count + 1
+    from runs
+    where s.id = runs.script_id`;
   await ctx.sql`analyze scripts`;
+  await ctx.sql`analyze script_runs`;
   const [{ total } = { total: 0 }] = await ctx.sql<{ total: number }[]>`
-    select count(*) as total from scripts where status = 'queued'`;
+    select count(*) as total from script_runs where status = 'queued'`;
   ctx.log(`  queued ${queued.count} scripts (${total} in the queue)`);
   return total;
 }

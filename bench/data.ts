@@ -75,7 +75,6 @@ export const SCRIPT_COLUMNS = [
   'file_extension',
   'sha256',
   'status',
-  'execution_logs',
   'error_message',
   'exit_code',
   'execution_time_seconds',
@@ -84,9 +83,6 @@ export const SCRIPT_COLUMNS = [
   'completed_at',
   'created_at',
   'updated_at',
-  'queued_at',
-  'executor_id',
-  'lease_expires_at',
 ];
 
 /** mulberry32: small, fast, seeded. */
@@ -218,23 +214,17 @@ export function* scriptRows(
     // Run times: log-normal around 20 s, at most 30 min; memory around 60 MB.
     const seconds = Math.min(1800, Math.exp(3 + (random() + random() + random() - 1.5) * 2));
     const started = created + random() * 1_800_000;
-    let queuedAt = N;
     let startedAt = N;
     let completedAt = N;
     let time = N;
     let memory = N;
     let exit = N;
     let error = N;
-    let logs = N;
-    let executor = N;
-    let lease = N;
     let updated = created;
     if (status === 'queued') {
-      queuedAt = iso(Math.min(now, created + random() * 600_000));
+      // The run itself would be in script_runs: only the script's summary is generated here.
     } else if (status === 'running') {
       startedAt = iso(Math.min(now, started));
-      executor = `executor-${1 + Math.floor(random() * 4)}:${4000 + Math.floor(random() * 1000)}`;
-      lease = iso(random() < 0.9 ? now + 30_000 : now - 300_000);
       updated = Math.min(now, started);
     } else if (status !== 'uploaded') {
       const ranFor = status === 'cancelled' && random() < 0.5 ? null : seconds;
@@ -247,11 +237,9 @@ export function* scriptRows(
       completedAt = iso(updated);
       if (status === 'completed') {
         exit = '0';
-        if (random() < 0.3) logs = `starting ${ext} strategy\\nfilled 3 orders\\ndone in ${time} s\\n`;
       } else if (status === 'failed') {
         exit = random() < 0.8 ? '1' : '137';
         error = FAILURES[Math.floor(random() * FAILURES.length)] as string;
-        if (random() < 0.3) logs = 'starting\\nTraceback (most recent call last):\\nValueError: bad bar\\n';
       } else {
         error = 'cancelled';
         if (ranFor !== null) exit = '-15';
@@ -268,7 +256,6 @@ export function* scriptRows(
         ext,
         hex.slice((j % ROWS_PER_CHUNK) * 64, (j % ROWS_PER_CHUNK) * 64 + 64),
         status,
-        logs,
         error,
         exit,
         time,
@@ -277,9 +264,6 @@ export function* scriptRows(
         completedAt,
         iso(created),
         iso(updated),
-        queuedAt,
-        executor,
-        lease,
       ].join('\t'),
     );
     if (lines.length === ROWS_PER_CHUNK) {

@@ -4,8 +4,8 @@ import type { Metrics } from '../metrics.js';
 import type { Repositories } from '../repositories/index.js';
 import type { AuthService } from '../services/auth-service.js';
 import type { GoogleIdTokenVerifier } from '../services/google-id-token.js';
-import type { ScheduleService } from '../services/schedule-service.js';
 import type { RunService } from '../services/run-service.js';
+import type { ScheduleService } from '../services/schedule-service.js';
 import type { ScriptService } from '../services/script-service.js';
 import type { UserService } from '../services/user-service.js';
 

@@ -418,12 +418,12 @@ export class LegacyImportRepository {
     const result = await sql`
       insert into scripts (
         id, user_id, filename, original_filename, file_size, file_extension, sha256, status,
-        execution_logs, error_message, exit_code, execution_time_seconds, memory_usage_mb,
+        error_message, exit_code, execution_time_seconds, memory_usage_mb,
         started_at, completed_at, created_at, updated_at, last_run_id, run_count
       )
       overriding system value
       select id, user_id, filename, original_filename, file_size, file_extension, sha256,
-        status::script_status, execution_logs, error_message, exit_code, execution_time_seconds,
+        status::script_status, error_message, exit_code, execution_time_seconds,
         memory_usage_mb, started_at, completed_at, created_at, updated_at,
         case when ${linkRuns} then run_id end,
         case when ${linkRuns} and run_id is not null then 1 else 0 end

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import type postgres from 'postgres';
 import t from 'tap';
 import { testDatabase } from '../helpers/db.js';
-import { LEASE, makeScript, makeUser } from '../helpers/fixtures.js';
+import { makeScript, makeUser, startRun } from '../helpers/fixtures.js';
 
 type Sql = postgres.Sql | postgres.TransactionSql;
 
@@ -122,16 +122,15 @@ t.test('counters equal a full recount under concurrent writes, in every snapshot
     } else if (x < 0.5) {
       const id = await pickScript(r);
       if (id === undefined) return;
-      await repos.executions.queue(id, { maxActive: 1000 });
-      await repos.executions.startExecution(id, LEASE);
+      const run = await startRun(repos, id, 1000);
       const result = {
         exit_code: 0,
         execution_time_seconds: Math.round(r() * 10000) / 1000,
         memory_usage_mb: 1,
       };
-      if (r() < 0.6) await repos.executions.complete(id, result);
-      else if (r() < 0.5) await repos.executions.fail(id, 'boom', result);
-      else await repos.executions.cancel(id);
+      if (r() < 0.6) await repos.executions.complete(run.id, result);
+      else if (r() < 0.5) await repos.executions.fail(run.id, 'boom', result);
+      else await repos.runs.cancel(run.id);
     } else if (x < 0.6) {
       const id = await pickScript(r);
       if (id !== undefined) await sql`delete from scripts where id = ${id}`;

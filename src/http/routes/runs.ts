@@ -54,7 +54,9 @@ export const runRoutes: FastifyPluginAsyncTypebox<RouteOptions & { followers: Fo
             script_id: Type.Optional(Type.Integer({ format: 'int64', minimum: 1, maximum: 2 ** 53 - 1 })),
             status: Type.Optional(Type.Ref(RunStatus)),
             trigger: Type.Optional(Type.Ref(RunTrigger)),
-            since: Type.Optional(Type.String({ format: 'date-time', maxLength: 64, description: 'queued at or after' })),
+            since: Type.Optional(
+              Type.String({ format: 'date-time', maxLength: 64, description: 'queued at or after' }),
+            ),
             user_id: Type.Optional(Type.Integer({ format: 'int64', minimum: 1, maximum: 2 ** 53 - 1 })),
             all: Type.Optional(Type.Boolean()),
           },
