@@ -6,7 +6,7 @@
  * (benchmarks report; they do not gate). Exits 1 only when a benchmark failed to run.
  *
  * Environment: DATABASE_URL (else an embedded PostgreSQL), BENCH_SCALE (data size,
- * default 1), BENCH_ONLY (comma list of: repos,http,pagination,search,stats,claims,import,sandbox),
+ * default 1), BENCH_ONLY (comma list of: repos,http,pagination,search,stats,claims,import,sandbox,runs),
  * BENCH_KEEP_DB=1 (keep dollarclub_bench on a DATABASE_URL server),
  * BENCH_HTTP_SECONDS / BENCH_HTTP_ROUNDS / BENCH_HTTP_CONNECTIONS, BENCH_ROUNDS,
  * BENCH_SEARCH_TERM, BENCH_HTTP_LOG_LEVEL (the HTTP servers' log level, default warn).
@@ -31,12 +31,13 @@ import type { BenchResult } from './measure.js';
 import { paginationBenchmarks, searchBenchmark } from './queries.js';
 import { misses, table, writeJson } from './report.js';
 import { repositoryBenchmarks } from './repos.js';
+import { runBenchmarks } from './runs.js';
 import { sandboxBenchmarks } from './sandbox.js';
 import { prepareDatabase } from './setup.js';
 import { statsBenchmarks } from './stats.js';
 
 const RESULTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
-const SUITES = ['repos', 'http', 'pagination', 'search', 'stats', 'claims', 'import', 'sandbox'] as const;
+const SUITES = ['repos', 'http', 'pagination', 'search', 'stats', 'claims', 'import', 'sandbox', 'runs'] as const;
 const LOAD_TARGET = 100_000;
 
 function numberEnv(name: string, fallback: number, min: number, max: number): number {
@@ -197,6 +198,9 @@ async function main(): Promise<number> {
       },
       sandbox: async () => {
         results.push(...(await sandboxBenchmarks(log, Math.max(4, Math.round(rounds / 2)))));
+      },
+      runs: async () => {
+        results.push(...(await runBenchmarks(ctx)));
       },
     };
     for (const suite of SUITES) {

@@ -275,7 +275,8 @@ t.test('an Alembic-built database (lower-case labels) into an empty one', async 
   // Scripts: kept ids, status and run summary, sha256 and size from the file, file in storage.
   const scripts = await sql`
     select id, user_id, status::text, file_extension, file_path, file_size, sha256, error_message,
-      completed_at, execution_time_seconds, execution_logs
+      completed_at, execution_time_seconds,
+      (select string_agg(data, '' order by seq) from run_log_chunks where run_id = scripts.last_run_id) as execution_logs
     from scripts order by id
   `;
   t.same(
@@ -297,7 +298,7 @@ t.test('an Alembic-built database (lower-case labels) into an empty one', async 
   t.equal(scripts[1]!.error_message, 'interrupted by the migration');
   t.same(scripts[1]!.completed_at, NOW);
   t.equal(scripts[0]!.execution_time_seconds, 1.25);
-  t.equal(scripts[0]!.execution_logs, 'hello\n');
+  t.equal(scripts[0]!.execution_logs, 'hello\n', 'the output is the run’s');
   t.same(
     scripts[3]!.completed_at,
     new Date('2024-02-05T00:00:00Z'),
