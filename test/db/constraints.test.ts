@@ -238,7 +238,7 @@ t.test('constraints of users and scripts', async (t) => {
         and a.attidentity = '' and a.attgenerated = ''
       order by c.relname, a.attnum
     `;
-    t.ok(columns.length >= 19, `${columns.length} NOT NULL columns`);
+    t.ok(columns.length >= 18, `${columns.length} NOT NULL columns`);
     const inserts: Record<string, (overrides: Row) => Promise<unknown>> = {
       users: insertUser,
       scripts: insertScript,
