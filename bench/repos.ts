@@ -98,13 +98,6 @@ export async function repositoryBenchmarks(
     const emails = await ctx.sql<{ email: string }[]>`
       select email from users where id = any(${samples.userIds.slice(0, 500)}::bigint[])`;
     const email = (i: number) => (emails[i % emails.length] as { email: string }).email;
-    // Per side, scripts to move queued → running; reset to queued (untimed) before each block.
-    const queues = await claimableScripts(ctx.sql, 2 * 2_000);
-    const queueOf = (side: string) => (side === 'raw' ? queues.slice(0, 2_000) : queues.slice(2_000));
-    const queued = (side: string, i: number) => {
-      const q = queueOf(side);
-      return q[i % q.length] as number;
-    };
     const pattern = likeContains(options.searchTerm);
     const cases: Case[] = [
       {
@@ -181,35 +174,6 @@ export async function repositoryBenchmarks(
             ${100}, ${'.py'}, ${SHA}
           )
           returning ${sql(SCRIPT_COLUMNS)}
-        `,
-      },
-      {
-        operation: 'executions.startExecution',
-        kind: 'point',
-        calls: 2_000,
-        before: async (side) => requeue(ctx.sql, queueOf(side)),
-        repo: (r, i) => r.executions.startExecution(queued('repository', i), lease),
-        raw: (sql, i, side) => sql`
-          with target as (
-            select id, status
-            from scripts
-            where id = ${queued(side, i)}
-          ), changed as (
-            update scripts as s
-            set status = ${'running'}, started_at = now(), completed_at = null, executor_id = ${lease.executorId},
-              lease_expires_at = now() + make_interval(secs => ${lease.seconds})
-            from target
-            where s.id = target.id
-              and s.status = any(${['queued']}::script_status[])
-            returning ${sql(SCRIPT_COLUMNS.map((c) => `s.${c}`))}
-          ), folded as (
-            delete from script_log_chunks
-            where script_id in (select id from changed)
-              and false
-          )
-          select target.status as previous_status, changed.*
-          from target
-          left join changed on true
         `,
       },
       {
@@ -318,32 +282,9 @@ export async function repositoryBenchmarks(
 /** Name prefixes of written rows: the two sides never collide. */
 const tag = (side: string) => (side === 'raw' ? 'w' : 'p');
 
-const lease = { executorId: 'bench-executor', seconds: 60 };
-
 const silentLog = {
   info: () => {},
 } as unknown as Parameters<typeof createPool>[1];
-
-/** Uploaded scripts to be queued and started by the startExecution case. */
-async function claimableScripts(sql: Sql, count: number): Promise<number[]> {
-  const rows = await sql<{ id: number }[]>`
-    select id from scripts where status = 'uploaded' order by id desc limit ${count}`;
-  if (rows.length < count) throw new Error(`only ${rows.length} uploaded scripts, ${count} needed`);
-  return rows.map((r) => r.id);
-}
-
-/** Back to queued, whatever the state (triggers off: a benchmark's reset, not a transition). */
-async function requeue(sql: Sql, ids: number[]): Promise<void> {
-  await sql.begin(async (tx) => {
-    await tx`set local session_replication_role = replica`;
-    await tx`
-      update scripts
-      set status = 'queued', queued_at = now(), started_at = null, completed_at = null,
-        executor_id = null, lease_expires_at = null
-      where id = any(${ids}::bigint[])
-    `;
-  });
-}
 
 /**
  * Same text (up to whitespace and identifier quotes) and same parameters on both sides, for

@@ -77,7 +77,7 @@ async function load(sql: postgres.Sql, now: Date): Promise<void> {
       returning id, script_id
     )
     update scripts as s
-    set status = 'queued', queued_at = now(), last_run_id = runs.id, run_count = 1
+    set status = 'queued', last_run_id = runs.id, run_count = 1
     from runs
     where s.id = runs.script_id
   `;
