@@ -37,7 +37,17 @@ import { prepareDatabase } from './setup.js';
 import { statsBenchmarks } from './stats.js';
 
 const RESULTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results');
-const SUITES = ['repos', 'http', 'pagination', 'search', 'stats', 'claims', 'import', 'sandbox', 'runs'] as const;
+const SUITES = [
+  'repos',
+  'http',
+  'pagination',
+  'search',
+  'stats',
+  'claims',
+  'import',
+  'sandbox',
+  'runs',
+] as const;
 const LOAD_TARGET = 100_000;
 
 function numberEnv(name: string, fallback: number, min: number, max: number): number {

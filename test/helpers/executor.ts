@@ -49,7 +49,9 @@ export async function executorFixture(t: Test, env: Record<string, string> = {})
       NODE_ENV: 'test',
       STORAGE_DIR: fixture.config.STORAGE_DIR,
       // The app's key: what the API encrypted, the executor decrypts.
-      ...(fixture.config.IBKR_TOKEN_KEY === undefined ? {} : { IBKR_TOKEN_KEY: fixture.config.IBKR_TOKEN_KEY }),
+      ...(fixture.config.IBKR_TOKEN_KEY === undefined
+        ? {}
+        : { IBKR_TOKEN_KEY: fixture.config.IBKR_TOKEN_KEY }),
       ...allEnv,
       ...more,
     });
