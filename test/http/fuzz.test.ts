@@ -618,6 +618,9 @@ const ROUTES: RouteSpec[] = [
   { method: 'POST', path: '/api/v1/auth/register', body: ['email', 'username', 'password'], runs: 120 },
   { method: 'POST', path: '/api/v1/auth/login', body: ['email', 'password'], runs: 120 },
   { method: 'POST', path: '/api/v1/auth/logout', body: [] },
+  { method: 'GET', path: '/api/v1/auth/providers' },
+  // No GOOGLE_CLIENT_ID here: every request is a 404 problem, never a 5xx.
+  { method: 'POST', path: '/api/v1/auth/google', body: ['id_token', 'cookie'] },
   { method: 'GET', path: '/api/v1/me' },
   { method: 'PATCH', path: '/api/v1/me', body: ['username', 'current_password', 'new_password'], runs: 150 },
   {
@@ -652,6 +655,7 @@ const ROUTES: RouteSpec[] = [
   { method: 'GET', path: '/api/v1/scripts/:id', id: 'script' },
   { method: 'GET', path: '/api/v1/scripts/:id/content', id: 'script' },
   { method: 'DELETE', path: '/api/v1/scripts/:id', id: 'script' },
+  { method: 'PATCH', path: '/api/v1/scripts/:id', id: 'script', body: ['ibkr_access'] },
   { method: 'GET', path: '/api/v1/scripts/running' },
   { method: 'POST', path: '/api/v1/scripts/:id/execute', id: 'script' },
   { method: 'POST', path: '/api/v1/scripts/:id/cancel', id: 'script' },
