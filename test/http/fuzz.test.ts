@@ -522,11 +522,11 @@ const PATH_IDS = [
   encodeURIComponent('1;select 1'),
 ];
 
-function pathIds(kind: 'user' | 'script' | 'schedule'): fc.Arbitrary<string> {
+function pathIds(kind: 'user' | 'script' | 'schedule' | 'run'): fc.Arbitrary<string> {
   const known =
     kind === 'user'
       ? [admin.user.id, user.user.id, victim.user.id]
-      : kind === 'script'
+      : kind === 'script' || kind === 'run'
         ? uploaded
         : scheduled;
   return fc.oneof(
@@ -601,7 +601,7 @@ interface RouteSpec {
   method: 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE';
   path: string;
   /** What `:id` names, when the path has one. */
-  id?: 'user' | 'script' | 'schedule';
+  id?: 'user' | 'script' | 'schedule' | 'run';
   /** Query keys the route knows. */
   query?: readonly string[];
   /** The body's fields, for routes that take JSON; 'multipart' for the upload. */
@@ -659,6 +659,16 @@ const ROUTES: RouteSpec[] = [
   { method: 'GET', path: '/api/v1/scripts/running' },
   { method: 'POST', path: '/api/v1/scripts/:id/execute', id: 'script' },
   { method: 'POST', path: '/api/v1/scripts/:id/cancel', id: 'script' },
+  { method: 'GET', path: '/api/v1/scripts/:id/runs', id: 'script', query: ['per_page', 'cursor'] },
+  {
+    method: 'GET',
+    path: '/api/v1/runs',
+    query: ['per_page', 'cursor', 'script_id', 'status', 'trigger', 'since', 'user_id', 'all'],
+  },
+  { method: 'GET', path: '/api/v1/runs/:id', id: 'run' },
+  { method: 'POST', path: '/api/v1/runs/:id/cancel', id: 'run' },
+  // A queued run never ends here (no executor): following it is tested elsewhere.
+  { method: 'GET', path: '/api/v1/runs/:id/logs', id: 'run', query: ['tail', 'follow'], noFollow: true },
   // `follow=true` streams until the run ends, and nothing runs scripts here: it is tested elsewhere.
   {
     method: 'GET',
