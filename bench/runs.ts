@@ -45,7 +45,7 @@ export async function runBenchmarks(ctx: BenchContext): Promise<BenchResult[]> {
       returning id
     )
     update scripts
-    set status = 'completed', last_run_id = (select max(id) from runs), run_count = ${RUNS}
+    set last_run_id = (select max(id) from runs), run_count = ${RUNS}
     where id = ${busy.id}
   `;
   const one = await repos.runs.queue(quiet.id, { maxActive: 1_000_000 });
