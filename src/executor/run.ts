@@ -3,6 +3,7 @@
  * compilation) of the script, the sandboxed process, its output on the way to the
  * database, the verdict, and the clean-up of everything the run's uid left.
  */
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
@@ -106,7 +107,7 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
     });
     let stderrTail = '';
     // Read now, as the run starts: a link removed while it was queued is not used.
-    const secretEnv = await ibkrEnvironment(ctx.repos, ctx.secrets, id, log);
+    const secretEnv = await ibkrEnvironment(ctx.repos, ctx.secrets, claim.script_id, log);
     log.info({ uid: user?.uid, ibkr_credentials: 'IBKR_USER_ID' in secretEnv }, 'run starting');
     let outcome: RunOutcome;
     let confinement: Confinement | undefined;
@@ -265,11 +266,36 @@ function commandFor(extension: ScriptExtension, entry: string, config: Config): 
 }
 
 /**
- * RLIMIT_AS is the memory limit of a Python run. V8 reserves about 800 MB of
- * address space before running a line, so a Node run gets SCRIPT_MEMORY_MB plus
- * 1 GiB of address space, and its heap limit does the real limiting.
+ * RLIMIT_AS is the memory limit of a Python run. V8 reserves address space before
+ * running a line (about 700 MB on Node 20, 1.3 GB on Node 24), so a Node run gets
+ * SCRIPT_MEMORY_MB plus what this Node reserves, measured once, plus a margin; its
+ * heap limit and the run's memory total (cgroup) do the real limiting.
  */
-const V8_RESERVED_MB = 1024;
+const v8Reserved = new Map<string, number>();
+const V8_MARGIN_MB = 256;
+function v8ReservedMb(nodeBin: string): number {
+  let reserved = v8Reserved.get(nodeBin);
+  if (reserved === undefined) {
+    try {
+      const peakKb = execFileSync(
+        nodeBin,
+        [
+          '-e',
+          "process.stdout.write(/VmPeak:\\s+(\\d+)/.exec(require('fs').readFileSync('/proc/self/status','utf8'))[1])",
+        ],
+        { encoding: 'utf8', timeout: 10_000, env: { PATH: '/usr/bin:/bin' } },
+      );
+      reserved = Math.max(1024, Math.ceil(Number(peakKb) / 1024) + V8_MARGIN_MB);
+      if (!Number.isFinite(reserved)) reserved = 2048;
+    } catch {
+      reserved = 2048; // not measurable here; the run itself will say what is wrong with NODE_BIN
+    }
+    v8Reserved.set(nodeBin, reserved);
+  }
+  return reserved;
+}
 function addressSpaceLimitMb(extension: ScriptExtension, config: Config): number {
-  return extension === '.py' ? config.SCRIPT_MEMORY_MB : config.SCRIPT_MEMORY_MB + V8_RESERVED_MB;
+  return extension === '.py'
+    ? config.SCRIPT_MEMORY_MB
+    : config.SCRIPT_MEMORY_MB + v8ReservedMb(config.NODE_BIN);
 }

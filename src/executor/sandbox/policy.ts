@@ -92,7 +92,8 @@ export function policyFor(input: PolicyInput): SandboxPolicy {
     sizeBytes: input.tmpBytes,
     mode,
   });
-  const mounts: Mount[] = [...hostMounts(input.interpreters)];
+  const { system, interpreters } = hostMounts(input.interpreters);
+  const mounts: Mount[] = [...system];
   mounts.push(
     { kind: 'proc', target: '/proc' },
     { kind: 'dev', target: '/dev' },
@@ -100,6 +101,9 @@ export function policyFor(input: PolicyInput): SandboxPolicy {
     tmpfs('/tmp', 0o1777),
     { kind: 'dir', target: '/var', mode: 0o755 },
     tmpfs('/var/tmp', 0o1777),
+    // After the private /tmp and /var/tmp: an interpreter installed under one of them
+    // (a CI job's Node.js in a temporary folder) stays visible, read-only.
+    ...interpreters,
     // The scratch folder keeps its host path (under the private /tmp when it lives in /tmp),
     // so the executor still finds a run's processes by their working folder.
     ...parents(input.scratchDir).map((dir): Mount => ({ kind: 'dir', target: dir, mode: 0o755 })),
@@ -114,22 +118,24 @@ export function policyFor(input: PolicyInput): SandboxPolicy {
   return { ...base, namespaces, mounts, env: { ...input.env, TMPDIR: '/tmp' } };
 }
 
-let cachedHostMounts: { key: string; mounts: Mount[] } | undefined;
+interface HostMounts {
+  /** The system folders and /etc. */
+  system: Mount[];
+  /** Interpreters outside the system folders: mounted last, so no tmpfs hides them. */
+  interpreters: Mount[];
+}
+
+let cachedHostMounts: { key: string; mounts: HostMounts } | undefined;
 
 /**
  * What every run sees of the host: the same for every run of an executor, so looked up
  * once (a run's start should not walk /etc).
  */
-function hostMounts(interpreters: string[]): Mount[] {
+function hostMounts(interpreters: string[]): HostMounts {
   const key = interpreters.join('\0');
   if (cachedHostMounts?.key !== key) {
-    const mounts: Mount[] = [
-      ...systemMounts(),
-      ...interpreterMounts(interpreters),
-      { kind: 'dir', target: '/etc', mode: 0o755 },
-      ...etcMounts(),
-    ];
-    cachedHostMounts = { key, mounts };
+    const system: Mount[] = [...systemMounts(), { kind: 'dir', target: '/etc', mode: 0o755 }, ...etcMounts()];
+    cachedHostMounts = { key, mounts: { system, interpreters: interpreterMounts(interpreters) } };
   }
   return cachedHostMounts.mounts;
 }
@@ -161,12 +167,26 @@ function interpreterMounts(binaries: string[]): Mount[] {
     if (SYSTEM_DIRS.some((dir) => real.startsWith(`${dir}/`))) continue;
     const bin = path.dirname(real);
     const root = path.basename(bin) === 'bin' ? path.dirname(bin) : bin;
-    mounts.push({ kind: 'ro-bind', source: root, target: root });
+    mounts.push(...traversable(root), { kind: 'ro-bind', source: root, target: root });
     // A link outside the system folders (nvm's `current`): the same link inside.
     if (real !== binary && !SYSTEM_DIRS.some((dir) => binary.startsWith(`${dir}/`)))
-      mounts.push({ kind: 'ro-bind', source: real, target: binary });
+      mounts.push(...traversable(binary), { kind: 'ro-bind', source: real, target: binary });
   }
   return mounts;
+}
+
+/** Folders the sandbox makes itself; an interpreter's parents below them are made here. */
+const SANDBOX_DIRS = new Set(['/tmp', '/var', '/var/tmp', '/dev', '/dev/shm', '/proc', '/etc']);
+
+/**
+ * The parents of `target` as plain 0755 folders. bubblewrap would otherwise copy each
+ * parent's mode from the host, and a private parent (a 0700 temporary folder, /root of
+ * an nvm install) would keep the run's uid from reaching the interpreter.
+ */
+function traversable(target: string): Mount[] {
+  return parents(target)
+    .filter((dir) => !SANDBOX_DIRS.has(dir) && !SYSTEM_DIRS.includes(dir))
+    .map((dir): Mount => ({ kind: 'dir', target: dir, mode: 0o755 }));
 }
 
 /** /a/b/c → ['/a', '/a/b'] */

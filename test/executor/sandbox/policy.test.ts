@@ -2,6 +2,9 @@
  * The sandbox's policy and command line as data (no root needed): what is mounted,
  * what is not, which namespaces, and the allow-list's parsing.
  */
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import t from 'tap';
 import { loadConfig } from '../../../src/config.js';
 import { commandLine } from '../../../src/executor/sandbox/command.js';
@@ -66,6 +69,30 @@ t.test('a sandboxed run: namespaces, a whitelist of read-only mounts, capped tmp
   t.ok(argv.includes('--reuid=61000') && argv.includes('--no-new-privs'));
   t.same(argv.slice(-4), input.command, 'the script last');
 });
+
+t.test(
+  'an interpreter installed under /tmp is bound after the private /tmp, so it stays visible',
+  async (t) => {
+    const parent = await mkdtemp(path.join(tmpdir(), 'dc-node-')); // 0700, like a CI job's folder
+    t.teardown(() => rm(parent, { recursive: true, force: true }));
+    const root = path.join(parent, 'node');
+    await mkdir(path.join(root, 'bin'), { recursive: true });
+    await writeFile(path.join(root, 'bin', 'node'), '', { mode: 0o755 });
+    const policy = policyFor({ ...input, interpreters: [path.join(root, 'bin', 'node')] });
+    const targets = policy.mounts.map((m) => m.target);
+    const bound = policy.mounts.findIndex(
+      (m) => m.kind === 'ro-bind' && m.source === root && m.target === root,
+    );
+    t.ok(bound >= 0, 'its installation is bound read-only');
+    t.ok(bound > targets.indexOf('/tmp'), 'after the /tmp tmpfs, which would otherwise hide it');
+    t.match(
+      policy.mounts.find((m) => m.target === parent),
+      { kind: 'dir', mode: 0o755 },
+      'its private (0700) parent is made traversable inside, not copied from the host',
+    );
+    t.ok(targets.indexOf(parent) < bound, 'before the bind');
+  },
+);
 
 t.test('SCRIPT_SANDBOX=off: uid, rlimits and a clean environment only', async (t) => {
   const policy = policyFor({ ...input, namespaces: false });
