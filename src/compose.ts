@@ -84,7 +84,16 @@ export function compose(options: ComposeOptions): Composition {
             cooldownMs: config.GOOGLE_JWKS_COOLDOWN_SECONDS * 1000,
           }),
     users: new UserService(repos, auth, secrets),
-    scripts: new ScriptService(repos, storage, config.MAX_UPLOAD_BYTES, log),
+    scripts: new ScriptService(
+      repos,
+      storage,
+      {
+        maxUploadBytes: config.MAX_UPLOAD_BYTES,
+        maxScripts: config.MAX_SCRIPTS_PER_USER,
+        maxStorageBytes: config.MAX_STORAGE_BYTES_PER_USER,
+      },
+      log,
+    ),
     schedules: new ScheduleService(repos),
     runs: new RunService(repos, config.MAX_CONCURRENT_SCRIPTS),
     metrics,

@@ -106,6 +106,25 @@ export class TooManyRunningError extends DomainError {
   }
 }
 
+/** An account keeps MAX_SCRIPTS_PER_USER scripts already: delete one to upload another (409). */
+export class ScriptQuotaError extends DomainError {
+  readonly code = 'SCRIPT_QUOTA_EXCEEDED';
+  constructor(readonly limit: number) {
+    super(`an account may keep at most ${limit} scripts; delete one to upload another`);
+  }
+}
+
+/** The upload would take an account's scripts past MAX_STORAGE_BYTES_PER_USER bytes (413). */
+export class StorageQuotaError extends DomainError {
+  readonly code = 'STORAGE_QUOTA_EXCEEDED';
+  constructor(
+    readonly limit: number,
+    readonly used: number,
+  ) {
+    super(`an account's scripts may take at most ${limit} bytes together; ${used} are in use`);
+  }
+}
+
 /** Too many sign-in attempts for one email: it is locked for a while (a 429 with Retry-After). */
 export class TooManyLoginAttemptsError extends DomainError {
   readonly code = 'TOO_MANY_LOGIN_ATTEMPTS';

@@ -7,7 +7,7 @@ import { Type } from '@sinclair/typebox';
 import type { Fragment } from '../db/client.js';
 import type { Database } from '../db/database.js';
 import { SCRIPT_STATUSES, type ScriptStatus } from '../domain/enums.js';
-import { InvalidStateError, NotFoundError } from '../domain/errors.js';
+import { InvalidStateError, NotFoundError, ScriptQuotaError, StorageQuotaError } from '../domain/errors.js';
 import { ACTIVE_STATUSES, SCRIPT_COLUMNS, type Script, type ScriptExtension } from '../domain/script.js';
 import {
   type CursorPage,
@@ -84,6 +84,54 @@ export class ScriptRepository {
         returning ${sql(SCRIPT_COLUMNS)}
       `,
     );
+  }
+
+  /**
+   * Inserts the script unless its owner would then keep more than `quota.scripts`
+   * scripts or `quota.bytes` bytes of them: SCRIPT_QUOTA_EXCEEDED / STORAGE_QUOTA_EXCEEDED,
+   * and nothing is written. Inside a transaction only (the upload's), which first locks
+   * the owner's row: every upload of one user queues there, so parallel uploads cannot
+   * all pass the last slot. The count is a statement of its own, after the lock: under
+   * READ COMMITTED each statement sees what committed before it began, so it sees the
+   * upload that held the lock; a count in the locking statement would use the snapshot
+   * taken before the wait. (FOR NO KEY UPDATE: it conflicts with itself, not with the
+   * key-share locks that inserts of the user's other rows take.)
+   */
+  async createWithinQuota(input: NewScript, quota: { scripts: number; bytes: number }): Promise<Script> {
+    if (!this.db.inTransaction) throw new Error('scripts.createWithinQuota must run in a transaction');
+    const sql = this.sql;
+    const owner = await this.db.maybeOne<{ id: number }>(
+      'scripts.lockOwner',
+      sql`select id from users where id = ${input.user_id} for no key update`,
+    );
+    if (owner === null) throw new NotFoundError('user');
+    const row = await this.db.one<{ used_scripts: number; used_bytes: number } & Partial<Script>>(
+      'scripts.createWithinQuota',
+      sql`
+        with usage as (
+          select count(*) as scripts, coalesce(sum(file_size), 0)::bigint as bytes
+          from scripts
+          where user_id = ${input.user_id}
+        ), created as (
+          insert into scripts (user_id, filename, original_filename, file_path, file_size, file_extension, sha256)
+          select
+            ${input.user_id}, ${input.filename}, ${input.original_filename}, ${input.file_path ?? null},
+            ${input.file_size}, ${input.file_extension}, ${input.sha256}
+          from usage
+          where usage.scripts < ${quota.scripts}
+            and usage.bytes + ${input.file_size} <= ${quota.bytes}
+          returning ${sql(SCRIPT_COLUMNS)}
+        )
+        select usage.scripts as used_scripts, usage.bytes as used_bytes, created.*
+        from usage
+        left join created on true
+      `,
+    );
+    const { used_scripts, used_bytes, ...script } = row;
+    // No row inserted: the left join gives every column of `created` as null.
+    if (script.id != null) return script as Script;
+    if (used_scripts >= quota.scripts) throw new ScriptQuotaError(quota.scripts);
+    throw new StorageQuotaError(quota.bytes, used_bytes);
   }
 
   /**

@@ -34,13 +34,27 @@ export interface Upload {
   stream: Readable & { truncated?: boolean };
 }
 
+/** What one account may upload: per script, and all its scripts together. */
+export interface UploadLimits {
+  /** MAX_UPLOAD_BYTES: one script. */
+  maxUploadBytes: number;
+  /** MAX_SCRIPTS_PER_USER. */
+  maxScripts: number;
+  /** MAX_STORAGE_BYTES_PER_USER: the sizes of all the account's scripts. */
+  maxStorageBytes: number;
+}
+
 export class ScriptService {
+  private readonly maxUploadBytes: number;
+
   constructor(
     private readonly repos: Repositories,
     private readonly storage: Storage,
-    private readonly maxUploadBytes: number,
+    private readonly limits: UploadLimits,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.maxUploadBytes = limits.maxUploadBytes;
+  }
 
   /**
    * Records an uploaded script: its row and its bytes in one transaction, so an
@@ -48,6 +62,7 @@ export class ScriptService {
    * text. The bytes are gathered in memory first (at most MAX_UPLOAD_BYTES: the
    * multipart parser stops the file there): PostgreSQL takes a bytea parameter
    * whole, and the size and SHA-256 of the row must be known before the insert.
+   * The account's quotas (count and bytes, UploadLimits) are part of that insert.
    */
   async upload(userId: number, upload: Upload): Promise<Script> {
     const extension = scriptExtension(upload.filename);
@@ -72,14 +87,18 @@ export class ScriptService {
     if (content.length === 0) throw ValidationError.field('/file', 'must not be empty', 'EMPTY_FILE');
     const sha256 = createHash('sha256').update(content).digest('hex');
     return this.repos.transaction(async (tx) => {
-      const script = await tx.scripts.create({
-        user_id: userId,
-        filename: `${randomUUID()}${extension}`,
-        original_filename: sanitizeFilename(upload.filename),
-        file_size: content.length,
-        file_extension: extension,
-        sha256,
-      });
+      // The quotas are checked by the insert itself, under a lock on the owner (see there).
+      const script = await tx.scripts.createWithinQuota(
+        {
+          user_id: userId,
+          filename: `${randomUUID()}${extension}`,
+          original_filename: sanitizeFilename(upload.filename),
+          file_size: content.length,
+          file_extension: extension,
+          sha256,
+        },
+        { scripts: this.limits.maxScripts, bytes: this.limits.maxStorageBytes },
+      );
       await this.storage.put(tx.db, { script_id: script.id, user_id: userId }, content);
       return script;
     });

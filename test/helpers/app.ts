@@ -35,6 +35,7 @@ export async function testApp(
     NODE_ENV: 'test',
     STORAGE_DIR: storageDir,
     AUTH_RATE_LIMIT_MAX: '100000',
+    UPLOAD_RATE_LIMIT_MAX: '100000',
     LOGIN_MAX_FAILURES: '1000',
     IBKR_TOKEN_KEY: TEST_IBKR_KEY,
     // Load shedding reacts to a starved event loop, which a busy test machine produces at will;

@@ -44,14 +44,29 @@ export const scriptRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app,
     {
       // The body is a multipart stream read by the handler; its schema is documentation only.
       validatorCompiler: () => () => true,
+      // Per account (the caller is authenticated by then: instance hooks run before this
+      // route's), counted in PostgreSQL so every API process shares the limit.
+      config: {
+        rateLimit: {
+          max: ctx.config.UPLOAD_RATE_LIMIT_MAX,
+          timeWindow: ctx.config.UPLOAD_RATE_LIMIT_WINDOW_SECONDS * 1000,
+          keyGenerator: (request) => `user:${principalOf(request).user_id}`,
+        },
+      },
       schema: {
         tags: ['scripts'],
         summary: 'Upload a script (.py, .js or .ts) as the multipart field `file`',
+        description:
+          `At most ${ctx.config.MAX_UPLOAD_BYTES} bytes per script (413 PAYLOAD_TOO_LARGE). An account ` +
+          `keeps at most ${ctx.config.MAX_SCRIPTS_PER_USER} scripts (409 SCRIPT_QUOTA_EXCEEDED) of at most ` +
+          `${ctx.config.MAX_STORAGE_BYTES_PER_USER} bytes together (413 STORAGE_QUOTA_EXCEEDED); deleting ` +
+          `scripts frees both. At most ${ctx.config.UPLOAD_RATE_LIMIT_MAX} uploads per ` +
+          `${ctx.config.UPLOAD_RATE_LIMIT_WINDOW_SECONDS} s per account (429 RATE_LIMITED, with Retry-After).`,
         consumes: ['multipart/form-data'],
         body: Type.Object({
           file: Type.String({ format: 'binary', maxLength: ctx.config.MAX_UPLOAD_BYTES }),
         }),
-        response: { 201: Type.Ref(Script), ...problems(400, 401, 413, 415, 503) },
+        response: { 201: Type.Ref(Script), ...problems(400, 401, 409, 413, 415, 429, 503) },
       },
     },
     async (request, reply) => {
