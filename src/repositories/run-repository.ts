@@ -26,9 +26,9 @@ import type { Database } from '../db/database.js';
 import type { RunStatus, RunTrigger, ScriptStatus } from '../domain/enums.js';
 import { InvalidStateError, NotFoundError, TooManyRunningError } from '../domain/errors.js';
 import { RUN_COLUMNS, type Run } from '../domain/run.js';
-import { ACTIVE_STATUSES, SCRIPT_COLUMNS, type Script, statusesLeadingTo } from '../domain/script.js';
+import { ACTIVE_STATUSES, SCRIPT_COLUMNS, type Script } from '../domain/script.js';
 import type { CursorPage } from './pagination.js';
-import { queueScheduledRuns, type ScheduledRunRequest } from './run-batch.js';
+import { queueRunsCtes, queueScheduledRuns, type ScheduledRunRequest } from './run-batch.js';
 import { listRuns, type PurgePosition, purgeExpiredRuns, type RunFilters } from './run-history.js';
 import { runOf, type TransitionRow } from './run-leases.js';
 import { type LogState, RunOutputRepository } from './run-output.js';
@@ -79,39 +79,21 @@ export class RunRepository {
         `,
       );
       if (owner === null) return { refused: 'not_found' as const };
+      // The rules are queueRunsCtes' (run-batch.ts), the scheduler's too: one request here.
       const row = await tx.maybeOne<QueueRow>(
         'runs.queue',
         sql`
-          with target as (
-            select id, status from scripts where id = ${scriptId}
-          ), live as (
-            select count(*) as n
-            from script_runs
-            where user_id = ${owner.id} and status in ('queued', 'running')
-          ), new_run as (
-            select nextval(pg_get_serial_sequence('script_runs', 'id')) as id
-          ), changed as (
-            update scripts as s
-            set status = 'queued',
-                exit_code = null, execution_time_seconds = null, memory_usage_mb = null,
-                error_message = null, started_at = null, completed_at = null,
-                last_run_id = (select id from new_run), run_count = s.run_count + 1
-            from target
-            where s.id = target.id
-              and s.status = any(${statusesLeadingTo('queued')}::script_status[])
-              and (select n from live) < ${options.maxActive}
-            returning s.id, s.user_id, s.sha256, s.last_run_id
-          ), inserted as (
-            insert into script_runs (id, script_id, user_id, trigger, schedule_id, script_sha256)
-            overriding system value
-            select last_run_id, id, user_id, ${options.trigger ?? 'manual'}::run_trigger,
-              ${options.scheduleId ?? null}::bigint, sha256
-            from changed
-            returning ${sql(RUN_COLUMNS)}
-          )
-          select target.status as previous_status, (select n from live) as live_count, inserted.*
-          from target
+          with due as (
+            select id as script_id, user_id, ${options.trigger ?? 'manual'}::run_trigger as trigger,
+              ${options.scheduleId ?? null}::bigint as schedule_id, 1::bigint as ord
+            from scripts
+            where id = ${scriptId}
+          ), ${queueRunsCtes(sql, options.maxActive, sql`${sql(RUN_COLUMNS)}`)}
+          select target.status as previous_status,
+            coalesce((select sum(n) from live), 0)::int as live_count, inserted.*
+          from scripts as target
           left join inserted on true
+          where target.id = ${scriptId}
         `,
       );
       if (row === null) return { refused: 'not_found' as const };
