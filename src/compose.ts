@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import type { Sql } from './db/client.js';
 import { Database } from './db/database.js';
+import { ReadRouter } from './db/read-router.js';
 import type { AppContext } from './http/context.js';
 import type { Metrics } from './metrics.js';
 import { Repositories } from './repositories/index.js';
@@ -25,7 +26,10 @@ import type { Storage } from './storage/storage.js';
 export interface ComposeOptions {
   config: Config;
   sql: Sql;
-  /** A read replica's pool, for statistics; the primary when absent. */
+  /**
+   * A read replica's pool (DATABASE_READ_URL): listings, history, search and statistics
+   * read from it through `db.reader` (src/db/read-router.ts); the primary when absent.
+   */
   readSql?: Sql;
   log: Logger;
   metrics: Metrics;
@@ -47,6 +51,8 @@ export interface Composition {
   storage: Storage;
   /** Queries under way on the primary pool (readiness reports the waiting ones). */
   activity: { inFlight: number };
+  /** Routes reads to the replica, when there is one (already probing; `stop()` it at shutdown). */
+  router?: ReadRouter;
 }
 
 export function compose(options: ComposeOptions): Composition {
@@ -59,9 +65,26 @@ export function compose(options: ComposeOptions): Composition {
     prePingIdleMs: config.DB_PREPING_IDLE_SECONDS * 1000,
     onQuery: metrics.observeQuery,
   };
-  const db = new Database(options.sql, { ...dbOptions, activity });
-  const readDb = options.readSql ? new Database(options.readSql, dbOptions) : db;
-  const repos = new Repositories(db, readDb);
+  const reads: { router?: ReadRouter; reader(): Database } = {
+    reader() {
+      return this.router?.reader() ?? db;
+    },
+  };
+  const db = new Database(options.sql, { ...dbOptions, activity, reads });
+  if (options.readSql !== undefined) {
+    const replica = new Database(options.readSql, {
+      ...dbOptions,
+      fallback: { db, failed: (error) => reads.router?.replicaFailed(error) },
+    });
+    reads.router = new ReadRouter({
+      primary: db,
+      replica,
+      maxLagSeconds: config.REPLICA_MAX_LAG_SECONDS,
+      log,
+    });
+    reads.router.start();
+  }
+  const repos = new Repositories(db);
   const storage = options.storage ?? new PgStorage(db);
   const cache = new AuthCache(config.AUTH_CACHE_TTL_SECONDS * 1000);
   const auth = new AuthService(repos, cache, config.TOKEN_TTL_HOURS * 3_600_000, {
@@ -98,8 +121,9 @@ export function compose(options: ComposeOptions): Composition {
     runs: new RunService(repos, config.MAX_CONCURRENT_SCRIPTS),
     metrics,
     migrations: options.migrations,
+    readRouter: reads.router,
   };
-  return { ctx, db, cache, storage, activity };
+  return { ctx, db, cache, storage, activity, router: reads.router };
 }
 
 function secretBoxFromConfig(config: Config): SecretBox {

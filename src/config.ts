@@ -25,6 +25,12 @@ export const ConfigSchema = Type.Object({
   ),
   DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
   DATABASE_READ_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
+  REPLICA_MAX_LAG_SECONDS: Int(
+    1,
+    3600,
+    10,
+    'a read replica further behind than this is bypassed (reads go to the primary)',
+  ),
   DB_POOL_MAX: Int(1, 1000, 10, 'connections in the pool'),
   DB_IDLE_TIMEOUT_SECONDS: Int(0, 86400, 30, 'close idle connections after'),
   DB_MAX_LIFETIME_SECONDS: Int(0, 86400, 1800, 'recycle connections after'),

@@ -32,6 +32,16 @@ export interface DatabaseOptions {
    * is closed by the driver and the next is tried. 0 or absent: off.
    */
   prePingIdleMs?: number;
+  /**
+   * On the primary's Database: where `reader` sends read-mostly queries (a ReadRouter,
+   * src/db/read-router.ts). Absent: `reader` is this Database.
+   */
+  reads?: { reader(): Database };
+  /**
+   * On a replica's Database: a query the replica cannot answer (unavailable, or cancelled
+   * by a conflict with recovery) runs again on `db`, and `failed` is told.
+   */
+  fallback?: { db: Database; failed(error: unknown): void };
 }
 
 export interface TransactionOptions {
@@ -66,6 +76,16 @@ export class Database {
   private readonly activity: { inFlight: number } | undefined;
   /** The deadlines of this Database's time limit (internal: used by `settle`). */
   readonly deadlines: DeadlineList;
+
+  /**
+   * Where read-mostly queries (listings, history, search, statistics) go: a read replica
+   * when one is configured, up, not lagging, and not behind the caller's own write;
+   * otherwise this Database. Inside a transaction, always the transaction.
+   */
+  get reader(): Database {
+    if (this.inTransaction || this.options.reads === undefined) return this;
+    return this.options.reads.reader();
+  }
 
   /** All rows. */
   many<T extends object>(name: string, query: postgres.PendingQuery<T[]>): Promise<T[]> {
@@ -154,10 +174,16 @@ export class Database {
     shape: Shape<R>,
   ): Promise<R> {
     const start = performance.now();
-    if (this.needsPrePing(start)) {
-      return this.prePing().then(() => this.execute(name, query, shape, performance.now()));
-    }
-    return this.execute(name, query, shape, start);
+    const result = this.needsPrePing(start)
+      ? this.prePing().then(() => this.execute(name, query, shape, performance.now()))
+      : this.execute(name, query, shape, start);
+    const fallback = this.options.fallback;
+    if (fallback === undefined || this.inTransaction) return result;
+    return result.catch((error: unknown) => {
+      if (!(error instanceof DatabaseUnavailableError || isRetryable(error))) throw error;
+      fallback.failed(error);
+      return fallback.db.run(name, rebuild(fallback.db.sql as Sql, query), shape);
+    });
   }
 
   private execute<T extends object, R>(
@@ -428,6 +454,21 @@ function withDeadline<T>(
       },
     );
   });
+}
+
+/**
+ * The same statement, made anew on another pool (a replica's query run again on the
+ * primary): the tagged template's strings and values; fragments inside are values of the
+ * driver's own classes, so they embed in any pool's query.
+ */
+function rebuild<T extends object>(sql: Sql, query: postgres.PendingQuery<T[]>): postgres.PendingQuery<T[]> {
+  const { strings, args } = query as unknown as { strings: TemplateStringsArray | string; args: unknown[] };
+  if (typeof strings === 'string')
+    return sql.unsafe(strings, args as postgres.ParameterOrJSON<never>[]) as never;
+  return (sql as unknown as (s: TemplateStringsArray, ...a: unknown[]) => postgres.PendingQuery<T[]>)(
+    strings,
+    ...args,
+  );
 }
 
 /** Asks the server to cancel; a failure to ask (the server is gone) changes nothing. */

@@ -21,6 +21,7 @@ import { handleError, installErrorHandlers, problem, sendProblem, shuttingDown }
 import type { FollowLimits } from './followers.js';
 import { authPlugin } from './plugins/auth.js';
 import { metricsPlugin } from './plugins/metrics.js';
+import { readScopePlugin } from './plugins/read-scope.js';
 import { securityHeaders } from './plugins/security-headers.js';
 import { answerUnderPressure } from './pressure.js';
 import { pgRateLimitStore } from './rate-limit-store.js';
@@ -210,6 +211,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
   });
   await app.register(metricsPlugin, { ctx });
   await app.register(authPlugin, { auth: ctx.auth });
+  await app.register(readScopePlugin, { router: ctx.readRouter });
 
   await app.register(healthRoutes, { ctx, activity: options.activity });
   await app.register(

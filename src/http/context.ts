@@ -1,5 +1,6 @@
 /** What the routes are given: services and repositories, never the pool itself. */
 import type { Config } from '../config.js';
+import type { ReadRouter } from '../db/read-router.js';
 import type { Metrics } from '../metrics.js';
 import type { Repositories } from '../repositories/index.js';
 import type { AuthService } from '../services/auth-service.js';
@@ -22,6 +23,8 @@ export interface AppContext {
   metrics: Metrics;
   /** Migration names on disk, for readiness (current / pending). */
   migrations: string[];
+  /** Routes read-mostly queries to the read replica (DATABASE_READ_URL); absent without one. */
+  readRouter?: ReadRouter;
 }
 
 export interface RouteOptions {

@@ -24,17 +24,14 @@ export class Repositories {
   readonly tokens: TokenRepository;
   readonly loginAttempts: LoginAttemptRepository;
 
-  /** `readDb`, when given, serves the read-only statistics (a replica). */
-  constructor(
-    readonly db: Database,
-    readDb: Database = db,
-  ) {
+  /** Read-mostly methods query `db.reader` (a read replica, when configured: src/db/read-router.ts). */
+  constructor(readonly db: Database) {
     this.users = new UserRepository(db);
     this.scripts = new ScriptRepository(db);
     this.executions = new ExecutionRepository(db);
     this.runs = new RunRepository(db);
     this.schedules = new ScheduleRepository(db);
-    this.stats = new StatsRepository(readDb);
+    this.stats = new StatsRepository(db);
     this.system = new SystemRepository(db);
     this.tokens = new TokenRepository(db);
     this.loginAttempts = new LoginAttemptRepository(db);

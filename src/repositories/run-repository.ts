@@ -213,7 +213,7 @@ export class RunRepository {
 
   /** Runs newest first, a keyset page; `cursor` null for the first page. */
   list(filters: RunFilters, cursor: string | null, limit: number): Promise<CursorPage<Run>> {
-    return listRuns(this.db, filters, cursor, limit);
+    return listRuns(this.db.reader, filters, cursor, limit);
   }
 
   /** The whole output of a run (finished or not). */

@@ -138,8 +138,9 @@ export class ScheduleRepository {
 
   /** A script's schedules, oldest first; NotFoundError when the script is missing or not the owner's. */
   async listByScript(scriptId: number, ownerId?: number): Promise<Schedule[]> {
-    const sql = this.sql;
-    const rows = await this.db.many<{ found: number } & { [K in keyof Schedule]: Schedule[K] | null }>(
+    const db = this.db.reader;
+    const sql = db.sql;
+    const rows = await db.many<{ found: number } & { [K in keyof Schedule]: Schedule[K] | null }>(
       'schedules.listByScript',
       sql`
         select s.id as found, ${sql(SCHEDULE_COLUMNS.map((c) => `sch.${c}`))}
@@ -159,9 +160,10 @@ export class ScheduleRepository {
     cursor: string | null,
     limit: number,
   ): Promise<CursorPage<Schedule>> {
-    const sql = this.sql;
+    const db = this.db.reader;
+    const sql = db.sql;
     const [afterId] = cursor === null ? [null] : decodeCursor(cursor, ScheduleCursor);
-    const rows = await this.db.many<Schedule>(
+    const rows = await db.many<Schedule>(
       'schedules.listAfter',
       sql`
         select ${sql(SCHEDULE_COLUMNS)}

@@ -198,9 +198,10 @@ export class ScriptRepository {
 
   /** Offset page with the total, in one round trip. */
   async listPage(filters: ScriptFilters, sort: ScriptSort, page: OffsetQuery): Promise<OffsetPage<Script>> {
-    const sql = this.sql;
+    const db = this.db.reader;
+    const sql = db.sql;
     const where = this.where(filters);
-    const rows = await this.db.many<{ total: number } & { [K in keyof Script]: Script[K] | null }>(
+    const rows = await db.many<{ total: number } & { [K in keyof Script]: Script[K] | null }>(
       'scripts.listPage',
       sql`
         select c.total, s.*
@@ -225,7 +226,8 @@ export class ScriptRepository {
     cursor: string | null,
     limit: number,
   ): Promise<CursorPage<Script>> {
-    const sql = this.sql;
+    const db = this.db.reader;
+    const sql = db.sql;
     let after = sql``;
     if (cursor !== null) {
       const [cursorSort, key, id] = decodeCursor(cursor, ScriptCursor);
@@ -239,7 +241,7 @@ export class ScriptRepository {
           sql`and (created_at, id) ${dir} (${key}::text::timestamptz, ${id})`
         : sql`and (coalesce(execution_time_seconds, -1), id) ${dir} (${key}::numeric, ${id})`;
     }
-    const rows = await this.db.many<Script & { sort_key: string | number }>(
+    const rows = await db.many<Script & { sort_key: string | number }>(
       'scripts.listAfter',
       sql`
         select ${sql(SCRIPT_COLUMNS)},
@@ -257,8 +259,9 @@ export class ScriptRepository {
 
   /** Scripts running now, longest-running first. */
   async listRunning(ownerId?: number): Promise<Script[]> {
-    const sql = this.sql;
-    return this.db.many<Script>(
+    const db = this.db.reader;
+    const sql = db.sql;
+    return db.many<Script>(
       'scripts.listRunning',
       sql`
         select ${sql(SCRIPT_COLUMNS)}
@@ -271,8 +274,9 @@ export class ScriptRepository {
 
   /** Scripts created since `since`, newest first, each with its owner, in one query. */
   async listRecentWithUser(since: Date, limit: number): Promise<ScriptWithUser[]> {
-    const sql = this.sql;
-    return this.db.many<ScriptWithUser>(
+    const db = this.db.reader;
+    const sql = db.sql;
+    return db.many<ScriptWithUser>(
       'scripts.listRecentWithUser',
       sql`
         select ${sql(SCRIPT_COLUMNS.map((c) => `s.${c}`))},

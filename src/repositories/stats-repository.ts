@@ -60,8 +60,9 @@ export class StatsRepository {
    * From the counters (sql/schema/30-statistics.sql): constant cost, exact as of the last commit.
    */
   async scriptStats(): Promise<ScriptStats> {
-    const sql = this.db.sql;
-    return this.db.one<ScriptStats>(
+    const db = this.db.reader;
+    const sql = db.sql;
+    return db.one<ScriptStats>(
       'stats.scripts',
       sql`
         with per_status as (
@@ -92,8 +93,9 @@ export class StatsRepository {
 
   /** One row per status (zeros included), in the enum's order. Constant cost (counters). */
   async scriptsByStatus(): Promise<StatusStats[]> {
-    const sql = this.db.sql;
-    return this.db.many<StatusStats>(
+    const db = this.db.reader;
+    const sql = db.sql;
+    return db.many<StatusStats>(
       'stats.scriptsByStatus',
       sql`
         select e.status,
@@ -110,8 +112,9 @@ export class StatsRepository {
 
   /** Run times of completed scripts: the counters, and min/max from ix_scripts_completed_time. */
   async performance(): Promise<PerformanceStats> {
-    const sql = this.db.sql;
-    return this.db.one<PerformanceStats>(
+    const db = this.db.reader;
+    const sql = db.sql;
+    return db.one<PerformanceStats>(
       'stats.performance',
       sql`
         select round(sum(c.time_sum) / nullif(sum(c.timed), 0), 3) as avg_time,
@@ -126,8 +129,9 @@ export class StatsRepository {
 
   /** Totals, flags, providers and registrations in the last 30 days. Constant cost (counters). */
   async userStats(): Promise<UserStats> {
-    const sql = this.db.sql;
-    return this.db.one<UserStats>(
+    const db = this.db.reader;
+    const sql = db.sql;
+    return db.one<UserStats>(
       'stats.users',
       sql`
         with per_provider as (
@@ -158,8 +162,9 @@ export class StatsRepository {
 
   /** Users per sign-in provider and their mean registration time. Constant cost (counters). */
   async usersByProvider(): Promise<ProviderStats[]> {
-    const sql = this.db.sql;
-    return this.db.many<ProviderStats>(
+    const db = this.db.reader;
+    const sql = db.sql;
+    return db.many<ProviderStats>(
       'stats.usersByProvider',
       sql`
         select e.provider as auth_provider,
@@ -175,8 +180,9 @@ export class StatsRepository {
 
   /** The users with the most scripts, most first (ties: lower id first): ix_user_script_counts_top. */
   async topUsers(limit: number): Promise<UserScriptCount[]> {
-    const sql = this.db.sql;
-    return this.db.many<UserScriptCount>(
+    const db = this.db.reader;
+    const sql = db.sql;
+    return db.many<UserScriptCount>(
       'stats.topUsers',
       sql`
         select c.user_id, u.username, c.script_count
@@ -191,8 +197,9 @@ export class StatsRepository {
 
   /** Every user with its number of scripts (zero included), by id, as an offset page. */
   async userScriptCounts(page: OffsetQuery): Promise<OffsetPage<Required<UserScriptCount>>> {
-    const sql = this.db.sql;
-    const rows = await this.db.many<
+    const db = this.db.reader;
+    const sql = db.sql;
+    const rows = await db.many<
       { total: number; user_id: number | null } & Omit<Required<UserScriptCount>, 'user_id'>
     >(
       'stats.userScriptCounts',

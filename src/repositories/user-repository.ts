@@ -281,9 +281,10 @@ export class UserRepository {
 
   /** Offset page, newest first, with the total, in one round trip. */
   async listPage(filters: UserFilters, page: OffsetQuery): Promise<OffsetPage<User>> {
-    const sql = this.sql;
+    const db = this.db.reader;
+    const sql = db.sql;
     const where = this.where(filters);
-    const rows = await this.db.many<{ total: number } & Nullable<User>>(
+    const rows = await db.many<{ total: number } & Nullable<User>>(
       'users.listPage',
       sql`
         select c.total, u.*
@@ -303,9 +304,10 @@ export class UserRepository {
 
   /** Keyset page, newest first; `cursor` null for the first page. Stays fast at any depth. */
   async listAfter(filters: UserFilters, cursor: string | null, limit: number): Promise<CursorPage<User>> {
-    const sql = this.sql;
+    const db = this.db.reader;
+    const sql = db.sql;
     const after = cursor === null ? null : decodeCursor(cursor, UserCursor)[0];
-    const rows = await this.db.many<User>(
+    const rows = await db.many<User>(
       'users.listAfter',
       sql`
         select ${sql(USER_COLUMNS)}
@@ -332,9 +334,10 @@ export class UserRepository {
    * and the worst case (a term most users match) is one sequential scan.
    */
   async search(term: string, limit: number): Promise<User[]> {
-    const sql = this.sql;
+    const db = this.db.reader;
+    const sql = db.sql;
     const pattern = likeContains(term);
-    return this.db.many<User>(
+    return db.many<User>(
       'users.search',
       sql`
         with matches as materialized (
@@ -351,8 +354,9 @@ export class UserRepository {
 
   /** IBKR-connected users signed in since `since`, most recent first (the original's "active traders"). */
   async listIbkrConnectedActiveSince(since: Date, limit: number): Promise<User[]> {
-    const sql = this.sql;
-    return this.db.many<User>(
+    const db = this.db.reader;
+    const sql = db.sql;
+    return db.many<User>(
       'users.listIbkrConnectedActiveSince',
       sql`
         select ${sql(USER_COLUMNS)}

@@ -3,10 +3,11 @@
  * (`/health/database`: one round trip, answered 503 within READINESS_TIMEOUT_MS when
  * the database is down or frozen, or while the server sheds load). Readiness says
  * only `ok` or `unavailable` to the public; the detail (server version, migration
- * names, pool figures) only to a caller presenting METRICS_TOKEN.
+ * names, pool figures, the read replica's lag) only to a caller presenting METRICS_TOKEN.
  */
 import { performance } from 'node:perf_hooks';
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
+import type { ReadRouter, ReplicaStatus } from '../../db/read-router.js';
 import { presentsToken } from '../../metrics-scrape.js';
 import type { RouteOptions } from '../context.js';
 import { answerUnderPressure } from '../pressure.js';
@@ -25,6 +26,26 @@ const Ready = Type.Object(
       max: Type.Integer(),
     }),
     migrations: Type.Object({ current: Type.Union([Type.String(), Type.Null()]), pending: Type.Integer() }),
+    replica: Type.Optional(
+      Type.Object(
+        {
+          state: Type.Union([
+            Type.Literal('ok'),
+            Type.Literal('lagging'),
+            Type.Literal('down'),
+            Type.Literal('unknown'),
+          ]),
+          lag_seconds: Type.Union([Type.Number(), Type.Null()]),
+          max_lag_seconds: Type.Integer(),
+        },
+        {
+          additionalProperties: false,
+          description:
+            'the read replica (DATABASE_READ_URL), when configured: `lagging` (more than ' +
+            'max_lag_seconds behind) and `down` are bypassed, reads go to the primary; not a reason to be unready',
+        },
+      ),
+    ),
   },
   { additionalProperties: false, title: 'readiness with detail (METRICS_TOKEN)' },
 );
@@ -38,6 +59,17 @@ const Unavailable = Type.Object(
   { status: Type.Literal('unavailable'), detail: Type.Optional(Type.String()) },
   { additionalProperties: false },
 );
+
+/** A probe of the replica, or the last known figures when it takes more than half the time limit. */
+function replicaStatus(router: ReadRouter): Promise<ReplicaStatus> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    router.probe(),
+    new Promise<ReplicaStatus>((resolve) => {
+      timer = setTimeout(() => resolve(router.status()), READINESS_TIMEOUT_MS / 2);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
 
 export const healthRoutes: FastifyPluginAsyncTypebox<
   RouteOptions & { activity?: { inFlight: number } }
@@ -73,7 +105,7 @@ export const healthRoutes: FastifyPluginAsyncTypebox<
         summary: 'Readiness: the database answers, and the schema is migrated',
         description:
           'Answers `{status}` only; a request with `Authorization: Bearer <METRICS_TOKEN>` gets the ' +
-          'detail: latency, server version, pool, migrations (and why it is unavailable).',
+          'detail: latency, server version, pool, migrations, the read replica and its lag (and why it is unavailable).',
         response: {
           200: Type.Union([Ready, ReadyPublic]),
           503: Unavailable,
@@ -84,6 +116,8 @@ export const healthRoutes: FastifyPluginAsyncTypebox<
       const detailed = presentsToken(request.headers.authorization, ctx.config.METRICS_TOKEN);
       const start = performance.now();
       let timer: NodeJS.Timeout | undefined;
+      // The replica's figures, fresh when it answers in time; it never makes readiness fail.
+      const replica = ctx.readRouter === undefined ? undefined : replicaStatus(ctx.readRouter);
       try {
         const status = await Promise.race([
           ctx.repos.system.status(),
@@ -110,6 +144,7 @@ export const healthRoutes: FastifyPluginAsyncTypebox<
             current: status.applied_migrations.at(-1) ?? null,
             pending: ctx.migrations.filter((m) => !applied.has(m)).length,
           },
+          ...(replica === undefined ? {} : { replica: await replica }),
         };
       } catch (err) {
         request.log.warn({ err }, 'readiness check failed');

@@ -1,0 +1,265 @@
+/**
+ * Where read-mostly queries go when there is a read replica (DATABASE_READ_URL).
+ *
+ * Repositories' listing, history, search and statistics methods query `db.reader`; the
+ * primary's Database answers that with the replica's Database when the replica is
+ *   - up and at most REPLICA_MAX_LAG_SECONDS behind (a probe, every PROBE_MS, compares
+ *     the replica's `pg_last_wal_replay_lsn()` with `pg_current_wal_lsn()` samples of
+ *     the primary: the lag is how long ago the primary was last known to be at a position
+ *     the replica has replayed — no clocks compared, an idle primary is no lag), and
+ *   - not behind the caller's own recent write (read-your-writes): a request that writes
+ *     pins its user to the primary at `pg_current_wal_lsn()` taken after the write
+ *     committed, until the replica has replayed past that position, for at most
+ *     REPLICA_MAX_LAG_SECONDS + 2 probes (after that, a replica that is used lags less
+ *     than the pin's age, so it has the write).
+ * Otherwise the primary's Database itself. A query the replica fails to answer
+ * (connection refused or lost, timeout, conflict with recovery) is run again on the
+ * primary and the replica counts as down until the next probe that reaches it: a
+ * replica that is down is bypassed, never an error.
+ *
+ * The caller is known from a request scope (`withScope`, entered per HTTP request; the
+ * auth plugin names the user). A pin lives in this process: with several API processes,
+ * read-your-writes holds for a user's requests to the process that took the write; a
+ * user's read through another process may be up to REPLICA_MAX_LAG_SECONDS behind (see
+ * docs/scaling.md).
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { Logger } from 'pino';
+import { Database } from './database.js';
+
+/** How often the replica's position is checked. */
+export const PROBE_MS = 1000;
+/** Primary positions kept to measure the lag (one per probe). */
+const MAX_SAMPLES = 3600;
+const MAX_LSN = (1n << 64n) - 1n;
+
+/** What the current request has told the router. */
+export interface ReadScope {
+  /** The authenticated caller, once known. */
+  userId: number | null;
+  /** The request may write (not GET/HEAD/OPTIONS): its reads go to the primary. */
+  writes: boolean;
+}
+
+export type ReplicaState = 'ok' | 'lagging' | 'down' | 'unknown';
+
+export interface ReplicaStatus {
+  state: ReplicaState;
+  /** Seconds the replica is behind the primary; null while it is down or unknown. */
+  lag_seconds: number | null;
+  max_lag_seconds: number;
+}
+
+interface Sample {
+  lsn: bigint;
+  at: number;
+}
+
+interface Pin {
+  lsn: bigint;
+  until: number;
+}
+
+const scopes = new AsyncLocalStorage<ReadScope>();
+
+/** Runs `fn` (an HTTP request) in a scope the router reads the caller from. */
+export function withScope<T>(scope: ReadScope, fn: () => T): T {
+  return scopes.run(scope, fn);
+}
+
+/** The scope of the request under way, if any. */
+export function currentScope(): ReadScope | undefined {
+  return scopes.getStore();
+}
+
+/** A pg_lsn as text (`16/B374D848`) to a number that compares. */
+export function parseLsn(text: string): bigint {
+  const [hi, lo] = text.split('/');
+  if (hi === undefined || lo === undefined) throw new Error(`not an LSN: ${text}`);
+  return (BigInt(`0x${hi}`) << 32n) + BigInt(`0x${lo}`);
+}
+
+export interface ReadRouterOptions {
+  primary: Database;
+  replica: Database;
+  maxLagSeconds: number;
+  log: Logger;
+  /** Milliseconds clock; tests never need another, it is here for clarity. */
+  now?: () => number;
+}
+
+export class ReadRouter {
+  readonly maxLagSeconds: number;
+  private readonly primary: Database;
+  private readonly replica: Database;
+  /** The replica without the fallback to the primary: a probe must reach the replica or fail. */
+  private readonly replicaProbe: Database;
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private state: ReplicaState = 'unknown';
+  private lagSeconds: number | null = null;
+  private replayLsn = -1n;
+  private samples: Sample[] = [];
+  private readonly pins = new Map<number, Pin>();
+  private timer: NodeJS.Timeout | undefined;
+  private probing: Promise<ReplicaStatus> | undefined;
+
+  constructor(options: ReadRouterOptions) {
+    this.primary = options.primary;
+    this.replica = options.replica;
+    this.replicaProbe = new Database(options.replica.sql, {
+      ...options.replica.options,
+      fallback: undefined,
+    });
+    this.maxLagSeconds = options.maxLagSeconds;
+    this.log = options.log;
+    this.now = options.now ?? Date.now;
+  }
+
+  /** Starts the periodic probe (the first one now). */
+  start(): void {
+    if (this.timer !== undefined) return;
+    void this.probe();
+    this.timer = setInterval(() => void this.probe(), PROBE_MS);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** The Database a read of the current caller goes to (see the module comment). */
+  reader(): Database {
+    if (this.state !== 'ok') return this.primary;
+    const scope = scopes.getStore();
+    if (scope === undefined) return this.replica;
+    if (scope.writes) return this.primary;
+    if (scope.userId !== null) {
+      const pin = this.pins.get(scope.userId);
+      if (pin !== undefined) {
+        if (this.replayLsn >= pin.lsn || this.now() >= pin.until) this.pins.delete(scope.userId);
+        else return this.primary;
+      }
+    }
+    return this.replica;
+  }
+
+  /**
+   * After a request that may have written has done its work (before it is answered):
+   * pins its user to the primary until the replica has replayed the primary's current
+   * position. One round trip on the primary; none without a user.
+   */
+  async wrote(scope: ReadScope): Promise<void> {
+    if (scope.userId === null || !scope.writes) return;
+    let lsn = MAX_LSN; // unknown: the primary until the pin ends
+    try {
+      const sql = this.primary.sql;
+      const row = await this.primary.one<{ lsn: string }>(
+        'replica.writePosition',
+        sql`select pg_current_wal_lsn()::text as lsn`,
+      );
+      lsn = parseLsn(row.lsn);
+    } catch (error) {
+      this.log.warn({ err: error }, 'read-your-writes: no write position; the user reads from the primary');
+    }
+    const previous = this.pins.get(scope.userId);
+    this.pins.set(scope.userId, {
+      lsn: previous !== undefined && previous.lsn > lsn ? previous.lsn : lsn,
+      until: this.now() + this.maxLagSeconds * 1000 + 2 * PROBE_MS,
+    });
+  }
+
+  /** A query on the replica failed for want of the replica: bypass it until a probe reaches it. */
+  replicaFailed(error: unknown): void {
+    if (this.state !== 'down') this.log.warn({ err: error }, 'read replica failed: reading from the primary');
+    this.state = 'down';
+    this.lagSeconds = null;
+  }
+
+  /** The last probe's finding. */
+  status(): ReplicaStatus {
+    return { state: this.state, lag_seconds: this.lagSeconds, max_lag_seconds: this.maxLagSeconds };
+  }
+
+  /** Checks the replica now (concurrent callers share one check). */
+  probe(): Promise<ReplicaStatus> {
+    this.probing ??= this.check().finally(() => {
+      this.probing = undefined;
+    });
+    return this.probing;
+  }
+
+  private async check(): Promise<ReplicaStatus> {
+    const now = this.now();
+    try {
+      const psql = this.primary.sql;
+      const primary = await this.primary.one<{ lsn: string }>(
+        'replica.primaryPosition',
+        psql`select pg_current_wal_lsn()::text as lsn`,
+      );
+      this.samples.push({ lsn: parseLsn(primary.lsn), at: now });
+    } catch (error) {
+      // The primary is the one in trouble: readiness says so; nothing to route around.
+      this.log.debug({ err: error }, 'replica probe: the primary did not answer');
+      return this.status();
+    }
+    let replay: bigint;
+    try {
+      const rsql = this.replicaProbe.sql;
+      const row = await this.replicaProbe.one<{ lsn: string | null }>(
+        'replica.replayPosition',
+        rsql`select pg_last_wal_replay_lsn()::text as lsn`,
+      );
+      if (row.lsn === null)
+        throw new Error('DATABASE_READ_URL is not a replica (pg_last_wal_replay_lsn() is null)');
+      replay = parseLsn(row.lsn);
+    } catch (error) {
+      if (this.state !== 'down')
+        this.log.warn({ err: error }, 'read replica unreachable: reading from the primary');
+      this.state = 'down';
+      this.lagSeconds = null;
+      this.trim(now);
+      return this.status();
+    }
+    this.replayLsn = replay;
+    // The latest time the primary was at a position the replica has replayed.
+    let caughtUpAt: number | null = null;
+    let behind = false;
+    for (const sample of this.samples) {
+      if (sample.lsn <= replay) caughtUpAt = sample.at;
+      else behind = true;
+    }
+    const oldest = this.samples[0]?.at ?? now;
+    const lag = !behind ? 0 : (now - (caughtUpAt ?? oldest)) / 1000;
+    const lagging = lag > this.maxLagSeconds;
+    if (lagging && this.state !== 'lagging')
+      this.log.warn({ lag_seconds: lag }, 'read replica lags: reading from the primary');
+    else if (!lagging && this.state !== 'ok') this.log.info({ lag_seconds: lag }, 'read replica in use');
+    this.state = lagging ? 'lagging' : 'ok';
+    this.lagSeconds = Math.round(lag * 1000) / 1000;
+    this.trim(now, replay);
+    return this.status();
+  }
+
+  /**
+   * Keeps the samples a later lag needs: the latest one the replica has replayed and the
+   * newer ones (when the replica has replayed none, those of the last lag limit + 10 probes;
+   * at most MAX_SAMPLES, thinned in the middle), and forgets pins that have ended.
+   */
+  private trim(now: number, replay?: bigint): void {
+    let keepFrom = -1;
+    if (replay !== undefined) {
+      for (let i = 0; i < this.samples.length; i++) if (this.samples[i]!.lsn <= replay) keepFrom = i;
+    }
+    if (keepFrom < 0) {
+      const horizon = now - (this.maxLagSeconds * 1000 + 10 * PROBE_MS);
+      keepFrom = Math.max(0, this.samples.findIndex((sample) => sample.at >= horizon) - 1);
+    }
+    if (keepFrom > 0) this.samples = this.samples.slice(keepFrom);
+    if (this.samples.length > MAX_SAMPLES) this.samples.splice(1, 1);
+    for (const [userId, pin] of this.pins) {
+      if (now >= pin.until || (replay !== undefined && replay >= pin.lsn)) this.pins.delete(userId);
+    }
+  }
+}
