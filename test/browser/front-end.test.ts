@@ -1,8 +1,11 @@
 /**
  * A real browser against the API: headless Debian Chromium, driven by playwright-core,
  * loads a small page from another origin on 127.0.0.1 (listed in CORS_ORIGINS), which
- * signs up with `cookie: true`, uploads a script, runs it and follows its output with
- * fetch(credentials: 'include') and EventSource(withCredentials). The same page from an
+ * signs up with `cookie: true`, uploads a script and runs it through the runs API, as a
+ * front end does: `execute` answers the queued run (and its Location), the page follows
+ * that run's output (GET /runs/{id}/logs?follow=true, EventSource(withCredentials)), then
+ * reads the finished run (GET /runs/{id}) and finds it in the script's history
+ * (GET /scripts/{id}/runs), all with fetch(credentials: 'include'). The same page from an
  * origin not listed is refused by the browser, and a form another page posts without the
  * CSRF token is refused by the server.
  *
@@ -135,11 +138,22 @@ if (!existsSync(CHROMIUM)) {
         credentials: 'include',
         headers: { 'x-csrf-token': session.csrf_token },
       });
-      steps.execute = { status: executed.status };
+      // The answer is the queued run; the page follows that run, not the script.
+      const run = (await executed.json()) as {
+        id: number;
+        script_id: number;
+        status: string;
+        trigger: string;
+      };
+      steps.execute = {
+        status: executed.status,
+        run: { script_id: run.script_id === script.id, status: run.status, trigger: run.trigger },
+        location: executed.headers.get('location') === `/api/v1/runs/${run.id}`,
+      };
 
       steps.follow = await new Promise((resolve) => {
         const logs: string[] = [];
-        const source = new EventSource(`${api}/scripts/${script.id}/logs?follow=true`, {
+        const source = new EventSource(`${api}/runs/${run.id}/logs?follow=true`, {
           withCredentials: true,
         });
         source.addEventListener('log', (event) => logs.push((event as MessageEvent).data));
@@ -151,10 +165,23 @@ if (!existsSync(CHROMIUM)) {
           if (source.readyState === EventSource.CLOSED) resolve({ error: 'the stream was refused' });
         };
       });
-      return { steps, scriptId: script.id as number };
+      const finished = await fetch(`${api}/runs/${run.id}`, { credentials: 'include' });
+      const done = (await finished.json()) as { id: number; status: string; exit_code: number };
+      steps.run = {
+        status: finished.status,
+        run: { same: done.id === run.id, status: done.status, exit_code: done.exit_code },
+      };
+      const history = await fetch(`${api}/scripts/${script.id}/runs`, { credentials: 'include' });
+      const runsPage = (await history.json()) as { runs: Array<{ id: number }>; next_cursor: string | null };
+      steps.history = {
+        status: history.status,
+        ids: runsPage.runs.map((r) => r.id === run.id),
+        next_cursor: runsPage.next_cursor,
+      };
+      return { steps, scriptId: script.id as number, runId: run.id as number };
     }, api);
 
-    const { steps, scriptId } = result;
+    const { steps, scriptId, runId } = result;
     t.same(steps.register, { status: 201, keys: ['csrf_token', 'user'] }, 'signed up, no token in the body');
     t.same(
       steps.cookies,
@@ -164,17 +191,31 @@ if (!existsSync(CHROMIUM)) {
     t.same(steps.me, { status: 200, email: true }, 'the cookie authenticates');
     t.same(steps.uploadWithoutCsrf, { status: 403, code: 'CSRF_FAILED' }, 'no CSRF token, no upload');
     t.same(steps.upload, { status: 201, requestId: true }, 'uploaded; x-request-id readable');
-    t.equal((steps.execute as { status: number }).status, 202, 'queued');
+    t.same(
+      steps.execute,
+      { status: 202, run: { script_id: true, status: 'queued', trigger: 'manual' }, location: true },
+      'execute answers the queued run, and its Location is readable',
+    );
     t.match(
       steps.follow,
       { logs: /hello from the browser/, end: { status: 'completed', exit_code: 0 } },
-      'followed to the end over EventSource',
+      "followed the run's output to the end over EventSource (GET /runs/{id}/logs)",
+    );
+    t.same(
+      steps.run,
+      { status: 200, run: { same: true, status: 'completed', exit_code: 0 } },
+      'GET /runs/{id}: the run finished',
+    );
+    t.same(
+      steps.history,
+      { status: 200, ids: [true], next_cursor: null },
+      "GET /scripts/{id}/runs: the script's history is that one run",
     );
 
     // The same page from an origin not in CORS_ORIGINS: the browser refuses every answer.
     await page.goto(`${other}/`);
     const foreign = await page.evaluate(
-      async ({ api, scriptId }) => {
+      async ({ api, runId }) => {
         const attempt = async (init: RequestInit, url = `${api}/me`) => {
           try {
             const res = await fetch(url, { credentials: 'include', ...init });
@@ -184,7 +225,7 @@ if (!existsSync(CHROMIUM)) {
           }
         };
         const stream = await new Promise<string>((resolve) => {
-          const source = new EventSource(`${api}/scripts/${scriptId}/logs?follow=true`, {
+          const source = new EventSource(`${api}/runs/${runId}/logs?follow=true`, {
             withCredentials: true,
           });
           source.addEventListener('log', () => {
@@ -197,6 +238,7 @@ if (!existsSync(CHROMIUM)) {
         });
         return {
           read: await attempt({}),
+          run: await attempt({}, `${api}/runs/${runId}`),
           write: await attempt({
             method: 'PATCH',
             headers: { 'content-type': 'application/json' },
@@ -205,11 +247,16 @@ if (!existsSync(CHROMIUM)) {
           stream,
         };
       },
-      { api, scriptId },
+      { api, runId },
     );
     t.same(
       foreign,
-      { read: 'refused: TypeError', write: 'refused: TypeError', stream: 'refused' },
+      {
+        read: 'refused: TypeError',
+        run: 'refused: TypeError',
+        write: 'refused: TypeError',
+        stream: 'refused',
+      },
       'an origin not listed can neither read nor write',
     );
 
@@ -230,7 +277,10 @@ if (!existsSync(CHROMIUM)) {
     // 403 CSRF_FAILED, not 401: the session cookie did come with it.
     t.equal(answer.status(), 403, 'the forged form post is refused');
     t.equal((await answer.json()).code, 'CSRF_FAILED');
-    const [row] = await f.database.sql`select status from scripts where id = ${scriptId}`;
-    t.equal(row!.status, 'completed', 'no run was queued by it');
+    const [row] = await f.database.sql`
+      select s.status, s.last_run_id, (select count(*)::int from script_runs where script_id = s.id) as runs
+      from scripts as s where s.id = ${scriptId}
+    `;
+    t.same({ ...row }, { status: 'completed', last_run_id: runId, runs: 1 }, 'no run was queued by it');
   });
 }
