@@ -116,7 +116,7 @@ function side(label: string, results: LoadResult[]): Side {
   };
 }
 
-async function startServer(
+export async function startServer(
   mode: 'app' | 'bare',
   env: Record<string, string>,
   resultsDir: string,
@@ -178,7 +178,7 @@ async function assertSameAnswer(app: string, bare: string, headers: Record<strin
   }
 }
 
-function exited(child: ChildProcess, ms: number): Promise<void> {
+export function exited(child: ChildProcess, ms: number): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
     const timer = setTimeout(() => {

@@ -6,7 +6,8 @@
  * (benchmarks report; they do not gate). Exits 1 only when a benchmark failed to run.
  *
  * Environment: DATABASE_URL (else an embedded PostgreSQL), BENCH_SCALE (data size,
- * default 1), BENCH_ONLY (comma list of: repos,http,pagination,search,stats,claims,import,sandbox,runs),
+ * default 1), BENCH_ONLY (comma list of: repos,http,pagination,search,stats,claims,import,sandbox,runs,
+ * retention), BENCH_RETENTION_* (bench/retention.ts),
  * BENCH_KEEP_DB=1 (keep dollarclub_bench on a DATABASE_URL server),
  * BENCH_HTTP_SECONDS / BENCH_HTTP_ROUNDS / BENCH_HTTP_CONNECTIONS, BENCH_ROUNDS,
  * BENCH_SEARCH_TERM, BENCH_HTTP_LOG_LEVEL (the HTTP servers' log level, default warn).
@@ -31,6 +32,7 @@ import type { BenchResult } from './measure.js';
 import { paginationBenchmarks, searchBenchmark } from './queries.js';
 import { misses, table, writeJson } from './report.js';
 import { repositoryBenchmarks } from './repos.js';
+import { retentionBenchmark } from './retention.js';
 import { runBenchmarks } from './runs.js';
 import { sandboxBenchmarks } from './sandbox.js';
 import { prepareDatabase } from './setup.js';
@@ -47,6 +49,7 @@ const SUITES = [
   'import',
   'sandbox',
   'runs',
+  'retention',
 ] as const;
 const LOAD_TARGET = 100_000;
 
@@ -211,6 +214,12 @@ async function main(): Promise<number> {
       },
       runs: async () => {
         results.push(...(await runBenchmarks(ctx)));
+      },
+      // A database of its own on the same server (BENCH_RETENTION_RUNS sets its size).
+      retention: async () => {
+        const { result, correct } = await retentionBenchmark(database.url, database.where, log);
+        results.push(result);
+        if (!correct) throw new Error('the purge left the wrong rows (see bench/results/retention.json)');
       },
     };
     for (const suite of SUITES) {

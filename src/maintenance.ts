@@ -16,7 +16,7 @@ import type { PurgePosition } from './repositories/run-history.js';
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 export const RUN_PURGE_BATCH = 500;
-const PAUSE_MS = 50;
+export const RUN_PURGE_PAUSE_MS = 50;
 
 export interface MaintenanceOptions {
   runRetentionDays: number;
@@ -42,7 +42,7 @@ export async function purgeRuns(
     total += result.deleted;
     position = result.position;
     if (result.deleted < batch) break;
-    await new Promise((resolve) => setTimeout(resolve, options.pauseMs ?? PAUSE_MS));
+    await new Promise((resolve) => setTimeout(resolve, options.pauseMs ?? RUN_PURGE_PAUSE_MS));
   }
   return total;
 }
