@@ -17,8 +17,9 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } 
 import type { Logger } from 'pino';
 import { corsOrigins, type TrustProxy } from '../config.js';
 import type { AppContext } from './context.js';
-import { handleError, installErrorHandlers, problem, sendProblem, shuttingDown } from './errors.js';
+import { handleError, installErrorHandlers, problem } from './errors.js';
 import type { FollowLimits } from './followers.js';
+import { installGracefulClose } from './graceful-close.js';
 import { authPlugin } from './plugins/auth.js';
 import { metricsPlugin } from './plugins/metrics.js';
 import { readScopePlugin } from './plugins/read-scope.js';
@@ -107,19 +108,9 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
 
   installErrorHandlers(app);
   // While closing, in-flight requests finish; a request that still arrives (on a kept-alive
-  // connection) is refused, and its connection closed, so the client retries elsewhere.
-  let closing = false;
-  app.addHook('preClose', (done) => {
-    closing = true;
-    done();
-  });
-  app.addHook('onRequest', (request, reply, done) => {
-    if (!closing) return done();
-    void sendProblem(
-      reply.header('connection', 'close').header('retry-after', '5'),
-      shuttingDown(request.id),
-    );
-  });
+  // connection) is refused, and its connection closed, so the client retries elsewhere; idle
+  // connections are closed once nothing unread is left on them (graceful-close.ts).
+  installGracefulClose(app);
   // Before any route: every documented route lists the failures any request may meet.
   app.addHook('onRoute', completeResponses);
   app.addHook('onRoute', refuseUnexpectedBody);
