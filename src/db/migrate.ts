@@ -28,6 +28,9 @@ export async function migrate(options: MigrateOptions): Promise<string[]> {
     direction,
     count: options.count ?? (direction === 'up' ? Number.POSITIVE_INFINITY : 1),
     checkOrder: true,
+    // Several processes starting at once (API processes, workers) wait for the one that
+    // migrates, then find nothing to do; the default ('fail') stops all but one at boot.
+    advisoryLockMode: 'wait',
     // Each migration in its own transaction; a migration that cannot run in one
     // (CREATE INDEX CONCURRENTLY) says so with `-- Up Migration` + a `notransaction` hint.
     singleTransaction: false,
