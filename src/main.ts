@@ -11,6 +11,7 @@ import { compose } from './compose.js';
 import { ConfigError, loadConfig, shutdownDeadlineMs, trustProxyOf } from './config.js';
 import { createPool, poolOptionsFrom } from './db/client.js';
 import { locateDatabase } from './db/connect.js';
+import { EmbeddedPostgresError } from './db/embedded.js';
 import { migrate, migrationNames } from './db/migrate.js';
 import { Executor } from './executor/executor.js';
 import { startMetricsServer } from './executor/metrics-server.js';
@@ -120,6 +121,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((error) => {
-  console.error(error);
+  // A known cause in one sentence (the embedded PostgreSQL cannot run here); a bug with its stack.
+  console.error(error instanceof EmbeddedPostgresError ? error.message : error);
   process.exit(1);
 });

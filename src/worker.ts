@@ -14,6 +14,7 @@ import { ConfigError, loadConfig, shutdownDeadlineMs } from './config.js';
 import { createPool, poolOptionsFrom } from './db/client.js';
 import { locateDatabase } from './db/connect.js';
 import { Database } from './db/database.js';
+import { EmbeddedPostgresError } from './db/embedded.js';
 import { migrate } from './db/migrate.js';
 import { Executor } from './executor/executor.js';
 import { startMetricsServer } from './executor/metrics-server.js';
@@ -87,6 +88,7 @@ async function main(): Promise<void> {
 }
 
 main().catch((error) => {
-  console.error(error);
+  // A known cause in one sentence (the embedded PostgreSQL cannot run here); a bug with its stack.
+  console.error(error instanceof EmbeddedPostgresError ? error.message : error);
   process.exit(1);
 });

@@ -11,7 +11,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import postgres from 'postgres';
-import { type EmbeddedPostgresHandle, startEmbeddedPostgres } from '../src/db/embedded.js';
+import {
+  EmbeddedPostgresError,
+  type EmbeddedPostgresHandle,
+  startEmbeddedPostgres,
+} from '../src/db/embedded.js';
 import { migrate } from '../src/db/migrate.js';
 import { databaseUrl, TEST_DATABASE_PREFIX } from './helpers/urls.js';
 
@@ -96,7 +100,7 @@ async function dropStale(sql: postgres.Sql): Promise<void> {
 main().then(
   (code) => process.exit(code),
   (error) => {
-    console.error(error);
+    console.error(error instanceof EmbeddedPostgresError ? error.message : error);
     process.exit(1);
   },
 );

