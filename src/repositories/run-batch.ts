@@ -27,7 +27,9 @@ export function queueRunsCtes(sql: Database['sql'], maxActive: number, returning
     live as (
       select user_id, count(*) as n
       from script_runs
-      where user_id in (select user_id from due) and status in ('queued', 'running')
+      -- An array, so the owners are always an index condition (ix_script_runs_user_live), however
+      -- many live runs others have.
+      where user_id = any(array(select user_id from due)) and status in ('queued', 'running')
       group by user_id
     ), eligible as (
       select distinct on (d.script_id) d.script_id, d.user_id, d.trigger, d.schedule_id, d.ord
