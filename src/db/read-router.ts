@@ -18,13 +18,14 @@
  * replica that is down is bypassed, never an error.
  *
  * The caller is known from a request scope (`withScope`, entered per HTTP request; the
- * auth plugin names the user). A pin lives in this process: with several API processes,
- * read-your-writes holds for a user's requests to the process that took the write; a
- * user's read through another process may be up to REPLICA_MAX_LAG_SECONDS behind (see
- * docs/scaling.md).
+ * read-scope plugin names the authenticated user). A pin is told to every API process
+ * with a NOTIFY (PIN_CHANNEL) by the statement that takes the write's position: in the
+ * process that took the write it holds before the answer; in the others from the moment
+ * the NOTIFY arrives (milliseconds; see docs/scaling.md).
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Logger } from 'pino';
+import type { Sql } from './client.js';
 import { Database } from './database.js';
 
 /** How often the replica's position is checked. */
@@ -32,6 +33,8 @@ export const PROBE_MS = 1000;
 /** Primary positions kept to measure the lag (one per probe). */
 const MAX_SAMPLES = 3600;
 const MAX_LSN = (1n << 64n) - 1n;
+/** Where a write's pin is told to every API process: `<user id> <lsn>`. */
+export const PIN_CHANNEL = 'read_your_writes';
 
 /** What the current request has told the router. */
 export interface ReadScope {
@@ -103,6 +106,7 @@ export class ReadRouter {
   private readonly pins = new Map<number, Pin>();
   private timer: NodeJS.Timeout | undefined;
   private probing: Promise<ReplicaStatus> | undefined;
+  private listening: Promise<(() => Promise<void>) | undefined> | undefined;
 
   constructor(options: ReadRouterOptions) {
     this.primary = options.primary;
@@ -122,11 +126,25 @@ export class ReadRouter {
     void this.probe();
     this.timer = setInterval(() => void this.probe(), PROBE_MS);
     this.timer.unref();
+    // The pins of writes taken by the other API processes (see `wrote`).
+    const sql = this.primary.sql as Sql;
+    this.listening = sql
+      .listen(PIN_CHANNEL, (payload) => this.pinFromNotice(payload))
+      .then(
+        ({ unlisten }) => unlisten,
+        (error: unknown) => {
+          this.log.warn({ err: error }, 'read-your-writes: cannot hear the other processes’ writes');
+          return undefined;
+        },
+      );
   }
 
-  stop(): void {
+  async stop(): Promise<void> {
     clearInterval(this.timer);
     this.timer = undefined;
+    const unlisten = await this.listening;
+    this.listening = undefined;
+    await unlisten?.().catch(() => {});
   }
 
   /** The Database a read of the current caller goes to (see the module comment). */
@@ -155,16 +173,38 @@ export class ReadRouter {
     let lsn = MAX_LSN; // unknown: the primary until the pin ends
     try {
       const sql = this.primary.sql;
+      // The same statement tells every API process (PIN_CHANNEL, at its commit), so the
+      // user's next read through another process is pinned too, once the NOTIFY is there.
       const row = await this.primary.one<{ lsn: string }>(
         'replica.writePosition',
-        sql`select pg_current_wal_lsn()::text as lsn`,
+        sql`
+          select p.lsn
+          from (select pg_current_wal_lsn()::text as lsn) as p
+          cross join lateral (select pg_notify(${PIN_CHANNEL}::text, ${String(scope.userId)}::text || ' ' || p.lsn)) as sent
+        `,
       );
       lsn = parseLsn(row.lsn);
     } catch (error) {
       this.log.warn({ err: error }, 'read-your-writes: no write position; the user reads from the primary');
     }
-    const previous = this.pins.get(scope.userId);
-    this.pins.set(scope.userId, {
+    this.pin(scope.userId, lsn);
+  }
+
+  /** `<user id> <lsn>` from PIN_CHANNEL. */
+  private pinFromNotice(payload: string): void {
+    const [user, lsn] = payload.split(' ');
+    const userId = Number(user);
+    if (!Number.isSafeInteger(userId) || lsn === undefined) return;
+    try {
+      this.pin(userId, parseLsn(lsn));
+    } catch {
+      // not ours
+    }
+  }
+
+  private pin(userId: number, lsn: bigint): void {
+    const previous = this.pins.get(userId);
+    this.pins.set(userId, {
       lsn: previous !== undefined && previous.lsn > lsn ? previous.lsn : lsn,
       until: this.now() + this.maxLagSeconds * 1000 + 2 * PROBE_MS,
     });

@@ -172,7 +172,7 @@ async function replicaTests(bin: string): Promise<void> {
     });
     const app = await build({ ctx: composition.ctx, logger: log, activity: composition.activity });
     t.teardown(async () => {
-      composition.router?.stop();
+      await composition.router?.stop();
       await app.close();
     });
     return app;
@@ -223,12 +223,18 @@ async function replicaTests(bin: string): Promise<void> {
   };
 
   const api = await makeApp({ REPLICA_MAX_LAG_SECONDS: '60' }, true);
+  // A second API process with the replica: the writer's next request may reach it.
+  const peer = await makeApp({ REPLICA_MAX_LAG_SECONDS: '60' }, true);
   // Another API process, without a replica: its writes are not this process's callers' own.
   const other = await makeApp({}, false);
   const writer = await signUp(api);
   const reader = await signUp(api);
   await caughtUp();
-  t.equal((await replicaState(api, 'ok')).body.replica?.state, 'ok', 'the replica is in use');
+  const states = [
+    (await replicaState(api, 'ok')).body.replica?.state,
+    (await replicaState(peer, 'ok')).body.replica?.state,
+  ];
+  t.same(states, ['ok', 'ok'], 'the replica is in use, by both API processes');
 
   t.test('listings read from the replica; the writer reads its own write at once', async (t) => {
     await onReplica`select pg_wal_replay_pause()`;
@@ -247,6 +253,22 @@ async function replicaTests(bin: string): Promise<void> {
     const mine = await listing(api, writer.headers);
     t.equal(mine.code, 200);
     t.match(mine.body, 'mine.py', "the writer's read right after its upload sees it (read-your-writes)");
+
+    // Through the other API process: pinned by the NOTIFY of the write's position, which may
+    // arrive a moment after the request (bounded here by 1 s; printed when it happens).
+    const started = Date.now();
+    let elsewhere = await listing(peer, writer.headers);
+    const first = elsewhere.body.includes('mine.py');
+    while (!elsewhere.body.includes('mine.py') && Date.now() - started < 1000)
+      elsewhere = await listing(peer, writer.headers);
+    if (!first)
+      t.comment(`the other process saw the write after ${Date.now() - started} ms (the NOTIFY came late)`);
+    t.match(elsewhere.body, 'mine.py', "the writer's read through another API process sees it too");
+    t.notMatch(
+      (await listing(peer, reader.headers)).body,
+      'elsewhere.py',
+      'while that process still serves other users from the replica',
+    );
 
     const ready = await readiness(api);
     t.equal(ready.code, 200);
