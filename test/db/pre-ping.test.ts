@@ -25,7 +25,9 @@ async function pool(t: Test, url: string): Promise<{ sql: Sql; applicationName: 
       max: POOL_MAX,
       idleTimeoutSeconds: 0,
       maxLifetimeSeconds: 0,
-      connectTimeoutSeconds: 5,
+      // Generous: on a loaded 2-core machine a new backend can take seconds to start; the
+      // test is about dead connections, not slow ones.
+      connectTimeoutSeconds: 30,
       statementTimeoutMs: 30_000,
       prepare: true,
       applicationName,
