@@ -4,7 +4,8 @@
  * scan (with both plans). The statistics are in stats.ts.
  */
 import { performance } from 'node:perf_hooks';
-import { encodeCursor, likeContains } from '../src/repositories/pagination.js';
+import { encodeCursor } from '../src/domain/paging.js';
+import { likeContains } from '../src/repositories/rows.js';
 import { type BenchContext, captureQuery } from './context.js';
 import { explainBoth } from './explain.js';
 import { type BenchResult, compareInterleaved } from './measure.js';

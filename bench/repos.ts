@@ -23,7 +23,7 @@ import { createPool, type PoolOptions, type Sql } from '../src/db/client.js';
 import { SCRIPT_COLUMNS } from '../src/domain/script.js';
 import { USER_COLUMNS } from '../src/domain/user.js';
 import type { Repositories } from '../src/repositories/index.js';
-import { likeContains } from '../src/repositories/pagination.js';
+import { likeContains } from '../src/repositories/rows.js';
 import { type BenchContext, type CapturedQuery, captureQueries } from './context.js';
 import { type BenchResult, median, quantile, type Side } from './measure.js';
 

@@ -151,7 +151,7 @@ async function main(): Promise<number> {
     const ctx: BenchContext = {
       url: database.url,
       sql,
-      repos: composition.ctx.repos,
+      repos: composition.repos,
       samples: await sampleInputs(sql, 2_000),
       fast: { rounds, blockMs: 400, warmupMs: 500, minCalls: 20 },
       slow: { rounds: Math.max(4, Math.round(rounds / 2)), blockMs: 800, warmupMs: 500, minCalls: 2 },

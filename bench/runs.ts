@@ -5,7 +5,7 @@
  * The 100k runs are inserted by one INSERT … SELECT (a few seconds).
  */
 import { randomUUID } from 'node:crypto';
-import { encodeCursor } from '../src/repositories/pagination.js';
+import { encodeCursor } from '../src/domain/paging.js';
 import type { BenchContext } from './context.js';
 import { type BenchResult, compareInterleaved } from './measure.js';
 

@@ -19,6 +19,8 @@ import { ScheduleService } from './services/schedule-service.js';
 import { ScriptService } from './services/script-service.js';
 import { SecretBox } from './services/secret-box.js';
 import { configuredKeys } from './services/secret-keys.js';
+import { StatsService } from './services/stats-service.js';
+import { SystemService } from './services/system-service.js';
 import { UserService } from './services/user-service.js';
 import { PgStorage } from './storage/pg-storage.js';
 import type { Storage } from './storage/storage.js';
@@ -46,6 +48,8 @@ export interface ComposeOptions {
 
 export interface Composition {
   ctx: AppContext;
+  /** For the executor, the scheduler and maintenance (the routes get services only). */
+  repos: Repositories;
   db: Database;
   cache: AuthCache;
   storage: Storage;
@@ -95,7 +99,6 @@ export function compose(options: ComposeOptions): Composition {
   const secrets = options.secrets ?? secretBoxFromConfig(config);
   const ctx: AppContext = {
     config,
-    repos,
     auth,
     google:
       config.GOOGLE_CLIENT_ID === undefined
@@ -119,11 +122,14 @@ export function compose(options: ComposeOptions): Composition {
     ),
     schedules: new ScheduleService(repos),
     runs: new RunService(repos, config.MAX_CONCURRENT_SCRIPTS),
+    stats: new StatsService(repos),
+    system: new SystemService(repos, metrics),
+    rateLimits: repos.rateLimits,
     metrics,
     migrations: options.migrations,
     readRouter: reads.router,
   };
-  return { ctx, db, cache, storage, activity, router: reads.router };
+  return { ctx, repos, db, cache, storage, activity, router: reads.router };
 }
 
 function secretBoxFromConfig(config: Config): SecretBox {

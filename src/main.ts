@@ -65,11 +65,11 @@ async function main(): Promise<void> {
     activity: composition.activity,
     trustProxy: trustProxyOf(config.TRUST_PROXY),
   });
-  const maintenance = startMaintenance(composition.ctx.repos, config.RUN_RETENTION_DAYS, log);
+  const maintenance = startMaintenance(composition.repos, config.RUN_RETENTION_DAYS, log);
   const executor = config.EXECUTOR_ENABLED
     ? new Executor({
         config,
-        repos: composition.ctx.repos,
+        repos: composition.repos,
         sql,
         storage: composition.storage,
         log,
@@ -80,7 +80,7 @@ async function main(): Promise<void> {
   // Every executor process fires due schedules too (each occurrence once, however many run).
   const scheduler = config.EXECUTOR_ENABLED
     ? new Scheduler({
-        repos: composition.ctx.repos,
+        repos: composition.repos,
         sql,
         log,
         catchupSeconds: config.SCHEDULE_CATCHUP_SECONDS,
@@ -94,7 +94,7 @@ async function main(): Promise<void> {
           host: config.METRICS_HOST,
           port: config.METRICS_PORT,
           metrics,
-          repos: composition.ctx.repos,
+          repos: composition.repos,
           log,
           token: config.METRICS_TOKEN,
           pool: true,

@@ -9,7 +9,6 @@
  * tables never wait long behind the purge.
  */
 import type { Logger } from 'pino';
-import { pruneRateLimits } from './http/rate-limit-store.js';
 import type { Repositories } from './repositories/index.js';
 import type { PurgePosition } from './repositories/run-history.js';
 
@@ -57,7 +56,7 @@ export async function runMaintenance(
   const runs = await purgeRuns(repos, new Date(now - options.runRetentionDays * DAY), options);
   // A day is the longest LOGIN_FAILURE_WINDOW_SECONDS: older windows count for nothing.
   const loginAttempts = await repos.loginAttempts.prune(DAY / 1000);
-  const rateLimits = await pruneRateLimits(repos.db);
+  const rateLimits = await repos.rateLimits.prune();
   if (tokens > 0 || runs > 0 || loginAttempts > 0 || rateLimits > 0)
     log.info({ tokens, runs, loginAttempts, rate_limits: rateLimits }, 'maintenance pruned old rows');
 }

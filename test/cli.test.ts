@@ -72,7 +72,7 @@ t.test('--password is refused with a reason, and nothing is created', async (t) 
     t.match(ran.stderr, /--password is refused: .*shell history.*\/proc\/<pid>\/cmdline.*--password-stdin/s);
     t.notMatch(ran.stderr + ran.stdout, /hunter2/, 'the password is not repeated');
   }
-  t.equal(await test.ctx.repos.users.findByEmail('root@example.com'), null);
+  t.equal(await test.repos.users.findByEmail('root@example.com'), null);
 });
 
 t.test('--password-stdin creates an admin with the password from standard input', async (t) => {
@@ -102,7 +102,7 @@ t.test('without --password-stdin and without a terminal it says what to do', asy
   );
   t.equal(ran.code, 1);
   t.match(ran.stderr, /standard input is not a terminal.*--password-stdin/);
-  t.equal(await test.ctx.repos.users.findByEmail('root@example.com'), null);
+  t.equal(await test.repos.users.findByEmail('root@example.com'), null);
 });
 
 t.test('at a terminal it asks twice and does not echo', async (t) => {
@@ -117,7 +117,7 @@ t.test('at a terminal it asks twice and does not echo', async (t) => {
   t.match(ran.stdout, /Password: /);
   t.match(ran.stdout, /Repeat the password: /);
   t.notMatch(ran.stdout, /typed secretly/, 'the terminal never shows the password');
-  const credentials = await test.ctx.repos.users.findCredentials('tty@example.com');
+  const credentials = await test.repos.users.findCredentials('tty@example.com');
   t.ok(await verifyPassword(credentials!.hashed_password, 'typed secretly 123'));
 });
 

@@ -168,6 +168,11 @@ export class ReadRouter {
    * pins its user to the primary until the replica has replayed the primary's current
    * position. One round trip on the primary; none without a user.
    */
+  /** Runs `fn` (the rest of a request) in `scope`: its reads are routed by it. */
+  withScope<T>(scope: ReadScope, fn: () => T): T {
+    return withScope(scope, fn);
+  }
+
   async wrote(scope: ReadScope): Promise<void> {
     if (scope.userId === null || !scope.writes) return;
     let lsn = MAX_LSN; // unknown: the primary until the pin ends

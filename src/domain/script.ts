@@ -145,3 +145,12 @@ export function assertExecutionMetrics(m: {
   check('/memory_usage_mb', m.memory_usage_mb, 99_999_999.99);
   if (problems.length > 0) throw new ValidationError(problems);
 }
+
+/** The orders a list of scripts can have (`-` for descending). */
+export const SCRIPT_SORTS = [
+  'created_at',
+  '-created_at',
+  'execution_time_seconds',
+  '-execution_time_seconds',
+] as const;
+export type ScriptSort = (typeof SCRIPT_SORTS)[number];

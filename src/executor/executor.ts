@@ -29,6 +29,7 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Sql } from '../db/client.js';
+import { Notifications } from '../db/notifications.js';
 import type { Metrics } from '../metrics.js';
 import type { ClaimedRun, Lease } from '../repositories/execution-repository.js';
 import type { Repositories } from '../repositories/index.js';
@@ -142,9 +143,10 @@ export class Executor {
         processUid,
         users: this.pool?.users ?? [],
       });
-      const queued = await sql.listen('run_queued', () => this.fill());
+      const notifications = new Notifications(sql);
+      const queued = await notifications.onRunQueued(() => this.fill());
       this.unlisten.push(queued.unlisten);
-      const cancelled = await sql.listen('run_cancelled', (payload) => this.onCancelled(Number(payload)));
+      const cancelled = await notifications.onRunCancelled((id) => this.onCancelled(id));
       this.unlisten.push(cancelled.unlisten);
     } catch (error) {
       await this.teardown();

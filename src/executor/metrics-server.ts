@@ -7,8 +7,8 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics.js';
-import { presentsToken, scrape } from '../metrics-scrape.js';
 import type { Repositories } from '../repositories/index.js';
+import { presentsToken, scrape } from '../services/metrics-scrape.js';
 
 export interface MetricsServerOptions {
   host: string;

@@ -18,7 +18,7 @@ import { readFile, rm } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 // NUL cannot be stored in PostgreSQL text: output shows it as U+FFFD, like undecodable bytes.
-import { pgText } from '../repositories/run-output.js';
+import { pgText } from '../domain/text.js';
 import { secretEnvPayload } from './ibkr-credentials.js';
 import { groupMembers, killGroup, killMembers } from './process-group.js';
 import type { Confinement } from './sandbox/index.js';

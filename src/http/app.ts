@@ -25,7 +25,7 @@ import { metricsPlugin } from './plugins/metrics.js';
 import { readScopePlugin } from './plugins/read-scope.js';
 import { securityHeaders } from './plugins/security-headers.js';
 import { answerUnderPressure } from './pressure.js';
-import { pgRateLimitStore } from './rate-limit-store.js';
+import { sharedRateLimitStore } from './rate-limit-store.js';
 import { authRoutes } from './routes/auth.js';
 import { executionRoutes } from './routes/execution.js';
 import { healthRoutes } from './routes/health.js';
@@ -196,7 +196,7 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
   await registerCors(app, corsOrigins(ctx.config));
   await app.register(cookie, { hook: 'onRequest' });
   // Counters in PostgreSQL: shared by every API process.
-  await app.register(rateLimit, { global: false, store: pgRateLimitStore(ctx.repos.db) });
+  await app.register(rateLimit, { global: false, store: sharedRateLimitStore(ctx.rateLimits) });
   await app.register(multipart, {
     limits: { fileSize: ctx.config.MAX_UPLOAD_BYTES, files: 1, fields: 0, parts: 1 },
   });

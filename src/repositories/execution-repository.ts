@@ -5,8 +5,9 @@
  */
 import type { Database } from '../db/database.js';
 import type { Run } from '../domain/run.js';
+import { pgText } from '../domain/text.js';
 import { type ClaimedRun, type Lease, RunLeaseRepository, type RunResult } from './run-leases.js';
-import { type PendingChunk, pgText, RunOutputRepository } from './run-output.js';
+import { type PendingChunk, RunOutputRepository } from './run-output.js';
 
 export type { ClaimedRun, Lease, RunResult } from './run-leases.js';
 export type { LogState, PendingChunk } from './run-output.js';

@@ -5,6 +5,7 @@
 import type { Database, TransactionOptions } from '../db/database.js';
 import { ExecutionRepository } from './execution-repository.js';
 import { LoginAttemptRepository } from './login-attempt-repository.js';
+import { RateLimitRepository } from './rate-limit-repository.js';
 import { RunRepository } from './run-repository.js';
 import { ScheduleRepository } from './schedule-repository.js';
 import { ScriptRepository } from './script-repository.js';
@@ -23,6 +24,7 @@ export class Repositories {
   readonly system: SystemRepository;
   readonly tokens: TokenRepository;
   readonly loginAttempts: LoginAttemptRepository;
+  readonly rateLimits: RateLimitRepository;
 
   /** Read-mostly methods query `db.reader` (a read replica, when configured: src/db/read-router.ts). */
   constructor(readonly db: Database) {
@@ -35,6 +37,7 @@ export class Repositories {
     this.system = new SystemRepository(db);
     this.tokens = new TokenRepository(db);
     this.loginAttempts = new LoginAttemptRepository(db);
+    this.rateLimits = new RateLimitRepository(db);
   }
 
   transaction<T>(fn: (tx: Repositories) => Promise<T>, options?: TransactionOptions): Promise<T> {
@@ -45,6 +48,7 @@ export class Repositories {
 export {
   ExecutionRepository,
   LoginAttemptRepository,
+  RateLimitRepository,
   RunRepository,
   ScheduleRepository,
   ScriptRepository,

@@ -6,8 +6,8 @@
 import { Type } from '@sinclair/typebox';
 import type { Database } from '../db/database.js';
 import type { RunStatus, RunTrigger } from '../domain/enums.js';
+import { type CursorPage, cursorPage, decodeCursor } from '../domain/paging.js';
 import { RUN_COLUMNS, type Run } from '../domain/run.js';
-import { type CursorPage, cursorPage, decodeCursor } from './pagination.js';
 
 export interface RunFilters {
   /** Only this user's runs; undefined: everyone's (admin). */

@@ -12,7 +12,8 @@ import type { RunStatus } from '../domain/enums.js';
 import { InvalidStateError, NotFoundError } from '../domain/errors.js';
 import { type Run, runStatusesLeadingTo } from '../domain/run.js';
 import { assertExecutionMetrics, type ScriptExtension } from '../domain/script.js';
-import { type PendingChunk, pgText, storePending } from './run-output.js';
+import { pgText } from '../domain/text.js';
+import { type PendingChunk, storePending } from './run-output.js';
 import { logBytes, RUN_RETURNING, summaryFrom } from './run-summary.js';
 
 /** What a finished run measured. */

@@ -13,6 +13,7 @@ import type { Fragment } from '../db/client.js';
 import type { Database } from '../db/database.js';
 import type { RunStatus, ScriptStatus } from '../domain/enums.js';
 import { NotFoundError } from '../domain/errors.js';
+import { pgText } from '../domain/text.js';
 
 /** A batch of output and its place in the run's output. */
 export interface PendingChunk {
@@ -31,11 +32,6 @@ export interface LogState {
    * ended (appends need it running, and its last output is stored with its outcome).
    */
   finished: boolean;
-}
-
-/** `text` with every NUL replaced by U+FFFD, the one character PostgreSQL text refuses. */
-export function pgText(text: string): string {
-  return text.includes('\u0000') ? text.replaceAll('\u0000', '\uFFFD') : text;
 }
 
 /** The whole output of the run with id `runId` (an SQL expression). */

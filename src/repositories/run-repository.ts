@@ -25,9 +25,9 @@
 import type { Database } from '../db/database.js';
 import type { RunStatus, RunTrigger, ScriptStatus } from '../domain/enums.js';
 import { InvalidStateError, NotFoundError, TooManyRunningError } from '../domain/errors.js';
+import type { CursorPage } from '../domain/paging.js';
 import { RUN_COLUMNS, type Run } from '../domain/run.js';
 import { ACTIVE_STATUSES, SCRIPT_COLUMNS, type Script } from '../domain/script.js';
-import type { CursorPage } from './pagination.js';
 import { queueRunsCtes, queueScheduledRuns, type ScheduledRunRequest } from './run-batch.js';
 import { listRuns, type PurgePosition, purgeExpiredRuns, type RunFilters } from './run-history.js';
 import { runOf, type TransitionRow } from './run-leases.js';

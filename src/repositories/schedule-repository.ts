@@ -13,8 +13,8 @@
 import { Type } from '@sinclair/typebox';
 import type { Database } from '../db/database.js';
 import { ConflictError, NotFoundError } from '../domain/errors.js';
+import { type CursorPage, cursorPage, decodeCursor } from '../domain/paging.js';
 import { MAX_SCHEDULES_PER_SCRIPT, SCHEDULE_COLUMNS, type Schedule } from '../domain/schedule.js';
-import { type CursorPage, cursorPage, decodeCursor } from './pagination.js';
 
 export interface NewSchedule {
   script_id: number;

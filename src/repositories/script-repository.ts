@@ -8,7 +8,6 @@ import type { Fragment } from '../db/client.js';
 import type { Database } from '../db/database.js';
 import { SCRIPT_STATUSES, type ScriptStatus } from '../domain/enums.js';
 import { InvalidStateError, NotFoundError, ScriptQuotaError, StorageQuotaError } from '../domain/errors.js';
-import { ACTIVE_STATUSES, SCRIPT_COLUMNS, type Script, type ScriptExtension } from '../domain/script.js';
 import {
   type CursorPage,
   cursorPage,
@@ -18,8 +17,16 @@ import {
   type OffsetQuery,
   offsetOf,
   offsetPage,
-} from './pagination.js';
-import { rowsOf } from './user-repository.js';
+} from '../domain/paging.js';
+import {
+  ACTIVE_STATUSES,
+  SCRIPT_COLUMNS,
+  SCRIPT_SORTS,
+  type Script,
+  type ScriptExtension,
+  type ScriptSort,
+} from '../domain/script.js';
+import { rowsOf } from './rows.js';
 
 export interface NewScript {
   user_id: number;
@@ -39,14 +46,6 @@ export interface ScriptFilters {
   min_execution_time?: number;
   created_since?: Date;
 }
-
-export const SCRIPT_SORTS = [
-  'created_at',
-  '-created_at',
-  'execution_time_seconds',
-  '-execution_time_seconds',
-] as const;
-export type ScriptSort = (typeof SCRIPT_SORTS)[number];
 
 export interface ScriptFile {
   user_id: number;
@@ -362,19 +361,6 @@ function isTimestampText(value: unknown): boolean {
     date.getUTCMinutes() === minute &&
     date.getUTCSeconds() === second
   );
-}
-
-const DATE_FIELDS = ['started_at', 'completed_at', 'created_at', 'updated_at'] as const;
-
-/** A script row that came through json_agg: timestamps back to Dates, as every other row has them. */
-export function scriptFromJson(json: Record<string, unknown>): Script {
-  const script = json as unknown as Script;
-  for (const field of DATE_FIELDS) {
-    const value = json[field];
-    (script as unknown as Record<string, unknown>)[field] =
-      typeof value === 'string' ? new Date(value) : value;
-  }
-  return script;
 }
 
 export { SCRIPT_STATUSES };

@@ -5,7 +5,7 @@
  */
 import type { Database } from '../db/database.js';
 import type { AuthProvider, ScriptStatus } from '../domain/enums.js';
-import { type OffsetPage, type OffsetQuery, offsetOf, offsetPage } from './pagination.js';
+import { type OffsetPage, type OffsetQuery, offsetOf, offsetPage } from '../domain/paging.js';
 
 export interface ScriptStats {
   total_scripts: number;

@@ -8,6 +8,15 @@ import type { Fragment } from '../db/client.js';
 import type { Database } from '../db/database.js';
 import type { AuthProvider, UserRole } from '../domain/enums.js';
 import { NotFoundError } from '../domain/errors.js';
+import {
+  type CursorPage,
+  cursorPage,
+  decodeCursor,
+  type OffsetPage,
+  type OffsetQuery,
+  offsetOf,
+  offsetPage,
+} from '../domain/paging.js';
 import { SCRIPT_COLUMNS, type Script } from '../domain/script.js';
 import {
   assertValid,
@@ -17,17 +26,7 @@ import {
   type User,
   usernameProblem,
 } from '../domain/user.js';
-import {
-  type CursorPage,
-  cursorPage,
-  decodeCursor,
-  likeContains,
-  type OffsetPage,
-  type OffsetQuery,
-  offsetOf,
-  offsetPage,
-} from './pagination.js';
-import { scriptFromJson } from './script-repository.js';
+import { likeContains, type PageRow, rowsOf, scriptFromJson } from './rows.js';
 
 export interface NewUser {
   email: string;
@@ -284,7 +283,7 @@ export class UserRepository {
     const db = this.db.reader;
     const sql = db.sql;
     const where = this.where(filters);
-    const rows = await db.many<{ total: number } & Nullable<User>>(
+    const rows = await db.many<PageRow<User>>(
       'users.listPage',
       sql`
         select c.total, u.*
@@ -543,15 +542,6 @@ export class UserRepository {
       ${f.created_since === undefined ? sql`` : sql`and created_at >= ${f.created_since}`}
     `;
   }
-}
-
-type Nullable<T> = { [K in keyof T]: T[K] | null };
-
-/** Rows of a `count left join lateral page` query: an empty page is one row of nulls. */
-export function rowsOf<T extends { id: unknown }>(rows: Array<{ total: number } & Nullable<T>>): T[] {
-  const items: T[] = [];
-  for (const { total: _total, ...row } of rows) if (row.id !== null) items.push(row as unknown as T);
-  return items;
 }
 
 function orNotFound(user: User | null): User {

@@ -23,6 +23,7 @@
 import type { Logger } from 'pino';
 import type { Sql } from '../db/client.js';
 import { isRetryable } from '../db/map-error.js';
+import { Notifications } from '../db/notifications.js';
 import { DatabaseUnavailableError, DomainError } from '../domain/errors.js';
 import { CronRule } from '../domain/schedule.js';
 import type { Repositories } from '../repositories/index.js';
@@ -98,10 +99,9 @@ export class Scheduler {
   async start(): Promise<void> {
     if (this.running) return;
     if (this.options.sql) {
-      const listener = await this.options.sql.listen(
-        'schedule_changed',
-        (payload) => {
-          if (Number(payload) < this.wakeAt) this.poke();
+      const listener = await new Notifications(this.options.sql).onScheduleChanged(
+        (nextRunAtMs) => {
+          if (nextRunAtMs < this.wakeAt) this.poke();
         },
         // (Re)connected: a notification may have been lost meanwhile.
         () => this.poke(),

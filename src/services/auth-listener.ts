@@ -6,23 +6,15 @@
  */
 import type { Logger } from 'pino';
 import type { Sql } from '../db/client.js';
+import { Notifications, type Subscription } from '../db/notifications.js';
 import type { AuthCache } from './auth-cache.js';
 
-export async function listenForAuthChanges(
-  sql: Sql,
-  cache: AuthCache,
-  log: Logger,
-): Promise<{ unlisten: () => Promise<void> }> {
-  const { unlisten } = await sql.listen(
-    'auth_changed',
-    (payload) => {
-      const userId = Number(payload);
-      if (Number.isSafeInteger(userId)) cache.evictUser(userId);
-    },
+export async function listenForAuthChanges(sql: Sql, cache: AuthCache, log: Logger): Promise<Subscription> {
+  return new Notifications(sql).onAuthChanged(
+    (userId) => cache.evictUser(userId),
     () => {
       cache.clear();
-      log.debug('listening for auth_changed');
+      log.debug('listening for auth changes');
     },
   );
-  return { unlisten };
 }

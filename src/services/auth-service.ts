@@ -39,6 +39,11 @@ export interface Principal extends AuthIdentity {
   token_hash: Buffer;
 }
 
+/** Whose rows a caller may reach: its own, or everyone's (undefined) for an admin. */
+export function scopeOf(principal: Pick<Principal, 'role' | 'user_id'>): number | undefined {
+  return principal.role === 'admin' ? undefined : principal.user_id;
+}
+
 export class AuthService {
   constructor(
     private readonly repos: Repositories,

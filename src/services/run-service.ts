@@ -7,12 +7,12 @@
 
 import type { RunStatus, RunTrigger } from '../domain/enums.js';
 import { ForbiddenError, ValidationError } from '../domain/errors.js';
+import { type CursorPage, PER_PAGE_DEFAULT } from '../domain/paging.js';
 import type { Run } from '../domain/run.js';
 import type { Script } from '../domain/script.js';
 import type { Repositories } from '../repositories/index.js';
-import { type CursorPage, PER_PAGE_DEFAULT } from '../repositories/pagination.js';
 import type { LogState } from '../repositories/run-output.js';
-import type { Principal } from './auth-service.js';
+import { type Principal, scopeOf } from './auth-service.js';
 
 export interface RunListQuery {
   script_id?: number;
@@ -141,11 +141,6 @@ export class RunService {
     const first = await read();
     return { runId, first, next: read };
   }
-}
-
-/** Whose rows a caller may reach: its own, or everyone's (undefined) for an admin. */
-function scopeOf(principal: Principal): number | undefined {
-  return principal.role === 'admin' ? undefined : principal.user_id;
 }
 
 /** The last `n` lines of `text` (all of it when n is undefined). */

@@ -5,9 +5,9 @@
  * (src/scheduler/).
  */
 import { ForbiddenError } from '../domain/errors.js';
+import type { CursorPage } from '../domain/paging.js';
 import { CronRule, checkTimezone, normalizeCron, type Schedule } from '../domain/schedule.js';
 import type { Repositories } from '../repositories/index.js';
-import type { CursorPage } from '../repositories/pagination.js';
 import type { Principal } from './auth-service.js';
 
 /** Where "now" comes from: the wall clock, or a test's. */

@@ -9,12 +9,12 @@ import {
   UnsupportedFileTypeError,
   ValidationError,
 } from '../domain/errors.js';
-import { type Script, sanitizeFilename, scriptExtension } from '../domain/script.js';
+import { fetchPage, type Page, type PageRequest } from '../domain/paging.js';
+import { type Script, type ScriptSort, sanitizeFilename, scriptExtension } from '../domain/script.js';
 import type { Repositories } from '../repositories/index.js';
-import type { ScriptFilters, ScriptSort, ScriptWithUser } from '../repositories/script-repository.js';
+import type { ScriptFilters, ScriptWithUser } from '../repositories/script-repository.js';
 import type { Storage } from '../storage/storage.js';
-import type { Principal } from './auth-service.js';
-import { fetchPage, type Page, type PageRequest } from './paging.js';
+import { type Principal, scopeOf } from './auth-service.js';
 
 /** GET /scripts: filters, whose scripts, order, and the page. */
 export interface ScriptListQuery extends Omit<ScriptFilters, 'user_id'>, PageRequest {
@@ -143,7 +143,7 @@ export class ScriptService {
    * else's script is FORBIDDEN); an admin may turn it off on anyone's.
    */
   async update(principal: Principal, id: number, patch: { ibkr_access?: boolean }): Promise<Script> {
-    const scope = principal.role === 'admin' ? undefined : principal.user_id;
+    const scope = scopeOf(principal);
     if (patch.ibkr_access === undefined) return this.repos.scripts.getById(id, scope);
     if (patch.ibkr_access && principal.role === 'admin') {
       const script = await this.repos.scripts.getById(id);
@@ -151,6 +151,16 @@ export class ScriptService {
         throw new ForbiddenError("only a script's owner may give it the owner's IBKR credentials");
     }
     return this.repos.scripts.setIbkrAccess(id, patch.ibkr_access, scope);
+  }
+
+  /** One script: the principal's own (admins: anyone's); someone else's is NOT_FOUND. */
+  get(principal: Principal, id: number): Promise<Script> {
+    return this.repos.scripts.getById(id, scopeOf(principal));
+  }
+
+  /** Scripts running now: the principal's own (admins: everyone's). */
+  listRunning(principal: Principal): Promise<Script[]> {
+    return this.repos.scripts.listRunning(scopeOf(principal));
   }
 
   /** Deletes an idle script; its bytes go with the row (cascade). */

@@ -2,9 +2,10 @@
 
 import type { UserRole } from '../domain/enums.js';
 import { NotFoundError } from '../domain/errors.js';
+import { fetchPage, type Page, type PageRequest } from '../domain/paging.js';
 import { assertValid, type User, usernameProblem } from '../domain/user.js';
 import type { Repositories } from '../repositories/index.js';
-import type { UserWithScripts } from '../repositories/user-repository.js';
+import type { UserFilters, UserWithScripts } from '../repositories/user-repository.js';
 import type { AuthService, Principal } from './auth-service.js';
 import type { SecretBox } from './secret-box.js';
 
@@ -24,6 +25,20 @@ export class UserService {
     private readonly auth: AuthService,
     private readonly secrets: SecretBox,
   ) {}
+
+  /** Admin listing: an offset or keyset page, as the request asks. */
+  list(filters: UserFilters, request: PageRequest): Promise<Page<User>> {
+    return fetchPage(
+      request,
+      (page) => this.repos.users.listPage(filters, page),
+      (cursor, limit) => this.repos.users.listAfter(filters, cursor, limit),
+    );
+  }
+
+  /** Case-insensitive substring search of email or username. */
+  search(term: string, limit: number): Promise<User[]> {
+    return this.repos.users.search(term, limit);
+  }
 
   /**
    * PATCH /me: username and/or password (a new password needs the current one).

@@ -99,7 +99,7 @@ t.test(
     t.notMatch(logs, /READ/);
     const probeUid = Number(/^uid (\d+)$/m.exec(logs)?.[1]);
     t.not(probeUid, uid, 'the two runs have different uids');
-    t.equal((await f.ctx.repos.scripts.getById(first)).status, 'running', 'the first run was not disturbed');
+    t.equal((await f.repos.scripts.getById(first)).status, 'running', 'the first run was not disturbed');
     await f.app.inject({ method: 'POST', url: `/api/v1/scripts/${first}/cancel`, headers: alice.headers });
     await eventually('the first run ends', async () => (await processesIn(f.workDir)).length === 0);
   },

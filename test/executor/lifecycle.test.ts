@@ -123,7 +123,7 @@ t.test(
     };
     await f.startExecutor({}, { repos });
     await execute(f, account, id);
-    const first = (await f.ctx.repos.scripts.getById(id)).last_run_id!;
+    const first = (await f.repos.scripts.getById(id)).last_run_id!;
     await eventually('the first run runs', async () => (await logsOf(f, id)).includes('ran'));
     t.equal((await cancel(f, account, id)).statusCode, 200);
     await recording.opened;
@@ -132,15 +132,15 @@ t.test(
     const second = again.json().id as number;
     t.not(second, first, 'a run of its own');
     await eventually('the second run runs', async () => (await logsOf(f, id)).includes('ran'));
-    t.equal((await f.ctx.repos.runs.getById(second)).status, 'running', 'claimed without waiting');
+    t.equal((await f.repos.runs.getById(second)).status, 'running', 'claimed without waiting');
     release.open();
     await eventually(
       'the first run is recorded',
-      async () => (await f.ctx.repos.runs.getById(first)).execution_time_seconds !== null,
+      async () => (await f.repos.runs.getById(first)).execution_time_seconds !== null,
     );
-    t.match(await f.ctx.repos.runs.getById(second), { status: 'running', execution_time_seconds: null });
+    t.match(await f.repos.runs.getById(second), { status: 'running', execution_time_seconds: null });
     t.match(
-      await f.ctx.repos.scripts.getById(id),
+      await f.repos.scripts.getById(id),
       { status: 'running', last_run_id: second, execution_time_seconds: null },
       'the first run’s record did not land on the script',
     );
@@ -250,9 +250,9 @@ t.test('stop() with a claim in flight: the claimed run is waited for, not left b
   await new Promise((resolve) => setTimeout(resolve, 1000));
   release.open();
   await stopped;
-  t.match(await f.ctx.repos.scripts.getById(id), { status: 'completed' }, 'it ran within the grace period');
+  t.match(await f.repos.scripts.getById(id), { status: 'completed' }, 'it ran within the grace period');
   t.equal(await logsOf(f, id), 'done\n');
-  t.same(await f.ctx.repos.scripts.listRunning(), []);
+  t.same(await f.repos.scripts.listRunning(), []);
 });
 
 t.test('during the grace period of stop(), leases are renewed and cancels heard', async (t) => {
@@ -279,7 +279,7 @@ t.test('during the grace period of stop(), leases are renewed and cancels heard'
   await eventually('the cancelled run is killed', async () => !(await alive(pid)), 10_000);
   t.ok(Date.now() - cancelledAt < 10_000, 'the cancel was heard during the grace period');
   await stopped;
-  t.match(await f.ctx.repos.scripts.getById(finishing), { status: 'completed' }, 'its lease held to the end');
+  t.match(await f.repos.scripts.getById(finishing), { status: 'completed' }, 'its lease held to the end');
   t.equal(await logsOf(f, finishing), 'finished\n');
   const killed = await waitFor(f, cancelled, (s) => s.memory_usage_mb !== null, 10_000);
   t.match(killed, { status: 'cancelled' }, 'and recorded as cancelled, with its measurements');
@@ -306,20 +306,16 @@ t.test(
     for (let i = 0; i < 100 && (await processesIn(f.workDir)).length < 1; i++)
       await new Promise((r) => setTimeout(r, 50));
     await executor.stop();
-    t.equal(
-      (await f.ctx.repos.scripts.getById(quick)).status,
-      'completed',
-      'finished within the grace period',
-    );
-    const killed = await f.ctx.repos.scripts.getById(slow);
+    t.equal((await f.repos.scripts.getById(quick)).status, 'completed', 'finished within the grace period');
+    const killed = await f.repos.scripts.getById(slow);
     t.match(killed, { status: 'failed', error_message: /the executor shut down before the script finished/ });
     t.ok(killed.memory_usage_mb !== null, 'measured even when killed');
-    t.same(await f.ctx.repos.scripts.listRunning(), [], 'nothing is left running');
+    t.same(await f.repos.scripts.listRunning(), [], 'nothing is left running');
     t.same(await processesIn(f.workDir), []);
     // A stopped executor claims nothing.
     const later = await upload(f, account, 'later.py', 'print(1)\n');
     await execute(f, account, later);
     await new Promise((r) => setTimeout(r, 500));
-    t.equal((await f.ctx.repos.scripts.getById(later)).status, 'queued');
+    t.equal((await f.repos.scripts.getById(later)).status, 'queued');
   },
 );

@@ -33,7 +33,7 @@ t.setTimeout(300_000);
 
 t.test('four claimers against 500 queued runs: each claimed exactly once', async (t) => {
   const f = await executorFixture(t);
-  const repos = f.ctx.repos;
+  const repos = f.repos;
   const user = await makeUser(repos);
   const sql = f.database.sql;
   const ids: number[] = [];
@@ -226,16 +226,16 @@ t.test(
     t.equal(leaseLost?.value, 1, 'counted as script_runs_total{outcome="lease_lost"}');
 
     // The dead executor's late writes, had it woken up, would change nothing.
-    const before = await f.ctx.repos.scripts.getById(id);
+    const before = await f.repos.scripts.getById(id);
     const result = { exit_code: 0, execution_time_seconds: 1, memory_usage_mb: 1 };
-    const runBefore = await f.ctx.repos.runs.getById(runId);
-    await rejectsWith(t, f.ctx.repos.executions.complete(runId, result, ready), InvalidStateError);
-    await rejectsWith(t, f.ctx.repos.executions.fail(runId, 'late', result, ready), InvalidStateError);
-    t.equal(await f.ctx.repos.executions.appendLog(runId, ready, 99, 'late output'), false);
-    t.equal(await f.ctx.repos.executions.recordCancelledRun(runId, ready, result), false);
-    t.same(await f.ctx.repos.scripts.getById(id), before, 'the script is unchanged');
-    t.same(await f.ctx.repos.runs.getById(runId), runBefore, 'and so is the run');
-    t.same(await f.ctx.repos.executions.renewLeases([runId], { executorId: ready, seconds: 30 }), []);
+    const runBefore = await f.repos.runs.getById(runId);
+    await rejectsWith(t, f.repos.executions.complete(runId, result, ready), InvalidStateError);
+    await rejectsWith(t, f.repos.executions.fail(runId, 'late', result, ready), InvalidStateError);
+    t.equal(await f.repos.executions.appendLog(runId, ready, 99, 'late output'), false);
+    t.equal(await f.repos.executions.recordCancelledRun(runId, ready, result), false);
+    t.same(await f.repos.scripts.getById(id), before, 'the script is unchanged');
+    t.same(await f.repos.runs.getById(runId), runBefore, 'and so is the run');
+    t.same(await f.repos.executions.renewLeases([runId], { executorId: ready, seconds: 30 }), []);
   },
 );
 

@@ -94,7 +94,7 @@ export async function signUp(
 /** Registers a user and makes it an admin. */
 export async function signUpAdmin(testApp: TestApp): Promise<Account> {
   const account = await signUp(testApp.app);
-  account.user = await testApp.ctx.repos.users.update(account.user.id, { role: 'admin' });
+  account.user = await testApp.repos.users.update(account.user.id, { role: 'admin' });
   testApp.cache.evictUser(account.user.id);
   return account;
 }

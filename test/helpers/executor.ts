@@ -57,7 +57,7 @@ export async function executorFixture(t: Test, env: Record<string, string> = {})
     });
     const executor = new Executor({
       config,
-      repos: fixture.ctx.repos,
+      repos: fixture.repos,
       sql: fixture.database.sql,
       storage: fixture.storage,
       log: testLogger(),
@@ -107,7 +107,7 @@ export async function waitFor(
 ) {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const script = await f.ctx.repos.scripts.getById(id);
+    const script = await f.repos.scripts.getById(id);
     if (until(script)) return script;
     if (Date.now() > deadline) throw new Error(`script ${id} still ${script.status} after ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -131,7 +131,7 @@ export async function eventually<T>(
 
 /** The whole output of a script's latest run. */
 export async function logsOf(f: TestApp, id: number): Promise<string> {
-  return (await f.ctx.repos.runs.readScriptLogs(id)).logs;
+  return (await f.repos.runs.readScriptLogs(id)).logs;
 }
 
 /** Whether a process exists (a zombie counts as gone). */

@@ -116,14 +116,14 @@ async function world(t: Test): Promise<World> {
   const alice = await signUp(ta.app);
   const bob = await signUp(ta.app);
   const admin = await signUpAdmin(ta);
-  const executions = ta.ctx.repos.executions;
+  const executions = ta.repos.executions;
   const uploaded = await uploadAs(ta, alice, 'uploaded.py', 'print("uploaded")\n');
   const queued = await uploadAs(ta, alice, 'queued.py', 'print("queued")\n');
   const running = await uploadAs(ta, alice, 'running.py', 'print("running")\n');
   const completed = await uploadAs(ta, alice, 'completed.py', 'print("completed")\n');
-  await queueRun(ta.ctx.repos, queued);
-  await startRun(ta.ctx.repos, running);
-  const done = await startRun(ta.ctx.repos, completed);
+  await queueRun(ta.repos, queued);
+  await startRun(ta.repos, running);
+  const done = await startRun(ta.repos, completed);
   await executions.appendLog(done.id, LEASE.executorId, 0, 'secret output of alice\n');
   await executions.complete(done.id, { exit_code: 0, execution_time_seconds: 1, memory_usage_mb: 2 });
   await uploadAs(ta, bob, 'bob.py', 'print("bob")\n');
@@ -300,7 +300,7 @@ t.test('register refuses role, is_active, user_id, status, hashed_password, file
     });
     const body = problemOf(t, res, 400, 'VALIDATION_FAILED', `register with ${field}`);
     t.same(body.errors, [{ path: `/${field}`, message: 'is not allowed' }], `names /${field}`);
-    t.equal(await ta.ctx.repos.users.findByEmail(email), null, `register with ${field}: no user`);
+    t.equal(await ta.repos.users.findByEmail(email), null, `register with ${field}: no user`);
   }
   // Prototype pollution is refused too.
   for (const raw of [
@@ -316,7 +316,7 @@ t.test('register refuses role, is_active, user_id, status, hashed_password, file
     t.equal(res.statusCode, 400, 'a poisoned body is a 400');
     t.match(res.headers['content-type'], /^application\/problem\+json/);
   }
-  t.equal(await ta.ctx.repos.users.findByEmail('proto@example.com'), null);
+  t.equal(await ta.repos.users.findByEmail('proto@example.com'), null);
   const sql = ta.database.sql;
   const [{ n }] = (await sql`select count(*)::int as n from users`) as unknown as [{ n: number }];
   t.equal(n, 0, 'no user was created');
@@ -437,7 +437,7 @@ t.test(
         t.same(body.errors, [{ path: '', message: 'this route takes no request body' }]);
       }
     }
-    t.match(await ta.ctx.repos.scripts.getById(id), { status: 'uploaded' }, 'the script is unchanged');
+    t.match(await ta.repos.scripts.getById(id), { status: 'uploaded' }, 'the script is unchanged');
     t.equal(
       (await ta.app.inject({ url: '/api/v1/me', headers: alice.headers })).statusCode,
       200,

@@ -220,7 +220,7 @@ t.test('follow=true streams output while the script runs and ends with the run',
     if (done) break;
     text += decoder.decode(value, { stream: true });
     if (statusAtFirstTick === undefined && text.includes('tick 0'))
-      statusAtFirstTick = (await f.ctx.repos.scripts.getById(id)).status;
+      statusAtFirstTick = (await f.repos.scripts.getById(id)).status;
   }
   t.equal(statusAtFirstTick, 'running', 'the first output arrived while the script was still running');
   const output = [...text.matchAll(/^data: (.*)$/gm)].map((m) => m[1]).join('\n');

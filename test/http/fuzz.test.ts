@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import type { InjectOptions } from 'fastify';
 import t from 'tap';
 import { SCRIPT_STATUSES } from '../../src/domain/enums.js';
-import { SCRIPT_SORTS } from '../../src/repositories/script-repository.js';
+import { SCRIPT_SORTS } from '../../src/domain/script.js';
 import { newToken, tokenHash } from '../../src/services/tokens.js';
 import { type Account, multipartFile, signUp, signUpAdmin, testApp } from '../helpers/app.js';
 
@@ -758,11 +758,7 @@ async function authorization(caller: Caller, route: RouteSpec): Promise<string |
   if (account !== undefined) {
     if (route.path !== '/api/v1/auth/logout') return account.headers.authorization;
     const token = newToken();
-    await harness.ctx.repos.tokens.create(
-      account.user.id,
-      tokenHash(token)!,
-      new Date(Date.now() + 3_600_000),
-    );
+    await harness.repos.tokens.create(account.user.id, tokenHash(token)!, new Date(Date.now() + 3_600_000));
     return `Bearer ${token}`;
   }
   if (caller === 'forged') return `Bearer ${newToken()}`;

@@ -40,7 +40,7 @@ t.test('providers: google is null without GOOGLE_CLIENT_ID, and sign-in is 404',
 });
 
 t.test('with GOOGLE_CLIENT_ID', async (t) => {
-  const { app, database, server, ctx, cache } = await googleApp(t);
+  const { app, database, server, repos, cache } = await googleApp(t);
 
   await t.test('providers names the client id', async (t) => {
     t.same((await app.inject(PROVIDERS)).json(), { email: true, google: { client_id: CLIENT_ID } });
@@ -136,7 +136,7 @@ t.test('with GOOGLE_CLIENT_ID', async (t) => {
       url: GOOGLE,
       payload: { id_token: await idToken({ key: keyA, claims: person }) },
     });
-    await ctx.repos.users.deactivate(first.json().user.id);
+    await repos.users.deactivate(first.json().user.id);
     cache.evictUser(first.json().user.id);
     const res = await app.inject({
       method: 'POST',

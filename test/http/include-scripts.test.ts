@@ -12,7 +12,7 @@ t.test('GET /users/:id?include=scripts embeds the newest 100 and links to the re
   const { app } = test;
   const user = await signUp(app);
   const made: number[] = [];
-  for (let i = 0; i < 105; i++) made.push((await makeScript(test.ctx.repos, user.user.id)).id);
+  for (let i = 0; i < 105; i++) made.push((await makeScript(test.repos, user.user.id)).id);
   const newestFirst = [...made].reverse();
   const res = await app.inject({ url: `${USERS}/${user.user.id}?include=scripts`, headers: user.headers });
   t.equal(res.statusCode, 200);
@@ -27,7 +27,7 @@ t.test('GET /users/:id?include=scripts embeds the newest 100 and links to the re
   const plain = await app.inject({ url: `${USERS}/${user.user.id}`, headers: user.headers });
   t.notOk('scripts_next' in plain.json(), 'no link without include=scripts');
   const few = await signUp(app);
-  await makeScript(test.ctx.repos, few.user.id);
+  await makeScript(test.repos, few.user.id);
   const all = await app.inject({ url: `${USERS}/${few.user.id}?include=scripts`, headers: few.headers });
   t.equal(all.json().scripts.length, 1);
   t.equal(all.json().scripts_next, null, 'null when every script is embedded');

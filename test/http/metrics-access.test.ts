@@ -63,12 +63,12 @@ t.test('the metrics listener is on 127.0.0.1 by default and honours the token', 
   t.equal(config.METRICS_PORT, 0, 'off unless asked for');
   t.throws(() => loadConfig({ METRICS_TOKEN: 'short' }), { message: /METRICS_TOKEN=\(hidden\)/ });
 
-  const { ctx } = await testApp(t);
+  const { ctx, repos } = await testApp(t);
   const server = await startMetricsServer({
     host: config.METRICS_HOST,
     port: 0,
     metrics: ctx.metrics,
-    repos: ctx.repos,
+    repos,
     log: testLogger(),
     token: TOKEN,
     pool: true,

@@ -438,7 +438,7 @@ t.test('a route without a body still answers 415 and 413 as problems, as documen
 
 t.test('under pressure the API answers 503, but /health and /metrics still answer 200', async (t) => {
   // Any utilisation at all is "too busy": the first sample (after a second) turns shedding on.
-  const { app, ctx } = await testApp(t, { MAX_EVENT_LOOP_UTILIZATION: '0.000001', METRICS_TOKEN });
+  const { app, ctx, repos } = await testApp(t, { MAX_EVENT_LOOP_UTILIZATION: '0.000001', METRICS_TOKEN });
   const account = await signUp(app);
   const deadline = Date.now() + 10_000;
   while (!app.isUnderPressure() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
@@ -457,7 +457,7 @@ t.test('under pressure the API answers 503, but /health and /metrics still answe
   isProblem(t, rename, 503, 'SERVER_OVERLOADED');
   await new Promise((resolve) => setTimeout(resolve, 200));
   t.equal(
-    (await ctx.repos.users.getById(account.user.id)).username,
+    (await repos.users.getById(account.user.id)).username,
     account.user.username,
     'the shed change was not made',
   );

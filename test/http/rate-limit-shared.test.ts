@@ -6,7 +6,6 @@ import t, { type Test } from 'tap';
 import { compose } from '../../src/compose.js';
 import { migrationNames } from '../../src/db/migrate.js';
 import { build } from '../../src/http/app.js';
-import { pruneRateLimits } from '../../src/http/rate-limit-store.js';
 import { Metrics } from '../../src/metrics.js';
 import { signUp, testApp } from '../helpers/app.js';
 import { testLogger } from '../helpers/db.js';
@@ -63,7 +62,7 @@ t.test('two API instances share one login limit', async (t) => {
   t.equal(fresh?.hits, 1);
 
   await a.database.sql`update rate_limits set expires_at = now() - interval '1 second'`;
-  t.equal(await pruneRateLimits(a.ctx.repos.db), 2, 'maintenance prunes ended windows');
+  t.equal(await a.repos.rateLimits.prune(), 2, 'maintenance prunes ended windows');
 });
 
 t.test('concurrent hits through both instances are each counted once', async (t) => {

@@ -15,9 +15,9 @@ function get(f: TestApp, account: Account, url: string) {
 }
 
 async function finishedRun(f: TestApp, scriptId: number, output: string) {
-  const run = await startRun(f.ctx.repos, scriptId);
-  if (output !== '') await f.ctx.repos.executions.appendLog(run.id, LEASE.executorId, 0, output);
-  return f.ctx.repos.executions.complete(run.id, ok);
+  const run = await startRun(f.repos, scriptId);
+  if (output !== '') await f.repos.executions.appendLog(run.id, LEASE.executorId, 0, output);
+  return f.repos.executions.complete(run.id, ok);
 }
 
 t.test('one run, a script’s history, lists and filters, scoped to the owner', async (t) => {
@@ -25,12 +25,12 @@ t.test('one run, a script’s history, lists and filters, scoped to the owner', 
   const alice = await signUp(f.app);
   const bob = await signUp(f.app);
   const admin = await signUpAdmin(f);
-  const a1 = await makeScript(f.ctx.repos, alice.user.id);
-  const a2 = await makeScript(f.ctx.repos, alice.user.id);
-  const b1 = await makeScript(f.ctx.repos, bob.user.id);
+  const a1 = await makeScript(f.repos, alice.user.id);
+  const a2 = await makeScript(f.repos, alice.user.id);
+  const b1 = await makeScript(f.repos, bob.user.id);
   const r1 = await finishedRun(f, a1.id, 'one\n');
   const r2 = await finishedRun(f, a1.id, 'two\n');
-  const r3 = await queueRun(f.ctx.repos, a2.id);
+  const r3 = await queueRun(f.repos, a2.id);
   const rb = await finishedRun(f, b1.id, 'bob\n');
 
   const one = await get(f, alice, `/api/v1/runs/${r1.id}`);
@@ -93,7 +93,7 @@ t.test(
     const f = await testApp(t);
     const alice = await signUp(f.app);
     const bob = await signUp(f.app);
-    const script = await makeScript(f.ctx.repos, alice.user.id);
+    const script = await makeScript(f.repos, alice.user.id);
     const first = await finishedRun(f, script.id, 'a\nb\nc\n');
     await finishedRun(f, script.id, 'second run\n');
     const plain = await get(f, alice, `/api/v1/runs/${first.id}/logs`);
@@ -104,7 +104,7 @@ t.test(
     t.equal((await get(f, bob, `/api/v1/runs/${first.id}/logs`)).statusCode, 404);
     t.equal((await get(f, alice, `/api/v1/runs/${first.id}/logs?tail=0`)).statusCode, 400);
     t.equal((await get(f, alice, `/api/v1/scripts/${script.id}/logs`)).body, 'second run\n');
-    const never = await makeScript(f.ctx.repos, alice.user.id);
+    const never = await makeScript(f.repos, alice.user.id);
     t.equal((await get(f, alice, `/api/v1/scripts/${never.id}/logs`)).body, '', 'no run yet: no output');
   },
 );
@@ -112,7 +112,7 @@ t.test(
 t.test('follow of a finished run sends its output and `end` at once', async (t) => {
   const f = await testApp(t);
   const alice = await signUp(f.app);
-  const script = await makeScript(f.ctx.repos, alice.user.id);
+  const script = await makeScript(f.repos, alice.user.id);
   const run = await finishedRun(f, script.id, 'done\n');
   await f.app.listen({ port: 0, host: '127.0.0.1' });
   const address = f.app.server.address();
@@ -127,7 +127,7 @@ t.test('follow of a finished run sends its output and `end` at once', async (t) 
     body,
     'event: log\ndata: done\ndata: \n\nevent: end\ndata: {"status":"completed","exit_code":0}\n\n',
   );
-  const never = await makeScript(f.ctx.repos, alice.user.id);
+  const never = await makeScript(f.repos, alice.user.id);
   const idle = await fetch(`http://127.0.0.1:${address.port}/api/v1/scripts/${never.id}/logs?follow=true`, {
     headers: alice.headers,
   });
@@ -140,8 +140,8 @@ t.test(
     const f = await testApp(t);
     const alice = await signUp(f.app);
     const bob = await signUp(f.app);
-    const script = await makeScript(f.ctx.repos, alice.user.id);
-    const run = await queueRun(f.ctx.repos, script.id);
+    const script = await makeScript(f.repos, alice.user.id);
+    const run = await queueRun(f.repos, script.id);
     const cancel = (account: Account, id: number) =>
       f.app.inject({ method: 'POST', url: `/api/v1/runs/${id}/cancel`, headers: account.headers });
     t.equal((await cancel(bob, run.id)).statusCode, 404);
@@ -152,7 +152,7 @@ t.test(
     t.equal(again.statusCode, 409);
     t.equal(again.json().code, 'INVALID_STATE');
     t.equal((await cancel(alice, 2 ** 40)).statusCode, 404);
-    const running = await startRun(f.ctx.repos, script.id);
+    const running = await startRun(f.repos, script.id);
     t.match((await cancel(alice, running.id)).json(), { status: 'cancelled' });
     t.match((await get(f, alice, `/api/v1/scripts/${script.id}`)).json(), {
       status: 'cancelled',

@@ -6,9 +6,9 @@ import { createHash } from 'node:crypto';
 import contentDisposition from 'content-disposition';
 import type { LightMyRequestResponse } from 'fastify';
 import t, { type Test } from 'tap';
+import { encodeCursor } from '../../src/domain/paging.js';
 import type { Script } from '../../src/domain/script.js';
-import { encodeCursor } from '../../src/repositories/pagination.js';
-import { SCRIPT_SORTS } from '../../src/repositories/script-repository.js';
+import { SCRIPT_SORTS } from '../../src/domain/script.js';
 import { type Account, multipartFile, signUp, signUpAdmin, type TestApp, testApp } from '../helpers/app.js';
 import { makeScript, queueRun, startQueuedRun } from '../helpers/fixtures.js';
 
@@ -95,14 +95,14 @@ type RunState = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
 
 /** Puts a script in a state through the status machine (the executor's own calls). */
 async function putInState(ta: TestApp, id: number, state: RunState, seconds = 1): Promise<void> {
-  const { executions, runs } = ta.ctx.repos;
-  await queueRun(ta.ctx.repos, id);
+  const { executions, runs } = ta.repos;
+  await queueRun(ta.repos, id);
   if (state === 'queued') return;
   if (state === 'cancelled') {
     await runs.cancelScript(id);
     return;
   }
-  const run = await startQueuedRun(ta.ctx.repos, id);
+  const run = await startQueuedRun(ta.repos, id);
   if (state === 'running') return;
   const result = {
     exit_code: state === 'completed' ? 0 : 1,
@@ -374,7 +374,7 @@ async function listData(t: Test): Promise<ListData> {
   const alice = await signUp(ta.app);
   const bob = await signUp(ta.app);
   const admin = await signUpAdmin(ta);
-  const repos = ta.ctx.repos;
+  const repos = ta.repos;
   const a: Script[] = [];
   for (let i = 0; i < 5; i++) a.push(await makeScript(repos, alice.user.id));
   const b1 = await makeScript(repos, bob.user.id);
@@ -746,13 +746,13 @@ t.test('DELETE /scripts/:id is a 409 INVALID_STATE while queued or running; row 
     const content = await get(ta, alice, `/api/v1/scripts/${script.id}/content`);
     t.equal(content.body, 'print(1)\n', 'and can still be downloaded');
     if (state === 'running') {
-      await ta.ctx.repos.executions.complete((await ta.ctx.repos.scripts.getById(script.id)).last_run_id!, {
+      await ta.repos.executions.complete((await ta.repos.scripts.getById(script.id)).last_run_id!, {
         exit_code: 0,
         execution_time_seconds: 1,
         memory_usage_mb: 2,
       });
     } else {
-      await ta.ctx.repos.runs.cancelScript(script.id);
+      await ta.repos.runs.cancelScript(script.id);
     }
     t.equal((await del()).statusCode, 204, 'deletable once the run is over');
     t.notOk(await hasContent(ta, script.id));

@@ -63,7 +63,7 @@ interface DataSet {
  */
 async function dataSet(t: Test): Promise<DataSet> {
   const ta = await setup(t);
-  const repos = ta.ctx.repos;
+  const repos = ta.repos;
   const admin = await signUpAdmin(ta);
   const viewer = await signUp(ta.app);
   const u1 = await makeUser(repos, { is_verified: true });

@@ -173,7 +173,7 @@ t.test(
     const inactive = await signUp(app);
     const ibkr = await signUp(app);
     const old = await signUp(app);
-    const google = await test.ctx.repos.users.create({
+    const google = await test.repos.users.create({
       email: 'gina@example.com',
       username: 'gina',
       auth_provider: 'google',
@@ -592,7 +592,7 @@ t.test('GET /users/:id?include=scripts embeds scripts made through the repositor
   const test = await testApp(t);
   const admin = await signUpAdmin(test);
   const user = await signUp(test.app);
-  const script = await test.ctx.repos.scripts.create({
+  const script = await test.repos.scripts.create({
     user_id: user.user.id,
     filename: 'generated.py',
     original_filename: 'mine.py',

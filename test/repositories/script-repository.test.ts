@@ -1,8 +1,7 @@
 import t from 'tap';
 import { InvalidStateError, NotFoundError, ValidationError } from '../../src/domain/errors.js';
-import { SCRIPT_COLUMNS } from '../../src/domain/script.js';
-import { encodeCursor } from '../../src/repositories/pagination.js';
-import { SCRIPT_SORTS, type ScriptSort } from '../../src/repositories/script-repository.js';
+import { encodeCursor } from '../../src/domain/paging.js';
+import { SCRIPT_COLUMNS, SCRIPT_SORTS, type ScriptSort } from '../../src/domain/script.js';
 import { rejectsWith } from '../helpers/assert.js';
 import { testDatabase } from '../helpers/db.js';
 import { makeScript, makeUser, queueRun, startQueuedRun, startRun } from '../helpers/fixtures.js';

@@ -103,14 +103,14 @@ t.test(
   'against PostgreSQL: a token revoked (and NOTIFY heard) during the lookup is refused next time',
   async (t) => {
     const ta = await testApp(t, { AUTH_CACHE_TTL_SECONDS: '60' });
-    const { app, ctx, cache, database } = ta;
+    const { app, repos, cache, database } = ta;
     const listener = await listenForAuthChanges(database.sql, cache, testLogger());
     t.teardown(() => listener.unlisten());
     const account = await signUp(app);
 
     // The lookup's answer is held back until another session's revocation has committed
     // and its auth_changed notification has evicted the user here.
-    const tokens = ctx.repos.tokens;
+    const tokens = repos.tokens;
     const lookup = tokens.authenticate.bind(tokens);
     let raced = false;
     tokens.authenticate = async (hash) => {
@@ -143,7 +143,7 @@ t.test(
   'a login whose password is changed between its check and its sign-in gets no session (and one checked against a deactivated account neither)',
   async (t) => {
     const ta = await testApp(t);
-    const { repos } = ta.ctx;
+    const { repos } = ta;
     for (const [name, interfere] of [
       [
         'a password change',

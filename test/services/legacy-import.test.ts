@@ -356,17 +356,17 @@ t.test('an Alembic-built database (lower-case labels) into an empty one', async 
   t.same({ ...uploaded }, { last_run_id: null, run_count: 0 }, 'a script that never ran has no run');
 
   // Statistics counters moved with the load.
-  const stats = await app.ctx.repos.stats.scriptStats();
+  const stats = await app.repos.stats.scriptStats();
   t.equal(stats.total_scripts, 4);
   t.same(stats.by_status, { uploaded: 1, queued: 0, running: 0, completed: 1, failed: 2, cancelled: 0 });
   t.same(
-    (await app.ctx.repos.stats.topUsers(5)).map((u) => [u.user_id, u.script_count]),
+    (await app.repos.stats.topUsers(5)).map((u) => [u.user_id, u.script_count]),
     [
       [ids.alice, 2],
       [ids.bob, 2],
     ],
   );
-  t.equal((await app.ctx.repos.stats.userStats()).total, 3);
+  t.equal((await app.repos.stats.userStats()).total, 3);
 
   // A re-run changes nothing, and says so.
   const before = await fingerprint(sql);
@@ -422,7 +422,7 @@ t.test('a create_all-built database (upper-case labels) into a database already 
   const { filesDir, reportDir } = await folders(t);
   // Ids far past this database's own users, except one taken on purpose.
   const { ids } = await seed(legacy.sql, 'upper', filesDir, 1000);
-  const existing = await app.ctx.repos.users.create({
+  const existing = await app.repos.users.create({
     email: 'bob@example.com',
     username: 'here_first',
     hashed_password: '$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA',
@@ -450,7 +450,7 @@ t.test('a create_all-built database (upper-case labels) into a database already 
       { provider: string },
     ];
   t.equal(provider, 'google');
-  t.equal((await app.ctx.repos.stats.scriptStats()).total_scripts, 2);
+  t.equal((await app.repos.stats.scriptStats()).total_scripts, 2);
   const linked = await sql`
     select s.id, s.run_count, r.status::text from scripts as s join script_runs as r on r.id = s.last_run_id
     order by s.id
@@ -469,15 +469,15 @@ t.test('only the import writes bcrypt hashes', async (t) => {
   const app = await testApp(t);
   const sql = app.database.sql;
   const hash = bcryptjs.hashSync('whatever', 4);
-  const user = await app.ctx.repos.users.create({
+  const user = await app.repos.users.create({
     email: 'someone@example.com',
     username: 'someone',
     hashed_password: '$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA',
   });
-  await rejectsWith(t, app.ctx.repos.users.update(user.id, { hashed_password: hash }), ValidationError);
+  await rejectsWith(t, app.repos.users.update(user.id, { hashed_password: hash }), ValidationError);
   await rejectsWith(
     t,
-    app.ctx.repos.users.create({ email: 'other@example.com', username: 'other', hashed_password: hash }),
+    app.repos.users.create({ email: 'other@example.com', username: 'other', hashed_password: hash }),
     ValidationError,
   );
   const constraintOf = (q: Promise<unknown>) =>

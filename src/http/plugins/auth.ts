@@ -10,7 +10,7 @@
 import type { FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { ForbiddenError, UnauthenticatedError } from '../../domain/errors.js';
-import type { AuthService, Principal } from '../../services/auth-service.js';
+import { type AuthService, type Principal, scopeOf } from '../../services/auth-service.js';
 import { csrfSatisfied, SESSION_COOKIE } from '../session-cookies.js';
 
 declare module 'fastify' {
@@ -65,6 +65,5 @@ export function principalOf(request: FastifyRequest): Principal {
 
 /** Whose rows a caller may reach: its own id, or undefined (everyone's) for an admin. */
 export function ownerScope(request: FastifyRequest): number | undefined {
-  const principal = principalOf(request);
-  return principal.role === 'admin' ? undefined : principal.user_id;
+  return scopeOf(principalOf(request));
 }

@@ -9,7 +9,7 @@
  * listener on METRICS_PORT (src/executor/metrics-server.ts), or not at all.
  */
 import fp from 'fastify-plugin';
-import { presentsToken, scrape } from '../../metrics-scrape.js';
+import { presentsToken } from '../../services/metrics-scrape.js';
 import type { AppContext } from '../context.js';
 import { problem, sendProblem } from '../errors.js';
 
@@ -41,7 +41,7 @@ export const metricsPlugin = fp<{ ctx: AppContext }>(
         },
       },
       async (request, reply) => {
-        const text = await scrape(metrics, ctx.repos, request.log, { pool: true });
+        const text = await ctx.system.metricsText(request.log, { pool: true });
         return reply.type(metrics.registry.contentType).send(text);
       },
     );

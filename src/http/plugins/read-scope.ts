@@ -1,5 +1,5 @@
 /**
- * Tells the read router (src/db/read-router.ts) who is asking, so reads keep up with the
+ * Tells the read router (src/db/read-router.ts, through ReadRouting) who is asking, so reads keep up with the
  * caller's own writes: every request runs in a read scope (a request that may write reads
  * from the primary throughout); once authenticated, the scope names the user; a request
  * that may have written pins its user to the primary, before it is answered, until the
@@ -8,20 +8,20 @@
  */
 import type { FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import { type ReadRouter, type ReadScope, withScope } from '../../db/read-router.js';
+import type { ReadRouting, ReadScope } from '../context.js';
 
 const READ_ONLY_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 const scopes = new WeakMap<FastifyRequest, ReadScope>();
 
-export const readScopePlugin = fp<{ router: ReadRouter | undefined }>(
+export const readScopePlugin = fp<{ router: ReadRouting | undefined }>(
   async (app, { router }) => {
     if (router === undefined) return;
     app.addHook('onRequest', (request, _reply, done) => {
       const scope: ReadScope = { userId: null, writes: !READ_ONLY_METHODS.has(request.method) };
       scopes.set(request, scope);
       // The rest of the request (hooks, handler) runs inside the scope.
-      withScope(scope, done);
+      router.withScope(scope, done);
     });
     // After every onRequest hook, the authenticating one included.
     app.addHook('preHandler', (request, _reply, done) => {

@@ -8,7 +8,7 @@ import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typ
 import type { RouteOptions } from '../context.js';
 import { Followers, type FollowLimits, followLimits } from '../followers.js';
 import { logsDescription, streamLogs } from '../log-stream.js';
-import { ownerScope, principalOf } from '../plugins/auth.js';
+import { principalOf } from '../plugins/auth.js';
 import { IdParams, problems } from '../schemas/common.js';
 import { Run } from '../schemas/run.js';
 import { Script } from '../schemas/script.js';
@@ -35,7 +35,7 @@ export const executionRoutes: FastifyPluginAsyncTypebox<
         },
       },
     },
-    async (request) => ({ scripts: await ctx.repos.scripts.listRunning(ownerScope(request)) }),
+    async (request) => ({ scripts: await ctx.scripts.listRunning(principalOf(request)) }),
   );
 
   app.post(

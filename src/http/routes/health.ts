@@ -7,9 +7,8 @@
  */
 import { performance } from 'node:perf_hooks';
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
-import type { ReadRouter, ReplicaStatus } from '../../db/read-router.js';
-import { presentsToken } from '../../metrics-scrape.js';
-import type { RouteOptions } from '../context.js';
+import { presentsToken } from '../../services/metrics-scrape.js';
+import type { ReadRouting, ReplicaStatus, RouteOptions } from '../context.js';
 import { answerUnderPressure } from '../pressure.js';
 
 export const READINESS_TIMEOUT_MS = 2000;
@@ -61,7 +60,7 @@ const Unavailable = Type.Object(
 );
 
 /** A probe of the replica, or the last known figures when it takes more than half the time limit. */
-function replicaStatus(router: ReadRouter): Promise<ReplicaStatus> {
+function replicaStatus(router: ReadRouting): Promise<ReplicaStatus> {
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([
     router.probe(),
@@ -120,7 +119,7 @@ export const healthRoutes: FastifyPluginAsyncTypebox<
       const replica = ctx.readRouter === undefined ? undefined : replicaStatus(ctx.readRouter);
       try {
         const status = await Promise.race([
-          ctx.repos.system.status(),
+          ctx.system.databaseStatus(),
           new Promise<never>((_, reject) => {
             timer = setTimeout(() => reject(new Error('no answer in time')), READINESS_TIMEOUT_MS);
           }),

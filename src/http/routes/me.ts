@@ -16,7 +16,10 @@ export const meRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, { c
         response: { 200: Type.Ref(User), ...problems(401, 404, 503) },
       },
     },
-    async (request) => ctx.repos.users.getById(principalOf(request).user_id),
+    async (request) => {
+      const principal = principalOf(request);
+      return ctx.users.get(principal, principal.user_id);
+    },
   );
 
   app.patch(

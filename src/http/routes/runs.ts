@@ -4,8 +4,8 @@
  * list another user's (`user_id`) or everyone's (`all=true`).
  */
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
+import type { CursorPage } from '../../domain/paging.js';
 import type { Run as RunRow } from '../../domain/run.js';
-import type { CursorPage } from '../../repositories/pagination.js';
 import type { RouteOptions } from '../context.js';
 import type { Followers } from '../followers.js';
 import { logsDescription, streamLogs } from '../log-stream.js';

@@ -9,12 +9,12 @@ import type {} from '@fastify/multipart';
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
 import contentDisposition from 'content-disposition';
 import { ValidationError } from '../../domain/errors.js';
-import { SCRIPT_SORTS } from '../../repositories/script-repository.js';
+import { pageBody } from '../../domain/paging.js';
+import { SCRIPT_SORTS } from '../../domain/script.js';
 import type { RouteOptions } from '../context.js';
 import { ownerScope, principalOf } from '../plugins/auth.js';
 import { CursorQuery, IdParams, NoContent, PageQuery, problems } from '../schemas/common.js';
 import { Script, ScriptOwner, ScriptStatus } from '../schemas/script.js';
-import { pageBody } from './pages.js';
 
 const ScriptPage = Type.Union([
   Type.Object(
@@ -174,7 +174,7 @@ export const scriptRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app,
         response: { 200: Type.Ref(Script), ...problems(400, 401, 404, 503) },
       },
     },
-    async (request) => ctx.repos.scripts.getById(request.params.id, ownerScope(request)),
+    async (request) => ctx.scripts.get(principalOf(request), request.params.id),
   );
 
   app.patch(

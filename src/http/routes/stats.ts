@@ -37,7 +37,7 @@ export const STATS_SCHEMAS = [ScriptStats, UserStats];
 export const statsRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, { ctx }) => {
   // onRequest, after `authenticate`: a user gets 403 before any input is validated.
   app.addHook('onRequest', app.requireAdmin);
-  const stats = ctx.repos.stats;
+  const stats = ctx.stats;
   const tags = ['stats'];
 
   app.get(
@@ -49,7 +49,7 @@ export const statsRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, 
         response: { 200: Type.Ref(ScriptStats), ...problems(401, 403, 503) },
       },
     },
-    () => stats.scriptStats(),
+    () => stats.scripts(),
   );
 
   app.get(
@@ -109,7 +109,7 @@ export const statsRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, 
         response: { 200: Type.Ref(UserStats), ...problems(401, 403, 503) },
       },
     },
-    () => stats.userStats(),
+    () => stats.users(),
   );
 
   app.get(
@@ -157,7 +157,7 @@ export const statsRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, 
         },
       },
     },
-    (request) => stats.topUsers(request.query.limit ?? 10),
+    (request) => stats.topUsers(request.query.limit),
   );
 
   app.get(
@@ -193,10 +193,7 @@ export const statsRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, 
       },
     },
     async (request) => {
-      const { items, ...page } = await stats.userScriptCounts({
-        page: request.query.page ?? 1,
-        per_page: request.query.per_page ?? 20,
-      });
+      const { items, ...page } = await stats.userScriptCounts(request.query);
       return { users: items, ...page };
     },
   );

@@ -1,12 +1,12 @@
 /** Users, for admins; a user may read and delete itself. Anyone else's id is a 404. */
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
+import { pageBody } from '../../domain/paging.js';
 import { EMBEDDED_SCRIPTS_MAX } from '../../services/user-service.js';
 import type { RouteOptions } from '../context.js';
 import { principalOf } from '../plugins/auth.js';
 import { CursorQuery, IdParams, NoContent, PageQuery, problems } from '../schemas/common.js';
 import { Script } from '../schemas/script.js';
 import { AuthProvider, User, Username, UserRole } from '../schemas/user.js';
-import { listPage } from './pages.js';
 
 const UserWithScripts = Type.Object(
   {
@@ -71,12 +71,7 @@ export const userRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, {
         last_login_since: last_login_since === undefined ? undefined : new Date(last_login_since),
         created_since: created_since === undefined ? undefined : new Date(created_since),
       };
-      return listPage(
-        'users',
-        { page, per_page, cursor },
-        (p) => ctx.repos.users.listPage(filters, p),
-        (c, limit) => ctx.repos.users.listAfter(filters, c, limit),
-      );
+      return pageBody('users', await ctx.users.list(filters, { page, per_page, cursor }));
     },
   );
 
@@ -101,7 +96,7 @@ export const userRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, {
         },
       },
     },
-    async (request) => ({ users: await ctx.repos.users.search(request.query.q, request.query.limit ?? 20) }),
+    async (request) => ({ users: await ctx.users.search(request.query.q, request.query.limit ?? 20) }),
   );
 
   app.get(

@@ -103,7 +103,7 @@ t.test('a run cannot see another run’s processes nor the API’s (Python and J
     const own = Number(/own processes only: (\d+)/.exec(verdicts(output).get('list') ?? '')?.[1]);
     t.ok(own >= 1 && own <= 4, `${name} sees only its own few processes (${own})`);
   }
-  t.equal((await e.f.ctx.repos.scripts.getById(victim)).status, 'running', 'the victim was not disturbed');
+  t.equal((await e.f.repos.scripts.getById(victim)).status, 'running', 'the victim was not disturbed');
   await e.f.app.inject({
     method: 'POST',
     url: `/api/v1/scripts/${victim}/cancel`,

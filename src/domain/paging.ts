@@ -1,13 +1,17 @@
 /**
- * Offset pages (`{items, total, page, per_page, pages}`) and keyset cursors.
- * A cursor is the sort key of the last row, base64url-encoded JSON; it is opaque
- * to clients and checked against a schema when it comes back, so a tampered
- * cursor is a 400 (INVALID_CURSOR), never a 500 and never another user's rows
- * (ownership is a separate condition of every query).
+ * Pages of a list — the one paging module of every layer. A list answers an offset page
+ * (`{items, total, page, per_page, pages}`, the default) or a keyset page
+ * (`{items, next_cursor}`, when the request has `cursor`, empty for the first page):
+ * which one is the client's choice, the queries are the repository's.
+ *
+ * A cursor is the sort key of the last row, base64url-encoded JSON; it is opaque to
+ * clients and checked against a schema when it comes back, so a tampered cursor is a
+ * 400 (INVALID_CURSOR), never a 500 and never another user's rows (ownership is a
+ * separate condition of every query).
  */
 import type { Static, TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
-import { ValidationError } from '../domain/errors.js';
+import { ValidationError } from './errors.js';
 
 export const PER_PAGE_MAX = 100;
 export const PER_PAGE_DEFAULT = 20;
@@ -29,6 +33,15 @@ export interface OffsetPage<T> {
 export interface CursorPage<T> {
   items: T[];
   next_cursor: string | null;
+}
+
+export type Page<T> = OffsetPage<T> | CursorPage<T>;
+
+export interface PageRequest {
+  page?: number;
+  per_page?: number;
+  /** Keyset mode: empty for the first page, then the previous page's next_cursor. */
+  cursor?: string;
 }
 
 export function offsetOf({ page, per_page }: OffsetQuery): number {
@@ -81,7 +94,24 @@ export function cursorPage<T>(
   return { items, next_cursor: encodeCursor(keyOf(items[items.length - 1] as T)) };
 }
 
-/** Escapes LIKE wildcards so a search term matches literally. */
-export function likeContains(term: string): string {
-  return `%${term.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+/** The page `request` asks for, by offset or by cursor. */
+export async function fetchPage<T>(
+  request: PageRequest,
+  byOffset: (page: OffsetQuery) => Promise<OffsetPage<T>>,
+  byCursor: (cursor: string | null, limit: number) => Promise<CursorPage<T>>,
+): Promise<Page<T>> {
+  const per_page = request.per_page ?? PER_PAGE_DEFAULT;
+  if (request.cursor !== undefined) return byCursor(request.cursor === '' ? null : request.cursor, per_page);
+  return byOffset({ page: request.page ?? 1, per_page });
+}
+
+type Items<N extends string, T> = { [K in N]: T[] };
+export type PageBody<N extends string, T> =
+  | (Items<N, T> & { total: number; page: number; per_page: number; pages: number })
+  | (Items<N, T> & { next_cursor: string | null });
+
+/** A page as answered: its items under `name` (`{scripts: [...], next_cursor}`). */
+export function pageBody<N extends string, T>(name: N, page: Page<T>): PageBody<N, T> {
+  const { items, ...rest } = page;
+  return { [name]: items, ...rest } as PageBody<N, T>;
 }
