@@ -101,6 +101,9 @@ async function main(): Promise<void> {
       EXECUTOR_ENABLED: 'false',
       IBKR_TOKEN_KEY: randomBytes(32).toString('base64'),
       AUTH_RATE_LIMIT_MAX: '100000',
+      // One account uploads every round: the per-account limits are not what this measures.
+      UPLOAD_RATE_LIMIT_MAX: '100000',
+      MAX_STORAGE_BYTES_PER_USER: String(2 ** 40),
       MAX_EVENT_LOOP_UTILIZATION: '0',
       DB_QUERY_TIMEOUT_MS: '60000',
       DB_STATEMENT_TIMEOUT_MS: '60000',
