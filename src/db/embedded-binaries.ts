@@ -135,9 +135,20 @@ export async function usableDataDir(
   await mkdir(parent, { recursive: true });
   // The server runs as the `postgres` OS user when we are root: it must reach its folder.
   if (user !== null) await chmod(parent, 0o755);
-  if (reachable(user, parent)) return dir;
   const name = `${path.basename(dir)}-${createHash('sha256').update(dir).digest('hex').slice(0, 12)}`;
-  for (const base of options.relocationDirs ?? RELOCATION_DIRS) {
+  const bases = options.relocationDirs ?? RELOCATION_DIRS;
+  if (reachable(user, parent)) {
+    // Data moved away by an earlier start stays where it is, though `dir` is reachable now.
+    const moved = bases
+      .map((base) => path.join(base, 'data', name))
+      .find((target) => existsSync(path.join(target, 'PG_VERSION')));
+    if (moved === undefined || existsSync(path.join(dir, 'PG_VERSION'))) return dir;
+    options.log?.(
+      `the embedded PostgreSQL keeps the data of ${dir} in ${moved}, where an earlier start put it`,
+    );
+    return moved;
+  }
+  for (const base of bases) {
     const target = path.join(base, 'data', name);
     try {
       await prepareFolder(base);

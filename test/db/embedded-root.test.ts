@@ -28,6 +28,18 @@ async function selectOne(url: string): Promise<number | undefined> {
   }
 }
 
+async function kept(url: string): Promise<number | undefined> {
+  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  try {
+    const [row] = await sql<
+      { n: number }[]
+    >`select count(*)::int as n from pg_tables where tablename = 'kept'`;
+    return row?.n;
+  } finally {
+    await sql.end();
+  }
+}
+
 t.test(
   'as root, from a folder the postgres user cannot traverse, it starts from a copy it can reach',
   async (t) => {
@@ -91,17 +103,21 @@ t.test(
 
     const copied = await stat(path.join(copy, 'bin', 'postgres'));
     const second = await start();
-    t.teardown(() => second.stop());
     t.equal(second.binDir, copy, 'the next start uses the same copy');
     t.equal((await stat(path.join(copy, 'bin', 'postgres'))).ino, copied.ino, 'without copying again');
     t.equal(second.dataDir, first.dataDir, 'and finds its data again');
-    const again = postgres(second.url, { max: 1, onnotice: () => {} });
-    const [row] = await again<
-      { n: number }[]
-    >`select count(*)::int as n from pg_tables where tablename = 'kept'`;
-    await again.end();
-    t.equal(row?.n, 1, 'the data survived the restart');
+    t.equal(await kept(second.url), 1, 'the data survived the restart');
     t.equal((await readFile(path.join(copy, '.dollarclub-pg-version'), 'utf8')).trim(), binaries.version);
+    await second.stop();
+
+    // The folder becomes traversable later: the programs are run from where they are, but
+    // the data stays where it went (an empty cluster in .data would look like lost data).
+    await chmod(project, 0o755);
+    const third = await start();
+    t.teardown(() => third.stop());
+    t.equal(third.binDir, binaries.dir, 'reachable programs are run in place');
+    t.equal(third.dataDir, first.dataDir, 'the moved data is used still');
+    t.equal(await kept(third.url), 1, 'with what it holds');
   },
 );
 
