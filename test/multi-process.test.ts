@@ -62,7 +62,13 @@ function start(name: string, entry: string, env: Record<string, string>, readyMe
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  let signal: string | null = null;
+  const exited = new Promise<number | null>((resolve) =>
+    child.once('exit', (code, by) => {
+      signal = by;
+      resolve(code);
+    }),
+  );
   const tail: string[] = [];
   const ready = new Promise<void>((resolve, reject) => {
     createInterface({ input: child.stdout! }).on('line', (line) => {
@@ -74,7 +80,13 @@ function start(name: string, entry: string, env: Record<string, string>, readyMe
         // not a log line
       }
     });
-    exited.then((code) => reject(new Error(`${name} exited with ${code} before it was ready`)));
+    exited.then((code) =>
+      reject(
+        new Error(
+          `${name} exited (code ${code}, signal ${signal}) before it was ready; its last lines:\n${tail.join('\n')}`,
+        ),
+      ),
+    );
   });
   ready.catch(() => {});
   return { name, child, exited, ready, tail };
