@@ -163,16 +163,17 @@ export class ReadRouter {
     return this.replica;
   }
 
-  /**
-   * After a request that may have written has done its work (before it is answered):
-   * pins its user to the primary until the replica has replayed the primary's current
-   * position. One round trip on the primary; none without a user.
-   */
   /** Runs `fn` (the rest of a request) in `scope`: its reads are routed by it. */
   withScope<T>(scope: ReadScope, fn: () => T): T {
     return withScope(scope, fn);
   }
 
+  /**
+   * After a request that may have written has done its work (before it is answered):
+   * pins its user to the primary until the replica has replayed the primary's current
+   * position, here and (by NOTIFY) in every other API process. One round trip on the
+   * primary; none without a user.
+   */
   async wrote(scope: ReadScope): Promise<void> {
     if (scope.userId === null || !scope.writes) return;
     let lsn = MAX_LSN; // unknown: the primary until the pin ends
