@@ -1,7 +1,7 @@
 /**
  * Executor claims: queue N scripts, then 4 claimers, each with its own pool of one
  * connection (as 4 executor processes would have), call
- * `executions.claim({executorId, seconds}, batch)` in a loop for a fixed time or
+ * `leases.claim({executorId, seconds}, batch)` in a loop for a fixed time or
  * until the queue is empty. Reports claims/second and checks that no script was
  * claimed twice, both from the ids the claimers got and from the rows.
  * Target: ≥ 2,000 claims/s, and no double claim.
@@ -9,7 +9,7 @@
 import { performance } from 'node:perf_hooks';
 import { createPool } from '../src/db/client.js';
 import { Database } from '../src/db/database.js';
-import { ExecutionRepository } from '../src/repositories/execution-repository.js';
+import { RunLeaseRepository } from '../src/repositories/run-leases.js';
 import type { BenchContext } from './context.js';
 import { type BenchResult, quantile } from './measure.js';
 
@@ -45,7 +45,7 @@ async function claimRun(ctx: BenchContext, options: ClaimOptions, batch: number)
       ctx.repos.db.options.log,
     );
     const db = new Database(sql, { ...ctx.repos.db.options, activity: undefined });
-    return { sql, executions: new ExecutionRepository(db), executorId: `${prefix}${n}` };
+    return { sql, executions: new RunLeaseRepository(db), executorId: `${prefix}${n}` };
   });
   try {
     // Connect (and prepare the statement) before the clock starts.

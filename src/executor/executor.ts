@@ -31,14 +31,14 @@ import type { Config } from '../config.js';
 import type { Sql } from '../db/client.js';
 import { Notifications } from '../db/notifications.js';
 import type { Metrics } from '../metrics.js';
-import type { ClaimedRun, Lease } from '../repositories/execution-repository.js';
 import type { Repositories } from '../repositories/index.js';
+import type { ClaimedRun, Lease } from '../repositories/run-leases.js';
 import { SecretBox } from '../services/secret-box.js';
 import { configuredKeys } from '../services/secret-keys.js';
 import type { Storage } from '../storage/storage.js';
 import { LeaseKeeper } from './leases.js';
 import { Recorder } from './outcome.js';
-import { type ActiveRun, executeRun } from './run.js';
+import { type ActiveRun, executeRun, measureNodeReserve } from './run.js';
 import type { KillReason } from './runner.js';
 import { Sandbox } from './sandbox/index.js';
 import { Sweeper } from './sweeper.js';
@@ -101,9 +101,9 @@ export class Executor {
     this.secrets = options.secrets ?? secretBoxOf(config);
     this.lease = { executorId: this.id, seconds: config.EXECUTOR_LEASE_SECONDS };
     this.leaseMs = config.EXECUTOR_LEASE_SECONDS * 1000;
-    this.recorder = new Recorder(options.repos.executions, this.id, config.EXECUTOR_LEASE_SECONDS, this.log);
+    this.recorder = new Recorder(options.repos.leases, this.id, config.EXECUTOR_LEASE_SECONDS, this.log);
     this.leases = new LeaseKeeper({
-      executions: options.repos.executions,
+      leases: options.repos.leases,
       lease: this.lease,
       runs: this.runs,
       kill: (id, reason) => this.killRun(id, reason),
@@ -137,6 +137,9 @@ export class Executor {
         // A uid taken over from a dead executor may still have processes or files.
         await Promise.all(this.pool.users.map((user) => this.sweeper.sweep(user)));
       }
+      // What a Node run's address-space limit must allow for (run.ts), measured off the event loop.
+      const reserve = await measureNodeReserve(config.NODE_BIN);
+      this.log.debug({ node_bin: config.NODE_BIN, reserved_mb: reserve }, 'address space Node reserves');
       this.sandbox = await Sandbox.open({
         config,
         log: this.log,
@@ -224,7 +227,7 @@ export class Executor {
         const sentAt = performance.now();
         let claims: ClaimedRun[];
         try {
-          claims = await this.options.repos.executions.claim(this.lease, free);
+          claims = await this.options.repos.leases.claim(this.lease, free);
         } catch (err) {
           // It may have committed with its answer lost: those rows are ours, and nobody runs them.
           this.claimInDoubt = true;
@@ -247,7 +250,7 @@ export class Executor {
    */
   private async failUnstarted(): Promise<void> {
     const keep = [...this.runs.keys(), ...this.unrecorded];
-    const failed = await this.options.repos.executions.failUnstarted(this.id, keep);
+    const failed = await this.options.repos.leases.failUnstarted(this.id, keep);
     this.claimInDoubt = false;
     if (failed.length > 0) {
       this.options.metrics?.scriptRuns.inc({ outcome: 'failed' }, failed.length);

@@ -7,12 +7,12 @@
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics.js';
-import type { ExecutionRepository, Lease } from '../repositories/execution-repository.js';
+import type { Lease, RunLeaseRepository } from '../repositories/run-leases.js';
 import type { ActiveRun } from './run.js';
 import type { KillReason } from './runner.js';
 
 export interface LeaseKeeperOptions {
-  executions: ExecutionRepository;
+  leases: RunLeaseRepository;
   lease: Lease;
   /** The executor's runs now (shared, not copied). */
   runs: Map<number, ActiveRun>;
@@ -32,7 +32,7 @@ export class LeaseKeeper {
   /** One renewal for one run: a refusal means it was cancelled (or deleted) under us. */
   async confirm(id: number): Promise<void> {
     try {
-      const held = await this.options.executions.renewLeases([id], this.options.lease);
+      const held = await this.options.leases.renewLeases([id], this.options.lease);
       if (!held.includes(id)) this.options.kill(id, 'cancelled');
     } catch (err) {
       this.options.log.warn({ err, run_id: id }, 'could not check a run cancelled while it was claimed');
@@ -45,7 +45,7 @@ export class LeaseKeeper {
     this.renewing = true;
     const sentAt = performance.now();
     try {
-      const held = new Set(await this.options.executions.renewLeases(ids, this.options.lease));
+      const held = new Set(await this.options.leases.renewLeases(ids, this.options.lease));
       for (const id of ids) {
         const active = this.options.runs.get(id);
         if (active === undefined) continue;
@@ -77,7 +77,7 @@ export class LeaseKeeper {
 
   async failExpired(): Promise<void> {
     try {
-      const failed = await this.options.executions.failExpiredLeases();
+      const failed = await this.options.leases.failExpiredLeases();
       if (failed.length > 0) {
         this.options.metrics?.scriptRuns.inc({ outcome: 'lease_lost' }, failed.length);
         this.options.log.warn({ run_ids: failed }, 'failed runs whose executor stopped renewing its lease');

@@ -6,7 +6,8 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import { DatabaseUnavailableError, InvalidStateError } from '../domain/errors.js';
-import type { ExecutionRepository, PendingChunk, RunResult } from '../repositories/execution-repository.js';
+import type { RunLeaseRepository, RunResult } from '../repositories/run-leases.js';
+import type { PendingChunk } from '../repositories/run-output.js';
 import type { RunOutcome } from './runner.js';
 
 export type RecordKind = 'complete' | 'fail' | 'cancelled';
@@ -85,7 +86,7 @@ function failureMessage(outcome: RunOutcome, stderrTail: string, config: Config)
 /** Writes runs' outcomes for one executor; every write is guarded by its id. */
 export class Recorder {
   constructor(
-    private readonly executions: ExecutionRepository,
+    private readonly leases: RunLeaseRepository,
     private readonly executorId: string,
     private readonly leaseSeconds: number,
     private readonly log: Logger,
@@ -104,19 +105,19 @@ export class Recorder {
     message = '',
     unwritten: readonly PendingChunk[] = [],
   ): Promise<boolean> {
-    const { executions, executorId } = this;
+    const { leases, executorId } = this;
     const deadline = Date.now() + this.leaseSeconds * 1000;
     for (let attempt = 0; ; attempt++) {
       try {
-        if (kind === 'complete') await executions.complete(id, result, executorId, unwritten);
-        else if (kind === 'fail') await executions.fail(id, message, result, executorId, unwritten);
-        else return await executions.recordCancelledRun(id, executorId, result, unwritten);
+        if (kind === 'complete') await leases.complete(id, result, executorId, unwritten);
+        else if (kind === 'fail') await leases.fail(id, message, result, executorId, unwritten);
+        else return await leases.recordCancelledRun(id, executorId, result, unwritten);
         return true;
       } catch (err) {
         if (err instanceof InvalidStateError) {
           // Cancelled (or recovered) between the end of the process and this write:
           // the measurements still belong to a cancelled run of ours, if it is one.
-          return executions.recordCancelledRun(id, executorId, result, unwritten).catch(() => false);
+          return leases.recordCancelledRun(id, executorId, result, unwritten).catch(() => false);
         }
         if (err instanceof DatabaseUnavailableError) {
           if (Date.now() > deadline) {
@@ -128,7 +129,7 @@ export class Recorder {
         }
         // A value the database refused: the run must not stay `running`, so record that much.
         this.log.error({ err, run_id: id }, 'the outcome of a run was refused; recording a failure');
-        return this.executions
+        return this.leases
           .fail(
             id,
             `the executor could not record the outcome of this run (${kind}): ${String(err).slice(0, 200)}`,

@@ -3,14 +3,16 @@
  * compilation) of the script, the sandboxed process, its output on the way to the
  * database, the verdict, and the clean-up of everything the run's uid left.
  */
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { ScriptExtension } from '../domain/script.js';
 import type { Metrics } from '../metrics.js';
-import type { ClaimedRun, PendingChunk } from '../repositories/execution-repository.js';
 import type { Repositories } from '../repositories/index.js';
+import type { ClaimedRun } from '../repositories/run-leases.js';
+import type { PendingChunk } from '../repositories/run-output.js';
 import type { SecretBox } from '../services/secret-box.js';
 import type { Storage } from '../storage/storage.js';
 import { ibkrEnvironment, withSecretEnv } from './ibkr-credentials.js';
@@ -21,6 +23,8 @@ import { type KillReason, type RunHandle, type RunOutcome, startRun } from './ru
 import type { Confinement, Sandbox } from './sandbox/index.js';
 import type { Sweeper } from './sweeper.js';
 import { prepareWorkspace, ScriptCompileError, type Workspace } from './workspace.js';
+
+const execFileAsync = promisify(execFile);
 
 export interface ActiveRun {
   claim: ClaimedRun;
@@ -101,7 +105,7 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
     }
     const sink = new LogSink({
       maxBytes: config.MAX_LOG_BYTES,
-      write: (seq, text) => ctx.repos.executions.appendLog(id, ctx.executorId, seq, text),
+      write: (seq, text) => ctx.repos.output.appendLog(id, ctx.executorId, seq, text),
       onError: (err) => log.warn({ err }, 'could not store output; will retry'),
       onLost: ctx.onLost,
     });
@@ -268,34 +272,38 @@ function commandFor(extension: ScriptExtension, entry: string, config: Config): 
 /**
  * RLIMIT_AS is the memory limit of a Python run. V8 reserves address space before
  * running a line (about 700 MB on Node 20, 1.3 GB on Node 24), so a Node run gets
- * SCRIPT_MEMORY_MB plus what this Node reserves, measured once, plus a margin; its
- * heap limit and the run's memory total (cgroup) do the real limiting.
+ * SCRIPT_MEMORY_MB plus what this Node reserves — measured once when the executor
+ * starts (`measureNodeReserve`), off the event loop — plus a margin; its heap limit
+ * and the run's memory total (cgroup) do the real limiting.
  */
 const v8Reserved = new Map<string, number>();
 const V8_MARGIN_MB = 256;
-function v8ReservedMb(nodeBin: string): number {
-  let reserved = v8Reserved.get(nodeBin);
-  if (reserved === undefined) {
-    try {
-      const peakKb = execFileSync(
-        nodeBin,
-        [
-          '-e',
-          "process.stdout.write(/VmPeak:\\s+(\\d+)/.exec(require('fs').readFileSync('/proc/self/status','utf8'))[1])",
-        ],
-        { encoding: 'utf8', timeout: 10_000, env: { PATH: '/usr/bin:/bin' } },
-      );
-      reserved = Math.max(1024, Math.ceil(Number(peakKb) / 1024) + V8_MARGIN_MB);
-      if (!Number.isFinite(reserved)) reserved = 2048;
-    } catch {
-      reserved = 2048; // not measurable here; the run itself will say what is wrong with NODE_BIN
-    }
-    v8Reserved.set(nodeBin, reserved);
+/** Unmeasured (NODE_BIN did not answer): enough for every Node release line we run on. */
+const V8_RESERVED_FALLBACK_MB = 2048;
+
+/** Measures the address space NODE_BIN reserves at start (its VmPeak running nothing). */
+export async function measureNodeReserve(nodeBin: string): Promise<number> {
+  let reserved = V8_RESERVED_FALLBACK_MB;
+  try {
+    const { stdout } = await execFileAsync(
+      nodeBin,
+      [
+        '-e',
+        "process.stdout.write(/VmPeak:\\s+(\\d+)/.exec(require('fs').readFileSync('/proc/self/status','utf8'))[1])",
+      ],
+      { encoding: 'utf8', timeout: 30_000, env: { PATH: '/usr/bin:/bin' } },
+    );
+    const measured = Math.ceil(Number(stdout) / 1024) + V8_MARGIN_MB;
+    if (Number.isFinite(measured)) reserved = Math.max(1024, measured);
+  } catch {
+    // Not measurable here: the fallback; a run will say what is wrong with NODE_BIN.
   }
+  v8Reserved.set(nodeBin, reserved);
   return reserved;
 }
+
 function addressSpaceLimitMb(extension: ScriptExtension, config: Config): number {
   return extension === '.py'
     ? config.SCRIPT_MEMORY_MB
-    : config.SCRIPT_MEMORY_MB + v8ReservedMb(config.NODE_BIN);
+    : config.SCRIPT_MEMORY_MB + (v8Reserved.get(config.NODE_BIN) ?? V8_RESERVED_FALLBACK_MB);
 }

@@ -3,9 +3,10 @@
  * set bound to the transaction, so nothing inside can reach the pool by mistake.
  */
 import type { Database, TransactionOptions } from '../db/database.js';
-import { ExecutionRepository } from './execution-repository.js';
 import { LoginAttemptRepository } from './login-attempt-repository.js';
 import { RateLimitRepository } from './rate-limit-repository.js';
+import { RunLeaseRepository } from './run-leases.js';
+import { RunOutputRepository } from './run-output.js';
 import { RunRepository } from './run-repository.js';
 import { ScheduleRepository } from './schedule-repository.js';
 import { ScriptRepository } from './script-repository.js';
@@ -17,7 +18,10 @@ import { UserRepository } from './user-repository.js';
 export class Repositories {
   readonly users: UserRepository;
   readonly scripts: ScriptRepository;
-  readonly executions: ExecutionRepository;
+  /** The executors' side of the runs: claims, leases, outcomes. */
+  readonly leases: RunLeaseRepository;
+  /** Runs' output: appended by executors, read and followed by clients. */
+  readonly output: RunOutputRepository;
   readonly runs: RunRepository;
   readonly schedules: ScheduleRepository;
   readonly stats: StatsRepository;
@@ -30,7 +34,8 @@ export class Repositories {
   constructor(readonly db: Database) {
     this.users = new UserRepository(db);
     this.scripts = new ScriptRepository(db);
-    this.executions = new ExecutionRepository(db);
+    this.leases = new RunLeaseRepository(db);
+    this.output = new RunOutputRepository(db);
     this.runs = new RunRepository(db);
     this.schedules = new ScheduleRepository(db);
     this.stats = new StatsRepository(db);
@@ -46,9 +51,10 @@ export class Repositories {
 }
 
 export {
-  ExecutionRepository,
   LoginAttemptRepository,
   RateLimitRepository,
+  RunLeaseRepository,
+  RunOutputRepository,
   RunRepository,
   ScheduleRepository,
   ScriptRepository,

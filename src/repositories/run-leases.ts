@@ -4,7 +4,7 @@
  * record how they ended, and fail the runs whose lease lapsed. Every write is guarded by
  * the executor id, so an executor that lost its lease changes nothing; every write also
  * updates the script's latest-run summary in the same statement (run-summary.ts).
- * ExecutionRepository exposes these methods.
+ * Repositories exposes it as `leases`.
  */
 import type { Fragment } from '../db/client.js';
 import type { Database } from '../db/database.js';
@@ -189,11 +189,31 @@ export class RunLeaseRepository {
    * `executorId` guards an executor's write. InvalidStateError when the run is not
    * running (cancelled or recovered meanwhile).
    */
-  async finish(
+  complete(
+    id: number,
+    result: RunResult,
+    executorId?: string,
+    unwritten: readonly PendingChunk[] = [],
+  ): Promise<Run> {
+    return this.finish(id, 'completed', result, { executorId, unwritten });
+  }
+
+  /** running → failed, with why (NUL, which PostgreSQL text cannot hold, becomes U+FFFD). */
+  fail(
+    id: number,
+    message: string,
+    result: RunResult,
+    executorId?: string,
+    unwritten: readonly PendingChunk[] = [],
+  ): Promise<Run> {
+    return this.finish(id, 'failed', result, { executorId, message, unwritten });
+  }
+
+  private async finish(
     id: number,
     to: 'completed' | 'failed',
     result: RunResult,
-    options: { executorId?: string; message?: string; unwritten?: readonly PendingChunk[] } = {},
+    options: { executorId?: string; message?: string; unwritten?: readonly PendingChunk[] },
   ): Promise<Run> {
     assertExecutionMetrics(result);
     const message = to === 'failed' ? pgText(options.message ?? 'failed') : null;

@@ -2,8 +2,7 @@
  * The output of runs (run_log_chunks): batches appended while a run goes, each with
  * its seq number (0, 1, ...) and stored at most once (`on conflict do nothing`: a batch
  * retried after its answer was lost is not stored twice, issue 7 item 11), kept with
- * the run, read whole or followed batch by batch. ExecutionRepository and
- * RunRepository expose these methods.
+ * the run, read whole or followed batch by batch (`repos.output`).
  *
  * PostgreSQL text cannot hold U+0000 (error 22021), so every text written here
  * goes through `pgText`: a script printing NUL bytes must not make its output,
@@ -83,7 +82,7 @@ export class RunOutputRepository {
     if (data === '') return true;
     const sql = this.db.sql;
     const [row] = await this.db.many<{ held: boolean }>(
-      'executions.appendLog',
+      'output.appendLog',
       sql`
         with run as (
           select id, user_id from script_runs

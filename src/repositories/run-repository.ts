@@ -23,7 +23,7 @@
  *   `followLogs`: a run's output; `purgeExpired`: retention (run-history.ts).
  */
 import type { Database } from '../db/database.js';
-import type { RunStatus, RunTrigger, ScriptStatus } from '../domain/enums.js';
+import type { RunTrigger, ScriptStatus } from '../domain/enums.js';
 import { InvalidStateError, NotFoundError, TooManyRunningError } from '../domain/errors.js';
 import type { CursorPage } from '../domain/paging.js';
 import { RUN_COLUMNS, type Run } from '../domain/run.js';
@@ -31,7 +31,6 @@ import { ACTIVE_STATUSES, SCRIPT_COLUMNS, type Script } from '../domain/script.j
 import { queueRunsCtes, queueScheduledRuns, type ScheduledRunRequest } from './run-batch.js';
 import { listRuns, type PurgePosition, purgeExpiredRuns, type RunFilters } from './run-history.js';
 import { runOf, type TransitionRow } from './run-leases.js';
-import { type LogState, RunOutputRepository } from './run-output.js';
 import { logBytes, RUN_RETURNING, summaryFrom } from './run-summary.js';
 
 export type { RunFilters } from './run-history.js';
@@ -58,11 +57,7 @@ export type QueueResult =
 type QueueRow = { previous_status: ScriptStatus; live_count: number } & { [K in keyof Run]: Run[K] | null };
 
 export class RunRepository {
-  private readonly output: RunOutputRepository;
-
-  constructor(private readonly db: Database) {
-    this.output = new RunOutputRepository(db);
-  }
+  constructor(private readonly db: Database) {}
 
   /** Queues a run, or says why not (see the module comment). */
   async tryQueue(scriptId: number, options: QueueOptions): Promise<QueueResult> {
@@ -216,22 +211,18 @@ export class RunRepository {
     return listRuns(this.db.reader, filters, cursor, limit);
   }
 
-  /** The whole output of a run (finished or not). */
-  readLogs(id: number, ownerId?: number): Promise<{ status: RunStatus; logs: string }> {
-    return this.output.readLogs(id, ownerId);
-  }
-
-  /** The output of a script's latest run. */
-  readScriptLogs(
-    scriptId: number,
-    ownerId?: number,
-  ): Promise<{ status: ScriptStatus; last_run_id: number | null; logs: string }> {
-    return this.output.readScriptLogs(scriptId, ownerId);
-  }
-
-  /** A follower's view of a run: status and the chunks after `afterSeq` (-1 for all). */
-  followLogs(id: number, afterSeq: number, ownerId?: number): Promise<LogState> {
-    return this.output.followLogs(id, afterSeq, ownerId);
+  /** Runs waiting and running now (metrics). */
+  async queueDepth(): Promise<{ queued: number; running: number }> {
+    const sql = this.db.sql;
+    return this.db.one(
+      'executions.queueDepth',
+      sql`
+        select count(*) filter (where status = 'queued') as queued,
+          count(*) filter (where status = 'running') as running
+        from script_runs
+        where status in ('queued', 'running')
+      `,
+    );
   }
 
   /** One retention batch (see run-history.ts). */

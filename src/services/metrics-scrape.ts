@@ -18,7 +18,7 @@ export async function scrape(
   try {
     const [status, depth] = await Promise.all([
       options.pool ? repos.system.status() : null,
-      repos.executions.queueDepth(),
+      repos.runs.queueDepth(),
     ]);
     if (status !== null) {
       metrics.poolConnections.set({ state: 'total' }, status.connections);

@@ -101,13 +101,13 @@ export class RunService {
 
   /** A run's whole output, or its last `tail` lines. */
   async logs(principal: Principal, runId: number, tail?: number): Promise<string> {
-    const { logs } = await this.repos.runs.readLogs(runId, scopeOf(principal));
+    const { logs } = await this.repos.output.readLogs(runId, scopeOf(principal));
     return tailLines(logs, tail);
   }
 
   /** The output of a script's latest run ('' before its first run). */
   async scriptLogs(principal: Principal, scriptId: number, tail?: number): Promise<string> {
-    const { logs } = await this.repos.runs.readScriptLogs(scriptId, scopeOf(principal));
+    const { logs } = await this.repos.output.readScriptLogs(scriptId, scopeOf(principal));
     return tailLines(logs, tail);
   }
 
@@ -122,7 +122,7 @@ export class RunService {
    */
   async followScript(principal: Principal, scriptId: number): Promise<LogFollow> {
     const owner = scopeOf(principal);
-    const { status, last_run_id } = await this.repos.runs.readScriptLogs(scriptId, owner);
+    const { status, last_run_id } = await this.repos.output.readScriptLogs(scriptId, owner);
     if (last_run_id === null) {
       const state: LogState = { status, exit_code: null, chunks: [], finished: true };
       return { runId: null, first: state, next: async () => state };
@@ -131,10 +131,10 @@ export class RunService {
   }
 
   private async follower(runId: number, owner: number | undefined): Promise<LogFollow> {
-    const runs = this.repos.runs;
+    const output = this.repos.output;
     let lastSeq = -1;
     const read = async () => {
-      const state = await runs.followLogs(runId, lastSeq, owner);
+      const state = await output.followLogs(runId, lastSeq, owner);
       lastSeq = state.chunks.at(-1)?.seq ?? lastSeq;
       return state;
     };

@@ -47,7 +47,7 @@ t.test('each subscription hears its trigger, with the id parsed', async (t) => {
   const run = await queueRun(repos, script.id);
   await queued.heard;
   t.pass('run_queued heard');
-  await repos.executions.start(run.id, LEASE);
+  await repos.leases.start(run.id, LEASE);
   await repos.runs.cancel(run.id);
   t.equal(await cancelled.heard, run.id, 'run_cancelled carries the id of the running run cancelled');
   await repos.users.deactivate(user.id);

@@ -62,7 +62,7 @@ t.test('output that could not be written while the run went is kept with its out
   const f = await executorFixture(t);
   // Every append fails as if the database were down; the outcome statements work.
   const repos = new Repositories(f.db);
-  repos.executions.appendLog = async () => {
+  repos.output.appendLog = async () => {
     throw new DatabaseUnavailableError('the database is not answering');
   };
   await f.startExecutor({}, { repos });
@@ -82,8 +82,8 @@ t.test('a cancel heard while the run is being claimed: the script never starts',
   const repos = new Repositories(f.db);
   const claimed = gate();
   const release = gate();
-  const claim = repos.executions.claim.bind(repos.executions);
-  repos.executions.claim = async (lease, limit) => {
+  const claim = repos.leases.claim.bind(repos.leases);
+  repos.leases.claim = async (lease, limit) => {
     const got = await claim(lease, limit);
     if (got.some((c) => c.script_id === id)) {
       claimed.open();
@@ -111,9 +111,9 @@ t.test(
     const repos = new Repositories(f.db);
     const recording = gate();
     const release = gate();
-    const record = repos.executions.recordCancelledRun.bind(repos.executions);
+    const record = repos.leases.recordCancelledRun.bind(repos.leases);
     let held = false;
-    repos.executions.recordCancelledRun = async (...args) => {
+    repos.leases.recordCancelledRun = async (...args) => {
       if (!held) {
         held = true; // the first run's last write is slow: its executor is still finishing it
         recording.open();
@@ -160,9 +160,9 @@ t.test(
   async (t) => {
     const f = await executorFixture(t, { EXECUTOR_LEASE_SECONDS: '60' });
     const repos = new Repositories(f.db);
-    const claim = repos.executions.claim.bind(repos.executions);
+    const claim = repos.leases.claim.bind(repos.leases);
     let lost = false;
-    repos.executions.claim = async (...args) => {
+    repos.leases.claim = async (...args) => {
       const got = await claim(...args);
       if (got.length > 0 && !lost) {
         lost = true; // committed, but the answer never arrives
@@ -212,7 +212,7 @@ t.test('self-fencing: runs whose lease cannot be renewed are killed before the l
   // Lease 10 s: the executor kills at 8 s, 2 s before anybody may fail the run for its lease.
   const f = await executorFixture(t, { EXECUTOR_LEASE_SECONDS: '10' });
   const repos = new Repositories(f.db);
-  repos.executions.renewLeases = async () => {
+  repos.leases.renewLeases = async () => {
     throw new DatabaseUnavailableError('the database is not answering');
   };
   await f.startExecutor({}, { repos });
@@ -233,8 +233,8 @@ t.test('stop() with a claim in flight: the claimed run is waited for, not left b
   const repos = new Repositories(f.db);
   const claimed = gate();
   const release = gate();
-  const claim = repos.executions.claim.bind(repos.executions);
-  repos.executions.claim = async (lease, limit) => {
+  const claim = repos.leases.claim.bind(repos.leases);
+  repos.leases.claim = async (lease, limit) => {
     const got = await claim(lease, limit);
     if (got.length > 0) {
       claimed.open();

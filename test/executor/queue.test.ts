@@ -48,7 +48,7 @@ t.test('four claimers against 500 queued runs: each claimed exactly once', async
   await Promise.all(
     claimed.map(async (mine, n) => {
       for (;;) {
-        const batch = await repos.executions.claim({ executorId: `claimer-${n}`, seconds: 60 }, 7);
+        const batch = await repos.leases.claim({ executorId: `claimer-${n}`, seconds: 60 }, 7);
         if (batch.length === 0) return;
         mine.push(...batch.map((c) => c.id));
       }
@@ -105,8 +105,8 @@ t.test('several executors run 500 queued runs, each exactly once', async (t) => 
       log: testLogger(),
       metrics: new Metrics({ defaultMetrics: false }),
     });
-    const claim = repos.executions.claim.bind(repos.executions);
-    repos.executions.claim = async (lease, limit) => {
+    const claim = repos.leases.claim.bind(repos.leases);
+    repos.leases.claim = async (lease, limit) => {
       const got = await claim(lease, limit);
       for (const c of got) claims.set(c.id, [...(claims.get(c.id) ?? []), executor.id]);
       return got;
@@ -229,13 +229,13 @@ t.test(
     const before = await f.repos.scripts.getById(id);
     const result = { exit_code: 0, execution_time_seconds: 1, memory_usage_mb: 1 };
     const runBefore = await f.repos.runs.getById(runId);
-    await rejectsWith(t, f.repos.executions.complete(runId, result, ready), InvalidStateError);
-    await rejectsWith(t, f.repos.executions.fail(runId, 'late', result, ready), InvalidStateError);
-    t.equal(await f.repos.executions.appendLog(runId, ready, 99, 'late output'), false);
-    t.equal(await f.repos.executions.recordCancelledRun(runId, ready, result), false);
+    await rejectsWith(t, f.repos.leases.complete(runId, result, ready), InvalidStateError);
+    await rejectsWith(t, f.repos.leases.fail(runId, 'late', result, ready), InvalidStateError);
+    t.equal(await f.repos.output.appendLog(runId, ready, 99, 'late output'), false);
+    t.equal(await f.repos.leases.recordCancelledRun(runId, ready, result), false);
     t.same(await f.repos.scripts.getById(id), before, 'the script is unchanged');
     t.same(await f.repos.runs.getById(runId), runBefore, 'and so is the run');
-    t.same(await f.repos.executions.renewLeases([runId], { executorId: ready, seconds: 30 }), []);
+    t.same(await f.repos.leases.renewLeases([runId], { executorId: ready, seconds: 30 }), []);
   },
 );
 

@@ -142,7 +142,7 @@ t.test('the sandbox: no database URL or secret in the environment, no reading ot
   );
   await execute(f, account, id);
   await waitFor(f, id);
-  const { logs } = await f.repos.runs.readScriptLogs(id);
+  const { logs } = await f.repos.output.readScriptLogs(id);
   t.match(logs, /False False/, 'neither DATABASE_URL nor IBKR_TOKEN_KEY');
   t.notMatch(logs, /postgres:\/\//);
   t.notMatch(logs, /victim-secret-strategy/, "another user's script cannot be read");
@@ -173,9 +173,9 @@ t.test('JavaScript and TypeScript scripts run; TypeScript that does not compile 
   const broken = await upload(f, account, 'd.ts', 'const x: = 1;\n');
   for (const id of [js, ts, esm, broken]) t.equal((await execute(f, account, id)).statusCode, 202);
   for (const id of [js, ts, esm]) t.match(await waitFor(f, id), { status: 'completed', exit_code: 0 });
-  t.match((await f.repos.runs.readScriptLogs(js)).logs, 'js 42\n');
-  t.match((await f.repos.runs.readScriptLogs(ts)).logs, 'ts 42\n');
-  t.match((await f.repos.runs.readScriptLogs(esm)).logs, 'function\n');
+  t.match((await f.repos.output.readScriptLogs(js)).logs, 'js 42\n');
+  t.match((await f.repos.output.readScriptLogs(ts)).logs, 'ts 42\n');
+  t.match((await f.repos.output.readScriptLogs(esm)).logs, 'function\n');
   const failed = await waitFor(f, broken);
   t.match(failed, { status: 'failed' });
   t.match(failed.error_message, /^the TypeScript does not compile: line 1/);
@@ -187,7 +187,7 @@ t.test('output is stored in batches, not a write per line', async (t) => {
   const observe = f.ctx.metrics.observeQuery;
   // Count the executor's append statements through the database's query observer.
   f.db.options.onQuery = (name, seconds, ok) => {
-    if (name === 'executions.appendLog') appends.push(name);
+    if (name === 'output.appendLog') appends.push(name);
     observe(name, seconds, ok);
   };
   await f.startExecutor();
@@ -198,7 +198,7 @@ t.test('output is stored in batches, not a write per line', async (t) => {
   );
   await execute(f, account, id);
   t.equal((await waitFor(f, id)).status, 'completed');
-  const { logs } = await f.repos.runs.readScriptLogs(id);
+  const { logs } = await f.repos.output.readScriptLogs(id);
   t.equal(logs.split('\n').length - 1, 20000, 'every line is there, in order');
   t.match(logs, /^line 0\nline 1\n/);
   t.ok(logs.endsWith('line 19999\n'));
@@ -216,7 +216,7 @@ t.test('output past MAX_LOG_BYTES is cut with a marker', async (t) => {
   );
   await execute(f, account, id);
   t.equal((await waitFor(f, id)).status, 'completed');
-  const { logs } = await f.repos.runs.readScriptLogs(id);
+  const { logs } = await f.repos.output.readScriptLogs(id);
   t.ok(Buffer.byteLength(logs) < 4096 + 200, `${Buffer.byteLength(logs)} bytes kept`);
   t.match(logs, /\[output truncated: the log is limited to 4096 bytes\]\n$/);
   const script = await f.repos.scripts.getById(id);
@@ -258,7 +258,7 @@ t.test('cancel of a running script kills its process group within a second', asy
   const script = await waitFor(f, id, (s) => s.memory_usage_mb !== null);
   t.match(script, { status: 'cancelled', error_message: 'cancelled' });
   t.ok(script.execution_time_seconds !== null);
-  t.match((await f.repos.runs.readScriptLogs(id)).logs, /running/);
+  t.match((await f.repos.output.readScriptLogs(id)).logs, /running/);
 });
 
 t.test('a script deleted with its user while running is killed (its lease is refused)', async (t) => {

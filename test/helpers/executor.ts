@@ -131,7 +131,7 @@ export async function eventually<T>(
 
 /** The whole output of a script's latest run. */
 export async function logsOf(f: TestApp, id: number): Promise<string> {
-  return (await f.repos.runs.readScriptLogs(id)).logs;
+  return (await f.repos.output.readScriptLogs(id)).logs;
 }
 
 /** Whether a process exists (a zombie counts as gone). */

@@ -54,12 +54,12 @@ export function queueRun(repos: Repositories, scriptId: number, maxActive = 100)
 /** Queues a run of the script and starts it under LEASE, as an executor would; returns the running run. */
 export async function startRun(repos: Repositories, scriptId: number, maxActive = 100): Promise<Run> {
   const run = await queueRun(repos, scriptId, maxActive);
-  return repos.executions.start(run.id, LEASE);
+  return repos.leases.start(run.id, LEASE);
 }
 
 /** Starts the script's queued run (the one queued last) under LEASE. */
 export async function startQueuedRun(repos: Repositories, scriptId: number): Promise<Run> {
   const script = await repos.scripts.getById(scriptId);
   if (script.last_run_id === null) throw new Error(`script ${scriptId} has no run`);
-  return repos.executions.start(script.last_run_id, LEASE);
+  return repos.leases.start(script.last_run_id, LEASE);
 }

@@ -18,8 +18,8 @@ t.test(
     const once = await makeScript(repos, user.id);
     const finish = async (scriptId: number, output: string) => {
       const run = await startRun(repos, scriptId);
-      await repos.executions.appendLog(run.id, LEASE.executorId, 0, output);
-      return repos.executions.complete(run.id, {
+      await repos.output.appendLog(run.id, LEASE.executorId, 0, output);
+      return repos.leases.complete(run.id, {
         exit_code: 0,
         execution_time_seconds: 1,
         memory_usage_mb: 1,
@@ -52,9 +52,9 @@ t.test(
     select count(*) as n from run_log_chunks where run_id = any(${old.map((r) => r.id)}::bigint[])
   `;
     t.equal(chunks?.n, 0, 'their output went with them');
-    t.equal((await repos.runs.readLogs(latest.id)).logs, 'latest\n', 'the latest run keeps its output');
+    t.equal((await repos.output.readLogs(latest.id)).logs, 'latest\n', 'the latest run keeps its output');
     t.equal(
-      (await repos.runs.readLogs(onlyRun.id)).logs,
+      (await repos.output.readLogs(onlyRun.id)).logs,
       'the only run\n',
       'so does a run its script was left with',
     );

@@ -55,8 +55,8 @@ async function finish(
     memory_usage_mb: 10,
   };
   return outcome === 'complete'
-    ? repos.executions.complete(run.id, result)
-    : repos.executions.fail(run.id, 'exit code 1', result);
+    ? repos.leases.complete(run.id, result)
+    : repos.leases.fail(run.id, 'exit code 1', result);
 }
 
 t.test('listPage filters by owner, status, execution time and age, in each sort order', async (t) => {

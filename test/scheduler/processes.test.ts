@@ -104,7 +104,7 @@ t.test(
     for (let i = 0; i < BUSY; i++) {
       const script = await makeScript(repos, (await makeUser(repos)).id);
       const run = await repos.runs.queue(script.id, { maxActive: MAX_ACTIVE });
-      await repos.executions.start(run.id, HOLDER);
+      await repos.leases.start(run.id, HOLDER);
       busy.push(script.id);
     }
     const capped: number[] = [];
@@ -113,7 +113,7 @@ t.test(
       const run = await repos.runs.queue((await makeScript(repos, cappedOwner.id)).id, {
         maxActive: MAX_ACTIVE,
       });
-      await repos.executions.start(run.id, HOLDER);
+      await repos.leases.start(run.id, HOLDER);
     }
     for (let i = 0; i < CAPPED; i++) capped.push((await makeScript(repos, cappedOwner.id)).id);
     const inactiveOwner = await makeUser(repos);
