@@ -11,6 +11,7 @@ t.test('a spawn that fails rejects done with the reason instead of crashing the 
     confinement: {
       argv: ['/bin/true'],
       signalAsExitCode: false,
+      measuresItself: false,
       watch: () => {},
       kill: async () => {},
       finish: async () => ({ peakMemoryMb: null, cpuSeconds: null, memoryExceeded: false }),

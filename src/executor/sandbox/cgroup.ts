@@ -40,13 +40,16 @@ const PREFIX = 'dollarclub-';
 /** v1 mounts each controller apart; v2 has one tree (`unified`). */
 type Hierarchy = 'memory' | 'pids' | 'cpuacct' | 'unified';
 
-/** Where this process may create cgroups for its runs, or why it may not. */
-export function detectCgroups(): CgroupHost | string {
+/**
+ * Where this process may create cgroups for its runs, or why it may not. `procSelf` is
+ * /proc/self but for tests of the parsing (a folder holding `mountinfo` and `cgroup`).
+ */
+export function detectCgroups(procSelf = '/proc/self'): CgroupHost | string {
   let mountinfo: string;
   let own: string;
   try {
-    mountinfo = readFileSync('/proc/self/mountinfo', 'utf8');
-    own = readFileSync('/proc/self/cgroup', 'utf8');
+    mountinfo = readFileSync(path.join(procSelf, 'mountinfo'), 'utf8');
+    own = readFileSync(path.join(procSelf, 'cgroup'), 'utf8');
   } catch (error) {
     return `cannot read /proc/self: ${String(error)}`;
   }
@@ -81,8 +84,14 @@ export function detectCgroups(): CgroupHost | string {
   const unified = mounts.find((m) => m.fstype === 'cgroup2');
   const p = ownPath(null);
   if (unified && p !== null) {
-    const dir = path.join(unified.point, p);
-    const controllers = readFileSync(path.join(dir, 'cgroup.controllers'), 'utf8').trim().split(/\s+/);
+    const relative = unified.root !== '/' && p.startsWith(unified.root) ? p.slice(unified.root.length) : p;
+    const dir = path.join(unified.point, relative);
+    let controllers: string[];
+    try {
+      controllers = readFileSync(path.join(dir, 'cgroup.controllers'), 'utf8').trim().split(/\s+/);
+    } catch (error) {
+      return `cannot read the controllers of cgroup v2 at ${dir}: ${String(error)}`;
+    }
     if (!controllers.includes('memory')) return `cgroup v2 at ${dir} does not offer the memory controller`;
     return { version: 2, dir };
   }
@@ -121,8 +130,35 @@ export class CgroupParent {
     return new CgroupParent(host, { memory: null, pids: null, cpuacct: null, unified: dir });
   }
 
-  /** A cgroup for one run, with its limits set. */
-  async createRun(runName: string, limits: CgroupLimits): Promise<RunCgroup> {
+  /** The next run's cgroup, made ahead (after the previous run started), and the limits it has. */
+  private spare: { limits: string; cgroup: Promise<RunCgroup> } | undefined;
+  private made = 0;
+
+  /**
+   * A fresh cgroup for one run, with its limits set: the one made ahead when there is one,
+   * so that a run's start waits for no mkdir and no limit file. Never reused: a v1 memory
+   * cgroup keeps the page cache a previous run touched charged to it, and v2's memory.peak
+   * can only be reset on recent kernels (6.12); a fresh cgroup counts from zero everywhere.
+   */
+  async createRun(limits: CgroupLimits): Promise<RunCgroup> {
+    const key = JSON.stringify(limits);
+    const spare = this.spare;
+    this.spare = undefined;
+    let cgroup: RunCgroup | undefined;
+    if (spare !== undefined) {
+      const ready = await spare.cgroup.catch(() => undefined);
+      if (spare.limits === key) cgroup = ready;
+      else await ready?.remove();
+    }
+    cgroup ??= await this.make(limits);
+    const next = this.make(limits);
+    next.catch(() => {}); // taken (and its error seen) by the next run, or removed at close
+    this.spare = { limits: key, cgroup: next };
+    return cgroup;
+  }
+
+  private async make(limits: CgroupLimits): Promise<RunCgroup> {
+    const runName = `run-${++this.made}-${randomBytes(4).toString('hex')}`;
     const dirs: Partial<Record<Hierarchy, string>> = {};
     const cg = new RunCgroup(this.host.version, dirs);
     try {
@@ -143,6 +179,8 @@ export class CgroupParent {
   }
 
   async remove(): Promise<void> {
+    await (await this.spare?.cgroup.catch(() => undefined))?.remove();
+    this.spare = undefined;
     for (const dir of Object.values(this.dirs)) if (dir !== null) await removeTree(dir);
   }
 

@@ -68,6 +68,17 @@ t.test('a sandboxed run: namespaces, a whitelist of read-only mounts, capped tmp
   t.notOk(argv.includes('--unshare-net'), 'the host network (filtered by nftables)');
   t.ok(argv.includes('--reuid=61000') && argv.includes('--no-new-privs'));
   t.same(argv.slice(-4), input.command, 'the script last');
+  // Two programs fewer than without namespaces: the shell sets the rlimits, bubblewrap the environment.
+  t.notOk(argv.includes('/usr/bin/prlimit') || argv.includes('/usr/bin/env'), 'no prlimit, no env');
+  const limits = argv.slice(4, argv.indexOf('--'));
+  t.same(
+    limits,
+    ['-v', String(1 << 19), '-t', '300', '-p', '64', '-n', '256', '-f', String(1 << 17), '-c', '0'],
+    'rlimits as ulimit options: address space in KiB, file size in 512-byte blocks',
+  );
+  const clear = argv.indexOf('--clearenv');
+  t.ok(clear > bwrap && clear < setpriv, 'bubblewrap clears the environment');
+  t.same(argv.slice(clear + 1, clear + 4), ['--setenv', 'PATH', '/usr/bin:/bin'], 'and sets the run’s');
 });
 
 t.test(
