@@ -147,11 +147,14 @@ export const ConfigSchema = Type.Object({
         'a non-root executor may run scripts as its own user; defaults to true unless NODE_ENV=production',
     }),
   ),
-  SCRIPT_SANDBOX: Type.Union([Type.Literal('auto'), Type.Literal('bwrap'), Type.Literal('off')], {
-    default: 'auto',
-    description:
-      'namespaces, private tmpfs and a whitelisted read-only file system per run (bubblewrap); off: uid and rlimits only',
-  }),
+  SCRIPT_SANDBOX: Type.Union(
+    [Type.Literal('auto'), Type.Literal('bwrap'), Type.Literal('unshare'), Type.Literal('off')],
+    {
+      default: 'auto',
+      description:
+        'namespaces, private tmpfs and a whitelisted read-only file system per run (bubblewrap; auto falls back to unshare without it); off: uid and rlimits only',
+    },
+  ),
   SCRIPT_TMP_MB: Int(1, 65536, 64, 'size of each private tmpfs of a run (/tmp, /var/tmp, /dev/shm, scratch)'),
   SCRIPT_NETWORK: Type.Union([Type.Literal('internet'), Type.Literal('none')], {
     default: 'internet',

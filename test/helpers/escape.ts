@@ -18,7 +18,7 @@ export const isRoot = process.getuid?.() === 0;
  * Whether this host can sandbox at all; when not, prints why and returns false, and the
  * calling test asserts the fallback instead (a production executor refuses to start).
  */
-export function sandboxAvailable(t: Test): boolean {
+export function sandboxAvailable(t: Test, mechanism: 'bwrap' | 'unshare' = 'bwrap'): boolean {
   if (!isRoot) {
     t.comment(
       'not root: runs get no uid, namespaces or cgroup of their own here; checking the refusal instead',
@@ -26,8 +26,10 @@ export function sandboxAvailable(t: Test): boolean {
     return false;
   }
   const host = detectHost(0);
-  if (host.bwrap !== true) {
-    t.comment(`no namespaces on this host (${host.bwrap}); checking the refusal instead`);
+  if (host[mechanism] !== true) {
+    t.comment(
+      `no namespaces from ${mechanism} on this host (${host[mechanism]}); checking the refusal instead`,
+    );
     return false;
   }
   return true;

@@ -20,7 +20,7 @@
  */
 
 import { ENV_BIN, PRLIMIT_BIN, SETPRIV_BIN } from '../tools.js';
-import { BWRAP_BIN } from './host.js';
+import { BWRAP_BIN, UNSHARE_BIN } from './host.js';
 import type { Mount, RunLimits, SandboxPolicy } from './policy.js';
 
 /**
@@ -39,7 +39,8 @@ export function commandLine(policy: SandboxPolicy, cgroupProcs: string[] = []): 
     const join = cgroupProcs.length > 0 ? prepare([], cgroupProcs) : [];
     return [...join, ...dropPrivileges(policy, { rlimits: true, env: true })];
   }
-  return [...prepare(ulimits(policy.limits), cgroupProcs), ...bubblewrap(policy)];
+  const sandbox = policy.mechanism === 'bwrap' ? bubblewrap(policy) : unshare(policy);
+  return [...prepare(ulimits(policy.limits), cgroupProcs), ...sandbox];
 }
 
 function prepare(limits: string[], cgroupProcs: string[]): string[] {
@@ -98,8 +99,107 @@ function mountArgs(mount: Mount): string[] {
       return ['--proc', mount.target];
     case 'dev':
       return ['--dev', mount.target];
+    case 'hide':
+      // Only the unshare mechanism hides (bubblewrap's root holds nothing it did not list).
+      return ['--perms', '0755', '--tmpfs', mount.target];
   }
 }
+
+/**
+ * util-linux's unshare where bubblewrap is missing: the same namespaces, then a root shell
+ * inside them (UNSHARE_SETUP) makes the host's mounts read-only, hides the listed folders
+ * under empty tmpfs, mounts the private tmpfs and a minimal /dev, binds the script (and an
+ * interpreter outside the system folders) read-only from descriptors opened before anything
+ * hid them, and drops to the run's uid. unshare has no --die-with-parent: setpriv gives it
+ * the parent-death signal, and --kill-child takes the namespace's init with it.
+ */
+function unshare(policy: SandboxPolicy): string[] {
+  const flags: string[] = [];
+  for (const ns of policy.namespaces) {
+    if (ns === 'pid') flags.push('--pid', '--fork', '--kill-child', '--mount-proc');
+    else if (ns === 'ipc') flags.push('--ipc');
+    else if (ns === 'uts') flags.push('--uts');
+    else if (ns === 'net') flags.push('--net');
+    else if (ns === 'cgroup') flags.push('--cgroup');
+    else if (ns === 'mount') flags.push('--mount', '--propagation', 'private');
+  }
+  const sources: string[] = [];
+  const steps: string[] = [];
+  for (const mount of policy.mounts) {
+    if (mount.kind === 'ro-bind') {
+      sources.push(mount.source);
+      steps.push('bind', mount.target, '');
+    } else if (mount.kind === 'tmpfs')
+      steps.push('tmpfs', mount.target, `size=${mount.sizeBytes},mode=${octal(mount.mode)}`);
+    else if (mount.kind === 'dir') steps.push('dir', mount.target, octal(mount.mode));
+    else if (mount.kind === 'hide') steps.push('hide', mount.target, '');
+    else if (mount.kind === 'dev') steps.push('dev', mount.target, '');
+    // 'proc': unshare --mount-proc; 'symlink': bubblewrap's root only (the host's are there).
+  }
+  if (sources.length > UNSHARE_FDS.length)
+    throw new Error(`the unshare sandbox binds at most ${UNSHARE_FDS.length} files or folders`);
+  return [
+    SETPRIV_BIN,
+    '--pdeathsig=KILL',
+    '--',
+    UNSHARE_BIN,
+    ...flags,
+    '--',
+    '/bin/sh',
+    '-c',
+    UNSHARE_SETUP,
+    'sh',
+    String(sources.length),
+    ...sources,
+    ...steps,
+    '--',
+    policy.workDir,
+    // The rlimits are the outer shell's; the environment is env -i's.
+    ...dropPrivileges(policy, { rlimits: false, env: true }),
+  ];
+}
+
+/** Descriptors for the binds' sources (3 carries secrets to the script, 4 is left alone). */
+const UNSHARE_FDS = [5, 6, 7, 8, 9];
+
+/**
+ * Runs as root inside the new namespaces. Arguments: the number of bind sources, the
+ * sources, triples `<step> <target> <options>`, `--`, the working folder, the command.
+ * Fails closed (set -e): a mount that cannot be made ends the run before the script starts.
+ */
+const UNSHARE_SETUP = `set -e
+PATH=/usr/bin:/bin:/usr/sbin:/sbin
+fd=5; n=$1; shift
+while [ "$n" -gt 0 ]; do
+  case $fd in 5) exec 5<"$1" ;; 6) exec 6<"$1" ;; 7) exec 7<"$1" ;; 8) exec 8<"$1" ;; 9) exec 9<"$1" ;; esac
+  fd=$((fd + 1)); n=$((n - 1)); shift
+done
+mount -o remount,bind,ro /
+for point in $(cut -d' ' -f5 /proc/self/mountinfo); do mount -o remount,bind,ro "$point" 2>/dev/null || true; done
+fd=5
+while [ "$1" != -- ]; do
+  case "$1" in
+    hide) if [ -d "$2" ]; then mount -t tmpfs -o size=64k,mode=0755,nosuid,nodev,noexec tmpfs "$2"; fi ;;
+    tmpfs) mkdir -p "$2"; mount -t tmpfs -o "nosuid,nodev,$3" tmpfs "$2" ;;
+    dir) [ -d "$2" ] || mkdir -m "$3" "$2" ;;
+    bind)
+      if [ -d "/proc/self/fd/$fd" ]; then mkdir -p "$2"; elif [ ! -e "$2" ]; then : > "$2"; fi
+      mount --bind --no-canonicalize "/proc/self/fd/$fd" "$2"
+      mount -o remount,bind,ro,nosuid,nodev "$2"
+      fd=$((fd + 1)) ;;
+    dev)
+      mount -t tmpfs -o size=64k,mode=0755,nosuid,noexec tmpfs "$2"
+      mknod -m 666 "$2/null" c 1 3; mknod -m 666 "$2/zero" c 1 5; mknod -m 666 "$2/full" c 1 7
+      mknod -m 666 "$2/random" c 1 8; mknod -m 666 "$2/urandom" c 1 9; mknod -m 666 "$2/tty" c 5 0
+      ln -s /proc/self/fd "$2/fd"; ln -s /proc/self/fd/0 "$2/stdin"
+      ln -s /proc/self/fd/1 "$2/stdout"; ln -s /proc/self/fd/2 "$2/stderr" ;;
+  esac
+  shift 3
+done
+shift
+cd "$1"; shift
+exec 5<&- 6<&- 7<&- 8<&- 9<&-
+exec "$@"`;
 
 /** setpriv to the run's uid; prlimit and env -i where nothing before in the chain set those. */
 function dropPrivileges(policy: SandboxPolicy, wrap: { rlimits: boolean; env: boolean }): string[] {

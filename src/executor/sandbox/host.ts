@@ -1,18 +1,22 @@
 /**
  * What this host lets the executor do, found by trying rather than assumed:
- * bubblewrap making every namespace a run gets, a cgroup for runs, nftables.
+ * bubblewrap making every namespace a run gets (else util-linux's unshare), a cgroup
+ * for runs, nftables.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { type CgroupHost, detectCgroups } from './cgroup.js';
 
 export const BWRAP_BIN = '/usr/bin/bwrap';
+export const UNSHARE_BIN = '/usr/bin/unshare';
 export const NFT_BIN = existsSync('/usr/sbin/nft') ? '/usr/sbin/nft' : '/sbin/nft';
 
 export interface HostFeatures {
   root: boolean;
   /** bubblewrap works here with pid, ipc, uts, mount and net namespaces and capped tmpfs; else why not. */
   bwrap: true | string;
+  /** util-linux's unshare makes the same namespaces and private tmpfs (without bubblewrap's whitelisted root); else why not. */
+  unshare: true | string;
   cgroup: CgroupHost | string;
   /** nftables works (root, the nft program, a netfilter we may change); else why not. */
   nft: true | string;
@@ -23,6 +27,7 @@ export function detectHost(uid: number): HostFeatures {
   return {
     root,
     bwrap: root ? probeBwrap() : 'the executor is not root',
+    unshare: root ? probeUnshare() : 'the executor is not root',
     cgroup: root ? detectCgroups() : 'the executor is not root',
     nft: root ? probeNft() : 'the executor is not root',
   };
@@ -68,6 +73,33 @@ function probeBwrap(): true | string {
   if (probe.status === 0) return true;
   const why = (probe.stderr || probe.error?.message || `exit ${probe.status}`).trim().split('\n')[0];
   return `bubblewrap cannot make namespaces here (${why}); in a container it needs CAP_SYS_ADMIN and no seccomp/AppArmor block on mount/unshare`;
+}
+
+function probeUnshare(): true | string {
+  if (!existsSync(UNSHARE_BIN)) return `${UNSHARE_BIN} is missing (Debian package util-linux)`;
+  const probe = spawnSync(
+    UNSHARE_BIN,
+    [
+      '--pid',
+      '--fork',
+      '--kill-child',
+      '--mount-proc',
+      '--ipc',
+      '--uts',
+      '--net',
+      '--mount',
+      '--propagation',
+      'private',
+      '--',
+      '/bin/sh',
+      '-c',
+      'mount -o remount,bind,ro / && mount -t tmpfs -o size=1m,mode=1777 tmpfs /tmp',
+    ],
+    { encoding: 'utf8', timeout: 10_000, env: { PATH: '/usr/bin:/bin:/usr/sbin:/sbin' } },
+  );
+  if (probe.status === 0) return true;
+  const why = (probe.stderr || probe.error?.message || `exit ${probe.status}`).trim().split('\n')[0];
+  return `unshare cannot make namespaces here (${why}); it needs CAP_SYS_ADMIN`;
 }
 
 function probeNft(): true | string {

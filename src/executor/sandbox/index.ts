@@ -11,6 +11,7 @@
  * SCRIPT_SANDBOX=off says so explicitly), a development one runs scripts with the
  * older protections (a uid per run, rlimits) and says so loudly.
  */
+import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../../config.js';
 import type { SandboxUser } from '../process-group.js';
@@ -18,7 +19,7 @@ import { CgroupParent, type RunCgroup } from './cgroup.js';
 import { commandLine } from './command.js';
 import { detectHost, type HostFeatures } from './host.js';
 import { NetworkRules, nameServers, parseAllowList } from './network.js';
-import { policyFor, type RunLimits } from './policy.js';
+import { type Mechanism, policyFor, type RunLimits } from './policy.js';
 import { sample } from './watchdog.js';
 
 export type { RunLimits } from './policy.js';
@@ -69,6 +70,8 @@ export interface RunSpec {
 /** What protects runs on this host: logged at start, and by tests. */
 export interface Protections {
   namespaces: boolean;
+  /** What makes the namespaces: bubblewrap, or util-linux's unshare where bubblewrap is missing. */
+  mechanism: Mechanism | null;
   cgroup: 'v1' | 'v2' | null;
   network: 'nftables' | 'namespace' | null;
   /** What is missing, and why. */
@@ -110,16 +113,27 @@ export class Sandbox {
         ? {
             root: options.processUid === 0,
             bwrap: 'SCRIPT_SANDBOX=off',
+            unshare: 'SCRIPT_SANDBOX=off',
             cgroup: 'SCRIPT_SANDBOX=off',
             nft: 'SCRIPT_SANDBOX=off',
           }
         : detectHost(options.processUid);
     const missing: string[] = [];
-    const namespaces = host.bwrap === true;
-    if (!namespaces) {
-      if (config.SCRIPT_SANDBOX === 'bwrap') throw new Error(`SCRIPT_SANDBOX=bwrap: ${host.bwrap}`);
-      missing.push(`namespaces and a private file system: ${host.bwrap}`);
-    }
+    // bubblewrap where it works; util-linux's unshare where it does not (auto) or when asked.
+    const wanted = config.SCRIPT_SANDBOX;
+    let mechanism: Mechanism | null = null;
+    if ((wanted === 'auto' || wanted === 'bwrap') && host.bwrap === true) mechanism = 'bwrap';
+    else if ((wanted === 'auto' || wanted === 'unshare') && host.unshare === true) mechanism = 'unshare';
+    if (wanted === 'bwrap' && mechanism === null) throw new Error(`SCRIPT_SANDBOX=bwrap: ${host.bwrap}`);
+    if (wanted === 'unshare' && mechanism === null)
+      throw new Error(`SCRIPT_SANDBOX=unshare: ${host.unshare}`);
+    const namespaces = mechanism !== null;
+    if (!namespaces) missing.push(`namespaces and a private file system: ${host.bwrap}; ${host.unshare}`);
+    else if (mechanism === 'unshare')
+      missing.push(
+        `a whitelisted file system (${wanted === 'unshare' ? 'SCRIPT_SANDBOX=unshare' : host.bwrap}): with unshare a run ` +
+          'sees the host’s root read-only, minus the hidden folders (docs/executor.md)',
+      );
 
     let cgroups: CgroupParent | null = null;
     if (options.forceWatchdog)
@@ -159,6 +173,7 @@ export class Sandbox {
 
     const protections: Protections = {
       namespaces,
+      mechanism,
       cgroup: cgroups ? (cgroups.host.version === 1 ? 'v1' : 'v2') : null,
       network: networkProtection,
       missing,
@@ -181,9 +196,12 @@ export class Sandbox {
       );
     }
     const summary = {
-      namespaces: namespaces
-        ? `bubblewrap: pid, ipc, uts, mount${config.SCRIPT_NETWORK === 'none' ? ', net' : ''}; read-only system folders, private tmpfs of ${config.SCRIPT_TMP_MB} MB`
-        : 'none',
+      namespaces:
+        mechanism === 'bwrap'
+          ? `bubblewrap: pid, ipc, uts, mount${config.SCRIPT_NETWORK === 'none' ? ', net' : ''}; read-only system folders, private tmpfs of ${config.SCRIPT_TMP_MB} MB`
+          : mechanism === 'unshare'
+            ? `unshare (util-linux): pid, ipc, uts, mount${config.SCRIPT_NETWORK === 'none' ? ', net' : ''}; the host's root read-only with private folders hidden, private tmpfs of ${config.SCRIPT_TMP_MB} MB`
+            : 'none',
       totals: protections.cgroup ? `cgroup ${protections.cgroup} per run` : 'watchdog over /proc',
       network:
         network !== null
@@ -206,6 +224,15 @@ export class Sandbox {
     const { config } = this;
     const policy = policyFor({
       namespaces: this.protections.namespaces,
+      mechanism: this.protections.mechanism ?? 'bwrap',
+      // unshare keeps the host's root: the app's own folders are hidden (bubblewrap never mounts them).
+      hide: [
+        path.resolve(config.STORAGE_DIR),
+        path.resolve('.data'),
+        process.cwd(),
+        path.resolve(config.EXECUTOR_WORK_DIR),
+        path.dirname(run.scratchDir),
+      ],
       network: config.SCRIPT_NETWORK,
       scratchDir: run.scratchDir,
       entry: run.entry,

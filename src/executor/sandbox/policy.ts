@@ -17,7 +17,12 @@ export type Mount =
   | { kind: 'tmpfs'; target: string; sizeBytes: number; mode: number }
   | { kind: 'dir'; target: string; mode: number }
   | { kind: 'proc'; target: string }
-  | { kind: 'dev'; target: string };
+  | { kind: 'dev'; target: string }
+  /** unshare only: an empty root-owned tmpfs over a host folder the run must not see. */
+  | { kind: 'hide'; target: string };
+
+/** How the namespaces are made: bubblewrap, or util-linux's unshare where bubblewrap is missing. */
+export type Mechanism = 'bwrap' | 'unshare';
 
 export interface RunLimits {
   /** RLIMIT_AS of each process (the cgroup holds the run's total). */
@@ -31,7 +36,11 @@ export interface RunLimits {
 export interface SandboxPolicy {
   /** Empty: no namespaces (SCRIPT_SANDBOX=off, or a host that cannot make them). */
   namespaces: Namespace[];
-  /** In order; the root of the run is an empty read-only tmpfs holding only these. */
+  mechanism: Mechanism;
+  /**
+   * In order. bwrap: the root of the run is an empty read-only tmpfs holding only these.
+   * unshare: the host's root, made read-only, with these mounted on it (hidden folders first).
+   */
   mounts: Mount[];
   /** Where the run starts, inside: the scratch folder (a capped tmpfs holding the script). */
   workDir: string;
@@ -66,8 +75,35 @@ const ETC_ENTRIES = [
   'timezone',
 ];
 
+/**
+ * What the unshare mechanism hides under an empty tmpfs (it keeps the host's root, read-only,
+ * where bubblewrap builds one from a whitelist): home folders, services' state and logs
+ * (PostgreSQL's data in /var/lib), run-time sockets and locks (/run), mounts, /sys.
+ */
+const UNSHARE_HIDDEN = [
+  '/boot',
+  '/home',
+  '/media',
+  '/mnt',
+  '/opt',
+  '/root',
+  '/run',
+  '/srv',
+  '/sys',
+  '/var/backups',
+  '/var/cache',
+  '/var/lib',
+  '/var/log',
+  '/var/mail',
+  '/var/spool',
+];
+
 export interface PolicyInput {
   namespaces: boolean;
+  /** bwrap unless said otherwise. */
+  mechanism?: Mechanism;
+  /** unshare: the app's own folders to hide besides UNSHARE_HIDDEN (storage, data, code, executor's folder). */
+  hide?: string[];
   network: 'internet' | 'none';
   /** The run's scratch folder on the host, holding `entry`; the same path inside. */
   scratchDir: string;
@@ -82,7 +118,14 @@ export interface PolicyInput {
 }
 
 export function policyFor(input: PolicyInput): SandboxPolicy {
-  const base = { workDir: input.scratchDir, user: input.user, limits: input.limits, command: input.command };
+  const mechanism = input.mechanism ?? 'bwrap';
+  const base = {
+    mechanism,
+    workDir: input.scratchDir,
+    user: input.user,
+    limits: input.limits,
+    command: input.command,
+  };
   if (!input.namespaces) return { ...base, namespaces: [], mounts: [], env: input.env };
   const namespaces: Namespace[] = ['pid', 'ipc', 'uts', 'mount', 'cgroup'];
   if (input.network === 'none') namespaces.push('net');
@@ -93,7 +136,14 @@ export function policyFor(input: PolicyInput): SandboxPolicy {
     mode,
   });
   const { system, interpreters } = hostMounts(input.interpreters);
-  const mounts: Mount[] = [...system];
+  const mounts: Mount[] =
+    mechanism === 'bwrap'
+      ? [...system]
+      : // Outer folders first: a folder inside one already hidden is hidden with it.
+        [...new Set([...UNSHARE_HIDDEN, ...(input.hide ?? [])])]
+          .filter(hideable)
+          .sort((a, b) => a.length - b.length)
+          .map((target): Mount => ({ kind: 'hide', target }));
   mounts.push(
     { kind: 'proc', target: '/proc' },
     { kind: 'dev', target: '/dev' },
@@ -116,6 +166,12 @@ export function policyFor(input: PolicyInput): SandboxPolicy {
     },
   );
   return { ...base, namespaces, mounts, env: { ...input.env, TMPDIR: '/tmp' } };
+}
+
+/** Never hidden: the root, what a run needs of the host, and what the sandbox mounts itself. */
+function hideable(target: string): boolean {
+  const kept = ['/', ...SYSTEM_DIRS, '/etc', '/proc', '/dev', '/tmp', '/var', '/var/tmp'];
+  return path.isAbsolute(target) && !kept.some((dir) => dir === target || dir.startsWith(`${target}/`));
 }
 
 interface HostMounts {

@@ -105,6 +105,75 @@ t.test(
   },
 );
 
+t.test('unshare (no bubblewrap): the host’s root read-only, the private folders hidden first', async (t) => {
+  const policy = policyFor({
+    ...input,
+    mechanism: 'unshare',
+    hide: ['/', '/usr', '/srv/dollarclub/storage', '/srv/dollarclub', '/tmp/dollarclub-runs/host:1:abc'],
+  });
+  t.equal(policy.mechanism, 'unshare');
+  const hidden = policy.mounts.filter((m) => m.kind === 'hide').map((m) => m.target);
+  for (const dir of [
+    '/home',
+    '/root',
+    '/run',
+    '/var/lib',
+    '/sys',
+    '/srv/dollarclub',
+    '/tmp/dollarclub-runs/host:1:abc',
+  ])
+    t.ok(hidden.includes(dir), `${dir} is hidden`);
+  t.notOk(hidden.includes('/') || hidden.includes('/usr'), 'never the root nor a system folder');
+  t.ok(hidden.indexOf('/srv') < hidden.indexOf('/srv/dollarclub/storage'), 'outer folders first');
+  const firstOther = policy.mounts.findIndex((m) => m.kind !== 'hide');
+  t.ok(
+    policy.mounts.slice(firstOther).every((m) => m.kind !== 'hide'),
+    'everything hidden before the private mounts are made',
+  );
+  t.notOk(
+    policy.mounts.some((m) => m.kind === 'ro-bind' && m.source === '/usr'),
+    'no whitelist: the host’s own /usr stays',
+  );
+
+  const argv = commandLine(policy, ['/sys/fs/cgroup/memory/x/cgroup.procs']);
+  t.equal(argv[0], '/bin/sh', 'the cgroup is joined and the rlimits set first');
+  const unshare = argv.indexOf('/usr/bin/unshare');
+  t.same(
+    argv.slice(unshare - 3, unshare),
+    ['/usr/bin/setpriv', '--pdeathsig=KILL', '--'],
+    'unshare dies with its parent',
+  );
+  for (const flag of [
+    '--pid',
+    '--fork',
+    '--kill-child',
+    '--mount-proc',
+    '--ipc',
+    '--uts',
+    '--mount',
+    '--cgroup',
+  ])
+    t.ok(argv.slice(unshare).includes(flag), flag);
+  t.notOk(argv.includes('--net'), 'the host network (filtered by nftables) with internet');
+  const sources = argv.indexOf('sh', unshare) + 1;
+  t.same(
+    argv.slice(sources, sources + 2),
+    ['1', path.join(input.scratchDir, 'main.py')],
+    'the script is opened before anything hides it',
+  );
+  t.notOk(argv.includes('/usr/bin/prlimit'), 'the rlimits are the outer shell’s');
+  t.ok(
+    argv.includes('-i') && argv.indexOf('-i') > argv.lastIndexOf('--reuid=61000'),
+    'env -i after the uid is dropped',
+  );
+  t.same(argv.slice(-4), input.command, 'the script last');
+  t.match(
+    commandLine(policyFor({ ...input, mechanism: 'unshare', network: 'none' })).join(' '),
+    /unshare .*--net/,
+    'an empty network namespace with none',
+  );
+});
+
 t.test('SCRIPT_SANDBOX=off: uid, rlimits and a clean environment only', async (t) => {
   const policy = policyFor({ ...input, namespaces: false });
   t.same(policy.namespaces, []);
