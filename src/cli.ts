@@ -20,21 +20,19 @@
  * it when `npm start` is running it).
  */
 import { parseArgs } from 'node:util';
+import { openDatabase } from './boot.js';
 import { PasswordInputError, readPassword } from './cli-password.js';
 import { ConfigError, loadConfig } from './config.js';
-import { createPool, poolOptionsFrom, type Sql } from './db/client.js';
-import { locateDatabase } from './db/connect.js';
-import { Database } from './db/database.js';
-import { migrate } from './db/migrate.js';
+import type { Sql } from './db/client.js';
+import type { Database } from './db/database.js';
 import { DomainError, ValidationError } from './domain/errors.js';
 import { createLogger } from './logger.js';
-import { Repositories } from './repositories/index.js';
+import type { Repositories } from './repositories/index.js';
 import { createAdmin } from './services/admin.js';
 import { rotateIbkrKeys } from './services/ibkr-key-rotation.js';
 import { formatReport, importLegacy } from './services/legacy-import/import.js';
 import { TerminalProgress } from './services/legacy-import/progress.js';
 import type { SecretBox } from './services/secret-box.js';
-import { loadSecretBox } from './services/secret-keys.js';
 import { type MoveReport, moveContents } from './storage/move-contents.js';
 
 const USAGE = [
@@ -179,20 +177,13 @@ async function main(): Promise<number> {
       : null;
   const config = loadConfig();
   const log = createLogger(config.LOG_LEVEL === 'info' ? 'warn' : config.LOG_LEVEL, 'dollarclub-cli');
-  const location = await locateDatabase(config, log, { reuseRunning: true });
-  const sql = createPool(poolOptionsFrom(config, location.url, 'dollarclub-cli'), log);
+  const opened = await openDatabase(config, log, 'cli');
+  const { sql, db, repos, secrets } = opened;
   try {
-    await migrate({ databaseUrl: location.url });
-    const db = new Database(sql, {
-      log,
-      slowQueryMs: config.SLOW_QUERY_MS,
-      queryTimeoutMs: config.DB_QUERY_TIMEOUT_MS,
-    });
     if (command === 'move-contents') return await moveContentsCommand(db, config.STORAGE_DIR, args);
-    if (command === 'rotate-ibkr-key')
-      return await rotateCommand(new Repositories(db), await loadSecretBox(config, log), args);
+    if (command === 'rotate-ibkr-key') return await rotateCommand(repos, secrets, args);
     if (admin !== null) {
-      const result = await createAdmin(new Repositories(db), admin);
+      const result = await createAdmin(repos, admin);
       console.log(
         result.action === 'created'
           ? `created admin ${result.email} (id ${result.user_id})`
@@ -200,11 +191,10 @@ async function main(): Promise<number> {
       );
       return 0;
     }
-    console.log(await importLegacyCommand(sql, args, await loadSecretBox(config, log)));
+    console.log(await importLegacyCommand(sql, args, secrets));
     return 0;
   } finally {
-    await sql.end({ timeout: 5 });
-    await location.embedded?.stop();
+    await opened.close();
   }
 }
 

@@ -5,82 +5,40 @@
  * stop the executor (recording its runs), close the pool and the embedded
  * database, and exit 0.
  */
-import { hostname } from 'node:os';
 import closeWithGrace from 'close-with-grace';
-import { compose } from './compose.js';
-import { ConfigError, loadConfig, shutdownDeadlineMs, trustProxyOf } from './config.js';
-import { createPool, poolOptionsFrom } from './db/client.js';
-import { locateDatabase } from './db/connect.js';
-import { EmbeddedPostgresError } from './db/embedded.js';
-import { migrate, migrationNames } from './db/migrate.js';
+import { loadConfigOrExit, openDatabase, run } from './boot.js';
+import { shutdownDeadlineMs, trustProxyOf } from './config.js';
 import { Executor } from './executor/executor.js';
 import { startMetricsServer } from './executor/metrics-server.js';
 import { build } from './http/app.js';
 import { createLogger } from './logger.js';
 import { startMaintenance } from './maintenance.js';
-import { Metrics } from './metrics.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { listenForAuthChanges } from './services/auth-listener.js';
-import { loadSecretBox } from './services/secret-keys.js';
 import { moveContentsAtStartup } from './storage/move-contents.js';
 
-async function main(): Promise<void> {
-  let config: ReturnType<typeof loadConfig>;
-  try {
-    config = loadConfig();
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      console.error(error.message);
-      process.exit(1);
-    }
-    throw error;
-  }
+async function main(): Promise<undefined> {
+  const config = loadConfigOrExit();
   const log = createLogger(config.LOG_LEVEL);
-  const location = await locateDatabase(config, log);
-  const ran = await migrate({ databaseUrl: location.url, log: (message) => log.debug({ migrate: message }) });
-  log.info({ applied: ran }, ran.length > 0 ? 'migrations applied' : 'schema is up to date');
-
-  const processName = `dollarclub-api:${hostname()}:${process.pid}`;
-  const sql = createPool(poolOptionsFrom(config, location.url, processName), log);
-  const readSql = config.DATABASE_READ_URL
-    ? createPool(poolOptionsFrom(config, config.DATABASE_READ_URL, `${processName}:read`), log)
-    : undefined;
-  const metrics = new Metrics();
-  const secrets = await loadSecretBox(config, log);
-  const composition = compose({
-    config,
-    sql,
-    readSql,
-    log,
-    metrics,
-    migrations: await migrationNames(),
-    secrets,
-  });
+  const opened = await openDatabase(config, log, 'api');
+  const { sql, metrics, secrets, repos } = opened;
   // Scripts uploaded before script_contents: their files, if this machine has them.
-  await moveContentsAtStartup(composition.db, config.STORAGE_DIR, log);
-  const authListener = await listenForAuthChanges(sql, composition.cache, log);
+  await moveContentsAtStartup(opened.db, config.STORAGE_DIR, log);
+  const authListener = await listenForAuthChanges(sql, opened.cache, log);
   const app = await build({
-    ctx: composition.ctx,
+    ctx: opened.ctx,
     logger: log,
-    activity: composition.activity,
+    activity: opened.activity,
     trustProxy: trustProxyOf(config.TRUST_PROXY),
   });
-  const maintenance = startMaintenance(composition.repos, config.RUN_RETENTION_DAYS, log);
+  const maintenance = startMaintenance(repos, config.RUN_RETENTION_DAYS, log);
   const executor = config.EXECUTOR_ENABLED
-    ? new Executor({
-        config,
-        repos: composition.repos,
-        sql,
-        storage: composition.storage,
-        log,
-        metrics,
-        secrets,
-      })
+    ? new Executor({ config, repos, sql, storage: opened.storage, log, metrics, secrets })
     : undefined;
   // Every executor process fires due schedules too (each occurrence once, however many run).
   const scheduler = config.EXECUTOR_ENABLED
     ? new Scheduler({
-        repos: composition.repos,
+        repos,
         sql,
         log,
         catchupSeconds: config.SCHEDULE_CATCHUP_SECONDS,
@@ -94,14 +52,16 @@ async function main(): Promise<void> {
           host: config.METRICS_HOST,
           port: config.METRICS_PORT,
           metrics,
-          repos: composition.repos,
+          repos,
           log,
           token: config.METRICS_TOKEN,
           pool: true,
         })
       : undefined;
 
+  let shuttingDown = false;
   closeWithGrace({ delay: shutdownDeadlineMs(config) }, async ({ signal, err }) => {
+    shuttingDown = true;
     if (err) log.error({ err }, 'shutting down after an error');
     else log.info({ signal }, 'shutting down');
     maintenance.stop();
@@ -110,18 +70,19 @@ async function main(): Promise<void> {
     await Promise.all([app.close(), scheduler?.stop(), executor?.stop()]);
     await metricsServer?.close();
     await authListener.unlisten().catch(() => {});
-    await Promise.all([sql.end({ timeout: 5 }), readSql?.end({ timeout: 5 })]);
-    await location.embedded?.stop();
+    await opened.close();
     log.info('stopped');
   });
 
   await app.listen({ host: config.HOST, port: config.PORT });
-  await executor?.start();
-  await scheduler?.start();
+  try {
+    await executor?.start();
+    if (!shuttingDown) await scheduler?.start();
+  } catch (error) {
+    // A SIGTERM while they started closed the pool under them: the shutdown is the story.
+    if (!shuttingDown) throw error;
+  }
+  return undefined;
 }
 
-main().catch((error) => {
-  // A known cause in one sentence (the embedded PostgreSQL cannot run here); a bug with its stack.
-  console.error(error instanceof EmbeddedPostgresError ? error.message : error);
-  process.exit(1);
-});
+run(main);

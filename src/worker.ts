@@ -8,53 +8,19 @@
  * records every outcome, closes the metrics server and the pool, and exits 0.
  */
 
-import { hostname } from 'node:os';
 import closeWithGrace from 'close-with-grace';
-import { ConfigError, loadConfig, shutdownDeadlineMs } from './config.js';
-import { createPool, poolOptionsFrom } from './db/client.js';
-import { locateDatabase } from './db/connect.js';
-import { Database } from './db/database.js';
-import { EmbeddedPostgresError } from './db/embedded.js';
-import { migrate } from './db/migrate.js';
+import { loadConfigOrExit, openDatabase, run } from './boot.js';
+import { shutdownDeadlineMs } from './config.js';
 import { Executor } from './executor/executor.js';
 import { startMetricsServer } from './executor/metrics-server.js';
 import { createLogger } from './logger.js';
-import { Metrics } from './metrics.js';
-import { Repositories } from './repositories/index.js';
 import { Scheduler } from './scheduler/scheduler.js';
-import { loadSecretBox } from './services/secret-keys.js';
-import { PgStorage } from './storage/pg-storage.js';
 
-async function main(): Promise<void> {
-  let config: ReturnType<typeof loadConfig>;
-  try {
-    config = loadConfig();
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      console.error(error.message);
-      process.exit(1);
-    }
-    throw error;
-  }
+async function main(): Promise<undefined> {
+  const config = loadConfigOrExit();
   const log = createLogger(config.LOG_LEVEL, 'dollarclub-worker');
-  const location = await locateDatabase(config, log, { reuseRunning: true });
-  await migrate({ databaseUrl: location.url });
-  const sql = createPool(
-    poolOptionsFrom(config, location.url, `dollarclub-worker:${hostname()}:${process.pid}`),
-    log,
-  );
-  const metrics = new Metrics();
-  const db = new Database(sql, {
-    log,
-    slowQueryMs: config.SLOW_QUERY_MS,
-    queryTimeoutMs: config.DB_QUERY_TIMEOUT_MS,
-    prePingIdleMs: config.DB_PREPING_IDLE_SECONDS * 1000,
-    onQuery: metrics.observeQuery,
-  });
-  metrics.poolMax.set(config.DB_POOL_MAX);
-  const storage = new PgStorage(db);
-  const repos = new Repositories(db);
-  const secrets = await loadSecretBox(config, log);
+  const opened = await openDatabase(config, log, 'worker');
+  const { sql, metrics, secrets, repos, storage } = opened;
   const executor = new Executor({ config, repos, sql, storage, log, metrics, secrets });
   const scheduler = new Scheduler({
     repos,
@@ -74,21 +40,24 @@ async function main(): Promise<void> {
           token: config.METRICS_TOKEN,
         })
       : undefined;
+  let shuttingDown = false;
   closeWithGrace({ delay: shutdownDeadlineMs(config) }, async ({ signal, err }) => {
+    shuttingDown = true;
     if (err) log.error({ err }, 'shutting down after an error');
     else log.info({ signal }, 'shutting down');
     await Promise.all([scheduler.stop(), executor.stop()]);
     await metricsServer?.close();
-    await sql.end({ timeout: 5 });
-    await location.embedded?.stop();
+    await opened.close();
     log.info('stopped');
   });
-  await executor.start();
-  await scheduler.start();
+  try {
+    await executor.start();
+    if (!shuttingDown) await scheduler.start();
+  } catch (error) {
+    // A SIGTERM while they started closed the pool under them: the shutdown is the story.
+    if (!shuttingDown) throw error;
+  }
+  return undefined;
 }
 
-main().catch((error) => {
-  // A known cause in one sentence (the embedded PostgreSQL cannot run here); a bug with its stack.
-  console.error(error instanceof EmbeddedPostgresError ? error.message : error);
-  process.exit(1);
-});
+run(main);

@@ -14,7 +14,16 @@ const SRC = path.resolve(import.meta.dirname, '../src');
 /** Top-level modules every layer may use: configuration, logging, metrics, /proc parsing. */
 const SHARED = new Set(['config.ts', 'logger.ts', 'metrics.ts', 'proc.ts']);
 /** Entry points and the wiring of a process: they may import anything, and nothing imports them but each other. */
-const ENTRY = new Set(['main.ts', 'worker.ts', 'cli.ts', 'cli-password.ts', 'compose.ts', 'maintenance.ts']);
+const ENTRY = new Set([
+  'main.ts',
+  'worker.ts',
+  'cli.ts',
+  'migrate-cli.ts',
+  'cli-password.ts',
+  'boot.ts',
+  'compose.ts',
+  'maintenance.ts',
+]);
 
 type Layer =
   | 'domain'

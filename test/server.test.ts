@@ -231,7 +231,7 @@ t.test('started again on the same folders it keeps the data', async (t) => {
   );
 
   const { code } = await stop(server);
-  t.equal(code, 0, 'and it stops with exit code 0 again');
+  t.equal(code, 0, `and it stops with exit code 0 again${code === 0 ? '' : `\n${server.output()}`}`);
   t.same(await processesUsing(dataDir), [], 'leaving no PostgreSQL behind');
 });
 

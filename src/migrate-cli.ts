@@ -9,10 +9,10 @@
  */
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { loadConfig } from '../config.js';
-import { createLogger } from '../logger.js';
-import { locateDatabase } from './connect.js';
-import { MIGRATIONS_DIR, MIGRATIONS_TABLE, migrate, migrationNames } from './migrate.js';
+import { locate, openPool } from './boot.js';
+import { loadConfig } from './config.js';
+import { MIGRATIONS_DIR, MIGRATIONS_TABLE, migrate, migrationNames } from './db/migrate.js';
+import { createLogger } from './logger.js';
 
 const USAGE = 'usage: npm run migrate -- up [N] | down [N] | redo | create <name> | status';
 
@@ -47,7 +47,7 @@ async function main(): Promise<number> {
   if (count !== undefined && !(Number.isInteger(count) && count > 0)) throw new Error(`not a count: ${arg}`);
   const config = loadConfig();
   const log = createLogger('warn', 'dollarclub-migrate');
-  const location = await locateDatabase(config, log, { reuseRunning: true });
+  const location = await locate(config, log, 'migrate');
   const say = (message: string) => console.log(message);
   try {
     if (command === 'up') await migrate({ databaseUrl: location.url, direction: 'up', count, log: say });
@@ -57,8 +57,7 @@ async function main(): Promise<number> {
       await migrate({ databaseUrl: location.url, direction: 'down', count: 1, log: say });
       await migrate({ databaseUrl: location.url, direction: 'up', count: 1, log: say });
     } else {
-      const { default: postgres } = await import('postgres');
-      const sql = postgres(location.url, { max: 1, onnotice: () => {} });
+      const sql = openPool({ ...config, DB_POOL_MAX: 1 }, log, location.url, 'migrate');
       try {
         const table = await sql`select to_regclass(${MIGRATIONS_TABLE}) as t`;
         const applied = table[0]?.t
