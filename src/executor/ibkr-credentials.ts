@@ -33,7 +33,7 @@ export async function ibkrEnvironment(
   scriptId: number,
   log: Logger,
 ): Promise<Record<string, string>> {
-  const row = await repos.users.findIbkrLinkForScript(scriptId);
+  const row = await repos.ibkr.findForScript(scriptId);
   if (row === null || !row.ibkr_access || row.ibkr_user_id === null) return {};
   const env: Record<string, string> = { IBKR_USER_ID: row.ibkr_user_id };
   const tokens = [

@@ -3,6 +3,7 @@
  * set bound to the transaction, so nothing inside can reach the pool by mistake.
  */
 import type { Database, TransactionOptions } from '../db/database.js';
+import { IbkrLinkRepository } from './ibkr-link-repository.js';
 import { LoginAttemptRepository } from './login-attempt-repository.js';
 import { RateLimitRepository } from './rate-limit-repository.js';
 import { RunLeaseRepository } from './run-leases.js';
@@ -17,6 +18,8 @@ import { UserRepository } from './user-repository.js';
 
 export class Repositories {
   readonly users: UserRepository;
+  /** Users' IBKR links and their encrypted tokens. */
+  readonly ibkr: IbkrLinkRepository;
   readonly scripts: ScriptRepository;
   /** The executors' side of the runs: claims, leases, outcomes. */
   readonly leases: RunLeaseRepository;
@@ -33,6 +36,7 @@ export class Repositories {
   /** Read-mostly methods query `db.reader` (a read replica, when configured: src/db/read-router.ts). */
   constructor(readonly db: Database) {
     this.users = new UserRepository(db);
+    this.ibkr = new IbkrLinkRepository(db);
     this.scripts = new ScriptRepository(db);
     this.leases = new RunLeaseRepository(db);
     this.output = new RunOutputRepository(db);
@@ -51,6 +55,7 @@ export class Repositories {
 }
 
 export {
+  IbkrLinkRepository,
   LoginAttemptRepository,
   RateLimitRepository,
   RunLeaseRepository,

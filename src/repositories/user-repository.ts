@@ -1,5 +1,5 @@
 /**
- * Users: accounts, their profile, role and state, and the IBKR link.
+ * Users: accounts, their profile, role and state (the IBKR link: ibkr-link-repository.ts).
  * Every statement returns only the public columns (USER_COLUMNS); password hash
  * and IBKR tokens are read by the dedicated methods that need them.
  */
@@ -18,14 +18,7 @@ import {
   offsetPage,
 } from '../domain/paging.js';
 import { SCRIPT_COLUMNS, type Script } from '../domain/script.js';
-import {
-  assertValid,
-  IBKR_USER_ID_MAX_LENGTH,
-  normalizeEmail,
-  USER_COLUMNS,
-  type User,
-  usernameProblem,
-} from '../domain/user.js';
+import { assertValid, normalizeEmail, USER_COLUMNS, type User, usernameProblem } from '../domain/user.js';
 import { likeContains, type PageRow, rowsOf, scriptFromJson } from './rows.js';
 
 export interface NewUser {
@@ -61,21 +54,6 @@ export interface Credentials {
   id: number;
   hashed_password: string | null;
   is_active: boolean;
-}
-
-export interface IbkrLink {
-  ibkr_user_id: string;
-  /** Already encrypted (secret-box); the repository never sees plain tokens. */
-  access_token_encrypted: string | null;
-  refresh_token_encrypted: string | null;
-  token_expires_at: Date | null;
-}
-
-export interface StoredIbkrTokens {
-  id: number;
-  /** As stored: encrypted (secret-box), or null. */
-  ibkr_access_token: string | null;
-  ibkr_refresh_token: string | null;
 }
 
 export type UserWithScripts = User & {
@@ -402,133 +380,6 @@ export class UserRepository {
       scripts: page.items.map(({ sort_key: _key, ...s }) => scriptFromJson(s)),
       scripts_cursor: page.next_cursor,
     };
-  }
-
-  /** Links (or relinks) an IBKR account. IBKR_ACCOUNT_TAKEN when another user has it. */
-  async linkIbkr(id: number, link: IbkrLink): Promise<User> {
-    if (link.ibkr_user_id.length === 0 || link.ibkr_user_id.length > IBKR_USER_ID_MAX_LENGTH)
-      assertValid([['/ibkr_user_id', `must be 1 to ${IBKR_USER_ID_MAX_LENGTH} characters`]]);
-    const sql = this.sql;
-    const user = await this.db.maybeOne<User>(
-      'users.linkIbkr',
-      sql`
-        update users
-        set ibkr_user_id = ${link.ibkr_user_id},
-            ibkr_access_token = ${link.access_token_encrypted},
-            ibkr_refresh_token = ${link.refresh_token_encrypted},
-            ibkr_token_expires_at = ${link.token_expires_at},
-            ibkr_connected_at = case
-              when ibkr_user_id is not distinct from ${link.ibkr_user_id} then ibkr_connected_at
-              else now()
-            end
-        where id = ${id}
-        returning ${sql(USER_COLUMNS)}
-      `,
-    );
-    return orNotFound(user);
-  }
-
-  async unlinkIbkr(id: number): Promise<User> {
-    const sql = this.sql;
-    const user = await this.db.maybeOne<User>(
-      'users.unlinkIbkr',
-      sql`
-        update users
-        set ibkr_user_id = null, ibkr_access_token = null, ibkr_refresh_token = null,
-            ibkr_token_expires_at = null, ibkr_connected_at = null
-        where id = ${id}
-        returning ${sql(USER_COLUMNS)}
-      `,
-    );
-    return orNotFound(user);
-  }
-
-  /**
-   * What a run of the script needs to get its owner's IBKR credentials, read when the
-   * run starts: the script's ibkr_access and the owner's link (tokens still encrypted).
-   */
-  async findIbkrLinkForScript(scriptId: number): Promise<{
-    user_id: number;
-    ibkr_access: boolean;
-    ibkr_user_id: string | null;
-    ibkr_access_token: string | null;
-    ibkr_refresh_token: string | null;
-    ibkr_token_expires_at: Date | null;
-  } | null> {
-    const sql = this.sql;
-    return this.db.maybeOne(
-      'users.findIbkrLinkForScript',
-      sql`
-        select u.id as user_id, s.ibkr_access, u.ibkr_user_id, u.ibkr_access_token,
-          u.ibkr_refresh_token, u.ibkr_token_expires_at
-        from scripts as s
-        join users as u on u.id = s.user_id
-        where s.id = ${scriptId}
-      `,
-    );
-  }
-
-  /** The stored (encrypted) IBKR tokens, for the code that decrypts them; never for responses. */
-  async findIbkrTokens(
-    id: number,
-  ): Promise<{ ibkr_access_token: string | null; ibkr_refresh_token: string | null } | null> {
-    const sql = this.sql;
-    return this.db.maybeOne(
-      'users.findIbkrTokens',
-      sql`select ibkr_access_token, ibkr_refresh_token from users where id = ${id}`,
-    );
-  }
-
-  /**
-   * Users after `afterId` (by id) with a stored IBKR token not encrypted with key
-   * `kid`, `limit` at most: the next batch of a key rotation.
-   */
-  async listIbkrTokensNotOn(kid: string, afterId: number, limit: number): Promise<StoredIbkrTokens[]> {
-    const sql = this.sql;
-    const prefix = `v2:${kid}:`;
-    return this.db.many<StoredIbkrTokens>(
-      'users.listIbkrTokensNotOn',
-      sql`
-        select id, ibkr_access_token, ibkr_refresh_token
-        from users
-        where id > ${afterId}
-          and (
-            (ibkr_access_token is not null and not starts_with(ibkr_access_token, ${prefix}))
-            or (ibkr_refresh_token is not null and not starts_with(ibkr_refresh_token, ${prefix}))
-          )
-        order by id
-        limit ${limit}
-      `,
-    );
-  }
-
-  /**
-   * Writes re-encrypted tokens, one statement for the batch: each row only while it
-   * still holds the values they were made from (a token relinked meanwhile wins).
-   * Returns how many rows were written.
-   */
-  async replaceIbkrTokens(
-    rows: Array<{ before: StoredIbkrTokens; after: Omit<StoredIbkrTokens, 'id'> }>,
-  ): Promise<number> {
-    if (rows.length === 0) return 0;
-    const sql = this.sql;
-    return this.db.count(
-      'users.replaceIbkrTokens',
-      sql`
-        update users as u
-        set ibkr_access_token = v.new_access, ibkr_refresh_token = v.new_refresh
-        from unnest(
-          ${rows.map((r) => r.before.id)}::bigint[],
-          ${rows.map((r) => r.before.ibkr_access_token)}::text[],
-          ${rows.map((r) => r.before.ibkr_refresh_token)}::text[],
-          ${rows.map((r) => r.after.ibkr_access_token)}::text[],
-          ${rows.map((r) => r.after.ibkr_refresh_token)}::text[]
-        ) as v(id, old_access, old_refresh, new_access, new_refresh)
-        where u.id = v.id
-          and u.ibkr_access_token is not distinct from v.old_access
-          and u.ibkr_refresh_token is not distinct from v.old_refresh
-      `,
-    );
   }
 
   private where(f: UserFilters): Fragment {

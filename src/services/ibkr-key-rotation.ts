@@ -6,8 +6,9 @@
  * rows already rotated are never touched twice. A value no key of the ring decrypts
  * is left as it is and reported (its user id), never overwritten.
  */
+
+import type { StoredIbkrTokens } from '../repositories/ibkr-link-repository.js';
 import type { Repositories } from '../repositories/index.js';
-import type { StoredIbkrTokens } from '../repositories/user-repository.js';
 import type { SecretBox } from './secret-box.js';
 import { ibkrContext } from './user-service.js';
 
@@ -30,7 +31,7 @@ export async function rotateIbkrKeys(
   const report: RotationReport = { kid: box.kid, rotated: 0, raced: 0, failed: [] };
   let afterId = 0;
   for (;;) {
-    const rows = await repos.users.listIbkrTokensNotOn(box.kid, afterId, batchSize);
+    const rows = await repos.ibkr.listTokensNotOn(box.kid, afterId, batchSize);
     if (rows.length === 0) break;
     const changes: Array<{ before: StoredIbkrTokens; after: Omit<StoredIbkrTokens, 'id'> }> = [];
     for (const row of rows) {
@@ -46,7 +47,7 @@ export async function rotateIbkrKeys(
         report.failed.push(row.id);
       }
     }
-    const written = await repos.users.replaceIbkrTokens(changes);
+    const written = await repos.ibkr.replaceTokens(changes);
     report.rotated += written;
     report.raced += changes.length - written;
     afterId = rows[rows.length - 1]!.id;

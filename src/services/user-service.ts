@@ -113,7 +113,7 @@ export class UserService {
   }
 
   async linkIbkr(userId: number, input: IbkrLinkInput): Promise<User> {
-    return this.repos.users.linkIbkr(userId, {
+    return this.repos.ibkr.link(userId, {
       ibkr_user_id: input.ibkr_user_id,
       access_token_encrypted:
         input.access_token === undefined
@@ -128,7 +128,7 @@ export class UserService {
   }
 
   unlinkIbkr(userId: number): Promise<User> {
-    return this.repos.users.unlinkIbkr(userId);
+    return this.repos.ibkr.unlink(userId);
   }
 }
 

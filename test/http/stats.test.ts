@@ -76,7 +76,7 @@ async function dataSet(t: Test): Promise<DataSet> {
   });
   const g2 = await makeUser(repos, { auth_provider: 'google', google_id: 'google-2', hashed_password: null });
   await repos.users.deactivate(u2.id);
-  await repos.users.linkIbkr(u1.id, {
+  await repos.ibkr.link(u1.id, {
     ibkr_user_id: 'U1234567',
     access_token_encrypted: null,
     refresh_token_encrypted: null,

@@ -107,7 +107,7 @@ t.test('user statistics: totals, active, verified, IBKR, by provider, recent reg
     is_verified: true,
   });
   await repos.users.deactivate(a.id);
-  await repos.users.linkIbkr(b.id, {
+  await repos.ibkr.link(b.id, {
     ibkr_user_id: 'U9',
     access_token_encrypted: null,
     refresh_token_encrypted: null,

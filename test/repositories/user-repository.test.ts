@@ -165,7 +165,7 @@ t.test('listPage: newest first, filters, totals and page counts in one query', a
   const users = [];
   for (let i = 0; i < 7; i++) users.push(await makeUser(repos));
   await repos.users.deactivate(users[1]!.id);
-  await repos.users.linkIbkr(users[2]!.id, {
+  await repos.ibkr.link(users[2]!.id, {
     ibkr_user_id: 'U1',
     access_token_encrypted: null,
     refresh_token_encrypted: null,
@@ -293,8 +293,8 @@ t.test('IBKR-connected users active since a time', async (t) => {
   const active = await makeUser(repos);
   const stale = await makeUser(repos);
   const unlinked = await makeUser(repos);
-  await repos.users.linkIbkr(active.id, link('U-active'));
-  await repos.users.linkIbkr(stale.id, link('U-stale'));
+  await repos.ibkr.link(active.id, link('U-active'));
+  await repos.ibkr.link(stale.id, link('U-stale'));
   for (const u of [active, stale, unlinked]) await repos.users.touchLogin(u.id, FAKE_HASH);
   const sql = db.sql;
   await db.many(
@@ -340,24 +340,24 @@ t.test('linkIbkr / unlinkIbkr keep the generated flag and the link time right', 
     refresh_token_encrypted: 'v1:enc-r',
     token_expires_at: new Date('2030-01-01T00:00:00Z'),
   };
-  const linked = await repos.users.linkIbkr(user.id, link);
+  const linked = await repos.ibkr.link(user.id, link);
   t.match(linked, { is_ibkr_connected: true, ibkr_user_id: 'U123' });
   t.ok(linked.ibkr_connected_at instanceof Date);
-  t.same(await repos.users.findIbkrTokens(user.id), {
+  t.same(await repos.ibkr.findTokens(user.id), {
     ibkr_access_token: 'v1:enc-a',
     ibkr_refresh_token: 'v1:enc-r',
   });
-  const relinked = await repos.users.linkIbkr(user.id, { ...link, access_token_encrypted: 'v1:enc-b' });
+  const relinked = await repos.ibkr.link(user.id, { ...link, access_token_encrypted: 'v1:enc-b' });
   t.same(relinked.ibkr_connected_at, linked.ibkr_connected_at, 'same account: link time kept');
-  await t.rejects(repos.users.linkIbkr(other.id, link), {
+  await t.rejects(repos.ibkr.link(other.id, link), {
     constructor: ConflictError,
     code: 'IBKR_ACCOUNT_TAKEN',
   });
-  await t.rejects(repos.users.linkIbkr(other.id, { ...link, ibkr_user_id: '' }), ValidationError);
-  const unlinked = await repos.users.unlinkIbkr(user.id);
+  await t.rejects(repos.ibkr.link(other.id, { ...link, ibkr_user_id: '' }), ValidationError);
+  const unlinked = await repos.ibkr.unlink(user.id);
   t.match(unlinked, { is_ibkr_connected: false, ibkr_user_id: null, ibkr_connected_at: null });
-  t.same(await repos.users.findIbkrTokens(user.id), { ibkr_access_token: null, ibkr_refresh_token: null });
-  await t.rejects(repos.users.unlinkIbkr(user.id + 1000), NotFoundError);
+  t.same(await repos.ibkr.findTokens(user.id), { ibkr_access_token: null, ibkr_refresh_token: null });
+  await t.rejects(repos.ibkr.unlink(user.id + 1000), NotFoundError);
 });
 
 t.test('findById, which writes its columns out, selects exactly USER_COLUMNS', async (t) => {

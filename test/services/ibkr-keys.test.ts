@@ -122,7 +122,7 @@ t.test(
           : box === 'lost'
             ? new SecretBox([{ kid: 'lost', key: key() }]).encrypt(text, ibkrContext(user.id, field))
             : box.encrypt(text, ibkrContext(user.id, field));
-      await repos.users.linkIbkr(user.id, {
+      await repos.ibkr.link(user.id, {
         ibkr_user_id: `U${user.id}`,
         access_token_encrypted: enc(access, 'access'),
         refresh_token_encrypted: refreshToken === null ? null : enc(refreshToken, 'refresh'),
@@ -188,7 +188,7 @@ t.test('npm run cli -- rotate-ibkr-key', async (t) => {
   const { repos, url, sql } = await testDatabase(t);
   const [oldKey, newKey] = [key(), key()];
   const user = await makeUser(repos);
-  await repos.users.linkIbkr(user.id, {
+  await repos.ibkr.link(user.id, {
     ibkr_user_id: 'U1',
     access_token_encrypted: new SecretBox([{ kid: 'old', key: oldKey }]).encrypt(
       'tok',
