@@ -1,6 +1,6 @@
 # The API and an executor in one image. Run `node` directly (not `npm start`):
 # npm does not pass SIGTERM on, and graceful shutdown needs it.
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 
 # GNU time, util-linux (prlimit, setpriv), bubblewrap and nftables sandbox the scripts
 # (see docs/executor.md for what the container needs); python3 runs .py ones.
