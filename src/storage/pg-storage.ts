@@ -29,7 +29,8 @@ export class PgStorage implements Storage {
   /**
    * One COPY in binary format: the bytes go to the server as they are, not as the
    * hex text a bytea parameter becomes (twice the size, encoded here and decoded
-   * there); measured about 2x faster for 10 MiB (bench/content.ts).
+   * there); measured about 2x faster for 10 MiB (bench/content.ts). In pieces of
+   * COPY_PIECE_BYTES.
    */
   async put(tx: Database, ref: ScriptRef, content: Buffer): Promise<void> {
     const copy =
@@ -37,7 +38,10 @@ export class PgStorage implements Storage {
     await new Promise<void>((resolve, reject) => {
       copy.once('error', reject);
       copy.once('finish', resolve);
-      for (const part of copyTuple(ref, content)) copy.write(part);
+      for (const part of copyTuple(ref, content)) {
+        for (let at = 0; at < part.length; at += COPY_PIECE_BYTES)
+          copy.write(part.subarray(at, at + COPY_PIECE_BYTES));
+      }
       copy.end();
     });
   }
@@ -115,6 +119,14 @@ export class PgStorage implements Storage {
     return parseCopyRow(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), withSize);
   }
 }
+
+/**
+ * The bytes go as CopyData messages of this size rather than one message of the whole
+ * file: the server parses each as it arrives instead of first gathering (and growing a
+ * buffer for) a message of up to 10 MiB, and the driver copies 256 KiB at a time into
+ * its message, not the whole file. Measured 1 MiB puts 42 ms vs 54 ms, 10 MiB no worse.
+ */
+const COPY_PIECE_BYTES = 256 * 1024;
 
 /** PGCOPY binary signature, flags (0) and header extension length (0). */
 const COPY_HEADER = Buffer.concat([Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1'), Buffer.alloc(8)]);
