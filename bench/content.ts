@@ -31,7 +31,7 @@ import { loadConfig } from '../src/config.js';
 import { createPool, poolOptionsFrom } from '../src/db/client.js';
 import type { Database } from '../src/db/database.js';
 import { migrate, migrationNames } from '../src/db/migrate.js';
-import { prepareWorkspace } from '../src/executor/workspace.js';
+import { prepareWorkspace } from '../src/executor/run-workspace.js';
 import { build } from '../src/http/app.js';
 import { Metrics } from '../src/metrics.js';
 import type { OpenedContent, ScriptRef, Storage } from '../src/storage/storage.js';

@@ -16,10 +16,10 @@ import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { pino } from 'pino';
 import { loadConfig } from '../src/config.js';
-import { startRun } from '../src/executor/runner.js';
+import { startRun } from '../src/executor/child-process.js';
+import { prepareWorkspace } from '../src/executor/run-workspace.js';
 import { Sandbox } from '../src/executor/sandbox/index.js';
 import { UidPool } from '../src/executor/uid-pool.js';
-import { prepareWorkspace } from '../src/executor/workspace.js';
 import { type BenchResult, quantile, type Side } from './measure.js';
 
 export const SANDBOX_OVERHEAD_TARGET_MS = 50;

@@ -1,6 +1,6 @@
 /**
  * The script executor: claims queued runs from PostgreSQL (script_runs, fairly
- * between users), runs each in a sandboxed child (run.ts, runner.ts), streams its
+ * between users), runs each in a sandboxed child (run-lifecycle.ts, child-process.ts), streams its
  * output to the database in numbered batches, and records the outcome. Any number of executors may run against one
  * database, and several on one host.
  *
@@ -17,8 +17,8 @@
  * - Cancel is immediate: LISTEN run_cancelled kills the run's process group.
  *   A cancel heard while a claim is in flight is remembered, and the claimed run
  *   checked against the database before it starts.
- * - Nothing outlives the executor: see runner.ts (parent-death signals),
- *   work-dir.ts (reaping dead executors' folders) and uid-pool.ts (a uid per run).
+ * - Nothing outlives the executor: see child-process.ts (parent-death signals),
+ *   executor-dir.ts (reaping dead executors' folders) and uid-pool.ts (a uid per run).
  * - stop(): no new claims (a claim in flight is awaited and its runs included);
  *   running scripts get the grace period, during which leases are renewed and
  *   cancels heard; then the rest are killed and recorded as failed.
@@ -36,15 +36,15 @@ import type { ClaimedRun, Lease } from '../repositories/run-leases.js';
 import { SecretBox } from '../services/secret-box.js';
 import { configuredKeys } from '../services/secret-keys.js';
 import type { Storage } from '../storage/storage.js';
+import type { KillReason } from './child-process.js';
+import { createExecutorDir, newExecutorId, reapDeadExecutors } from './executor-dir.js';
 import { LeaseKeeper } from './leases.js';
 import { Recorder } from './outcome.js';
-import { type ActiveRun, executeRun, measureNodeReserve } from './run.js';
-import type { KillReason } from './runner.js';
+import { type ActiveRun, executeRun, measureNodeReserve } from './run-lifecycle.js';
 import { Sandbox } from './sandbox/index.js';
 import { Sweeper } from './sweeper.js';
 import { checkSandboxUser, checkTools } from './tools.js';
 import { UidPool } from './uid-pool.js';
-import { createExecutorDir, newExecutorId, reapDeadExecutors } from './work-dir.js';
 
 export interface ExecutorOptions {
   config: Config;
@@ -137,7 +137,7 @@ export class Executor {
         // A uid taken over from a dead executor may still have processes or files.
         await Promise.all(this.pool.users.map((user) => this.sweeper.sweep(user)));
       }
-      // What a Node run's address-space limit must allow for (run.ts), measured off the event loop.
+      // What a Node run's address-space limit must allow for (run-lifecycle.ts), measured off the event loop.
       const reserve = await measureNodeReserve(config.NODE_BIN);
       this.log.debug({ node_bin: config.NODE_BIN, reserved_mb: reserve }, 'address space Node reserves');
       this.sandbox = await Sandbox.open({

@@ -8,8 +8,8 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics.js';
 import type { Lease, RunLeaseRepository } from '../repositories/run-leases.js';
-import type { ActiveRun } from './run.js';
-import type { KillReason } from './runner.js';
+import type { KillReason } from './child-process.js';
+import type { ActiveRun } from './run-lifecycle.js';
 
 export interface LeaseKeeperOptions {
   leases: RunLeaseRepository;

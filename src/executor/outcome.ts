@@ -8,7 +8,7 @@ import type { Config } from '../config.js';
 import { DatabaseUnavailableError, InvalidStateError } from '../domain/errors.js';
 import type { RunLeaseRepository, RunResult } from '../repositories/run-leases.js';
 import type { PendingChunk } from '../repositories/run-output.js';
-import type { RunOutcome } from './runner.js';
+import type { RunOutcome } from './child-process.js';
 
 export type RecordKind = 'complete' | 'fail' | 'cancelled';
 

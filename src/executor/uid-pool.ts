@@ -22,7 +22,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, link, lstat, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pidExists } from '../proc.js';
-import { identify, isAlive, parseIdentity } from './proc.js';
+import { identify, isAlive, parseIdentity } from './host-processes.js';
 import type { SandboxUser } from './process-group.js';
 
 export const UID_LOCK_DIR = '/run/dollarclub-script-uids';

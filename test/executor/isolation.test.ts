@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import { loadConfig } from '../../src/config.js';
-import { identify } from '../../src/executor/proc.js';
+import { identify } from '../../src/executor/host-processes.js';
 import { SCRIPT_ID_RANGE, UidPool } from '../../src/executor/uid-pool.js';
 import { signUp } from '../helpers/app.js';
 import {

@@ -9,7 +9,7 @@ import t from 'tap';
 import { loadConfig } from '../../src/config.js';
 import { InvalidStateError } from '../../src/domain/errors.js';
 import { Executor } from '../../src/executor/executor.js';
-import { hostLabel } from '../../src/executor/work-dir.js';
+import { hostLabel } from '../../src/executor/executor-dir.js';
 import { Metrics } from '../../src/metrics.js';
 import { Repositories } from '../../src/repositories/index.js';
 import { signUp } from '../helpers/app.js';

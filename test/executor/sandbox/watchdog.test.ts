@@ -11,10 +11,10 @@ import { Readable } from 'node:stream';
 import { pino } from 'pino';
 import t from 'tap';
 import { loadConfig } from '../../../src/config.js';
-import { startRun } from '../../../src/executor/runner.js';
+import { startRun } from '../../../src/executor/child-process.js';
+import { prepareWorkspace } from '../../../src/executor/run-workspace.js';
 import { Sandbox } from '../../../src/executor/sandbox/index.js';
 import { UidPool } from '../../../src/executor/uid-pool.js';
-import { prepareWorkspace } from '../../../src/executor/workspace.js';
 import { processesOf } from '../../helpers/escape.js';
 
 t.setTimeout(120_000);

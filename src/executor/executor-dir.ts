@@ -12,7 +12,7 @@ import { chmod, lstat, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/p
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { pidExists } from '../proc.js';
-import { identify, isAlive, killProcessesIn, parseIdentity } from './proc.js';
+import { identify, isAlive, killProcessesIn, parseIdentity } from './host-processes.js';
 
 const OWNER_FILE = '.owner';
 const FOLDER_NAME = /^(.+):(\d+):[0-9a-f]+$/;

@@ -15,14 +15,14 @@ import type { ClaimedRun } from '../repositories/run-leases.js';
 import type { PendingChunk } from '../repositories/run-output.js';
 import type { SecretBox } from '../services/secret-box.js';
 import type { Storage } from '../storage/storage.js';
+import { type KillReason, type RunHandle, type RunOutcome, startRun } from './child-process.js';
 import { ibkrEnvironment, withSecretEnv } from './ibkr-credentials.js';
 import { LogSink } from './log-sink.js';
 import { type Recorder, verdictOf } from './outcome.js';
 import type { SandboxUser } from './process-group.js';
-import { type KillReason, type RunHandle, type RunOutcome, startRun } from './runner.js';
+import { prepareWorkspace, ScriptCompileError, type Workspace } from './run-workspace.js';
 import type { Confinement, Sandbox } from './sandbox/index.js';
 import type { Sweeper } from './sweeper.js';
-import { prepareWorkspace, ScriptCompileError, type Workspace } from './workspace.js';
 
 const execFileAsync = promisify(execFile);
 

@@ -11,7 +11,7 @@
  * (with a pid namespace, every process of the run dies with its init). Without
  * namespaces, processes the script starts do not inherit the parent-death signal:
  * the uid sweep (process-group.ts) and the reaping of dead executors' folders
- * (work-dir.ts) end those.
+ * (executor-dir.ts) end those.
  */
 import { spawn } from 'node:child_process';
 import { readFile, rm } from 'node:fs/promises';
