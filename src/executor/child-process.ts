@@ -70,28 +70,7 @@ const CLOSE_AFTER_EXIT_MS = 2000;
 export function startRun(request: RunRequest): RunHandle {
   const { confinement } = request;
   const started = process.hrtime.bigint();
-  const secret = request.secretEnv === undefined ? '' : secretEnvPayload(request.secretEnv);
-  // Without a cgroup, GNU time reports the exit status, the largest process's peak memory and
-  // the CPU time; with one, the cgroup's totals say more and the chain is one program shorter.
-  const timed = confinement.measuresItself
-    ? confinement.argv
-    : [TIME_BIN, '-f', '%x %e %M %U %S', '-o', request.statsFile, ...confinement.argv];
-  const child = spawn(SETPRIV_BIN, ['--pdeathsig=KILL', '--', ...timed], {
-    cwd: request.cwd,
-    env: { PATH: '/usr/bin:/bin' },
-    detached: true, // its own process group, so the whole group can be killed
-    // fd 3 carries the secret variables, when there are any (typed as the three pipes we read).
-    stdio: ['ignore', 'pipe', 'pipe', secret === '' ? 'ignore' : 'pipe'] as unknown as [
-      'ignore',
-      'pipe',
-      'pipe',
-    ],
-  });
-  if (secret !== '') {
-    const pipe = (child.stdio as unknown as Writable[])[3] as Writable;
-    pipe.on('error', () => {}); // the run ended before reading it (EPIPE): nothing to do
-    pipe.end(secret);
-  }
+  const child = spawnChild(request);
   const pid = child.pid;
   if (pid === undefined) {
     // The spawn failed (EAGAIN, EMFILE, ENOENT, …): Node emits the reason as 'error' on
@@ -116,20 +95,7 @@ export function startRun(request: RunRequest): RunHandle {
   const timeout = setTimeout(() => kill('timeout'), request.timeoutMs);
   confinement.watch(pid, kill);
 
-  for (const [stream, name] of [
-    [child.stdout, 'stdout'],
-    [child.stderr, 'stderr'],
-  ] as const) {
-    const decoder = new StringDecoder('utf8');
-    stream.on('data', (chunk: Buffer) => {
-      const text = decoder.write(chunk);
-      if (text !== '') request.onOutput(pgText(text), name);
-    });
-    stream.on('end', () => {
-      const rest = decoder.end();
-      if (rest !== '') request.onOutput(pgText(rest), name);
-    });
-  }
+  pipeOutput(child, request.onOutput);
 
   const done = new Promise<RunOutcome>((resolve, reject) => {
     child.on('error', reject);
@@ -162,22 +128,8 @@ export function startRun(request: RunRequest): RunHandle {
       // the scratch folder: `done` always settles, or the run would hold its slot and lease forever.
       void Promise.all([readTimeReport(request.statsFile), confinement.finish().catch(() => null)]).then(
         ([report, totals]) => {
-          let exitCode = report?.signal ? null : (report?.exitCode ?? code);
-          let signalName = report?.signal ?? signal;
-          // bubblewrap exits with 128 + N when the script died of signal N.
-          if (confinement.signalAsExitCode && exitCode !== null && exitCode > 128 && exitCode < 160) {
-            signalName = nameOfSignal(exitCode - 128);
-            exitCode = null;
-          }
           if (totals?.memoryExceeded && killed === null) killed = 'memory';
-          resolve({
-            exitCode,
-            signal: signalName,
-            wallSeconds,
-            peakMemoryMb: totals?.peakMemoryMb ?? (report ? report.peakKib / 1024 : null),
-            cpuSeconds: totals?.cpuSeconds ?? report?.cpuSeconds ?? null,
-            killed,
-          });
+          resolve(outcomeOf({ code, signal }, report, totals, confinement, wallSeconds, killed));
           return rm(request.statsFile, { force: true }).catch(() => {});
         },
       );
@@ -241,4 +193,79 @@ const SIGNALS: Record<number, string> = {
 
 function nameOfSignal(n: number): string {
   return SIGNALS[n] ?? `signal ${n}`;
+}
+
+/**
+ * The chain `setpriv --pdeathsig=KILL -- [time …] <confinement>` in a process group of
+ * its own, with the secret variables (if any) written into a pipe on its fd 3.
+ */
+function spawnChild(request: RunRequest) {
+  const { confinement } = request;
+  const secret = request.secretEnv === undefined ? '' : secretEnvPayload(request.secretEnv);
+  // Without a cgroup, GNU time reports the exit status, the largest process's peak memory and
+  // the CPU time; with one, the cgroup's totals say more and the chain is one program shorter.
+  const timed = confinement.measuresItself
+    ? confinement.argv
+    : [TIME_BIN, '-f', '%x %e %M %U %S', '-o', request.statsFile, ...confinement.argv];
+  const child = spawn(SETPRIV_BIN, ['--pdeathsig=KILL', '--', ...timed], {
+    cwd: request.cwd,
+    env: { PATH: '/usr/bin:/bin' },
+    detached: true, // its own process group, so the whole group can be killed
+    // fd 3 carries the secret variables, when there are any (typed as the three pipes we read).
+    stdio: ['ignore', 'pipe', 'pipe', secret === '' ? 'ignore' : 'pipe'] as unknown as [
+      'ignore',
+      'pipe',
+      'pipe',
+    ],
+  });
+  if (secret !== '') {
+    const pipe = (child.stdio as unknown as Writable[])[3] as Writable;
+    pipe.on('error', () => {}); // the run ended before reading it (EPIPE): nothing to do
+    pipe.end(secret);
+  }
+  return child;
+}
+
+/** stdout and stderr as text (UTF-8 split across chunks kept whole, NUL made storable). */
+function pipeOutput(child: ReturnType<typeof spawnChild>, onOutput: RunRequest['onOutput']): void {
+  for (const [stream, name] of [
+    [child.stdout, 'stdout'],
+    [child.stderr, 'stderr'],
+  ] as const) {
+    const decoder = new StringDecoder('utf8');
+    stream.on('data', (chunk: Buffer) => {
+      const text = decoder.write(chunk);
+      if (text !== '') onOutput(pgText(text), name);
+    });
+    stream.on('end', () => {
+      const rest = decoder.end();
+      if (rest !== '') onOutput(pgText(rest), name);
+    });
+  }
+}
+
+/** What the run's end says, from the chain's exit, GNU time's report and the cgroup's totals. */
+function outcomeOf(
+  exit: { code: number | null; signal: NodeJS.Signals | null },
+  report: Awaited<ReturnType<typeof readTimeReport>>,
+  totals: Awaited<ReturnType<Confinement['finish']>> | null,
+  confinement: Confinement,
+  wallSeconds: number,
+  killed: KillReason | null,
+): RunOutcome {
+  let exitCode = report?.signal ? null : (report?.exitCode ?? exit.code);
+  let signalName = report?.signal ?? exit.signal;
+  // bubblewrap exits with 128 + N when the script died of signal N.
+  if (confinement.signalAsExitCode && exitCode !== null && exitCode > 128 && exitCode < 160) {
+    signalName = nameOfSignal(exitCode - 128);
+    exitCode = null;
+  }
+  return {
+    exitCode,
+    signal: signalName,
+    wallSeconds,
+    peakMemoryMb: totals?.peakMemoryMb ?? (report ? report.peakKib / 1024 : null),
+    cpuSeconds: totals?.cpuSeconds ?? report?.cpuSeconds ?? null,
+    killed,
+  };
 }
