@@ -1,6 +1,6 @@
 /**
  * import-legacy: moves an original (Python) DollarClub database and its upload folder
- * into this one (../shared/LEGACY.md, docs/import.md).
+ * into this one (docs/import.md; the old schema is test/fixtures/legacy-schema.sql).
  *
  * One transaction on the target: the old rows are COPYed out of the old database (a
  * read-only, repeatable-read snapshot) straight into staging tables, classified and
