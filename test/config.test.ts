@@ -65,6 +65,7 @@ t.test('TRUST_PROXY takes false, a hop count or proxy addresses, and refuses tru
   t.type(error, ConfigError);
   t.match(error.message, /TRUST_PROXY=true is refused: it trusts every hop.*TRUST_PROXY=1/s);
   t.throws(() => loadConfig({ TRUST_PROXY: 'TRUE' }), { message: /is refused/ });
+  // Addresses here are configuration text only: nothing is sent to them.
   for (const bad of ['yes', '10.0.0.0/33', '300.1.1.1', '10.0.0.1/8/2', ',', '::1/129', '100'])
     t.throws(
       () => loadConfig({ TRUST_PROXY: bad }),

@@ -134,7 +134,8 @@ t.test(
       t.match(seen.get('allowed'), /^ok/, `${name}: SCRIPT_NETWORK_ALLOW lets 127.0.0.1:${allowed} through`);
     }
 
-    // The rule set as installed: the executor's own table, for its uids only.
+    // The rule set as installed: the executor's own table, for its uids only. Read as text
+    // (`nft list`): no packet goes to these ranges.
     const table = String(e.logs.find((l) => typeof l.network === 'string')?.network ?? '').match(
       /dollarclub_\d+_[0-9a-f]+/,
     )?.[0];

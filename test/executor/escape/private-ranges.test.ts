@@ -25,6 +25,8 @@ const FAR = `dcsbx-far-${tag}`;
 const RUN_UID = 3_000_100_000 + (process.pid % 1000);
 const PORT = 8080;
 
+// Carried by the far end of a veth pair in a network namespace this test makes (and
+// removes): traffic to them never leaves this machine.
 const FAR_ADDRESSES = {
   private: '10.200.0.2',
   metadata: '169.254.169.254',
