@@ -20,4 +20,4 @@ ENV NODE_ENV=production HOST=0.0.0.0 PORT=3000 STORAGE_DIR=/var/lib/dollarclub/s
 EXPOSE 3000
 # Runs as root so that the executor can drop scripts to `nobody` (setpriv); the API
 # itself holds no privilege it uses. Set EXECUTOR_ENABLED=false for an API-only container.
-CMD ["node", "--import=tsx", "src/main.ts"]
+CMD ["node", "src/main.ts"]

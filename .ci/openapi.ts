@@ -8,11 +8,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import postgres from 'postgres';
-import { compose } from '../src/compose.js';
-import { loadConfig } from '../src/config.js';
-import type { Sql } from '../src/db/client.js';
-import { build } from '../src/http/app.js';
-import { Metrics } from '../src/metrics.js';
+import { compose } from '../src/compose.ts';
+import { loadConfig } from '../src/config.ts';
+import type { Sql } from '../src/db/client.ts';
+import { build } from '../src/http/app.ts';
+import { Metrics } from '../src/metrics.ts';
 
 const dir = await mkdtemp(path.join(tmpdir(), 'dollarclub-openapi-'));
 try {

@@ -7,11 +7,11 @@
  * Target: ≥ 2,000 claims/s, and no double claim.
  */
 import { performance } from 'node:perf_hooks';
-import { createPool } from '../src/db/client.js';
-import { Database } from '../src/db/database.js';
-import { RunLeaseRepository } from '../src/repositories/run-leases.js';
-import type { BenchContext } from './context.js';
-import { type BenchResult, quantile } from './measure.js';
+import { createPool } from '../src/db/client.ts';
+import { Database } from '../src/db/database.ts';
+import { RunLeaseRepository } from '../src/repositories/run-leases.ts';
+import type { BenchContext } from './context.ts';
+import { type BenchResult, quantile } from './measure.ts';
 
 export const CLAIMS_TARGET = 2_000;
 const CLAIMERS = 4;

@@ -26,19 +26,23 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pino } from 'pino';
 import postgres from 'postgres';
-import { compose } from '../src/compose.js';
-import { loadConfig } from '../src/config.js';
-import { createPool, poolOptionsFrom } from '../src/db/client.js';
-import type { Database } from '../src/db/database.js';
-import { migrate, migrationNames } from '../src/db/migrate.js';
-import { prepareWorkspace } from '../src/executor/run-workspace.js';
-import { build } from '../src/http/app.js';
-import { Metrics } from '../src/metrics.js';
-import type { OpenedContent, ScriptRef, Storage } from '../src/storage/storage.js';
+import { compose } from '../src/compose.ts';
+import { loadConfig } from '../src/config.ts';
+import { createPool, poolOptionsFrom } from '../src/db/client.ts';
+import type { Database } from '../src/db/database.ts';
+import { migrate, migrationNames } from '../src/db/migrate.ts';
+import { prepareWorkspace } from '../src/executor/run-workspace.ts';
+import { build } from '../src/http/app.ts';
+import { Metrics } from '../src/metrics.ts';
+import type { OpenedContent, ScriptRef, Storage } from '../src/storage/storage.ts';
 
 /** The file store as it was: one file per script under a folder, written without fsync. */
 class FileStore implements Storage {
-  constructor(private readonly root: string) {}
+  private readonly root: string;
+
+  constructor(root: string) {
+    this.root = root;
+  }
 
   private pathOf(ref: ScriptRef): string {
     return path.join(this.root, String(ref.user_id), `${ref.script_id}.py`);

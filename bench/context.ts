@@ -4,9 +4,9 @@
  * data, and the measurement settings. `captureQuery` records the exact SQL text
  * and parameters a repository call sends, so a baseline can send the very same.
  */
-import type { Sql } from '../src/db/client.js';
-import type { Repositories } from '../src/repositories/index.js';
-import type { CompareOptions } from './measure.js';
+import type { Sql } from '../src/db/client.ts';
+import type { Repositories } from '../src/repositories/index.ts';
+import type { CompareOptions } from './measure.ts';
 
 export interface Samples {
   /** Random user ids. */

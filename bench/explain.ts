@@ -5,7 +5,7 @@
  * without the parameter values. EXPLAIN of the bare text shows the custom plan
  * only, so both are shown: `custom` (first execution) and `prepared` (the sixth).
  */
-import type { Sql } from '../src/db/client.js';
+import type { Sql } from '../src/db/client.ts';
 
 type PlanRow = { 'QUERY PLAN': string };
 

@@ -11,10 +11,10 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { openSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { newToken, tokenHash } from '../src/services/tokens.js';
-import type { BenchContext } from './context.js';
-import { cpuSeconds, type LoadResult, pickLoadGenerator } from './load-generator.js';
-import { type BenchResult, median, type Side, sleep } from './measure.js';
+import { newToken, tokenHash } from '../src/services/tokens.ts';
+import type { BenchContext } from './context.ts';
+import { cpuSeconds, type LoadResult, pickLoadGenerator } from './load-generator.ts';
+import { type BenchResult, median, type Side, sleep } from './measure.ts';
 
 export const HTTP_TARGET = 0.85;
 const HERE = path.dirname(fileURLToPath(import.meta.url));

@@ -10,7 +10,7 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import autocannon from 'autocannon';
-import { statFields } from '../src/proc.js';
+import { statFields } from '../src/proc.ts';
 
 const run = promisify(execFile);
 

@@ -7,8 +7,8 @@
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { Sql } from '../src/db/client.js';
-import { DAY, SCRIPT_COLUMNS, type Span, scriptRows, USER_COLUMNS, userRows } from './data.js';
+import type { Sql } from '../src/db/client.ts';
+import { DAY, SCRIPT_COLUMNS, type Span, scriptRows, USER_COLUMNS, userRows } from './data.ts';
 
 /** COPY `chunks` (text format) into `table`; resolves once the server has them all. */
 export async function copyInto(sql: Sql, table: string, columns: string[], chunks: Iterable<Buffer>) {

@@ -4,11 +4,11 @@
  * scan (with both plans). The statistics are in stats.ts.
  */
 import { performance } from 'node:perf_hooks';
-import { encodeCursor } from '../src/domain/paging.js';
-import { likeContains } from '../src/repositories/rows.js';
-import { type BenchContext, captureQuery } from './context.js';
-import { explainBoth } from './explain.js';
-import { type BenchResult, compareInterleaved } from './measure.js';
+import { encodeCursor } from '../src/domain/paging.ts';
+import { likeContains } from '../src/repositories/rows.ts';
+import { type BenchContext, captureQuery } from './context.ts';
+import { explainBoth } from './explain.ts';
+import { type BenchResult, compareInterleaved } from './measure.ts';
 
 export const KEYSET_TARGET = 1.2;
 export const SEARCH_TARGET = 20;

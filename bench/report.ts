@@ -1,7 +1,7 @@
 /** The results table (stdout) and bench/results/latest.json. */
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { BenchResult, Side } from './measure.js';
+import type { BenchResult, Side } from './measure.ts';
 
 const RED = '\u001b[31;1m';
 const GREEN = '\u001b[32m';

@@ -19,13 +19,13 @@
  * pages and statistics no slower than their raw statements.
  */
 import { performance } from 'node:perf_hooks';
-import { createPool, type PoolOptions, type Sql } from '../src/db/client.js';
-import { SCRIPT_COLUMNS } from '../src/domain/script.js';
-import { USER_COLUMNS } from '../src/domain/user.js';
-import type { Repositories } from '../src/repositories/index.js';
-import { likeContains } from '../src/repositories/rows.js';
-import { type BenchContext, type CapturedQuery, captureQueries } from './context.js';
-import { type BenchResult, median, quantile, type Side } from './measure.js';
+import { createPool, type PoolOptions, type Sql } from '../src/db/client.ts';
+import { SCRIPT_COLUMNS } from '../src/domain/script.ts';
+import { USER_COLUMNS } from '../src/domain/user.ts';
+import type { Repositories } from '../src/repositories/index.ts';
+import { likeContains } from '../src/repositories/rows.ts';
+import { type BenchContext, type CapturedQuery, captureQueries } from './context.ts';
+import { type BenchResult, median, quantile, type Side } from './measure.ts';
 
 export const REPOSITORY_TARGET = 1.1;
 export const CPU_TARGET = 1.15;

@@ -5,9 +5,9 @@
  * The 100k runs are inserted by one INSERT … SELECT (a few seconds).
  */
 import { randomUUID } from 'node:crypto';
-import { encodeCursor } from '../src/domain/paging.js';
-import type { BenchContext } from './context.js';
-import { type BenchResult, compareInterleaved } from './measure.js';
+import { encodeCursor } from '../src/domain/paging.ts';
+import type { BenchContext } from './context.ts';
+import { type BenchResult, compareInterleaved } from './measure.ts';
 
 const RUNS = 100_000;
 const PER_PAGE = 20;

@@ -15,12 +15,12 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { pino } from 'pino';
-import { loadConfig } from '../src/config.js';
-import { startRun } from '../src/executor/child-process.js';
-import { prepareWorkspace } from '../src/executor/run-workspace.js';
-import { Sandbox } from '../src/executor/sandbox/index.js';
-import { UidPool } from '../src/executor/uid-pool.js';
-import { type BenchResult, quantile, type Side } from './measure.js';
+import { loadConfig } from '../src/config.ts';
+import { startRun } from '../src/executor/child-process.ts';
+import { prepareWorkspace } from '../src/executor/run-workspace.ts';
+import { Sandbox } from '../src/executor/sandbox/index.ts';
+import { UidPool } from '../src/executor/uid-pool.ts';
+import { type BenchResult, quantile, type Side } from './measure.ts';
 
 export const SANDBOX_OVERHEAD_TARGET_MS = 50;
 const RUNS_PER_BLOCK = 5;

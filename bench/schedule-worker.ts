@@ -7,11 +7,11 @@
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { pino } from 'pino';
-import { createPool } from '../src/db/client.js';
-import { Database } from '../src/db/database.js';
-import { CronRule } from '../src/domain/schedule.js';
-import { Repositories } from '../src/repositories/index.js';
-import { Scheduler } from '../src/scheduler/scheduler.js';
+import { createPool } from '../src/db/client.ts';
+import { Database } from '../src/db/database.ts';
+import { CronRule } from '../src/domain/schedule.ts';
+import { Repositories } from '../src/repositories/index.ts';
+import { Scheduler } from '../src/scheduler/scheduler.ts';
 
 const url = process.env.BENCH_SCHEDULES_URL;
 if (!url) throw new Error('BENCH_SCHEDULES_URL is not set: run bench/schedules.ts');

@@ -4,11 +4,11 @@
  * computed from the rows (what the numbers cost before issue 13, and what they
  * would cost at 100x the rows).
  */
-import type { Sql } from '../src/db/client.js';
-import { Database } from '../src/db/database.js';
-import { StatsRepository } from '../src/repositories/stats-repository.js';
-import { type BenchContext, captureQueries } from './context.js';
-import { type BenchResult, timeCalls } from './measure.js';
+import type { Sql } from '../src/db/client.ts';
+import { Database } from '../src/db/database.ts';
+import { StatsRepository } from '../src/repositories/stats-repository.ts';
+import { type BenchContext, captureQueries } from './context.ts';
+import { type BenchResult, timeCalls } from './measure.ts';
 
 export const STATS_P99_TARGET_MS = 5;
 

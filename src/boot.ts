@@ -7,15 +7,15 @@
  */
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
-import { type Composition, compose } from './compose.js';
-import { type Config, ConfigError, loadConfig } from './config.js';
-import { createPool, poolOptionsFrom, type Sql } from './db/client.js';
-import { type DatabaseLocation, locateDatabase } from './db/connect.js';
-import { EmbeddedPostgresError } from './db/embedded.js';
-import { migrate, migrationNames } from './db/migrate.js';
-import { Metrics } from './metrics.js';
-import type { SecretBox } from './services/secret-box.js';
-import { loadSecretBox } from './services/secret-keys.js';
+import { type Composition, compose } from './compose.ts';
+import { type Config, ConfigError, loadConfig } from './config.ts';
+import { createPool, poolOptionsFrom, type Sql } from './db/client.ts';
+import { type DatabaseLocation, locateDatabase } from './db/connect.ts';
+import { EmbeddedPostgresError } from './db/embedded.ts';
+import { migrate, migrationNames } from './db/migrate.ts';
+import { Metrics } from './metrics.ts';
+import type { SecretBox } from './services/secret-box.ts';
+import { loadSecretBox } from './services/secret-keys.ts';
 
 export type Role = 'api' | 'worker' | 'cli' | 'migrate';
 

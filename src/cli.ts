@@ -20,20 +20,20 @@
  * it when `npm start` is running it).
  */
 import { parseArgs } from 'node:util';
-import { openDatabase } from './boot.js';
-import { PasswordInputError, readPassword } from './cli-password.js';
-import { ConfigError, loadConfig } from './config.js';
-import type { Sql } from './db/client.js';
-import type { Database } from './db/database.js';
-import { DomainError, ValidationError } from './domain/errors.js';
-import { createLogger } from './logger.js';
-import type { Repositories } from './repositories/index.js';
-import { createAdmin } from './services/admin.js';
-import { rotateIbkrKeys } from './services/ibkr-key-rotation.js';
-import { formatReport, importLegacy } from './services/legacy-import/import.js';
-import { TerminalProgress } from './services/legacy-import/progress.js';
-import type { SecretBox } from './services/secret-box.js';
-import { type MoveReport, moveContents } from './storage/move-contents.js';
+import { openDatabase } from './boot.ts';
+import { PasswordInputError, readPassword } from './cli-password.ts';
+import { ConfigError, loadConfig } from './config.ts';
+import type { Sql } from './db/client.ts';
+import type { Database } from './db/database.ts';
+import { DomainError, ValidationError } from './domain/errors.ts';
+import { createLogger } from './logger.ts';
+import type { Repositories } from './repositories/index.ts';
+import { createAdmin } from './services/admin.ts';
+import { rotateIbkrKeys } from './services/ibkr-key-rotation.ts';
+import { formatReport, importLegacy } from './services/legacy-import/import.ts';
+import { TerminalProgress } from './services/legacy-import/progress.ts';
+import type { SecretBox } from './services/secret-box.ts';
+import { type MoveReport, moveContents } from './storage/move-contents.ts';
 
 const USAGE = [
   'usage: npm run cli -- create-admin --email E --username U [--password-stdin] [--promote-existing]',

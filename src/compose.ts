@@ -4,26 +4,26 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { Config } from './config.js';
-import type { Sql } from './db/client.js';
-import { Database } from './db/database.js';
-import { ReadRouter } from './db/read-router.js';
-import type { AppContext } from './http/context.js';
-import type { Metrics } from './metrics.js';
-import { Repositories } from './repositories/index.js';
-import { AuthCache } from './services/auth-cache.js';
-import { AuthService } from './services/auth-service.js';
-import { GoogleIdTokenVerifier } from './services/google-id-token.js';
-import { RunService } from './services/run-service.js';
-import { ScheduleService } from './services/schedule-service.js';
-import { ScriptService } from './services/script-service.js';
-import { SecretBox } from './services/secret-box.js';
-import { configuredKeys } from './services/secret-keys.js';
-import { StatsService } from './services/stats-service.js';
-import { SystemService } from './services/system-service.js';
-import { UserService } from './services/user-service.js';
-import { PgStorage } from './storage/pg-storage.js';
-import type { Storage } from './storage/storage.js';
+import type { Config } from './config.ts';
+import type { Sql } from './db/client.ts';
+import { Database } from './db/database.ts';
+import { ReadRouter } from './db/read-router.ts';
+import type { AppContext } from './http/context.ts';
+import type { Metrics } from './metrics.ts';
+import { Repositories } from './repositories/index.ts';
+import { AuthCache } from './services/auth-cache.ts';
+import { AuthService } from './services/auth-service.ts';
+import { GoogleIdTokenVerifier } from './services/google-id-token.ts';
+import { RunService } from './services/run-service.ts';
+import { ScheduleService } from './services/schedule-service.ts';
+import { ScriptService } from './services/script-service.ts';
+import { SecretBox } from './services/secret-box.ts';
+import { configuredKeys } from './services/secret-keys.ts';
+import { StatsService } from './services/stats-service.ts';
+import { SystemService } from './services/system-service.ts';
+import { UserService } from './services/user-service.ts';
+import { PgStorage } from './storage/pg-storage.ts';
+import type { Storage } from './storage/storage.ts';
 
 export interface ComposeOptions {
   config: Config;

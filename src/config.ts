@@ -6,8 +6,8 @@
 import { isIP } from 'node:net';
 import { type Static, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
-import { parseAllowList } from './executor/sandbox/network.js';
-import { parseKeyring } from './services/secret-box.js';
+import { parseAllowList } from './executor/sandbox/network.ts';
+import { parseKeyring } from './services/secret-box.ts';
 
 const Int = (min: number, max: number, def: number, description: string) =>
   Type.Integer({ minimum: min, maximum: max, default: def, description });

@@ -6,16 +6,16 @@
  * database, and exit 0.
  */
 import closeWithGrace from 'close-with-grace';
-import { loadConfigOrExit, openDatabase, run } from './boot.js';
-import { shutdownDeadlineMs, trustProxyOf } from './config.js';
-import { Executor } from './executor/executor.js';
-import { startMetricsServer } from './executor/metrics-server.js';
-import { build } from './http/app.js';
-import { createLogger } from './logger.js';
-import { startMaintenance } from './maintenance.js';
-import { Scheduler } from './scheduler/scheduler.js';
-import { listenForAuthChanges } from './services/auth-listener.js';
-import { moveContentsAtStartup } from './storage/move-contents.js';
+import { loadConfigOrExit, openDatabase, run } from './boot.ts';
+import { shutdownDeadlineMs, trustProxyOf } from './config.ts';
+import { Executor } from './executor/executor.ts';
+import { startMetricsServer } from './executor/metrics-server.ts';
+import { build } from './http/app.ts';
+import { createLogger } from './logger.ts';
+import { startMaintenance } from './maintenance.ts';
+import { Scheduler } from './scheduler/scheduler.ts';
+import { listenForAuthChanges } from './services/auth-listener.ts';
+import { moveContentsAtStartup } from './storage/move-contents.ts';
 
 async function main(): Promise<undefined> {
   const config = loadConfigOrExit();

@@ -9,8 +9,8 @@
  * tables never wait long behind the purge.
  */
 import type { Logger } from 'pino';
-import type { Repositories } from './repositories/index.js';
-import type { PurgePosition } from './repositories/run-history.js';
+import type { Repositories } from './repositories/index.ts';
+import type { PurgePosition } from './repositories/run-history.ts';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;

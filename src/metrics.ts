@@ -134,12 +134,14 @@ export class QueryDurationHistogram {
   readonly aggregator = 'sum';
   private readonly series = new Map<string, { ok: Series | undefined; error: Series | undefined }>();
 
-  constructor(
-    readonly name: string,
-    readonly help: string,
-    private readonly bounds: readonly number[],
-    registry: Registry,
-  ) {
+  readonly name: string;
+  readonly help: string;
+  private readonly bounds: readonly number[];
+
+  constructor(name: string, help: string, bounds: readonly number[], registry: Registry) {
+    this.name = name;
+    this.help = help;
+    this.bounds = bounds;
     registry.registerMetric(this as unknown as Parameters<Registry['registerMetric']>[0]);
   }
 

@@ -9,10 +9,10 @@
  */
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { locate, openPool } from './boot.js';
-import { loadConfig } from './config.js';
-import { MIGRATIONS_DIR, MIGRATIONS_TABLE, migrate, migrationNames } from './db/migrate.js';
-import { createLogger } from './logger.js';
+import { locate, openPool } from './boot.ts';
+import { loadConfig } from './config.ts';
+import { MIGRATIONS_DIR, MIGRATIONS_TABLE, migrate, migrationNames } from './db/migrate.ts';
+import { createLogger } from './logger.ts';
 
 const USAGE = 'usage: npm run migrate -- up [N] | down [N] | redo | create <name> | status';
 

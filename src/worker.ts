@@ -9,12 +9,12 @@
  */
 
 import closeWithGrace from 'close-with-grace';
-import { loadConfigOrExit, openDatabase, run } from './boot.js';
-import { shutdownDeadlineMs } from './config.js';
-import { Executor } from './executor/executor.js';
-import { startMetricsServer } from './executor/metrics-server.js';
-import { createLogger } from './logger.js';
-import { Scheduler } from './scheduler/scheduler.js';
+import { loadConfigOrExit, openDatabase, run } from './boot.ts';
+import { shutdownDeadlineMs } from './config.ts';
+import { Executor } from './executor/executor.ts';
+import { startMetricsServer } from './executor/metrics-server.ts';
+import { createLogger } from './logger.ts';
+import { Scheduler } from './scheduler/scheduler.ts';
 
 async function main(): Promise<undefined> {
   const config = loadConfigOrExit();

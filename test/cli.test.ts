@@ -6,8 +6,9 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import t from 'tap';
-import { verifyPassword } from '../src/services/passwords.js';
-import { signUp, testApp } from './helpers/app.js';
+import { verifyPassword } from '../src/services/passwords.ts';
+import { signUp, testApp } from './helpers/app.ts';
+import { entryArgs } from './helpers/entry.ts';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 
@@ -27,13 +28,13 @@ function cli(databaseUrl: string, args: string[], input = '', tty = false): Prom
     ? // script(1) gives the command a pseudo-terminal and forwards our standard input to it.
       spawn(
         'script',
-        ['-qec', [process.execPath, '--import=tsx', 'src/cli.ts', ...args].join(' '), '/dev/null'],
+        ['-qec', [process.execPath, ...entryArgs('src/cli.ts'), ...args].join(' '), '/dev/null'],
         {
           cwd: REPO,
           env: { ...process.env, DATABASE_URL: databaseUrl, NODE_ENV: 'test', NODE_OPTIONS: '' },
         },
       )
-    : spawn(process.execPath, ['--import=tsx', 'src/cli.ts', ...args], {
+    : spawn(process.execPath, [...entryArgs('src/cli.ts'), ...args], {
         cwd: REPO,
         env: { ...process.env, DATABASE_URL: databaseUrl, NODE_ENV: 'test', NODE_OPTIONS: '' },
       });

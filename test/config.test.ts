@@ -1,5 +1,5 @@
 import t from 'tap';
-import { ConfigError, loadConfig, trustProxyOf } from '../src/config.js';
+import { ConfigError, loadConfig, trustProxyOf } from '../src/config.ts';
 
 t.test('defaults apply when nothing is set', async (t) => {
   const config = loadConfig({});
@@ -50,7 +50,7 @@ t.test('production requires the IBKR token key', async (t) => {
 });
 
 t.test('CORS_ORIGINS takes exact origins only', async (t) => {
-  const { corsOrigins } = await import('../src/config.js');
+  const { corsOrigins } = await import('../src/config.ts');
   t.same(corsOrigins(loadConfig({ CORS_ORIGINS: 'https://a.example, http://127.0.0.1:8080' })), [
     'https://a.example',
     'http://127.0.0.1:8080',

@@ -5,7 +5,7 @@
  */
 import { Histogram, Registry } from 'prom-client';
 import t from 'tap';
-import { Metrics } from '../src/metrics.js';
+import { Metrics } from '../src/metrics.ts';
 
 const BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5];
 

@@ -1,7 +1,7 @@
 /**
- * Many processes, one database: 2 API processes (`node --import=tsx src/main.ts`,
+ * Many processes, one database: 2 API processes (`node src/main.ts` on Node 24, `node --import=./src/ts-loader.mjs src/main.ts` on Node 20 (test/helpers/entry.ts),
  * EXECUTOR_ENABLED=false, each on its own loopback port) and 3 workers
- * (`node --import=tsx src/worker.ts`) as separate OS processes over one test database.
+ * (`node src/worker.ts`) as separate OS processes over one test database.
  * A mixed load goes through both APIs (register, upload, schedules, execute, cancel); one
  * worker is killed with SIGKILL while it runs scripts, one API gets SIGTERM while requests
  * reach it; then the rows must show: every acknowledged write, no run executed twice, the
@@ -20,9 +20,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import t from 'tap';
-import { multipartFile } from './helpers/app.js';
-import { testDatabase } from './helpers/db.js';
-import { eventually } from './helpers/executor.js';
+import { multipartFile } from './helpers/app.ts';
+import { testDatabase } from './helpers/db.ts';
+import { entryArgs } from './helpers/entry.ts';
+import { eventually } from './helpers/executor.ts';
 
 const LEASE_SECONDS = 4;
 const RATE_LIMIT = 4;
@@ -58,7 +59,7 @@ interface Proc {
 }
 
 function start(name: string, entry: string, env: Record<string, string>, readyMessage: string): Proc {
-  const child = spawn(process.execPath, ['--import=tsx', entry], {
+  const child = spawn(process.execPath, entryArgs(entry), {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });

@@ -15,9 +15,9 @@ import {
   EmbeddedPostgresError,
   type EmbeddedPostgresHandle,
   startEmbeddedPostgres,
-} from '../src/db/embedded.js';
-import { migrate } from '../src/db/migrate.js';
-import { databaseUrl, TEST_DATABASE_PREFIX } from './helpers/urls.js';
+} from '../src/db/embedded.ts';
+import { migrate } from '../src/db/migrate.ts';
+import { databaseUrl, TEST_DATABASE_PREFIX } from './helpers/urls.ts';
 
 const STALE_AFTER_MS = 6 * 60 * 60 * 1000;
 

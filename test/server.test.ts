@@ -1,6 +1,6 @@
 /**
  * The real process, as `npm start` runs it but without npm (which does not pass
- * SIGTERM on): `node --import=tsx src/main.ts` with no DATABASE_URL, so it starts
+ * SIGTERM on): `node src/main.ts` on Node 24, `node --import=./src/ts-loader.mjs src/main.ts` on Node 20 (test/helpers/entry.ts) with no DATABASE_URL, so it starts
  * an embedded PostgreSQL in a folder of this test. Over real HTTP: it becomes ready,
  * keeps data across a SIGTERM and a restart, stops its PostgreSQL and exits 0, and
  * refuses a bad configuration with exit code 1.
@@ -11,7 +11,8 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { freePort } from '../src/db/embedded.js';
+import { freePort } from '../src/db/embedded.ts';
+import { entryArgs } from './helpers/entry.ts';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 const READY_WITHIN_MS = 60_000;
@@ -30,10 +31,10 @@ interface Server {
 
 const children = new Set<ChildProcess>();
 
-/** Starts `node --import=tsx src/main.ts` with a clean environment: no DATABASE_URL, only what is given. */
+/** Starts `node src/main.ts` on Node 24, `node --import=./src/ts-loader.mjs src/main.ts` on Node 20 (test/helpers/entry.ts) with a clean environment: no DATABASE_URL, only what is given. */
 function start(env: Record<string, string>): Server {
   const port = Number(env.PORT);
-  const child = spawn(process.execPath, ['--import=tsx', 'src/main.ts'], {
+  const child = spawn(process.execPath, entryArgs('src/main.ts'), {
     cwd: REPO,
     env: {
       PATH: process.env.PATH ?? '/usr/bin:/bin',

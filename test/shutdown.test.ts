@@ -1,6 +1,6 @@
 /**
  * Graceful shutdown over real sockets (issue 7, item 9): the real process
- * (`node --import=tsx src/main.ts`, as `npm start` runs it), real keep-alive
+ * (`node src/main.ts` on Node 24, `node --import=./src/ts-loader.mjs src/main.ts` on Node 20 (test/helpers/entry.ts), as `npm start` runs it), real keep-alive
  * connections of a `node:http` Agent, a real SIGTERM. Every request that reached the
  * server is answered (its result, or 503 SERVICE_UNAVAILABLE with `Connection: close`),
  * never reset; idle keep-alive connections are closed at once; with no script running
@@ -11,9 +11,10 @@ import { Agent, request } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import path from 'node:path';
 import t, { type Test } from 'tap';
-import { freePort } from '../src/db/embedded.js';
-import { TEST_IBKR_KEY } from './helpers/app.js';
-import { testDatabase } from './helpers/db.js';
+import { freePort } from '../src/db/embedded.ts';
+import { TEST_IBKR_KEY } from './helpers/app.ts';
+import { testDatabase } from './helpers/db.ts';
+import { entryArgs } from './helpers/entry.ts';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 const READY_WITHIN_MS = 60_000;
@@ -41,7 +42,7 @@ t.teardown(async () => {
 async function start(t: Test): Promise<Server> {
   const database = await testDatabase(t);
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import=tsx', 'src/main.ts'], {
+  const child = spawn(process.execPath, entryArgs('src/main.ts'), {
     cwd: REPO,
     env: {
       PATH: process.env.PATH ?? '/usr/bin:/bin',

@@ -1,7 +1,7 @@
 /** Where the database is: DATABASE_URL, or an embedded PostgreSQL in EMBEDDED_PG_DIR. */
 import type { Logger } from 'pino';
-import type { Config } from '../config.js';
-import { type EmbeddedPostgresHandle, ensureDatabase, startEmbeddedPostgres } from './embedded.js';
+import type { Config } from '../config.ts';
+import { type EmbeddedPostgresHandle, ensureDatabase, startEmbeddedPostgres } from './embedded.ts';
 
 export const EMBEDDED_DATABASE = 'dollarclub';
 

@@ -7,9 +7,9 @@
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import postgres from 'postgres';
-import { DatabaseUnavailableError } from '../domain/errors.js';
-import type { Sql, TransactionSql } from './client.js';
-import { isRetryable, mapPostgresError } from './map-error.js';
+import { DatabaseUnavailableError } from '../domain/errors.ts';
+import type { Sql, TransactionSql } from './client.ts';
+import { isRetryable, mapPostgresError } from './map-error.ts';
 
 /** Called once per query with its name, duration and outcome (metrics). */
 export type QueryObserver = (name: string, seconds: number, ok: boolean) => void;
@@ -57,14 +57,18 @@ type AnySql = Sql | TransactionSql;
 type Row = Record<string, unknown>;
 
 export class Database {
-  constructor(
-    readonly sql: AnySql,
-    readonly options: DatabaseOptions,
-    /** True when `sql` is a transaction: `transaction()` then makes a savepoint. */
-    readonly inTransaction = false,
-    /** Set when the transaction this Database belongs to ran out of time (see transaction()). */
-    private readonly abort?: { aborted: boolean },
-  ) {
+  readonly sql: AnySql;
+  readonly options: DatabaseOptions;
+  /** True when `sql` is a transaction: `transaction()` then makes a savepoint. */
+  readonly inTransaction: boolean;
+  /** Set when the transaction this Database belongs to ran out of time (see transaction()). */
+  private readonly abort?: { aborted: boolean };
+
+  constructor(sql: AnySql, options: DatabaseOptions, inTransaction = false, abort?: { aborted: boolean }) {
+    this.sql = sql;
+    this.options = options;
+    this.inTransaction = inTransaction;
+    this.abort = abort;
     this.pool = inTransaction ? undefined : poolState(sql as Sql);
     this.activity = inTransaction ? undefined : options.activity;
     this.deadlines = deadlineList(options.queryTimeoutMs);
@@ -304,15 +308,31 @@ class PendingQuery implements Deadline {
   prev: Deadline | null = null;
   next: Deadline | null = null;
   done = false;
+  readonly db: Database;
+  readonly name: string;
+  readonly query: postgres.PendingQuery<Row[]>;
+  readonly shape: Shape<unknown>;
+  readonly start: number;
+  readonly resolve: (value: never) => void;
+  readonly reject: (error: unknown) => void;
+
   constructor(
-    readonly db: Database,
-    readonly name: string,
-    readonly query: postgres.PendingQuery<Row[]>,
-    readonly shape: Shape<unknown>,
-    readonly start: number,
-    readonly resolve: (value: never) => void,
-    readonly reject: (error: unknown) => void,
-  ) {}
+    db: Database,
+    name: string,
+    query: postgres.PendingQuery<Row[]>,
+    shape: Shape<unknown>,
+    start: number,
+    resolve: (value: never) => void,
+    reject: (error: unknown) => void,
+  ) {
+    this.db = db;
+    this.name = name;
+    this.query = query;
+    this.shape = shape;
+    this.start = start;
+    this.resolve = resolve;
+    this.reject = reject;
+  }
 
   /** The time is up: the caller gets DatabaseUnavailable now; the query is cancelled on the server. */
   expire(now: number): void {
@@ -361,7 +381,10 @@ class DeadlineList {
   private timer: NodeJS.Timeout | undefined;
   private readonly tickMs: number;
 
-  constructor(readonly ms: number) {
+  readonly ms: number;
+
+  constructor(ms: number) {
+    this.ms = ms;
     this.tickMs = Math.max(5, Math.min(250, Math.floor(ms / 20)));
   }
 

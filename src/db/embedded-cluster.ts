@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { chown, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { EmbeddedPostgresError, type PostgresUser } from './embedded-binaries.js';
+import { EmbeddedPostgresError, type PostgresUser } from './embedded-binaries.ts';
 
 export interface ClusterOptions {
   /** The folder holding bin/, lib/ and share/. */

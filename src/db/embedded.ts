@@ -12,7 +12,7 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { constants } from 'node:os';
 import path from 'node:path';
-import { pidExists, statFields } from '../proc.js';
+import { pidExists, statFields } from '../proc.ts';
 import {
   EmbeddedPostgresError,
   type PgBinaries,
@@ -20,8 +20,8 @@ import {
   postgresUser,
   usableBinaries,
   usableDataDir,
-} from './embedded-binaries.js';
-import { initCluster, startServer, stopServer } from './embedded-cluster.js';
+} from './embedded-binaries.ts';
+import { initCluster, startServer, stopServer } from './embedded-cluster.ts';
 
 export interface EmbeddedOptions {
   /** The cluster's data directory. */

@@ -14,7 +14,7 @@ import {
   InvalidStateError,
   NotFoundError,
   ValidationError,
-} from '../domain/errors.js';
+} from '../domain/errors.ts';
 
 /** Unique constraints → the API's conflict code and message. */
 const UNIQUE_VIOLATIONS: Record<string, { code: string; message: string }> = {

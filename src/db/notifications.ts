@@ -7,7 +7,7 @@
  * A subscription's `onListen` runs on every (re)connection of the listening session:
  * notifications sent while it was away are lost, so a subscriber catches up there.
  */
-import type { Sql } from './client.js';
+import type { Sql } from './client.ts';
 
 export const CHANNELS = {
   /** A run became queued; payload: its id. */
@@ -27,7 +27,11 @@ export interface Subscription {
 }
 
 export class Notifications {
-  constructor(private readonly sql: Sql) {}
+  private readonly sql: Sql;
+
+  constructor(sql: Sql) {
+    this.sql = sql;
+  }
 
   /** Some run was queued. */
   onRunQueued(handler: () => void, onListen?: () => void): Promise<Subscription> {

@@ -25,8 +25,8 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Logger } from 'pino';
-import type { Sql } from './client.js';
-import { Database } from './database.js';
+import type { Sql } from './client.ts';
+import { Database } from './database.ts';
 
 /** How often the replica's position is checked. */
 export const PROBE_MS = 1000;

@@ -53,85 +53,93 @@ export class ValidationError extends DomainError {
 /** The row does not exist, or is not visible to the caller (the two look the same on purpose). */
 export class NotFoundError extends DomainError {
   readonly code = 'NOT_FOUND';
-  constructor(
-    readonly resource: string,
-    message = `${resource} not found`,
-    options?: ErrorOptions,
-  ) {
+  readonly resource: string;
+
+  constructor(resource: string, message = `${resource} not found`, options?: ErrorOptions) {
     super(message, options);
+    this.resource = resource;
   }
 }
 
 /** A uniqueness rule: `code` names which (EMAIL_TAKEN, IBKR_ACCOUNT_TAKEN, ...). */
 export class ConflictError extends DomainError {
-  constructor(
-    readonly code: string,
-    message: string,
-    readonly constraint?: string,
-    options?: ErrorOptions,
-  ) {
+  readonly code: string;
+  readonly constraint?: string;
+
+  constructor(code: string, message: string, constraint?: string, options?: ErrorOptions) {
     super(message, options);
+    this.code = code;
+    this.constraint = constraint;
   }
 }
 
 /** A row referenced by another cannot go, or a referenced row does not exist. */
 export class ForeignKeyError extends DomainError {
   readonly code = 'REFERENCE_VIOLATION';
-  constructor(
-    message: string,
-    readonly constraint?: string,
-    options?: ErrorOptions,
-  ) {
+  readonly constraint?: string;
+
+  constructor(message: string, constraint?: string, options?: ErrorOptions) {
     super(message, options);
+    this.constraint = constraint;
   }
 }
 
 /** A state transition that the status machine does not allow from the row's current state. */
 export class InvalidStateError extends DomainError {
   readonly code = 'INVALID_STATE';
-  constructor(
-    message: string,
-    readonly current?: string,
-    options?: ErrorOptions,
-  ) {
+  readonly current?: string;
+
+  constructor(message: string, current?: string, options?: ErrorOptions) {
     super(message, options);
+    this.current = current;
   }
 }
 
 /** A per-user limit on queued + running scripts. */
 export class TooManyRunningError extends DomainError {
   readonly code = 'TOO_MANY_RUNNING';
-  constructor(readonly limit: number) {
+  readonly limit: number;
+
+  constructor(limit: number) {
     super(`at most ${limit} scripts may be queued or running at once`);
+    this.limit = limit;
   }
 }
 
 /** An account keeps MAX_SCRIPTS_PER_USER scripts already: delete one to upload another (409). */
 export class ScriptQuotaError extends DomainError {
   readonly code = 'SCRIPT_QUOTA_EXCEEDED';
-  constructor(readonly limit: number) {
+  readonly limit: number;
+
+  constructor(limit: number) {
     super(`an account may keep at most ${limit} scripts; delete one to upload another`);
+    this.limit = limit;
   }
 }
 
 /** The upload would take an account's scripts past MAX_STORAGE_BYTES_PER_USER bytes (413). */
 export class StorageQuotaError extends DomainError {
   readonly code = 'STORAGE_QUOTA_EXCEEDED';
-  constructor(
-    readonly limit: number,
-    readonly used: number,
-  ) {
+  readonly limit: number;
+  readonly used: number;
+
+  constructor(limit: number, used: number) {
     super(`an account's scripts may take at most ${limit} bytes together; ${used} are in use`);
+    this.limit = limit;
+    this.used = used;
   }
 }
 
 /** Too many sign-in attempts for one email: it is locked for a while (a 429 with Retry-After). */
 export class TooManyLoginAttemptsError extends DomainError {
   readonly code = 'TOO_MANY_LOGIN_ATTEMPTS';
-  constructor(readonly retryAfterSeconds: number) {
+  readonly retryAfterSeconds: number;
+
+  constructor(retryAfterSeconds: number) {
     super(
       `too many sign-in attempts for this account; try again in ${retryAfterSeconds} s (or reset the password)`,
     );
+    this.retryAfterSeconds = retryAfterSeconds;
   }
 }
 
@@ -161,12 +169,11 @@ export class UnsupportedFileTypeError extends DomainError {
 
 /** A service we depend on (Google's signing keys) did not answer in time. Retrying later may work. */
 export class UpstreamUnavailableError extends DomainError {
-  constructor(
-    readonly code: string,
-    message: string,
-    options?: ErrorOptions,
-  ) {
+  readonly code: string;
+
+  constructor(code: string, message: string, options?: ErrorOptions) {
     super(message, options);
+    this.code = code;
   }
 }
 

@@ -11,7 +11,7 @@
  */
 import type { Static, TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
-import { ValidationError } from './errors.js';
+import { ValidationError } from './errors.ts';
 
 export const PER_PAGE_MAX = 100;
 export const PER_PAGE_DEFAULT = 20;

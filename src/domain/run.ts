@@ -3,7 +3,7 @@
  * machine is enforced in SQL (tg_script_runs_status_transition and guarded UPDATEs);
  * this module states it once for TypeScript.
  */
-import type { RunStatus, RunTrigger } from './enums.js';
+import type { RunStatus, RunTrigger } from './enums.ts';
 
 /** A run as the API shows it: no executor or lease columns. */
 export interface Run {

@@ -14,7 +14,7 @@
  *   repeated hour fire.
  */
 import { Cron } from 'croner';
-import { ValidationError } from './errors.js';
+import { ValidationError } from './errors.ts';
 
 /** A schedule as the API shows it. */
 export interface Schedule {
@@ -101,10 +101,12 @@ export function checkTimezone(timezone: string): string {
 export class CronRule {
   private readonly cron: Cron;
 
-  private constructor(
-    readonly expression: string,
-    readonly timezone: string,
-  ) {
+  readonly expression: string;
+  readonly timezone: string;
+
+  private constructor(expression: string, timezone: string) {
+    this.expression = expression;
+    this.timezone = timezone;
     this.cron = new Cron(expression, cronOptions(timezone));
   }
 

@@ -5,8 +5,8 @@
  * once for TypeScript, and a test checks both agree.
  */
 
-import type { ScriptStatus } from './enums.js';
-import { ValidationError } from './errors.js';
+import type { ScriptStatus } from './enums.ts';
+import { ValidationError } from './errors.ts';
 
 /** A script as the API may show it: no server-side `file_path`, no logs. */
 export interface Script {

@@ -3,8 +3,8 @@
  * The same rules are CHECK constraints in sql/schema/10-users.sql; these give the
  * clear message first.
  */
-import type { AuthProvider, UserRole } from './enums.js';
-import { type FieldError, ValidationError } from './errors.js';
+import type { AuthProvider, UserRole } from './enums.ts';
+import { type FieldError, ValidationError } from './errors.ts';
 
 /** A user as the API may show it: no password hash, no IBKR token. */
 export interface User {

@@ -18,11 +18,11 @@ import { readFile, rm } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 // NUL cannot be stored in PostgreSQL text: output shows it as U+FFFD, like undecodable bytes.
-import { pgText } from '../domain/text.js';
-import { secretEnvPayload } from './ibkr-credentials.js';
-import { groupMembers, killGroup, killMembers } from './process-group.js';
-import type { Confinement } from './sandbox/index.js';
-import { SETPRIV_BIN, TIME_BIN } from './tools.js';
+import { pgText } from '../domain/text.ts';
+import { secretEnvPayload } from './ibkr-credentials.ts';
+import { groupMembers, killGroup, killMembers } from './process-group.ts';
+import type { Confinement } from './sandbox/index.ts';
+import { SETPRIV_BIN, TIME_BIN } from './tools.ts';
 
 /**
  * Why a run was killed: its time was up, it was cancelled, the executor shut down,

@@ -11,8 +11,8 @@ import { randomBytes } from 'node:crypto';
 import { chmod, lstat, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
-import { pidExists } from '../proc.js';
-import { identify, isAlive, killProcessesIn, parseIdentity } from './host-processes.js';
+import { pidExists } from '../proc.ts';
+import { identify, isAlive, killProcessesIn, parseIdentity } from './host-processes.ts';
 
 const OWNER_FILE = '.owner';
 const FOLDER_NAME = /^(.+):(\d+):[0-9a-f]+$/;

@@ -27,24 +27,24 @@ import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
-import type { Config } from '../config.js';
-import type { Sql } from '../db/client.js';
-import { Notifications } from '../db/notifications.js';
-import type { Metrics } from '../metrics.js';
-import type { Repositories } from '../repositories/index.js';
-import type { ClaimedRun, Lease } from '../repositories/run-leases.js';
-import { SecretBox } from '../services/secret-box.js';
-import { configuredKeys } from '../services/secret-keys.js';
-import type { Storage } from '../storage/storage.js';
-import type { KillReason } from './child-process.js';
-import { createExecutorDir, newExecutorId, reapDeadExecutors } from './executor-dir.js';
-import { LeaseKeeper } from './leases.js';
-import { Recorder } from './outcome.js';
-import { type ActiveRun, executeRun, measureNodeReserve } from './run-lifecycle.js';
-import { Sandbox } from './sandbox/index.js';
-import { Sweeper } from './sweeper.js';
-import { checkSandboxUser, checkTools } from './tools.js';
-import { UidPool } from './uid-pool.js';
+import type { Config } from '../config.ts';
+import type { Sql } from '../db/client.ts';
+import { Notifications } from '../db/notifications.ts';
+import type { Metrics } from '../metrics.ts';
+import type { Repositories } from '../repositories/index.ts';
+import type { ClaimedRun, Lease } from '../repositories/run-leases.ts';
+import { SecretBox } from '../services/secret-box.ts';
+import { configuredKeys } from '../services/secret-keys.ts';
+import type { Storage } from '../storage/storage.ts';
+import type { KillReason } from './child-process.ts';
+import { createExecutorDir, newExecutorId, reapDeadExecutors } from './executor-dir.ts';
+import { LeaseKeeper } from './leases.ts';
+import { Recorder } from './outcome.ts';
+import { type ActiveRun, executeRun, measureNodeReserve } from './run-lifecycle.ts';
+import { Sandbox } from './sandbox/index.ts';
+import { Sweeper } from './sweeper.ts';
+import { checkSandboxUser, checkTools } from './tools.ts';
+import { UidPool } from './uid-pool.ts';
 
 export interface ExecutorOptions {
   config: Config;
@@ -95,7 +95,10 @@ export class Executor {
   private timers: NodeJS.Timeout[] = [];
   private unlisten: Array<() => Promise<void>> = [];
 
-  constructor(private readonly options: ExecutorOptions) {
+  private readonly options: ExecutorOptions;
+
+  constructor(options: ExecutorOptions) {
+    this.options = options;
     const { config } = options;
     this.log = options.log.child({ executor: this.id });
     this.secrets = options.secrets ?? secretBoxOf(config);

@@ -4,7 +4,7 @@
  */
 import { readdir, readFile, readlink } from 'node:fs/promises';
 import path from 'node:path';
-import { statFields } from '../proc.js';
+import { statFields } from '../proc.ts';
 
 /** A process, named so that a reused pid or a reboot is not mistaken for it. */
 export interface ProcessIdentity {

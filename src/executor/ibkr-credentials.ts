@@ -10,9 +10,9 @@
  * here logs a value or puts one in an error.
  */
 import type { Logger } from 'pino';
-import type { Repositories } from '../repositories/index.js';
-import type { SecretBox } from '../services/secret-box.js';
-import { ibkrContext } from '../services/user-service.js';
+import type { Repositories } from '../repositories/index.ts';
+import type { SecretBox } from '../services/secret-box.ts';
+import { ibkrContext } from '../services/user-service.ts';
 
 /** The variables a run with IBKR access gets. */
 export const IBKR_VARIABLES = [

@@ -6,10 +6,10 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
-import type { Metrics } from '../metrics.js';
-import type { Lease, RunLeaseRepository } from '../repositories/run-leases.js';
-import type { KillReason } from './child-process.js';
-import type { ActiveRun } from './run-lifecycle.js';
+import type { Metrics } from '../metrics.ts';
+import type { Lease, RunLeaseRepository } from '../repositories/run-leases.ts';
+import type { KillReason } from './child-process.ts';
+import type { ActiveRun } from './run-lifecycle.ts';
 
 export interface LeaseKeeperOptions {
   leases: RunLeaseRepository;
@@ -25,7 +25,10 @@ export class LeaseKeeper {
   private readonly leaseMs: number;
   private renewing = false;
 
-  constructor(private readonly options: LeaseKeeperOptions) {
+  private readonly options: LeaseKeeperOptions;
+
+  constructor(options: LeaseKeeperOptions) {
+    this.options = options;
     this.leaseMs = options.lease.seconds * 1000;
   }
 

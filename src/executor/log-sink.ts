@@ -9,7 +9,7 @@
  * kills the run at once); what was not written stays in the sink for `drain()`, as
  * numbered batches, so the executor can hand it over with the run's last record.
  */
-import type { PendingChunk } from '../repositories/run-output.js';
+import type { PendingChunk } from '../repositories/run-output.ts';
 
 export interface LogSinkOptions {
   maxBytes: number;
@@ -35,7 +35,11 @@ export class LogSink {
   /** True once a write was refused: the run belongs to nobody here any more. */
   lost = false;
 
-  constructor(private readonly options: LogSinkOptions) {}
+  private readonly options: LogSinkOptions;
+
+  constructor(options: LogSinkOptions) {
+    this.options = options;
+  }
 
   push(text: string): void {
     if (this.truncated) return;

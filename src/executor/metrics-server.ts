@@ -6,9 +6,9 @@
  */
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import type { Metrics } from '../metrics.js';
-import type { Repositories } from '../repositories/index.js';
-import { presentsToken, scrape } from '../services/metrics-scrape.js';
+import type { Metrics } from '../metrics.ts';
+import type { Repositories } from '../repositories/index.ts';
+import { presentsToken, scrape } from '../services/metrics-scrape.ts';
 
 export interface MetricsServerOptions {
   host: string;

@@ -4,11 +4,11 @@
  * while the database is unavailable and never left undone for a bad value.
  */
 import type { Logger } from 'pino';
-import type { Config } from '../config.js';
-import { DatabaseUnavailableError, InvalidStateError } from '../domain/errors.js';
-import type { RunLeaseRepository, RunResult } from '../repositories/run-leases.js';
-import type { PendingChunk } from '../repositories/run-output.js';
-import type { RunOutcome } from './child-process.js';
+import type { Config } from '../config.ts';
+import { DatabaseUnavailableError, InvalidStateError } from '../domain/errors.ts';
+import type { RunLeaseRepository, RunResult } from '../repositories/run-leases.ts';
+import type { PendingChunk } from '../repositories/run-output.ts';
+import type { RunOutcome } from './child-process.ts';
 
 export type RecordKind = 'complete' | 'fail' | 'cancelled';
 
@@ -85,12 +85,17 @@ function failureMessage(outcome: RunOutcome, stderrTail: string, config: Config)
 
 /** Writes runs' outcomes for one executor; every write is guarded by its id. */
 export class Recorder {
-  constructor(
-    private readonly leases: RunLeaseRepository,
-    private readonly executorId: string,
-    private readonly leaseSeconds: number,
-    private readonly log: Logger,
-  ) {}
+  private readonly leases: RunLeaseRepository;
+  private readonly executorId: string;
+  private readonly leaseSeconds: number;
+  private readonly log: Logger;
+
+  constructor(leases: RunLeaseRepository, executorId: string, leaseSeconds: number, log: Logger) {
+    this.leases = leases;
+    this.executorId = executorId;
+    this.leaseSeconds = leaseSeconds;
+    this.log = log;
+  }
 
   /**
    * Writes a run's outcome, retrying while the database is unavailable (within the

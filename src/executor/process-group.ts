@@ -8,7 +8,7 @@
  * process of that uid, wherever it went.
  */
 import { readdir } from 'node:fs/promises';
-import { statFields } from '../proc.js';
+import { statFields } from '../proc.ts';
 
 export interface SandboxUser {
   uid: number;

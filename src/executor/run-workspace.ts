@@ -15,8 +15,8 @@ import type { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import { pipeline } from 'node:stream/promises';
 import { transform } from 'esbuild';
-import type { ScriptExtension } from '../domain/script.js';
-import type { SandboxUser } from './process-group.js';
+import type { ScriptExtension } from '../domain/script.ts';
+import type { SandboxUser } from './process-group.ts';
 
 export interface Workspace {
   dir: string;

@@ -16,8 +16,8 @@ import { type ChildProcessByStdio, spawn } from 'node:child_process';
 import { lstat, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import type { SandboxUser } from './process-group.js';
-import { SETPRIV_BIN } from './tools.js';
+import type { SandboxUser } from './process-group.ts';
+import { SETPRIV_BIN } from './tools.ts';
 
 const KILL_AS = `${SETPRIV_BIN} --reuid="$uid" --regid="$gid" --clear-groups -- /bin/sh -c 'kill -9 -1 2>/dev/null; exit 0'`;
 // Only numbers, never 0: the helper is root, and `kill -9 -1` as root would end everything.

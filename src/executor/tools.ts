@@ -1,7 +1,7 @@
 /** What the sandbox needs of the host: its programs, and root for uids of its own. */
 import { access } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import type { Config } from '../config.js';
+import type { Config } from '../config.ts';
 
 export const TIME_BIN = '/usr/bin/time';
 export const PRLIMIT_BIN = '/usr/bin/prlimit';

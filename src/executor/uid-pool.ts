@@ -21,9 +21,9 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, link, lstat, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { pidExists } from '../proc.js';
-import { identify, isAlive, parseIdentity } from './host-processes.js';
-import type { SandboxUser } from './process-group.js';
+import { pidExists } from '../proc.ts';
+import { identify, isAlive, parseIdentity } from './host-processes.ts';
+import type { SandboxUser } from './process-group.ts';
 
 export const UID_LOCK_DIR = '/run/dollarclub-script-uids';
 /** How many uids (and gids) from SCRIPT_UID (SCRIPT_GID) runs may get. */
@@ -46,10 +46,12 @@ interface Held {
 export class UidPool {
   private readonly free: SandboxUser[];
 
-  private constructor(
-    private readonly dir: string,
-    private readonly held: Held[],
-  ) {
+  private readonly dir: string;
+  private readonly held: Held[];
+
+  private constructor(dir: string, held: Held[]) {
+    this.dir = dir;
+    this.held = held;
     this.free = held.map((h) => h.user);
   }
 

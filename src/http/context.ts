@@ -2,17 +2,17 @@
  * What the routes are given: services only — never a repository or the pool (the
  * layer test, test/architecture.test.ts, keeps it so).
  */
-import type { Config } from '../config.js';
-import type { Metrics } from '../metrics.js';
-import type { AuthService } from '../services/auth-service.js';
-import type { GoogleIdTokenVerifier } from '../services/google-id-token.js';
-import type { RunService } from '../services/run-service.js';
-import type { ScheduleService } from '../services/schedule-service.js';
-import type { ScriptService } from '../services/script-service.js';
-import type { StatsService } from '../services/stats-service.js';
-import type { SystemService } from '../services/system-service.js';
-import type { UserService } from '../services/user-service.js';
-import type { RateLimitCounter } from './rate-limit-store.js';
+import type { Config } from '../config.ts';
+import type { Metrics } from '../metrics.ts';
+import type { AuthService } from '../services/auth-service.ts';
+import type { GoogleIdTokenVerifier } from '../services/google-id-token.ts';
+import type { RunService } from '../services/run-service.ts';
+import type { ScheduleService } from '../services/schedule-service.ts';
+import type { ScriptService } from '../services/script-service.ts';
+import type { StatsService } from '../services/stats-service.ts';
+import type { SystemService } from '../services/system-service.ts';
+import type { UserService } from '../services/user-service.ts';
+import type { RateLimitCounter } from './rate-limit-store.ts';
 
 export interface AppContext {
   config: Config;

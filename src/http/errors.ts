@@ -22,8 +22,8 @@ import {
   UnsupportedFileTypeError,
   UpstreamUnavailableError,
   ValidationError,
-} from '../domain/errors.js';
-import type { ProblemBody } from './schemas/common.js';
+} from '../domain/errors.ts';
+import type { ProblemBody } from './schemas/common.ts';
 
 const STATUS_OF: Array<[abstract new (...args: never[]) => DomainError, number]> = [
   [ValidationError, 400],

@@ -44,7 +44,11 @@ export class Followers {
   private readonly byUser = new Map<number, number>();
   private closing = false;
 
-  constructor(readonly limits: FollowLimits) {}
+  readonly limits: FollowLimits;
+
+  constructor(limits: FollowLimits) {
+    this.limits = limits;
+  }
 
   /**
    * Registers a stream of `userId`, or answers which limit stands in the way. The check

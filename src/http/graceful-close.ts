@@ -29,7 +29,7 @@
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyInstance } from 'fastify';
-import { sendProblem, shuttingDown } from './errors.js';
+import { sendProblem, shuttingDown } from './errors.ts';
 
 /** How long a connection holding half a request head may take to complete it once closing. */
 export const PARTIAL_REQUEST_GRACE_MS = 2_000;

@@ -6,11 +6,11 @@
  */
 import type { ServerResponse } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { LogFollow } from '../services/run-service.js';
-import { tailLines } from '../services/run-service.js';
-import { problem, sendProblem, shuttingDown } from './errors.js';
-import type { Followers } from './followers.js';
-import { principalOf } from './plugins/auth.js';
+import type { LogFollow } from '../services/run-service.ts';
+import { tailLines } from '../services/run-service.ts';
+import { problem, sendProblem, shuttingDown } from './errors.ts';
+import type { Followers } from './followers.ts';
+import { principalOf } from './plugins/auth.ts';
 
 /** How often a follower looks for new output. */
 export const FOLLOW_POLL_MS = 500;
@@ -87,10 +87,12 @@ class LogStream {
   /** Aborted when the stream must stop: the client left, or the app is closing. */
   private readonly stop = new AbortController();
 
-  constructor(
-    private readonly request: FastifyRequest,
-    private readonly response: ServerResponse,
-  ) {
+  private readonly request: FastifyRequest;
+  private readonly response: ServerResponse;
+
+  constructor(request: FastifyRequest, response: ServerResponse) {
+    this.request = request;
+    this.response = response;
     // The response's 'close': it ended, or its connection went away.
     response.on('close', () => this.stop.abort());
   }

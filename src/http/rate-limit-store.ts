@@ -23,11 +23,12 @@ export interface RateLimitStore {
 /** The store class @fastify/rate-limit instantiates (`store:` option), bound to `counter`. */
 export function sharedRateLimitStore(counter: RateLimitCounter): new (params?: unknown) => RateLimitStore {
   return class PgRateLimitStore implements RateLimitStore {
-    constructor(
-      _params?: unknown,
-      /** Counters of different routes never mix. */
-      private readonly prefix = '',
-    ) {}
+    /** Counters of different routes never mix. */
+    private readonly prefix: string;
+
+    constructor(_params?: unknown, prefix = '') {
+      this.prefix = prefix;
+    }
 
     incr(key: string, callback: Callback, timeWindow: number): void {
       counter.hit(`${this.prefix}|${key}`, timeWindow).then(

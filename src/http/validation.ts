@@ -11,8 +11,8 @@
 import { Ajv, type ErrorObject, type Options, type ValidateFunction } from 'ajv';
 import formats from 'ajv-formats';
 import type { FastifyRequest, FastifySchema, FastifySchemaCompiler, RouteOptions } from 'fastify';
-import { ValidationError } from '../domain/errors.js';
-import { readsBody } from './schemas/common.js';
+import { ValidationError } from '../domain/errors.ts';
+import { readsBody } from './schemas/common.ts';
 
 const BASE: Options = {
   useDefaults: true,

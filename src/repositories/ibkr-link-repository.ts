@@ -4,9 +4,9 @@
  * re-encrypted in batches by a key rotation. Responses never carry a token: the
  * methods that read them are for the code that decrypts them.
  */
-import type { Database } from '../db/database.js';
-import { NotFoundError } from '../domain/errors.js';
-import { assertValid, IBKR_USER_ID_MAX_LENGTH, USER_COLUMNS, type User } from '../domain/user.js';
+import type { Database } from '../db/database.ts';
+import { NotFoundError } from '../domain/errors.ts';
+import { assertValid, IBKR_USER_ID_MAX_LENGTH, USER_COLUMNS, type User } from '../domain/user.ts';
 
 export interface IbkrLink {
   ibkr_user_id: string;
@@ -24,7 +24,11 @@ export interface StoredIbkrTokens {
 }
 
 export class IbkrLinkRepository {
-  constructor(private readonly db: Database) {}
+  private readonly db: Database;
+
+  constructor(db: Database) {
+    this.db = db;
+  }
 
   private get sql() {
     return this.db.sql;

@@ -2,19 +2,19 @@
  * All repositories over one executor. `transaction` hands the callback the same
  * set bound to the transaction, so nothing inside can reach the pool by mistake.
  */
-import type { Database, TransactionOptions } from '../db/database.js';
-import { IbkrLinkRepository } from './ibkr-link-repository.js';
-import { LoginAttemptRepository } from './login-attempt-repository.js';
-import { RateLimitRepository } from './rate-limit-repository.js';
-import { RunLeaseRepository } from './run-leases.js';
-import { RunOutputRepository } from './run-output.js';
-import { RunRepository } from './run-repository.js';
-import { ScheduleRepository } from './schedule-repository.js';
-import { ScriptRepository } from './script-repository.js';
-import { StatsRepository } from './stats-repository.js';
-import { SystemRepository } from './system-repository.js';
-import { TokenRepository } from './token-repository.js';
-import { UserRepository } from './user-repository.js';
+import type { Database, TransactionOptions } from '../db/database.ts';
+import { IbkrLinkRepository } from './ibkr-link-repository.ts';
+import { LoginAttemptRepository } from './login-attempt-repository.ts';
+import { RateLimitRepository } from './rate-limit-repository.ts';
+import { RunLeaseRepository } from './run-leases.ts';
+import { RunOutputRepository } from './run-output.ts';
+import { RunRepository } from './run-repository.ts';
+import { ScheduleRepository } from './schedule-repository.ts';
+import { ScriptRepository } from './script-repository.ts';
+import { StatsRepository } from './stats-repository.ts';
+import { SystemRepository } from './system-repository.ts';
+import { TokenRepository } from './token-repository.ts';
+import { UserRepository } from './user-repository.ts';
 
 export class Repositories {
   readonly users: UserRepository;
@@ -34,7 +34,10 @@ export class Repositories {
   readonly rateLimits: RateLimitRepository;
 
   /** Read-mostly methods query `db.reader` (a read replica, when configured: src/db/read-router.ts). */
-  constructor(readonly db: Database) {
+  readonly db: Database;
+
+  constructor(db: Database) {
+    this.db = db;
     this.users = new UserRepository(db);
     this.ibkr = new IbkrLinkRepository(db);
     this.scripts = new ScriptRepository(db);

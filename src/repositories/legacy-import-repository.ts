@@ -9,7 +9,7 @@
  * transaction, committed or not.
  */
 import type { Readable, Writable } from 'node:stream';
-import type { TransactionSql } from '../db/client.js';
+import type { TransactionSql } from '../db/client.ts';
 
 /** The columns read from the old database, in COPY order (LEGACY.md). */
 export const LEGACY_USER_COLUMNS = [
@@ -100,7 +100,11 @@ export interface Deferred {
 }
 
 export class LegacyImportRepository {
-  constructor(private readonly sql: TransactionSql) {}
+  private readonly sql: TransactionSql;
+
+  constructor(sql: TransactionSql) {
+    this.sql = sql;
+  }
 
   /** Marks the transaction as the import: the only writer allowed to store bcrypt hashes. */
   async begin(): Promise<void> {

@@ -2,7 +2,7 @@
  * Sign-in attempts per email (table login_attempts), shared by every API process:
  * the per-account limit on password guesses. See sql/schema/12-login-attempts.sql.
  */
-import type { Database } from '../db/database.js';
+import type { Database } from '../db/database.ts';
 
 export interface LoginLimit {
   /** Attempts allowed per window; the next one locks the email. */
@@ -18,7 +18,11 @@ export interface AttemptVerdict {
 }
 
 export class LoginAttemptRepository {
-  constructor(private readonly db: Database) {}
+  private readonly db: Database;
+
+  constructor(db: Database) {
+    this.db = db;
+  }
 
   /**
    * Counts an attempt for `email`, in one statement (the row lock of the upsert

@@ -3,10 +3,14 @@
  * statement per hit, an upsert that starts a new fixed window when the last one has
  * ended, else counts the hit, and returns the count and the time left.
  */
-import type { Database } from '../db/database.js';
+import type { Database } from '../db/database.ts';
 
 export class RateLimitRepository {
-  constructor(private readonly db: Database) {}
+  private readonly db: Database;
+
+  constructor(db: Database) {
+    this.db = db;
+  }
 
   /** Counts a hit on `key` in a window of `windowMs`; the hits so far and the ms left. */
   async hit(key: string, windowMs: number): Promise<{ current: number; ttl: number }> {

@@ -1,5 +1,5 @@
 /** Row helpers shared by the repositories: page rows, json_agg rows, LIKE terms. */
-import type { Script } from '../domain/script.js';
+import type { Script } from '../domain/script.ts';
 
 type Nullable<T> = { [K in keyof T]: T[K] | null };
 

@@ -10,9 +10,9 @@
  * deadlock), and the statement runs after the locks: its snapshot counts every run
  * committed before, so the cap holds under any concurrency.
  */
-import type { Fragment } from '../db/client.js';
-import type { Database } from '../db/database.js';
-import { statusesLeadingTo } from '../domain/script.js';
+import type { Fragment } from '../db/client.ts';
+import type { Database } from '../db/database.ts';
+import { statusesLeadingTo } from '../domain/script.ts';
 
 /**
  * The CTEs `live`, `eligible`, `allowed`, `changed` and `inserted` of a queueing

@@ -4,10 +4,10 @@
  * RunRepository exposes these.
  */
 import { Type } from '@sinclair/typebox';
-import type { Database } from '../db/database.js';
-import type { RunStatus, RunTrigger } from '../domain/enums.js';
-import { type CursorPage, cursorPage, decodeCursor } from '../domain/paging.js';
-import { RUN_COLUMNS, type Run } from '../domain/run.js';
+import type { Database } from '../db/database.ts';
+import type { RunStatus, RunTrigger } from '../domain/enums.ts';
+import { type CursorPage, cursorPage, decodeCursor } from '../domain/paging.ts';
+import { RUN_COLUMNS, type Run } from '../domain/run.ts';
 
 export interface RunFilters {
   /** Only this user's runs; undefined: everyone's (admin). */

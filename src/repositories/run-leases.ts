@@ -6,15 +6,15 @@
  * updates the script's latest-run summary in the same statement (run-summary.ts).
  * Repositories exposes it as `leases`.
  */
-import type { Fragment } from '../db/client.js';
-import type { Database } from '../db/database.js';
-import type { RunStatus } from '../domain/enums.js';
-import { InvalidStateError, NotFoundError } from '../domain/errors.js';
-import { type Run, runStatusesLeadingTo } from '../domain/run.js';
-import { assertExecutionMetrics, type ScriptExtension } from '../domain/script.js';
-import { pgText } from '../domain/text.js';
-import { type PendingChunk, storePending } from './run-output.js';
-import { logBytes, RUN_RETURNING, summaryFrom } from './run-summary.js';
+import type { Fragment } from '../db/client.ts';
+import type { Database } from '../db/database.ts';
+import type { RunStatus } from '../domain/enums.ts';
+import { InvalidStateError, NotFoundError } from '../domain/errors.ts';
+import { type Run, runStatusesLeadingTo } from '../domain/run.ts';
+import { assertExecutionMetrics, type ScriptExtension } from '../domain/script.ts';
+import { pgText } from '../domain/text.ts';
+import { type PendingChunk, storePending } from './run-output.ts';
+import { logBytes, RUN_RETURNING, summaryFrom } from './run-summary.ts';
 
 /** What a finished run measured. */
 export interface RunResult {
@@ -54,7 +54,11 @@ export function runMetrics(sql: Database['sql'], result: RunResult): Fragment {
 type TransitionRow = { previous_status: RunStatus } & { [K in keyof Run]: Run[K] | null };
 
 export class RunLeaseRepository {
-  constructor(private readonly db: Database) {}
+  private readonly db: Database;
+
+  constructor(db: Database) {
+    this.db = db;
+  }
 
   /**
    * Claims up to `limit` queued runs for an executor, in one statement. Fair between

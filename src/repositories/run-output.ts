@@ -8,11 +8,11 @@
  * goes through `pgText`: a script printing NUL bytes must not make its output,
  * or the message that ends its run, impossible to store.
  */
-import type { Fragment } from '../db/client.js';
-import type { Database } from '../db/database.js';
-import type { RunStatus, ScriptStatus } from '../domain/enums.js';
-import { NotFoundError } from '../domain/errors.js';
-import { pgText } from '../domain/text.js';
+import type { Fragment } from '../db/client.ts';
+import type { Database } from '../db/database.ts';
+import type { RunStatus, ScriptStatus } from '../domain/enums.ts';
+import { NotFoundError } from '../domain/errors.ts';
+import { pgText } from '../domain/text.ts';
 
 /** A batch of output and its place in the run's output. */
 export interface PendingChunk {
@@ -71,7 +71,11 @@ export async function storePending(
 }
 
 export class RunOutputRepository {
-  constructor(private readonly db: Database) {}
+  private readonly db: Database;
+
+  constructor(db: Database) {
+    this.db = db;
+  }
 
   /**
    * Appends batch `seq` of a run this executor still holds. FOR SHARE makes a concurrent

@@ -22,18 +22,18 @@
  * - `list(filters, cursor, limit)`: newest first, keyset; `readLogs`, `readScriptLogs`,
  *   `followLogs`: a run's output; `purgeExpired`: retention (run-history.ts).
  */
-import type { Database } from '../db/database.js';
-import type { RunTrigger, ScriptStatus } from '../domain/enums.js';
-import { InvalidStateError, NotFoundError, TooManyRunningError } from '../domain/errors.js';
-import type { CursorPage } from '../domain/paging.js';
-import { RUN_COLUMNS, type Run } from '../domain/run.js';
-import { ACTIVE_STATUSES, SCRIPT_COLUMNS, type Script } from '../domain/script.js';
-import { queueRunsCtes, queueScheduledRuns, type ScheduledRunRequest } from './run-batch.js';
-import { listRuns, type PurgePosition, purgeExpiredRuns, type RunFilters } from './run-history.js';
-import { runOf, type TransitionRow } from './run-leases.js';
-import { logBytes, RUN_RETURNING, summaryFrom } from './run-summary.js';
+import type { Database } from '../db/database.ts';
+import type { RunTrigger, ScriptStatus } from '../domain/enums.ts';
+import { InvalidStateError, NotFoundError, TooManyRunningError } from '../domain/errors.ts';
+import type { CursorPage } from '../domain/paging.ts';
+import { RUN_COLUMNS, type Run } from '../domain/run.ts';
+import { ACTIVE_STATUSES, SCRIPT_COLUMNS, type Script } from '../domain/script.ts';
+import { queueRunsCtes, queueScheduledRuns, type ScheduledRunRequest } from './run-batch.ts';
+import { listRuns, type PurgePosition, purgeExpiredRuns, type RunFilters } from './run-history.ts';
+import { runOf, type TransitionRow } from './run-leases.ts';
+import { logBytes, RUN_RETURNING, summaryFrom } from './run-summary.ts';
 
-export type { RunFilters } from './run-history.js';
+export type { RunFilters } from './run-history.ts';
 
 export interface QueueOptions {
   /** Only this user's script (someone else's is not found). */
@@ -57,7 +57,11 @@ export type QueueResult =
 type QueueRow = { previous_status: ScriptStatus; live_count: number } & { [K in keyof Run]: Run[K] | null };
 
 export class RunRepository {
-  constructor(private readonly db: Database) {}
+  private readonly db: Database;
+
+  constructor(db: Database) {
+    this.db = db;
+  }
 
   /** Queues a run, or says why not (see the module comment). */
   async tryQueue(scriptId: number, options: QueueOptions): Promise<QueueResult> {

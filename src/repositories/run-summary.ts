@@ -5,11 +5,11 @@
  * UPDATE as a CTE over the run rows it changed, so the run and its script's summary
  * are written by one statement, never read and then written.
  */
-import type { Fragment } from '../db/client.js';
-import type { Database } from '../db/database.js';
-import type { RunStatus } from '../domain/enums.js';
-import { RUN_COLUMNS } from '../domain/run.js';
-import { statusesLeadingTo } from '../domain/script.js';
+import type { Fragment } from '../db/client.ts';
+import type { Database } from '../db/database.ts';
+import type { RunStatus } from '../domain/enums.ts';
+import { RUN_COLUMNS } from '../domain/run.ts';
+import { statusesLeadingTo } from '../domain/script.ts';
 
 /** What a run-changing CTE returns: the API's columns of the run. */
 export const RUN_RETURNING = RUN_COLUMNS.map((c) => `r.${c}`);

@@ -11,10 +11,10 @@
  * an occurrence is handled once.
  */
 import { Type } from '@sinclair/typebox';
-import type { Database } from '../db/database.js';
-import { ConflictError, NotFoundError } from '../domain/errors.js';
-import { type CursorPage, cursorPage, decodeCursor } from '../domain/paging.js';
-import { MAX_SCHEDULES_PER_SCRIPT, SCHEDULE_COLUMNS, type Schedule } from '../domain/schedule.js';
+import type { Database } from '../db/database.ts';
+import { ConflictError, NotFoundError } from '../domain/errors.ts';
+import { type CursorPage, cursorPage, decodeCursor } from '../domain/paging.ts';
+import { MAX_SCHEDULES_PER_SCRIPT, SCHEDULE_COLUMNS, type Schedule } from '../domain/schedule.ts';
 
 export interface NewSchedule {
   script_id: number;
@@ -57,7 +57,11 @@ export interface ScheduleFilters {
 const ScheduleCursor = Type.Tuple([Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })]);
 
 export class ScheduleRepository {
-  constructor(private readonly db: Database) {}
+  private readonly db: Database;
+
+  constructor(db: Database) {
+    this.db = db;
+  }
 
   private get sql() {
     return this.db.sql;

@@ -4,10 +4,10 @@
  * scripts: someone else's script is simply not found.
  */
 import { Type } from '@sinclair/typebox';
-import type { Fragment } from '../db/client.js';
-import type { Database } from '../db/database.js';
-import { SCRIPT_STATUSES, type ScriptStatus } from '../domain/enums.js';
-import { InvalidStateError, NotFoundError, ScriptQuotaError, StorageQuotaError } from '../domain/errors.js';
+import type { Fragment } from '../db/client.ts';
+import type { Database } from '../db/database.ts';
+import { SCRIPT_STATUSES, type ScriptStatus } from '../domain/enums.ts';
+import { InvalidStateError, NotFoundError, ScriptQuotaError, StorageQuotaError } from '../domain/errors.ts';
 import {
   type CursorPage,
   cursorPage,
@@ -17,7 +17,7 @@ import {
   type OffsetQuery,
   offsetOf,
   offsetPage,
-} from '../domain/paging.js';
+} from '../domain/paging.ts';
 import {
   ACTIVE_STATUSES,
   SCRIPT_COLUMNS,
@@ -25,8 +25,8 @@ import {
   type Script,
   type ScriptExtension,
   type ScriptSort,
-} from '../domain/script.js';
-import { rowsOf } from './rows.js';
+} from '../domain/script.ts';
+import { rowsOf } from './rows.ts';
 
 export interface NewScript {
   user_id: number;
@@ -64,7 +64,11 @@ const ScriptCursor = Type.Tuple([
 ]);
 
 export class ScriptRepository {
-  constructor(private readonly db: Database) {}
+  private readonly db: Database;
+
+  constructor(db: Database) {
+    this.db = db;
+  }
 
   private get sql() {
     return this.db.sql;

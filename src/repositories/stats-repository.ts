@@ -3,9 +3,9 @@
  * aggregates run in PostgreSQL, never over rows fetched into the app. These are
  * read-only and may be served by a read replica (DATABASE_READ_URL).
  */
-import type { Database } from '../db/database.js';
-import type { AuthProvider, ScriptStatus } from '../domain/enums.js';
-import { type OffsetPage, type OffsetQuery, offsetOf, offsetPage } from '../domain/paging.js';
+import type { Database } from '../db/database.ts';
+import type { AuthProvider, ScriptStatus } from '../domain/enums.ts';
+import { type OffsetPage, type OffsetQuery, offsetOf, offsetPage } from '../domain/paging.ts';
 
 export interface ScriptStats {
   total_scripts: number;
@@ -53,7 +53,11 @@ export interface UserScriptCount {
 }
 
 export class StatsRepository {
-  constructor(private readonly db: Database) {}
+  private readonly db: Database;
+
+  constructor(db: Database) {
+    this.db = db;
+  }
 
   /**
    * Counts by status (every status, zeros included), size, average run time, recent uploads.

@@ -1,6 +1,6 @@
 /** What readiness and metrics ask the database about itself. */
-import type { Database } from '../db/database.js';
-import { MIGRATIONS_TABLE } from '../db/migrate.js';
+import type { Database } from '../db/database.ts';
+import { MIGRATIONS_TABLE } from '../db/migrate.ts';
 
 export interface DatabaseStatus {
   server_version: string;
@@ -11,7 +11,11 @@ export interface DatabaseStatus {
 }
 
 export class SystemRepository {
-  constructor(private readonly db: Database) {}
+  private readonly db: Database;
+
+  constructor(db: Database) {
+    this.db = db;
+  }
 
   /** One round trip: version, migration history and this process's connections. */
   async status(): Promise<DatabaseStatus> {

@@ -2,8 +2,8 @@
  * Bearer tokens, by the SHA-256 the server keeps of each (src/services/tokens.ts).
  * A token is valid while it is neither revoked nor expired and its user is active.
  */
-import type { Database } from '../db/database.js';
-import type { UserRole } from '../domain/enums.js';
+import type { Database } from '../db/database.ts';
+import type { UserRole } from '../domain/enums.ts';
 
 export interface TokenIdentity {
   user_id: number;
@@ -12,7 +12,11 @@ export interface TokenIdentity {
 }
 
 export class TokenRepository {
-  constructor(private readonly db: Database) {}
+  private readonly db: Database;
+
+  constructor(db: Database) {
+    this.db = db;
+  }
 
   async create(userId: number, hash: Buffer, expiresAt: Date): Promise<{ id: number; expires_at: Date }> {
     const sql = this.db.sql;

@@ -4,10 +4,10 @@
  * and IBKR tokens are read by the dedicated methods that need them.
  */
 import { Type } from '@sinclair/typebox';
-import type { Fragment } from '../db/client.js';
-import type { Database } from '../db/database.js';
-import type { AuthProvider, UserRole } from '../domain/enums.js';
-import { NotFoundError } from '../domain/errors.js';
+import type { Fragment } from '../db/client.ts';
+import type { Database } from '../db/database.ts';
+import type { AuthProvider, UserRole } from '../domain/enums.ts';
+import { NotFoundError } from '../domain/errors.ts';
 import {
   type CursorPage,
   cursorPage,
@@ -16,10 +16,10 @@ import {
   type OffsetQuery,
   offsetOf,
   offsetPage,
-} from '../domain/paging.js';
-import { SCRIPT_COLUMNS, type Script } from '../domain/script.js';
-import { assertValid, normalizeEmail, USER_COLUMNS, type User, usernameProblem } from '../domain/user.js';
-import { likeContains, type PageRow, rowsOf, scriptFromJson } from './rows.js';
+} from '../domain/paging.ts';
+import { SCRIPT_COLUMNS, type Script } from '../domain/script.ts';
+import { assertValid, normalizeEmail, USER_COLUMNS, type User, usernameProblem } from '../domain/user.ts';
+import { likeContains, type PageRow, rowsOf, scriptFromJson } from './rows.ts';
 
 export interface NewUser {
   email: string;
@@ -66,7 +66,11 @@ export type UserWithScripts = User & {
 const UserCursor = Type.Tuple([Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })]);
 
 export class UserRepository {
-  constructor(private readonly db: Database) {}
+  private readonly db: Database;
+
+  constructor(db: Database) {
+    this.db = db;
+  }
 
   private get sql() {
     return this.db.sql;

@@ -8,7 +8,7 @@
  *   skipped and counted;
  * - the schedule then waits for the first occurrence after `now`.
  */
-import type { CronRule } from '../domain/schedule.js';
+import type { CronRule } from '../domain/schedule.ts';
 
 /**
  * How many missed occurrences older than the window are counted one by one (croner

@@ -21,15 +21,15 @@
  * move it and call tick() instead of waiting.
  */
 import type { Logger } from 'pino';
-import type { Sql } from '../db/client.js';
-import { isRetryable } from '../db/map-error.js';
-import { Notifications } from '../db/notifications.js';
-import { DatabaseUnavailableError, DomainError } from '../domain/errors.js';
-import { CronRule } from '../domain/schedule.js';
-import type { Repositories } from '../repositories/index.js';
-import type { DueSchedule, ScheduleOutcome } from '../repositories/schedule-repository.js';
-import { type Clock, systemClock } from '../services/schedule-service.js';
-import { type FiringPlan, planFiring } from './plan.js';
+import type { Sql } from '../db/client.ts';
+import { isRetryable } from '../db/map-error.ts';
+import { Notifications } from '../db/notifications.ts';
+import { DatabaseUnavailableError, DomainError } from '../domain/errors.ts';
+import { CronRule } from '../domain/schedule.ts';
+import type { Repositories } from '../repositories/index.ts';
+import type { DueSchedule, ScheduleOutcome } from '../repositories/schedule-repository.ts';
+import { type Clock, systemClock } from '../services/schedule-service.ts';
+import { type FiringPlan, planFiring } from './plan.ts';
 
 /**
  * Queues the runs of due occurrences inside the scheduler's transaction and returns
@@ -88,7 +88,10 @@ export class Scheduler {
   private poked = false;
   private unlisten: (() => Promise<void>) | undefined;
 
-  constructor(private readonly options: SchedulerOptions) {
+  private readonly options: SchedulerOptions;
+
+  constructor(options: SchedulerOptions) {
+    this.options = options;
     this.clock = options.clock ?? systemClock;
     this.queueRun = options.queueRun ?? queueScheduledRuns;
     this.batchSize = options.batchSize ?? 100;

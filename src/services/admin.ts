@@ -5,10 +5,10 @@
  * not turn that stranger's session into an admin one. So a promotion sets the
  * operator's password and revokes every token of the account, in one transaction.
  */
-import { ConflictError } from '../domain/errors.js';
-import { assertValid, normalizeEmail, passwordProblem, usernameProblem } from '../domain/user.js';
-import type { Repositories } from '../repositories/index.js';
-import { hashPassword } from './passwords.js';
+import { ConflictError } from '../domain/errors.ts';
+import { assertValid, normalizeEmail, passwordProblem, usernameProblem } from '../domain/user.ts';
+import type { Repositories } from '../repositories/index.ts';
+import { hashPassword } from './passwords.ts';
 
 export interface CreateAdminInput {
   email: string;

@@ -17,7 +17,7 @@
  * `generation()` before its query and hands it to `set`, which stores nothing when
  * anything that could concern the entry was evicted since.
  */
-import type { UserRole } from '../domain/enums.js';
+import type { UserRole } from '../domain/enums.ts';
 
 export interface AuthIdentity {
   user_id: number;
@@ -48,11 +48,15 @@ export class AuthCache {
   private readonly userEvicted = new Map<number, CacheGeneration>();
   private readonly keyEvicted = new Map<string, CacheGeneration>();
 
-  constructor(
-    private readonly ttlMs: number,
-    private readonly maxEntries = 10_000,
-    private readonly now: () => number = Date.now,
-  ) {}
+  private readonly ttlMs: number;
+  private readonly maxEntries: number;
+  private readonly now: () => number;
+
+  constructor(ttlMs: number, maxEntries = 10_000, now: () => number = Date.now) {
+    this.ttlMs = ttlMs;
+    this.maxEntries = maxEntries;
+    this.now = now;
+  }
 
   get enabled(): boolean {
     return this.ttlMs > 0;

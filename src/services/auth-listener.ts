@@ -5,9 +5,9 @@
  * since notifications sent while it was away are lost.
  */
 import type { Logger } from 'pino';
-import type { Sql } from '../db/client.js';
-import { Notifications, type Subscription } from '../db/notifications.js';
-import type { AuthCache } from './auth-cache.js';
+import type { Sql } from '../db/client.ts';
+import { Notifications, type Subscription } from '../db/notifications.ts';
+import type { AuthCache } from './auth-cache.ts';
 
 export async function listenForAuthChanges(sql: Sql, cache: AuthCache, log: Logger): Promise<Subscription> {
   return new Notifications(sql).onAuthChanged(

@@ -10,14 +10,14 @@ import {
   TooManyLoginAttemptsError,
   UnauthenticatedError,
   ValidationError,
-} from '../domain/errors.js';
-import { assertValid, normalizeEmail, passwordProblem, type User, usernameProblem } from '../domain/user.js';
-import type { Repositories } from '../repositories/index.js';
-import type { LoginLimit } from '../repositories/login-attempt-repository.js';
-import type { AuthCache, AuthIdentity } from './auth-cache.js';
-import { type GoogleIdentity, InvalidIdTokenError } from './google-id-token.js';
-import { hashPassword, isLegacyHash, verifyPassword } from './passwords.js';
-import { newToken, tokenHash } from './tokens.js';
+} from '../domain/errors.ts';
+import { assertValid, normalizeEmail, passwordProblem, type User, usernameProblem } from '../domain/user.ts';
+import type { Repositories } from '../repositories/index.ts';
+import type { LoginLimit } from '../repositories/login-attempt-repository.ts';
+import type { AuthCache, AuthIdentity } from './auth-cache.ts';
+import { type GoogleIdentity, InvalidIdTokenError } from './google-id-token.ts';
+import { hashPassword, isLegacyHash, verifyPassword } from './passwords.ts';
+import { newToken, tokenHash } from './tokens.ts';
 
 export interface Session {
   user: User;
@@ -45,13 +45,18 @@ export function scopeOf(principal: Pick<Principal, 'role' | 'user_id'>): number 
 }
 
 export class AuthService {
-  constructor(
-    private readonly repos: Repositories,
-    private readonly cache: AuthCache,
-    private readonly tokenTtlMs: number,
-    /** Sign-in attempts per email (every process shares the count); unlimited when absent. */
-    private readonly loginLimit?: LoginLimit,
-  ) {}
+  private readonly repos: Repositories;
+  private readonly cache: AuthCache;
+  private readonly tokenTtlMs: number;
+  /** Sign-in attempts per email (every process shares the count); unlimited when absent. */
+  private readonly loginLimit?: LoginLimit;
+
+  constructor(repos: Repositories, cache: AuthCache, tokenTtlMs: number, loginLimit?: LoginLimit) {
+    this.repos = repos;
+    this.cache = cache;
+    this.tokenTtlMs = tokenTtlMs;
+    this.loginLimit = loginLimit;
+  }
 
   /** Creates an email account and signs it in. EMAIL_TAKEN when the email is registered. */
   async register(input: { email: string; username: string; password: string }): Promise<Session> {

@@ -19,7 +19,7 @@ import {
   type JWTVerifyGetKey,
   jwtVerify,
 } from 'jose';
-import { UnauthenticatedError, UpstreamUnavailableError } from '../domain/errors.js';
+import { UnauthenticatedError, UpstreamUnavailableError } from '../domain/errors.ts';
 
 export const GOOGLE_ISSUERS = ['https://accounts.google.com', 'accounts.google.com'];
 /** A real Google ID token is about 1 KiB; anything far longer is refused unread. */
@@ -79,7 +79,10 @@ export class GoogleIdTokenVerifier {
   /** When the key set in hand goes stale (Cache-Control); 0 before the first fetch. */
   private keysExpireAt = 0;
 
-  constructor(readonly options: GoogleVerifierOptions) {
+  readonly options: GoogleVerifierOptions;
+
+  constructor(options: GoogleVerifierOptions) {
+    this.options = options;
     this.remote = createRemoteJWKSet(new URL(options.jwksUrl), {
       timeoutDuration: options.timeoutMs,
       cooldownDuration: options.cooldownMs,

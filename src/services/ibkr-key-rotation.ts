@@ -7,10 +7,10 @@
  * is left as it is and reported (its user id), never overwritten.
  */
 
-import type { StoredIbkrTokens } from '../repositories/ibkr-link-repository.js';
-import type { Repositories } from '../repositories/index.js';
-import type { SecretBox } from './secret-box.js';
-import { ibkrContext } from './user-service.js';
+import type { StoredIbkrTokens } from '../repositories/ibkr-link-repository.ts';
+import type { Repositories } from '../repositories/index.ts';
+import type { SecretBox } from './secret-box.ts';
+import { ibkrContext } from './user-service.ts';
 
 export interface RotationReport {
   kid: string;

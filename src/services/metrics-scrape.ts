@@ -6,8 +6,8 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
-import type { Metrics } from '../metrics.js';
-import type { Repositories } from '../repositories/index.js';
+import type { Metrics } from '../metrics.ts';
+import type { Repositories } from '../repositories/index.ts';
 
 export async function scrape(
   metrics: Metrics,

@@ -5,14 +5,14 @@
  * is one statement of RunRepository, which also keeps the script's summary.
  */
 
-import type { RunStatus, RunTrigger } from '../domain/enums.js';
-import { ForbiddenError, ValidationError } from '../domain/errors.js';
-import { type CursorPage, PER_PAGE_DEFAULT } from '../domain/paging.js';
-import type { Run } from '../domain/run.js';
-import type { Script } from '../domain/script.js';
-import type { Repositories } from '../repositories/index.js';
-import type { LogState } from '../repositories/run-output.js';
-import { type Principal, scopeOf } from './auth-service.js';
+import type { RunStatus, RunTrigger } from '../domain/enums.ts';
+import { ForbiddenError, ValidationError } from '../domain/errors.ts';
+import { type CursorPage, PER_PAGE_DEFAULT } from '../domain/paging.ts';
+import type { Run } from '../domain/run.ts';
+import type { Script } from '../domain/script.ts';
+import type { Repositories } from '../repositories/index.ts';
+import type { LogState } from '../repositories/run-output.ts';
+import { type Principal, scopeOf } from './auth-service.ts';
 
 export interface RunListQuery {
   script_id?: number;
@@ -37,10 +37,13 @@ export interface LogFollow {
 }
 
 export class RunService {
-  constructor(
-    private readonly repos: Repositories,
-    private readonly maxActive: number,
-  ) {}
+  private readonly repos: Repositories;
+  private readonly maxActive: number;
+
+  constructor(repos: Repositories, maxActive: number) {
+    this.repos = repos;
+    this.maxActive = maxActive;
+  }
 
   /** POST /scripts/{id}/execute: a queued run (409 while one is live, 429 past the per-user cap). */
   execute(principal: Principal, scriptId: number): Promise<Run> {

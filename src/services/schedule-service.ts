@@ -4,11 +4,11 @@
  * the due time, computed here from the rule and stored. Firing is the scheduler's
  * (src/scheduler/).
  */
-import { ForbiddenError } from '../domain/errors.js';
-import type { CursorPage } from '../domain/paging.js';
-import { CronRule, checkTimezone, normalizeCron, type Schedule } from '../domain/schedule.js';
-import type { Repositories } from '../repositories/index.js';
-import type { Principal } from './auth-service.js';
+import { ForbiddenError } from '../domain/errors.ts';
+import type { CursorPage } from '../domain/paging.ts';
+import { CronRule, checkTimezone, normalizeCron, type Schedule } from '../domain/schedule.ts';
+import type { Repositories } from '../repositories/index.ts';
+import type { Principal } from './auth-service.ts';
 
 /** Where "now" comes from: the wall clock, or a test's. */
 export type Clock = () => Date;
@@ -37,10 +37,13 @@ export interface ScheduleListQuery {
 const PER_PAGE_DEFAULT = 20;
 
 export class ScheduleService {
-  constructor(
-    private readonly repos: Repositories,
-    private readonly clock: Clock = systemClock,
-  ) {}
+  private readonly repos: Repositories;
+  private readonly clock: Clock;
+
+  constructor(repos: Repositories, clock: Clock = systemClock) {
+    this.repos = repos;
+    this.clock = clock;
+  }
 
   /** `ownerId` undefined: an admin, who may schedule anyone's script (the schedule is the script owner's). */
   async create(scriptId: number, request: NewScheduleRequest, ownerId?: number): Promise<Schedule> {

@@ -8,13 +8,13 @@ import {
   PayloadTooLargeError,
   UnsupportedFileTypeError,
   ValidationError,
-} from '../domain/errors.js';
-import { fetchPage, type Page, type PageRequest } from '../domain/paging.js';
-import { type Script, type ScriptSort, sanitizeFilename, scriptExtension } from '../domain/script.js';
-import type { Repositories } from '../repositories/index.js';
-import type { ScriptFilters, ScriptWithUser } from '../repositories/script-repository.js';
-import type { Storage } from '../storage/storage.js';
-import { type Principal, scopeOf } from './auth-service.js';
+} from '../domain/errors.ts';
+import { fetchPage, type Page, type PageRequest } from '../domain/paging.ts';
+import { type Script, type ScriptSort, sanitizeFilename, scriptExtension } from '../domain/script.ts';
+import type { Repositories } from '../repositories/index.ts';
+import type { ScriptFilters, ScriptWithUser } from '../repositories/script-repository.ts';
+import type { Storage } from '../storage/storage.ts';
+import { type Principal, scopeOf } from './auth-service.ts';
 
 /** GET /scripts: filters, whose scripts, order, and the page. */
 export interface ScriptListQuery extends Omit<ScriptFilters, 'user_id'>, PageRequest {
@@ -47,12 +47,16 @@ export interface UploadLimits {
 export class ScriptService {
   private readonly maxUploadBytes: number;
 
-  constructor(
-    private readonly repos: Repositories,
-    private readonly storage: Storage,
-    private readonly limits: UploadLimits,
-    private readonly log: Logger,
-  ) {
+  private readonly repos: Repositories;
+  private readonly storage: Storage;
+  private readonly limits: UploadLimits;
+  private readonly log: Logger;
+
+  constructor(repos: Repositories, storage: Storage, limits: UploadLimits, log: Logger) {
+    this.repos = repos;
+    this.storage = storage;
+    this.limits = limits;
+    this.log = log;
     this.maxUploadBytes = limits.maxUploadBytes;
   }
 

@@ -10,8 +10,8 @@ import { randomBytes } from 'node:crypto';
 import { link, mkdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import type { Config } from '../config.js';
-import { fingerprint, type KeyringEntry, parseKeyring, SecretBox } from './secret-box.js';
+import type { Config } from '../config.ts';
+import { fingerprint, type KeyringEntry, parseKeyring, SecretBox } from './secret-box.ts';
 
 type KeyConfig = Pick<
   Config,

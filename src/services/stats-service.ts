@@ -2,8 +2,8 @@
  * Admin statistics (GET /stats/*). Each is one read of the striped counters or one
  * bounded query (stats-repository.ts), served by the read replica when there is one.
  */
-import { type OffsetPage, type PageRequest, PER_PAGE_DEFAULT } from '../domain/paging.js';
-import type { Repositories } from '../repositories/index.js';
+import { type OffsetPage, type PageRequest, PER_PAGE_DEFAULT } from '../domain/paging.ts';
+import type { Repositories } from '../repositories/index.ts';
 import type {
   PerformanceStats,
   ProviderStats,
@@ -11,13 +11,17 @@ import type {
   StatusStats,
   UserScriptCount,
   UserStats,
-} from '../repositories/stats-repository.js';
+} from '../repositories/stats-repository.ts';
 
 /** GET /stats/users/top without `limit`. */
 export const TOP_USERS_DEFAULT = 10;
 
 export class StatsService {
-  constructor(private readonly repos: Repositories) {}
+  private readonly repos: Repositories;
+
+  constructor(repos: Repositories) {
+    this.repos = repos;
+  }
 
   scripts(): Promise<ScriptStats> {
     return this.repos.stats.scriptStats();

@@ -1,15 +1,18 @@
 /** What the health and metrics routes ask of the system: the database's status, a metrics scrape. */
 import type { FastifyBaseLogger } from 'fastify';
-import type { Metrics } from '../metrics.js';
-import type { Repositories } from '../repositories/index.js';
-import type { DatabaseStatus } from '../repositories/system-repository.js';
-import { scrape } from './metrics-scrape.js';
+import type { Metrics } from '../metrics.ts';
+import type { Repositories } from '../repositories/index.ts';
+import type { DatabaseStatus } from '../repositories/system-repository.ts';
+import { scrape } from './metrics-scrape.ts';
 
 export class SystemService {
-  constructor(
-    private readonly repos: Repositories,
-    private readonly metrics: Metrics,
-  ) {}
+  private readonly repos: Repositories;
+  private readonly metrics: Metrics;
+
+  constructor(repos: Repositories, metrics: Metrics) {
+    this.repos = repos;
+    this.metrics = metrics;
+  }
 
   /** One round trip: server version, applied migrations, this process's connections. */
   databaseStatus(): Promise<DatabaseStatus> {

@@ -1,13 +1,13 @@
 /** Changes to users that involve more than one repository call or outside effects. */
 
-import type { UserRole } from '../domain/enums.js';
-import { NotFoundError } from '../domain/errors.js';
-import { fetchPage, type Page, type PageRequest } from '../domain/paging.js';
-import { assertValid, type User, usernameProblem } from '../domain/user.js';
-import type { Repositories } from '../repositories/index.js';
-import type { UserFilters, UserWithScripts } from '../repositories/user-repository.js';
-import type { AuthService, Principal } from './auth-service.js';
-import type { SecretBox } from './secret-box.js';
+import type { UserRole } from '../domain/enums.ts';
+import { NotFoundError } from '../domain/errors.ts';
+import { fetchPage, type Page, type PageRequest } from '../domain/paging.ts';
+import { assertValid, type User, usernameProblem } from '../domain/user.ts';
+import type { Repositories } from '../repositories/index.ts';
+import type { UserFilters, UserWithScripts } from '../repositories/user-repository.ts';
+import type { AuthService, Principal } from './auth-service.ts';
+import type { SecretBox } from './secret-box.ts';
 
 /** `GET /users/{id}?include=scripts` embeds at most this many scripts, the newest. */
 export const EMBEDDED_SCRIPTS_MAX = 100;
@@ -20,11 +20,15 @@ export interface IbkrLinkInput {
 }
 
 export class UserService {
-  constructor(
-    private readonly repos: Repositories,
-    private readonly auth: AuthService,
-    private readonly secrets: SecretBox,
-  ) {}
+  private readonly repos: Repositories;
+  private readonly auth: AuthService;
+  private readonly secrets: SecretBox;
+
+  constructor(repos: Repositories, auth: AuthService, secrets: SecretBox) {
+    this.repos = repos;
+    this.auth = auth;
+    this.secrets = secrets;
+  }
 
   /** Admin listing: an offset or keyset page, as the request asks. */
   list(filters: UserFilters, request: PageRequest): Promise<Page<User>> {

@@ -17,7 +17,7 @@
 import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { Database } from '../db/database.js';
+import type { Database } from '../db/database.ts';
 
 export interface MoveReport {
   moved: number;

@@ -9,8 +9,8 @@
  */
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
-import type { Database } from '../db/database.js';
-import type { OpenedContent, ScriptRef, Storage } from './storage.js';
+import type { Database } from '../db/database.ts';
+import type { OpenedContent, ScriptRef, Storage } from './storage.ts';
 
 /** 1 MiB: one round trip for a typical script, ten for the largest (MAX_UPLOAD_BYTES). */
 export const SLICE_BYTES = 1024 * 1024;
@@ -20,11 +20,14 @@ export class ContentDeletedError extends Error {
 }
 
 export class PgStorage implements Storage {
-  constructor(
-    /** The primary: an upload is read right after it is written. */
-    private readonly db: Database,
-    private readonly sliceBytes = SLICE_BYTES,
-  ) {}
+  /** The primary: an upload is read right after it is written. */
+  private readonly db: Database;
+  private readonly sliceBytes: number;
+
+  constructor(db: Database, sliceBytes = SLICE_BYTES) {
+    this.db = db;
+    this.sliceBytes = sliceBytes;
+  }
 
   /**
    * One COPY in binary format: the bytes go to the server as they are, not as the

@@ -12,7 +12,7 @@
  * row's delete commits.
  */
 import type { Readable } from 'node:stream';
-import type { Database } from '../db/database.js';
+import type { Database } from '../db/database.ts';
 
 export interface ScriptRef {
   script_id: number;

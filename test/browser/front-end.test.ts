@@ -18,7 +18,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t, { type Test } from 'tap';
-import { executorFixture } from '../helpers/executor.js';
+import { executorFixture } from '../helpers/executor.ts';
 
 // Starting Chromium and running a script take a while on a busy machine.
 t.setTimeout(300_000);

@@ -2,8 +2,8 @@
 import { createHash } from 'node:crypto';
 import postgres from 'postgres';
 import t from 'tap';
-import { testDatabase } from '../helpers/db.js';
-import { makeUser } from '../helpers/fixtures.js';
+import { testDatabase } from '../helpers/db.ts';
+import { makeUser } from '../helpers/fixtures.ts';
 
 const hash = (s: string) => createHash('sha256').update(s).digest();
 

@@ -9,10 +9,10 @@
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
 import t, { type Test } from 'tap';
-import { SCRIPT_STATUSES, type ScriptStatus } from '../../src/domain/enums.js';
-import { canTransition } from '../../src/domain/script.js';
-import { testDatabase } from '../helpers/db.js';
-import { FAKE_HASH } from '../helpers/fixtures.js';
+import { SCRIPT_STATUSES, type ScriptStatus } from '../../src/domain/enums.ts';
+import { canTransition } from '../../src/domain/script.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { FAKE_HASH } from '../helpers/fixtures.ts';
 
 type Row = Record<string, unknown>;
 /** One attempt that must fail: what it is, how, and the SQLSTATE and constraint (or column, for 23502). */

@@ -1,22 +1,22 @@
 import { type AddressInfo, createServer, type Socket } from 'node:net';
 import postgres from 'postgres';
 import t from 'tap';
-import { createPool } from '../../src/db/client.js';
-import { Database } from '../../src/db/database.js';
-import { freePort } from '../../src/db/embedded.js';
-import { ConcurrentUpdateError } from '../../src/db/map-error.js';
+import { createPool } from '../../src/db/client.ts';
+import { Database } from '../../src/db/database.ts';
+import { freePort } from '../../src/db/embedded.ts';
+import { ConcurrentUpdateError } from '../../src/db/map-error.ts';
 import {
   ConflictError,
   DatabaseUnavailableError,
   InvalidStateError,
   NotFoundError,
   ValidationError,
-} from '../../src/domain/errors.js';
-import { Repositories } from '../../src/repositories/index.js';
-import { rejectsWith } from '../helpers/assert.js';
-import { testDatabase, testLogger } from '../helpers/db.js';
-import { makeScript, makeUser } from '../helpers/fixtures.js';
-import { captureLogger } from '../helpers/log-capture.js';
+} from '../../src/domain/errors.ts';
+import { Repositories } from '../../src/repositories/index.ts';
+import { rejectsWith } from '../helpers/assert.ts';
+import { testDatabase, testLogger } from '../helpers/db.ts';
+import { makeScript, makeUser } from '../helpers/fixtures.ts';
+import { captureLogger } from '../helpers/log-capture.ts';
 
 t.test('sessions run in UTC with the configured statement_timeout and application_name', async (t) => {
   const { db } = await testDatabase(t);

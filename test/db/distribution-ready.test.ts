@@ -6,7 +6,7 @@
  * that or be named below as global, with its reason in docs/scaling.md.
  */
 import t from 'tap';
-import { testDatabase } from '../helpers/db.js';
+import { testDatabase } from '../helpers/db.ts';
 
 /** The distribution root: distributed by its id, which every other table calls user_id. */
 const ROOT = 'users';

@@ -13,8 +13,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import postgres from 'postgres';
 import t from 'tap';
-import { EmbeddedPostgresError, startEmbeddedPostgres } from '../../src/db/embedded.js';
-import { packageBinaries, reachable } from '../../src/db/embedded-binaries.js';
+import { EmbeddedPostgresError, startEmbeddedPostgres } from '../../src/db/embedded.ts';
+import { packageBinaries, reachable } from '../../src/db/embedded-binaries.ts';
 
 const root = process.getuid?.() === 0;
 

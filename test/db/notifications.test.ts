@@ -4,9 +4,9 @@
  * subscription hears its trigger with the payload parsed.
  */
 import t from 'tap';
-import { CHANNELS, Notifications } from '../../src/db/notifications.js';
-import { testDatabase } from '../helpers/db.js';
-import { LEASE, makeScript, makeUser, queueRun } from '../helpers/fixtures.js';
+import { CHANNELS, Notifications } from '../../src/db/notifications.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { LEASE, makeScript, makeUser, queueRun } from '../helpers/fixtures.ts';
 
 t.test('the channels are exactly those the schema notifies on', async (t) => {
   const { sql } = await testDatabase(t);

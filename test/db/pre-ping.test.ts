@@ -8,11 +8,11 @@
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
 import t, { type Test } from 'tap';
-import { createPool, type Sql } from '../../src/db/client.js';
-import { Database } from '../../src/db/database.js';
-import { freePort } from '../../src/db/embedded.js';
-import { DatabaseUnavailableError } from '../../src/domain/errors.js';
-import { testDatabase, testLogger } from '../helpers/db.js';
+import { createPool, type Sql } from '../../src/db/client.ts';
+import { Database } from '../../src/db/database.ts';
+import { freePort } from '../../src/db/embedded.ts';
+import { DatabaseUnavailableError } from '../../src/domain/errors.ts';
+import { testDatabase, testLogger } from '../helpers/db.ts';
 
 const IDLE_MS = 200;
 const POOL_MAX = 3;

@@ -5,9 +5,9 @@
  */
 import postgres from 'postgres';
 import t from 'tap';
-import { Database } from '../../src/db/database.js';
-import { DatabaseUnavailableError } from '../../src/domain/errors.js';
-import { testDatabase, testLogger } from '../helpers/db.js';
+import { Database } from '../../src/db/database.ts';
+import { DatabaseUnavailableError } from '../../src/domain/errors.ts';
+import { testDatabase, testLogger } from '../helpers/db.ts';
 
 async function killConnections(url: string, applicationName: string): Promise<number> {
   const admin = postgres(url, { max: 1, onnotice: () => {} });

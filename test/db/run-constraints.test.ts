@@ -7,10 +7,10 @@
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
 import t, { type Test } from 'tap';
-import { RUN_STATUSES, type RunStatus } from '../../src/domain/enums.js';
-import { RUN_TRANSITIONS } from '../../src/domain/run.js';
-import { testDatabase } from '../helpers/db.js';
-import { FAKE_HASH } from '../helpers/fixtures.js';
+import { RUN_STATUSES, type RunStatus } from '../../src/domain/enums.ts';
+import { RUN_TRANSITIONS } from '../../src/domain/run.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { FAKE_HASH } from '../helpers/fixtures.ts';
 
 type Row = Record<string, unknown>;
 type Case = [label: string, attempt: () => Promise<unknown>, code: string, name: string | null];

@@ -7,9 +7,9 @@
  */
 import postgres from 'postgres';
 import t from 'tap';
-import { migrate, migrationNames } from '../../src/db/migrate.js';
-import { emptyDatabase } from '../helpers/db.js';
-import { FAKE_HASH } from '../helpers/fixtures.js';
+import { migrate, migrationNames } from '../../src/db/migrate.ts';
+import { emptyDatabase } from '../helpers/db.ts';
+import { FAKE_HASH } from '../helpers/fixtures.ts';
 
 const UPGRADE = /_script-runs-upgrade$/;
 const MANY = 12_001; // more than two batches of 5,000

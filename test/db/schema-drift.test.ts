@@ -5,9 +5,9 @@
  */
 import postgres from 'postgres';
 import t, { type Test } from 'tap';
-import { migrate, migrationNames } from '../../src/db/migrate.js';
-import { applySchemaFiles, type Catalog, diffCatalogs, type Kind, readCatalog } from '../helpers/catalog.js';
-import { emptyDatabase } from '../helpers/db.js';
+import { migrate, migrationNames } from '../../src/db/migrate.ts';
+import { applySchemaFiles, type Catalog, diffCatalogs, type Kind, readCatalog } from '../helpers/catalog.ts';
+import { emptyDatabase } from '../helpers/db.ts';
 
 async function withSql<T>(url: string, fn: (sql: postgres.Sql) => Promise<T>): Promise<T> {
   const sql = postgres(url, { max: 1, onnotice: () => {} });

@@ -9,8 +9,8 @@ import {
   RUN_TRIGGERS,
   SCRIPT_STATUSES,
   USER_ROLES,
-} from '../../src/domain/enums.js';
-import { testDatabase } from '../helpers/db.js';
+} from '../../src/domain/enums.ts';
+import { testDatabase } from '../helpers/db.ts';
 
 t.test('SQL enum labels equal the TypeScript lists', async (t) => {
   const { sql } = await testDatabase(t);

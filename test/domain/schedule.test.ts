@@ -4,9 +4,9 @@
  */
 import fc from 'fast-check';
 import t from 'tap';
-import { ValidationError } from '../../src/domain/errors.js';
-import { CronRule, checkTimezone, normalizeCron } from '../../src/domain/schedule.js';
-import { MISSED_COUNT_LIMIT, planFiring } from '../../src/scheduler/plan.js';
+import { ValidationError } from '../../src/domain/errors.ts';
+import { CronRule, checkTimezone, normalizeCron } from '../../src/domain/schedule.ts';
+import { MISSED_COUNT_LIMIT, planFiring } from '../../src/scheduler/plan.ts';
 
 const NY = 'America/New_York';
 const at = (iso: string) => new Date(iso);

@@ -1,13 +1,13 @@
 import fc from 'fast-check';
 import t from 'tap';
-import { SCRIPT_STATUSES } from '../../src/domain/enums.js';
+import { SCRIPT_STATUSES } from '../../src/domain/enums.ts';
 import {
   canTransition,
   ORIGINAL_FILENAME_MAX_LENGTH,
   sanitizeFilename,
   scriptExtension,
   statusesLeadingTo,
-} from '../../src/domain/script.js';
+} from '../../src/domain/script.ts';
 
 t.test('scriptExtension accepts .py .js .ts in any case, nothing else', async (t) => {
   t.equal(scriptExtension('a.py'), '.py');

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import t from 'tap';
-import { ValidationError } from '../../src/domain/errors.js';
-import { normalizeEmail, passwordProblem, usernameProblem } from '../../src/domain/user.js';
+import { ValidationError } from '../../src/domain/errors.ts';
+import { normalizeEmail, passwordProblem, usernameProblem } from '../../src/domain/user.ts';
 
 t.test('normalizeEmail trims and lower-cases, and refuses what is not an address', async (t) => {
   t.equal(normalizeEmail('  Bob@Example.ORG\t'), 'bob@example.org');

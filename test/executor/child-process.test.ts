@@ -3,7 +3,7 @@
  * 'error' event that would take the executor (and, under `npm start`, the API) down.
  */
 import t from 'tap';
-import { startRun } from '../../src/executor/child-process.js';
+import { startRun } from '../../src/executor/child-process.ts';
 
 t.test('a spawn that fails rejects done with the reason instead of crashing the process', async (t) => {
   const handle = startRun({

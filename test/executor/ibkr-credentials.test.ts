@@ -7,9 +7,9 @@
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import t from 'tap';
-import { signUp } from '../helpers/app.js';
-import { execute, executorFixture, logsOf, upload, waitFor } from '../helpers/executor.js';
-import { captureLogger } from '../helpers/log-capture.js';
+import { signUp } from '../helpers/app.ts';
+import { execute, executorFixture, logsOf, upload, waitFor } from '../helpers/executor.ts';
+import { captureLogger } from '../helpers/log-capture.ts';
 
 const ACCESS = `ACCESS-${'a1b2c3'.repeat(6)}-secret`;
 const REFRESH = `REFRESH-${'z9y8x7'.repeat(6)}-secret`;

@@ -8,10 +8,10 @@ import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t, { type Test } from 'tap';
-import { loadConfig } from '../../src/config.js';
-import { identify } from '../../src/executor/host-processes.js';
-import { SCRIPT_ID_RANGE, UidPool } from '../../src/executor/uid-pool.js';
-import { signUp } from '../helpers/app.js';
+import { loadConfig } from '../../src/config.ts';
+import { identify } from '../../src/executor/host-processes.ts';
+import { SCRIPT_ID_RANGE, UidPool } from '../../src/executor/uid-pool.ts';
+import { signUp } from '../helpers/app.ts';
 import {
   eventually,
   execute,
@@ -21,8 +21,8 @@ import {
   processesIn,
   upload,
   waitFor,
-} from '../helpers/executor.js';
-import { captureLogger } from '../helpers/log-capture.js';
+} from '../helpers/executor.ts';
+import { captureLogger } from '../helpers/log-capture.ts';
 
 const isRoot = process.getuid?.() === 0;
 // Far from the executor's default range, and from any user of this host.

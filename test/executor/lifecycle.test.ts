@@ -4,9 +4,9 @@
  * and shutdown with claims and runs in flight.
  */
 import t from 'tap';
-import { DatabaseUnavailableError } from '../../src/domain/errors.js';
-import { Repositories } from '../../src/repositories/index.js';
-import { type Account, signUp } from '../helpers/app.js';
+import { DatabaseUnavailableError } from '../../src/domain/errors.ts';
+import { Repositories } from '../../src/repositories/index.ts';
+import { type Account, signUp } from '../helpers/app.ts';
 import {
   alive,
   type ExecutorFixture,
@@ -19,7 +19,7 @@ import {
   signUpWithScript,
   upload,
   waitFor,
-} from '../helpers/executor.js';
+} from '../helpers/executor.ts';
 
 function cancel(f: ExecutorFixture, account: Account, id: number) {
   return f.app.inject({ method: 'POST', url: `/api/v1/scripts/${id}/cancel`, headers: account.headers });

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import t from 'tap';
-import { LogSink, truncateUtf8 } from '../../src/executor/log-sink.js';
-import { tailLines } from '../../src/http/routes/execution.js';
+import { LogSink, truncateUtf8 } from '../../src/executor/log-sink.ts';
+import { tailLines } from '../../src/http/routes/execution.ts';
 
 function sink(maxBytes: number, write: (text: string, seq: number) => Promise<boolean>) {
   return new LogSink({

@@ -6,15 +6,16 @@ import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import t from 'tap';
-import { loadConfig } from '../../src/config.js';
-import { InvalidStateError } from '../../src/domain/errors.js';
-import { Executor } from '../../src/executor/executor.js';
-import { hostLabel } from '../../src/executor/executor-dir.js';
-import { Metrics } from '../../src/metrics.js';
-import { Repositories } from '../../src/repositories/index.js';
-import { signUp } from '../helpers/app.js';
-import { rejectsWith } from '../helpers/assert.js';
-import { testLogger } from '../helpers/db.js';
+import { loadConfig } from '../../src/config.ts';
+import { InvalidStateError } from '../../src/domain/errors.ts';
+import { Executor } from '../../src/executor/executor.ts';
+import { hostLabel } from '../../src/executor/executor-dir.ts';
+import { Metrics } from '../../src/metrics.ts';
+import { Repositories } from '../../src/repositories/index.ts';
+import { signUp } from '../helpers/app.ts';
+import { rejectsWith } from '../helpers/assert.ts';
+import { testLogger } from '../helpers/db.ts';
+import { entryArgs } from '../helpers/entry.ts';
 import {
   alive,
   eventually,
@@ -25,8 +26,8 @@ import {
   processesIn,
   upload,
   waitFor,
-} from '../helpers/executor.js';
-import { makeScript, makeUser } from '../helpers/fixtures.js';
+} from '../helpers/executor.ts';
+import { makeScript, makeUser } from '../helpers/fixtures.ts';
 
 // 500 real runs take more than tap's default 120 s per file on a loaded 2-core machine.
 t.setTimeout(300_000);
@@ -160,7 +161,7 @@ t.test(
         'time.sleep(60)',
       ].join('\n'),
     );
-    const child = spawn(process.execPath, ['--import=tsx', 'test/fixtures/executor-process.ts'], {
+    const child = spawn(process.execPath, entryArgs('test/fixtures/executor-process.ts'), {
       env: {
         ...process.env,
         ...f.env,

@@ -5,7 +5,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import t from 'tap';
-import { signUp } from '../helpers/app.js';
+import { signUp } from '../helpers/app.ts';
 import {
   eventually,
   execute,
@@ -15,7 +15,7 @@ import {
   signUpWithScript,
   upload,
   waitFor,
-} from '../helpers/executor.js';
+} from '../helpers/executor.ts';
 
 const isRoot = process.getuid?.() === 0;
 

@@ -5,7 +5,8 @@
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import t from 'tap';
-import { eventually, execute, executorFixture, signUpWithScript, waitFor } from '../helpers/executor.js';
+import { entryArgs } from '../helpers/entry.ts';
+import { eventually, execute, executorFixture, signUpWithScript, waitFor } from '../helpers/executor.ts';
 
 async function freePort(): Promise<number> {
   const server = createServer();
@@ -19,7 +20,7 @@ async function freePort(): Promise<number> {
 t.test('the worker serves /metrics and /health on METRICS_PORT, and closes them on SIGTERM', async (t) => {
   const f = await executorFixture(t);
   const port = await freePort();
-  const worker = spawn(process.execPath, ['--import=tsx', 'src/worker.ts'], {
+  const worker = spawn(process.execPath, entryArgs('src/worker.ts'), {
     env: {
       ...process.env,
       ...f.env,

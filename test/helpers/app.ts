@@ -8,13 +8,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Test } from 'tap';
-import { type Composition, compose } from '../../src/compose.js';
-import { type Config, loadConfig } from '../../src/config.js';
-import { migrationNames } from '../../src/db/migrate.js';
-import type { User } from '../../src/domain/user.js';
-import { type BuildOptions, build } from '../../src/http/app.js';
-import { Metrics } from '../../src/metrics.js';
-import { type TestDatabase, testDatabase, testLogger } from './db.js';
+import { type Composition, compose } from '../../src/compose.ts';
+import { type Config, loadConfig } from '../../src/config.ts';
+import { migrationNames } from '../../src/db/migrate.ts';
+import type { User } from '../../src/domain/user.ts';
+import { type BuildOptions, build } from '../../src/http/app.ts';
+import { Metrics } from '../../src/metrics.ts';
+import { type TestDatabase, testDatabase, testLogger } from './db.ts';
 
 export interface TestApp extends Composition {
   app: FastifyInstance;

@@ -17,7 +17,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type postgres from 'postgres';
-import { MIGRATIONS_TABLE } from '../../src/db/migrate.js';
+import { MIGRATIONS_TABLE } from '../../src/db/migrate.ts';
 
 export const SCHEMA_DIR = fileURLToPath(new URL('../../sql/schema', import.meta.url));
 

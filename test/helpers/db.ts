@@ -7,10 +7,10 @@ import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
 import postgres from 'postgres';
 import type { Test } from 'tap';
-import { createPool, type Sql } from '../../src/db/client.js';
-import { Database, type DatabaseOptions } from '../../src/db/database.js';
-import { Repositories } from '../../src/repositories/index.js';
-import { databaseUrl } from './urls.js';
+import { createPool, type Sql } from '../../src/db/client.ts';
+import { Database, type DatabaseOptions } from '../../src/db/database.ts';
+import { Repositories } from '../../src/repositories/index.ts';
+import { databaseUrl } from './urls.ts';
 
 export interface TestDatabase {
   name: string;

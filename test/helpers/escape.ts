@@ -4,13 +4,13 @@
  */
 import { readdir, readFile, stat } from 'node:fs/promises';
 import type { Test } from 'tap';
-import type { Script } from '../../src/domain/script.js';
-import type { Executor } from '../../src/executor/executor.js';
-import { detectHost } from '../../src/executor/sandbox/host.js';
-import type { Account } from './app.js';
-import { signUp } from './app.js';
-import { type ExecutorFixture, execute, executorFixture, logsOf, upload, waitFor } from './executor.js';
-import { captureLogger } from './log-capture.js';
+import type { Script } from '../../src/domain/script.ts';
+import type { Executor } from '../../src/executor/executor.ts';
+import { detectHost } from '../../src/executor/sandbox/host.ts';
+import type { Account } from './app.ts';
+import { signUp } from './app.ts';
+import { type ExecutorFixture, execute, executorFixture, logsOf, upload, waitFor } from './executor.ts';
+import { captureLogger } from './log-capture.ts';
 
 export const isRoot = process.getuid?.() === 0;
 

@@ -6,11 +6,11 @@ import { chmod, mkdtemp, readdir, readFile, readlink, rm } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Test } from 'tap';
-import { loadConfig } from '../../src/config.js';
-import type { Script } from '../../src/domain/script.js';
-import { Executor, type ExecutorOptions } from '../../src/executor/executor.js';
-import { type Account, multipartFile, signUp, type TestApp, testApp } from './app.js';
-import { testLogger } from './db.js';
+import { loadConfig } from '../../src/config.ts';
+import type { Script } from '../../src/domain/script.ts';
+import { Executor, type ExecutorOptions } from '../../src/executor/executor.ts';
+import { type Account, multipartFile, signUp, type TestApp, testApp } from './app.ts';
+import { testLogger } from './db.ts';
 
 export const FAST_EXECUTOR_ENV = {
   EXECUTOR_POLL_MS: '100',

@@ -1,11 +1,11 @@
 /** Rows for tests, made through the repositories (never hand-written SQL). */
 import { createHash, randomBytes } from 'node:crypto';
-import type { Run } from '../../src/domain/run.js';
-import type { Script } from '../../src/domain/script.js';
-import type { User } from '../../src/domain/user.js';
-import type { Repositories } from '../../src/repositories/index.js';
-import type { NewScript } from '../../src/repositories/script-repository.js';
-import type { NewUser } from '../../src/repositories/user-repository.js';
+import type { Run } from '../../src/domain/run.ts';
+import type { Script } from '../../src/domain/script.ts';
+import type { User } from '../../src/domain/user.ts';
+import type { Repositories } from '../../src/repositories/index.ts';
+import type { NewScript } from '../../src/repositories/script-repository.ts';
+import type { NewUser } from '../../src/repositories/user-repository.ts';
 
 // A syntactically valid argon2id PHC string; tests of the repositories do not verify it.
 export const FAKE_HASH =

@@ -1,13 +1,13 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
-import { compose } from '../../src/compose.js';
-import { migrationNames } from '../../src/db/migrate.js';
-import { build } from '../../src/http/app.js';
-import { Metrics } from '../../src/metrics.js';
-import { listenForAuthChanges } from '../../src/services/auth-listener.js';
-import { signUp, signUpAdmin, testApp } from '../helpers/app.js';
-import { testLogger } from '../helpers/db.js';
+import { compose } from '../../src/compose.ts';
+import { migrationNames } from '../../src/db/migrate.ts';
+import { build } from '../../src/http/app.ts';
+import { Metrics } from '../../src/metrics.ts';
+import { listenForAuthChanges } from '../../src/services/auth-listener.ts';
+import { signUp, signUpAdmin, testApp } from '../helpers/app.ts';
+import { testLogger } from '../helpers/db.ts';
 
 const REGISTER = '/api/v1/auth/register';
 const LOGIN = '/api/v1/auth/login';

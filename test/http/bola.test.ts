@@ -8,8 +8,8 @@
  */
 import type { LightMyRequestResponse } from 'fastify';
 import t, { type Test } from 'tap';
-import { type Account, multipartFile, signUp, signUpAdmin, type TestApp, testApp } from '../helpers/app.js';
-import { LEASE, queueRun, startRun } from '../helpers/fixtures.js';
+import { type Account, multipartFile, signUp, signUpAdmin, type TestApp, testApp } from '../helpers/app.ts';
+import { LEASE, queueRun, startRun } from '../helpers/fixtures.ts';
 
 type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 

@@ -4,8 +4,8 @@
  * logout clearing both cookies, and CORS only for CORS_ORIGINS.
  */
 import t from 'tap';
-import { csrfTokenFor } from '../../src/http/session-cookies.js';
-import { multipartFile, testApp } from '../helpers/app.js';
+import { csrfTokenFor } from '../../src/http/session-cookies.ts';
+import { multipartFile, testApp } from '../helpers/app.ts';
 
 const REGISTER = '/api/v1/auth/register';
 const LOGIN = '/api/v1/auth/login';

@@ -4,10 +4,10 @@
  * query string or a nested pointer, even when PostgreSQL names no column.
  */
 import t from 'tap';
-import { Database } from '../../src/db/database.js';
-import { ValidationError } from '../../src/domain/errors.js';
-import { signUp, signUpAdmin, testApp } from '../helpers/app.js';
-import { testLogger } from '../helpers/db.js';
+import { Database } from '../../src/db/database.ts';
+import { ValidationError } from '../../src/domain/errors.ts';
+import { signUp, signUpAdmin, testApp } from '../helpers/app.ts';
+import { testLogger } from '../helpers/db.ts';
 
 const harness = await testApp(t);
 const { app } = harness;

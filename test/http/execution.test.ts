@@ -1,9 +1,9 @@
 /** The run routes: execute, cancel, running, logs (plain, tail, followed over SSE). */
 import type { FastifyInstance } from 'fastify';
 import t from 'tap';
-import { sseEvent } from '../../src/http/routes/execution.js';
-import { type Account, signUp, signUpAdmin, testApp } from '../helpers/app.js';
-import { execute, executorFixture, upload, waitFor } from '../helpers/executor.js';
+import { sseEvent } from '../../src/http/routes/execution.ts';
+import { type Account, signUp, signUpAdmin, testApp } from '../helpers/app.ts';
+import { execute, executorFixture, upload, waitFor } from '../helpers/executor.ts';
 
 /**
  * The events of a Server-Sent Events stream, parsed as a browser does

@@ -8,10 +8,10 @@
 import fc from 'fast-check';
 import type { InjectOptions } from 'fastify';
 import t from 'tap';
-import { SCRIPT_STATUSES } from '../../src/domain/enums.js';
-import { SCRIPT_SORTS } from '../../src/domain/script.js';
-import { newToken, tokenHash } from '../../src/services/tokens.js';
-import { type Account, multipartFile, signUp, signUpAdmin, testApp } from '../helpers/app.js';
+import { SCRIPT_STATUSES } from '../../src/domain/enums.ts';
+import { SCRIPT_SORTS } from '../../src/domain/script.ts';
+import { newToken, tokenHash } from '../../src/services/tokens.ts';
+import { type Account, multipartFile, signUp, signUpAdmin, testApp } from '../helpers/app.ts';
 
 const harness = await testApp(t);
 const { app } = harness;
@@ -301,7 +301,10 @@ const { json: jsonish } = fc.letrec<{ json: unknown }>((tie) => ({
 
 /** An object written out by hand, so `__proto__` and repeated keys reach the server as sent. */
 class RawObject {
-  constructor(readonly entries: Array<[string, unknown]>) {}
+  readonly entries: Array<[string, unknown]>;
+  constructor(entries: Array<[string, unknown]>) {
+    this.entries = entries;
+  }
 }
 
 function serialize(value: unknown): string {

@@ -4,8 +4,8 @@
  * without a session, the key server down or slow a 503.
  */
 import t, { type Test } from 'tap';
-import { signUp, testApp } from '../helpers/app.js';
-import { CLIENT_ID, deadUrl, idToken, jwksServer, makeKey, newGoogleUser } from '../helpers/google.js';
+import { signUp, testApp } from '../helpers/app.ts';
+import { CLIENT_ID, deadUrl, idToken, jwksServer, makeKey, newGoogleUser } from '../helpers/google.ts';
 
 const GOOGLE = '/api/v1/auth/google';
 const PROVIDERS = '/api/v1/auth/providers';

@@ -1,7 +1,7 @@
 /** `GET /users/{id}?include=scripts` is bounded (issue 7, item 6). */
 import t from 'tap';
-import { signUp, testApp } from '../helpers/app.js';
-import { makeScript } from '../helpers/fixtures.js';
+import { signUp, testApp } from '../helpers/app.ts';
+import { makeScript } from '../helpers/fixtures.ts';
 
 const USERS = '/api/v1/users';
 

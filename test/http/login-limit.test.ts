@@ -4,8 +4,8 @@
  * per-account limit (in PostgreSQL) holds however the attempts are spread.
  */
 import t from 'tap';
-import { trustProxyOf } from '../../src/config.js';
-import { signUp, testApp } from '../helpers/app.js';
+import { trustProxyOf } from '../../src/config.ts';
+import { signUp, testApp } from '../helpers/app.ts';
 
 const LOGIN = '/api/v1/auth/login';
 

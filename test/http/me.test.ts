@@ -1,9 +1,9 @@
 import t from 'tap';
-import { DatabaseUnavailableError } from '../../src/domain/errors.js';
-import { UserRepository } from '../../src/repositories/user-repository.js';
-import { SecretBox } from '../../src/services/secret-box.js';
-import { ibkrContext } from '../../src/services/user-service.js';
-import { signUp, TEST_IBKR_KEY, testApp } from '../helpers/app.js';
+import { DatabaseUnavailableError } from '../../src/domain/errors.ts';
+import { UserRepository } from '../../src/repositories/user-repository.ts';
+import { SecretBox } from '../../src/services/secret-box.ts';
+import { ibkrContext } from '../../src/services/user-service.ts';
+import { signUp, TEST_IBKR_KEY, testApp } from '../helpers/app.ts';
 
 const ME = '/api/v1/me';
 const IBKR = '/api/v1/me/ibkr';

@@ -5,10 +5,10 @@
  * (METRICS_PORT) listens on 127.0.0.1 unless told otherwise.
  */
 import t from 'tap';
-import { loadConfig } from '../../src/config.js';
-import { startMetricsServer } from '../../src/executor/metrics-server.js';
-import { testApp } from '../helpers/app.js';
-import { testLogger } from '../helpers/db.js';
+import { loadConfig } from '../../src/config.ts';
+import { startMetricsServer } from '../../src/executor/metrics-server.ts';
+import { testApp } from '../helpers/app.ts';
+import { testLogger } from '../helpers/db.ts';
 
 const TOKEN = 'a-long-metrics-token-0123456789';
 

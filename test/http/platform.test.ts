@@ -11,17 +11,17 @@ import { performance } from 'node:perf_hooks';
 import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fastify';
 import type { Logger } from 'pino';
 import t, { type Test } from 'tap';
-import { compose } from '../../src/compose.js';
-import { loadConfig } from '../../src/config.js';
-import { createPool, poolOptionsFrom, type Sql } from '../../src/db/client.js';
-import { freePort } from '../../src/db/embedded.js';
-import { migrationNames } from '../../src/db/migrate.js';
-import { build } from '../../src/http/app.js';
-import { Metrics } from '../../src/metrics.js';
-import { newToken } from '../../src/services/tokens.js';
-import { signUp, signUpAdmin, testApp } from '../helpers/app.js';
-import { testDatabase, testLogger } from '../helpers/db.js';
-import { captureLogger } from '../helpers/log-capture.js';
+import { compose } from '../../src/compose.ts';
+import { loadConfig } from '../../src/config.ts';
+import { createPool, poolOptionsFrom, type Sql } from '../../src/db/client.ts';
+import { freePort } from '../../src/db/embedded.ts';
+import { migrationNames } from '../../src/db/migrate.ts';
+import { build } from '../../src/http/app.ts';
+import { Metrics } from '../../src/metrics.ts';
+import { newToken } from '../../src/services/tokens.ts';
+import { signUp, signUpAdmin, testApp } from '../helpers/app.ts';
+import { testDatabase, testLogger } from '../helpers/db.ts';
+import { captureLogger } from '../helpers/log-capture.ts';
 
 /** METRICS_TOKEN of the apps that show metrics and readiness detail. */
 const METRICS_TOKEN = 'metrics-token-for-the-platform-test';

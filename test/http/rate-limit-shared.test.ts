@@ -3,12 +3,12 @@
  * (two API processes) allow a limit once between them, not once each.
  */
 import t, { type Test } from 'tap';
-import { compose } from '../../src/compose.js';
-import { migrationNames } from '../../src/db/migrate.js';
-import { build } from '../../src/http/app.js';
-import { Metrics } from '../../src/metrics.js';
-import { signUp, testApp } from '../helpers/app.js';
-import { testLogger } from '../helpers/db.js';
+import { compose } from '../../src/compose.ts';
+import { migrationNames } from '../../src/db/migrate.ts';
+import { build } from '../../src/http/app.ts';
+import { Metrics } from '../../src/metrics.ts';
+import { signUp, testApp } from '../helpers/app.ts';
+import { testLogger } from '../helpers/db.ts';
 
 const LOGIN = '/api/v1/auth/login';
 const REGISTER = '/api/v1/auth/register';

@@ -1,6 +1,6 @@
 /** A change of role ends every session of the account (issue 7, item 1). */
 import t from 'tap';
-import { signUp, signUpAdmin, testApp } from '../helpers/app.js';
+import { signUp, signUpAdmin, testApp } from '../helpers/app.ts';
 
 const USERS = '/api/v1/users';
 const ME = '/api/v1/me';

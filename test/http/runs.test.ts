@@ -5,8 +5,8 @@
  * their states through the repositories, as an executor would.
  */
 import t from 'tap';
-import { type Account, signUp, signUpAdmin, type TestApp, testApp } from '../helpers/app.js';
-import { LEASE, makeScript, queueRun, startRun } from '../helpers/fixtures.js';
+import { type Account, signUp, signUpAdmin, type TestApp, testApp } from '../helpers/app.ts';
+import { LEASE, makeScript, queueRun, startRun } from '../helpers/fixtures.ts';
 
 const ok = { exit_code: 0, execution_time_seconds: 1, memory_usage_mb: 2 };
 

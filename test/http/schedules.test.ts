@@ -1,8 +1,8 @@
 /** The schedule routes: create, list, read, change, delete; their errors and scoping. */
 import type { LightMyRequestResponse } from 'fastify';
 import t, { type Test } from 'tap';
-import { type Account, signUp, signUpAdmin, type TestApp, testApp } from '../helpers/app.js';
-import { upload } from '../helpers/executor.js';
+import { type Account, signUp, signUpAdmin, type TestApp, testApp } from '../helpers/app.ts';
+import { upload } from '../helpers/executor.ts';
 
 function isProblem(t: Test, res: LightMyRequestResponse, status: number, code: string, path?: string) {
   t.equal(res.statusCode, status, `${res.statusCode} ${res.body}`);

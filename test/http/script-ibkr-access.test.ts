@@ -1,6 +1,6 @@
 /** PATCH /scripts/{id} {ibkr_access}: off by default, the owner's to turn on, 404 for others. */
 import t from 'tap';
-import { multipartFile, signUp, signUpAdmin, testApp } from '../helpers/app.js';
+import { multipartFile, signUp, signUpAdmin, testApp } from '../helpers/app.ts';
 
 t.test('ibkr_access', async (t) => {
   const f = await testApp(t);

@@ -6,11 +6,11 @@ import { createHash } from 'node:crypto';
 import contentDisposition from 'content-disposition';
 import type { LightMyRequestResponse } from 'fastify';
 import t, { type Test } from 'tap';
-import { encodeCursor } from '../../src/domain/paging.js';
-import type { Script } from '../../src/domain/script.js';
-import { SCRIPT_SORTS } from '../../src/domain/script.js';
-import { type Account, multipartFile, signUp, signUpAdmin, type TestApp, testApp } from '../helpers/app.js';
-import { makeScript, queueRun, startQueuedRun } from '../helpers/fixtures.js';
+import { encodeCursor } from '../../src/domain/paging.ts';
+import type { Script } from '../../src/domain/script.ts';
+import { SCRIPT_SORTS } from '../../src/domain/script.ts';
+import { type Account, multipartFile, signUp, signUpAdmin, type TestApp, testApp } from '../helpers/app.ts';
+import { makeScript, queueRun, startQueuedRun } from '../helpers/fixtures.ts';
 
 /**
  * The app over a fresh database, with load shedding off: @fastify/under-pressure takes a

@@ -5,7 +5,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import helmet, { type HelmetOptions } from 'helmet';
 import t from 'tap';
-import { securityHeaders } from '../../src/http/plugins/security-headers.js';
+import { securityHeaders } from '../../src/http/plugins/security-headers.ts';
 
 async function headersOf(register: (app: FastifyInstance) => PromiseLike<unknown>) {
   const app = Fastify();

@@ -4,9 +4,9 @@
  */
 import type { LightMyRequestResponse } from 'fastify';
 import t, { type Test } from 'tap';
-import type { User } from '../../src/domain/user.js';
-import { type Account, signUp, signUpAdmin, type TestApp, testApp } from '../helpers/app.js';
-import { makeScript, makeUser, queueRun, startRun } from '../helpers/fixtures.js';
+import type { User } from '../../src/domain/user.ts';
+import { type Account, signUp, signUpAdmin, type TestApp, testApp } from '../helpers/app.ts';
+import { makeScript, makeUser, queueRun, startRun } from '../helpers/fixtures.ts';
 
 const ROUTES = [
   '/api/v1/stats/scripts',

@@ -5,7 +5,7 @@
  */
 import type { LightMyRequestResponse } from 'fastify';
 import t, { type Test } from 'tap';
-import { type Account, multipartFile, signUp, type TestApp, testApp } from '../helpers/app.js';
+import { type Account, multipartFile, signUp, type TestApp, testApp } from '../helpers/app.ts';
 
 const SCRIPTS = '/api/v1/scripts';
 

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import t from 'tap';
-import { type Account, multipartFile, signUp, signUpAdmin, type TestApp, testApp } from '../helpers/app.js';
-import { FAKE_HASH } from '../helpers/fixtures.js';
+import { type Account, multipartFile, signUp, signUpAdmin, type TestApp, testApp } from '../helpers/app.ts';
+import { FAKE_HASH } from '../helpers/fixtures.ts';
 
 const USERS = '/api/v1/users';
 const ME = '/api/v1/me';

@@ -5,11 +5,11 @@
  * Also: history survives re-runs, and run 1's output is readable after run 3.
  */
 import t from 'tap';
-import { InvalidStateError, NotFoundError, ValidationError } from '../../src/domain/errors.js';
-import type { Repositories } from '../../src/repositories/index.js';
-import { rejectsWith } from '../helpers/assert.js';
-import { testDatabase } from '../helpers/db.js';
-import { LEASE, makeScript, makeUser, queueRun, startRun } from '../helpers/fixtures.js';
+import { InvalidStateError, NotFoundError, ValidationError } from '../../src/domain/errors.ts';
+import type { Repositories } from '../../src/repositories/index.ts';
+import { rejectsWith } from '../helpers/assert.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { LEASE, makeScript, makeUser, queueRun, startRun } from '../helpers/fixtures.ts';
 
 const ok = { exit_code: 0, execution_time_seconds: 1.5, memory_usage_mb: 20 };
 

@@ -4,11 +4,11 @@
  * queueing inside a caller's transaction (the scheduler's case).
  */
 import t from 'tap';
-import { InvalidStateError, NotFoundError, TooManyRunningError } from '../../src/domain/errors.js';
-import { RunRepository } from '../../src/repositories/run-repository.js';
-import { rejectsWith } from '../helpers/assert.js';
-import { testDatabase } from '../helpers/db.js';
-import { makeScript, makeUser } from '../helpers/fixtures.js';
+import { InvalidStateError, NotFoundError, TooManyRunningError } from '../../src/domain/errors.ts';
+import { RunRepository } from '../../src/repositories/run-repository.ts';
+import { rejectsWith } from '../helpers/assert.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { makeScript, makeUser } from '../helpers/fixtures.ts';
 
 t.test('queue inserts a queued run and updates the summary in the same statement', async (t) => {
   const { repos } = await testDatabase(t);

@@ -3,9 +3,9 @@
  * never a script's latest run, never a live or recent one.
  */
 import t from 'tap';
-import { purgeRuns } from '../../src/maintenance.js';
-import { testDatabase } from '../helpers/db.js';
-import { LEASE, makeScript, makeUser, queueRun, startRun } from '../helpers/fixtures.js';
+import { purgeRuns } from '../../src/maintenance.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { LEASE, makeScript, makeUser, queueRun, startRun } from '../helpers/fixtures.ts';
 
 const DAY = 86_400_000;
 

@@ -4,11 +4,11 @@
  */
 import type postgres from 'postgres';
 import t from 'tap';
-import { ConflictError, NotFoundError } from '../../src/domain/errors.js';
-import { MAX_SCHEDULES_PER_SCRIPT } from '../../src/domain/schedule.js';
-import { rejectsWith } from '../helpers/assert.js';
-import { testDatabase } from '../helpers/db.js';
-import { makeScript, makeUser } from '../helpers/fixtures.js';
+import { ConflictError, NotFoundError } from '../../src/domain/errors.ts';
+import { MAX_SCHEDULES_PER_SCRIPT } from '../../src/domain/schedule.ts';
+import { rejectsWith } from '../helpers/assert.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { makeScript, makeUser } from '../helpers/fixtures.ts';
 
 const SOON = new Date('2027-01-04T14:30:00Z');
 const rule = (scriptId: number, extra: Partial<{ enabled: boolean; next_run_at: Date | null }> = {}) => ({

@@ -1,10 +1,10 @@
 import t from 'tap';
-import { InvalidStateError, NotFoundError, ValidationError } from '../../src/domain/errors.js';
-import { encodeCursor } from '../../src/domain/paging.js';
-import { SCRIPT_COLUMNS, SCRIPT_SORTS, type ScriptSort } from '../../src/domain/script.js';
-import { rejectsWith } from '../helpers/assert.js';
-import { testDatabase } from '../helpers/db.js';
-import { makeScript, makeUser, queueRun, startQueuedRun, startRun } from '../helpers/fixtures.js';
+import { InvalidStateError, NotFoundError, ValidationError } from '../../src/domain/errors.ts';
+import { encodeCursor } from '../../src/domain/paging.ts';
+import { SCRIPT_COLUMNS, SCRIPT_SORTS, type ScriptSort } from '../../src/domain/script.ts';
+import { rejectsWith } from '../helpers/assert.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { makeScript, makeUser, queueRun, startQueuedRun, startRun } from '../helpers/fixtures.ts';
 
 t.test('create returns the script without its file_path; findById/getById respect the owner', async (t) => {
   const { repos } = await testDatabase(t);

@@ -8,8 +8,8 @@
 import { randomBytes } from 'node:crypto';
 import type postgres from 'postgres';
 import t from 'tap';
-import { testDatabase } from '../helpers/db.js';
-import { makeScript, makeUser, startRun } from '../helpers/fixtures.js';
+import { testDatabase } from '../helpers/db.ts';
+import { makeScript, makeUser, startRun } from '../helpers/fixtures.ts';
 
 type Sql = postgres.Sql | postgres.TransactionSql;
 

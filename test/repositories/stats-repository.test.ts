@@ -1,6 +1,6 @@
 import t from 'tap';
-import { testDatabase } from '../helpers/db.js';
-import { makeScript, makeUser, startRun } from '../helpers/fixtures.js';
+import { testDatabase } from '../helpers/db.ts';
+import { makeScript, makeUser, startRun } from '../helpers/fixtures.ts';
 
 type Repos = Awaited<ReturnType<typeof testDatabase>>['repos'];
 

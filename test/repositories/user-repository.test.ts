@@ -1,8 +1,8 @@
 import t from 'tap';
-import { ConflictError, NotFoundError, ValidationError } from '../../src/domain/errors.js';
-import { USER_COLUMNS } from '../../src/domain/user.js';
-import { testDatabase } from '../helpers/db.js';
-import { FAKE_HASH, makeScript, makeUser } from '../helpers/fixtures.js';
+import { ConflictError, NotFoundError, ValidationError } from '../../src/domain/errors.ts';
+import { USER_COLUMNS } from '../../src/domain/user.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { FAKE_HASH, makeScript, makeUser } from '../helpers/fixtures.ts';
 
 t.test('create trims and lower-cases the email and returns only public columns', async (t) => {
   const { repos } = await testDatabase(t);

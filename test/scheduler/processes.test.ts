@@ -1,6 +1,6 @@
 /**
  * A schedule fires once with three processes: three real `npm run worker` processes
- * (`node --import=tsx src/worker.ts`, each with its own pool, scheduler and executor)
+ * (`node src/worker.ts`, each with its own pool, scheduler and executor)
  * against one database, with the real clock. Once all three schedulers listen, a few
  * hundred schedules become due at once (next_run_at set in the past by SQL, in one
  * transaction, so the insert's `schedule_changed` notification wakes all three), and
@@ -20,10 +20,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import t from 'tap';
-import { CronRule } from '../../src/domain/schedule.js';
-import { testDatabase } from '../helpers/db.js';
-import { eventually } from '../helpers/executor.js';
-import { makeScript, makeUser } from '../helpers/fixtures.js';
+import { CronRule } from '../../src/domain/schedule.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { entryArgs } from '../helpers/entry.ts';
+import { eventually } from '../helpers/executor.ts';
+import { makeScript, makeUser } from '../helpers/fixtures.ts';
 
 const PROCESSES = 3;
 const MAX_ACTIVE = 5;
@@ -51,7 +52,7 @@ interface Worker {
 }
 
 function startWorker(env: Record<string, string>): Worker {
-  const child = spawn(process.execPath, ['--import=tsx', 'src/worker.ts'], {
+  const child = spawn(process.execPath, entryArgs('src/worker.ts'), {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });

@@ -4,13 +4,13 @@
  * occurrences follow the catch-up rule, and time is a clock the test moves.
  */
 import t, { type Test } from 'tap';
-import { createPool } from '../../src/db/client.js';
-import { Database } from '../../src/db/database.js';
-import { Repositories } from '../../src/repositories/index.js';
-import { Scheduler } from '../../src/scheduler/scheduler.js';
-import { type TestDatabase, testDatabase, testLogger } from '../helpers/db.js';
-import { eventually } from '../helpers/executor.js';
-import { makeScript, makeUser } from '../helpers/fixtures.js';
+import { createPool } from '../../src/db/client.ts';
+import { Database } from '../../src/db/database.ts';
+import { Repositories } from '../../src/repositories/index.ts';
+import { Scheduler } from '../../src/scheduler/scheduler.ts';
+import { type TestDatabase, testDatabase, testLogger } from '../helpers/db.ts';
+import { eventually } from '../helpers/executor.ts';
+import { makeScript, makeUser } from '../helpers/fixtures.ts';
 
 const MAX_ACTIVE = 5;
 

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { AuthCache, type AuthIdentity } from '../../src/services/auth-cache.js';
+import { AuthCache, type AuthIdentity } from '../../src/services/auth-cache.ts';
 
 /** A clock the test moves by hand. */
 function clock(start = 1_000_000) {

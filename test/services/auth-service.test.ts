@@ -5,14 +5,14 @@
  * revocation committed and its NOTIFY handled while the lookup's answer is held back.
  */
 import t from 'tap';
-import type { Repositories } from '../../src/repositories/index.js';
-import type { TokenIdentity } from '../../src/repositories/token-repository.js';
-import { AuthCache } from '../../src/services/auth-cache.js';
-import { listenForAuthChanges } from '../../src/services/auth-listener.js';
-import { AuthService } from '../../src/services/auth-service.js';
-import { newToken, tokenHash } from '../../src/services/tokens.js';
-import { signUp, testApp } from '../helpers/app.js';
-import { testLogger } from '../helpers/db.js';
+import type { Repositories } from '../../src/repositories/index.ts';
+import type { TokenIdentity } from '../../src/repositories/token-repository.ts';
+import { AuthCache } from '../../src/services/auth-cache.ts';
+import { listenForAuthChanges } from '../../src/services/auth-listener.ts';
+import { AuthService } from '../../src/services/auth-service.ts';
+import { newToken, tokenHash } from '../../src/services/tokens.ts';
+import { signUp, testApp } from '../helpers/app.ts';
+import { testLogger } from '../helpers/db.ts';
 
 const FAR = new Date(Date.UTC(2100, 0, 1));
 

@@ -12,7 +12,7 @@ import {
   GoogleIdTokenVerifier,
   InvalidIdTokenError,
   KeysUnavailableError,
-} from '../../src/services/google-id-token.js';
+} from '../../src/services/google-id-token.ts';
 import {
   b64url,
   CLIENT_ID,
@@ -22,7 +22,7 @@ import {
   jwksServer,
   makeKey,
   publicPem,
-} from '../helpers/google.js';
+} from '../helpers/google.ts';
 
 const [keyA, keyB, stranger] = await Promise.all([makeKey('key-a'), makeKey('key-b'), makeKey('key-x')]);
 

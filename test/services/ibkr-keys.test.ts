@@ -10,14 +10,15 @@ import { chmod, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t, { type Test } from 'tap';
-import { loadConfig } from '../../src/config.js';
-import { rotateIbkrKeys } from '../../src/services/ibkr-key-rotation.js';
-import { SecretBox } from '../../src/services/secret-box.js';
-import { keyFileOf, loadSecretBox } from '../../src/services/secret-keys.js';
-import { ibkrContext } from '../../src/services/user-service.js';
-import { testDatabase } from '../helpers/db.js';
-import { makeUser } from '../helpers/fixtures.js';
-import { captureLogger } from '../helpers/log-capture.js';
+import { loadConfig } from '../../src/config.ts';
+import { rotateIbkrKeys } from '../../src/services/ibkr-key-rotation.ts';
+import { SecretBox } from '../../src/services/secret-box.ts';
+import { keyFileOf, loadSecretBox } from '../../src/services/secret-keys.ts';
+import { ibkrContext } from '../../src/services/user-service.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { entryArgs } from '../helpers/entry.ts';
+import { makeUser } from '../helpers/fixtures.ts';
+import { captureLogger } from '../helpers/log-capture.ts';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
 const key = () => randomBytes(32).toString('base64');
@@ -199,7 +200,7 @@ t.test('npm run cli -- rotate-ibkr-key', async (t) => {
   });
   const child = spawn(
     process.execPath,
-    ['--import=tsx', 'src/cli.ts', 'rotate-ibkr-key', '--batch-size', '10'],
+    [...entryArgs('src/cli.ts'), 'rotate-ibkr-key', '--batch-size', '10'],
     {
       cwd: REPO,
       env: {

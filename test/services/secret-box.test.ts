@@ -1,7 +1,7 @@
 import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import t from 'tap';
-import { fingerprint, parseKeyring, SecretBox } from '../../src/services/secret-box.js';
+import { fingerprint, parseKeyring, SecretBox } from '../../src/services/secret-box.ts';
 
 const key = () => randomBytes(32).toString('base64');
 const CONTEXT = 'users/1/ibkr_access_token';

@@ -8,10 +8,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { buffer } from 'node:stream/consumers';
 import t from 'tap';
-import { moveContents } from '../../src/storage/move-contents.js';
-import { ContentDeletedError, PgStorage } from '../../src/storage/pg-storage.js';
-import { testDatabase } from '../helpers/db.js';
-import { makeScript, makeUser } from '../helpers/fixtures.js';
+import { moveContents } from '../../src/storage/move-contents.ts';
+import { ContentDeletedError, PgStorage } from '../../src/storage/pg-storage.ts';
+import { testDatabase } from '../helpers/db.ts';
+import { makeScript, makeUser } from '../helpers/fixtures.ts';
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 

@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { pidExists } from '../../proc.js';
+import { pidExists } from '../../proc.ts';
 
 export type CgroupHost =
   | { version: 1; memory: string; pids: string | null; cpuacct: string | null }
@@ -100,11 +100,14 @@ export function detectCgroups(procSelf = '/proc/self'): CgroupHost | string {
 
 /** The executor's folder of run cgroups: created now, or an error saying why not. */
 export class CgroupParent {
-  private constructor(
-    readonly host: CgroupHost,
-    /** One folder per hierarchy (v1), or one (v2). */
-    private readonly dirs: Record<Hierarchy, string | null>,
-  ) {}
+  readonly host: CgroupHost;
+  /** One folder per hierarchy (v1), or one (v2). */
+  private readonly dirs: Record<Hierarchy, string | null>;
+
+  private constructor(host: CgroupHost, dirs: Record<Hierarchy, string | null>) {
+    this.host = host;
+    this.dirs = dirs;
+  }
 
   static create(host: CgroupHost): CgroupParent {
     const name = `${PREFIX}${process.pid}-${randomBytes(4).toString('hex')}`;
@@ -201,10 +204,13 @@ export class CgroupParent {
 }
 
 export class RunCgroup {
-  constructor(
-    private readonly version: 1 | 2,
-    private readonly dirs: Partial<Record<Hierarchy, string>>,
-  ) {}
+  private readonly version: 1 | 2;
+  private readonly dirs: Partial<Record<Hierarchy, string>>;
+
+  constructor(version: 1 | 2, dirs: Partial<Record<Hierarchy, string>>) {
+    this.version = version;
+    this.dirs = dirs;
+  }
 
   /** The files a process writes its pid to, to join the run's cgroup(s). */
   get procsFiles(): string[] {

@@ -19,9 +19,9 @@
  * and env: two programs fewer than the chain without namespaces.
  */
 
-import { ENV_BIN, PRLIMIT_BIN, SETPRIV_BIN } from '../tools.js';
-import { BWRAP_BIN, UNSHARE_BIN } from './host.js';
-import type { Mount, RunLimits, SandboxPolicy } from './policy.js';
+import { ENV_BIN, PRLIMIT_BIN, SETPRIV_BIN } from '../tools.ts';
+import { BWRAP_BIN, UNSHARE_BIN } from './host.ts';
+import type { Mount, RunLimits, SandboxPolicy } from './policy.ts';
 
 /**
  * Sets the rlimits given as `ulimit` arguments, writes its own pid into each cgroup.procs

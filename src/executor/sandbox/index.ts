@@ -13,16 +13,16 @@
  */
 import path from 'node:path';
 import type { Logger } from 'pino';
-import type { Config } from '../../config.js';
-import type { SandboxUser } from '../process-group.js';
-import { CgroupParent, type RunCgroup } from './cgroup.js';
-import { commandLine } from './command.js';
-import { detectHost, type HostFeatures } from './host.js';
-import { NetworkRules, nameServers, parseAllowList } from './network.js';
-import { type Mechanism, policyFor, type RunLimits } from './policy.js';
-import { sample } from './watchdog.js';
+import type { Config } from '../../config.ts';
+import type { SandboxUser } from '../process-group.ts';
+import { CgroupParent, type RunCgroup } from './cgroup.ts';
+import { commandLine } from './command.ts';
+import { detectHost, type HostFeatures } from './host.ts';
+import { NetworkRules, nameServers, parseAllowList } from './network.ts';
+import { type Mechanism, policyFor, type RunLimits } from './policy.ts';
+import { sample } from './watchdog.ts';
 
-export type { RunLimits } from './policy.js';
+export type { RunLimits } from './policy.ts';
 
 /** Why the sandbox killed a run: its total memory or CPU time crossed the limit. */
 export type LimitReason = 'memory' | 'cpu';
@@ -98,12 +98,22 @@ export class Sandbox {
   /** Runs' sandboxes whose cgroups may still be being removed. */
   private readonly confinements = new Set<RunConfinement>();
 
+  private readonly config: Config;
+  readonly protections: Protections;
+  private readonly cgroups: CgroupParent | null;
+  private readonly network: NetworkRules | null;
+
   private constructor(
-    private readonly config: Config,
-    readonly protections: Protections,
-    private readonly cgroups: CgroupParent | null,
-    private readonly network: NetworkRules | null,
-  ) {}
+    config: Config,
+    protections: Protections,
+    cgroups: CgroupParent | null,
+    network: NetworkRules | null,
+  ) {
+    this.config = config;
+    this.protections = protections;
+    this.cgroups = cgroups;
+    this.network = network;
+  }
 
   static async open(options: SandboxOptions): Promise<Sandbox> {
     const { config, log } = options;
@@ -282,14 +292,25 @@ class RunConfinement implements Confinement {
   /** The cgroup's removal, once the run ended. */
   removal: Promise<void> | undefined;
 
+  readonly signalAsExitCode: boolean;
+  readonly argv: string[];
+  private readonly cgroup: RunCgroup | null;
+  private readonly limits: { user?: SandboxUser; memoryBytes: number; cpuSeconds: number };
+  /** Called once nothing of the run is left (its cgroup removed). */
+  private readonly gone: () => void;
+
   constructor(
-    readonly signalAsExitCode: boolean,
-    readonly argv: string[],
-    private readonly cgroup: RunCgroup | null,
-    private readonly limits: { user?: SandboxUser; memoryBytes: number; cpuSeconds: number },
-    /** Called once nothing of the run is left (its cgroup removed). */
-    private readonly gone: () => void,
+    signalAsExitCode: boolean,
+    argv: string[],
+    cgroup: RunCgroup | null,
+    limits: { user?: SandboxUser; memoryBytes: number; cpuSeconds: number },
+    gone: () => void,
   ) {
+    this.signalAsExitCode = signalAsExitCode;
+    this.argv = argv;
+    this.cgroup = cgroup;
+    this.limits = limits;
+    this.gone = gone;
     this.measuresItself = cgroup !== null;
   }
 

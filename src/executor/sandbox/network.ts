@@ -24,8 +24,8 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { pidExists } from '../../proc.js';
-import { NFT_BIN } from './host.js';
+import { pidExists } from '../../proc.ts';
+import { NFT_BIN } from './host.ts';
 
 /** Where a run must not connect (besides the host's own addresses). */
 export const REFUSED_IPV4 = [
@@ -130,7 +130,11 @@ export function ruleSet(table: string, uids: number[], allow: AllowRule[]): stri
 const TABLE = /^dollarclub_(\d+)_[0-9a-f]+$/;
 
 export class NetworkRules {
-  private constructor(readonly table: string) {}
+  readonly table: string;
+
+  private constructor(table: string) {
+    this.table = table;
+  }
 
   /** Installs the executor's table (atomically: `nft -f` applies all or nothing). */
   static install(uids: number[], allow: AllowRule[]): NetworkRules {

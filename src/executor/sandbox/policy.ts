@@ -7,7 +7,7 @@
  */
 import { existsSync, lstatSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
 import path from 'node:path';
-import type { SandboxUser } from '../process-group.js';
+import type { SandboxUser } from '../process-group.ts';
 
 export type Namespace = 'pid' | 'ipc' | 'uts' | 'mount' | 'net' | 'cgroup';
 

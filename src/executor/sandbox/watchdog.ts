@@ -6,7 +6,7 @@
  * killed within a tick.
  */
 import { lstat, readdir } from 'node:fs/promises';
-import { statFields } from '../../proc.js';
+import { statFields } from '../../proc.ts';
 
 const PAGE_BYTES = 4096;
 /** USER_HZ: the unit of utime/stime in /proc/<pid>/stat (100 on every Linux ABI we run on). */

@@ -9,9 +9,9 @@
  */
 import type { FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import { ForbiddenError, UnauthenticatedError } from '../../domain/errors.js';
-import { type AuthService, type Principal, scopeOf } from '../../services/auth-service.js';
-import { csrfSatisfied, SESSION_COOKIE } from '../session-cookies.js';
+import { ForbiddenError, UnauthenticatedError } from '../../domain/errors.ts';
+import { type AuthService, type Principal, scopeOf } from '../../services/auth-service.ts';
+import { csrfSatisfied, SESSION_COOKIE } from '../session-cookies.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {

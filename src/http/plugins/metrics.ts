@@ -9,9 +9,9 @@
  * listener on METRICS_PORT (src/executor/metrics-server.ts), or not at all.
  */
 import fp from 'fastify-plugin';
-import { presentsToken } from '../../services/metrics-scrape.js';
-import type { AppContext } from '../context.js';
-import { problem, sendProblem } from '../errors.js';
+import { presentsToken } from '../../services/metrics-scrape.ts';
+import type { AppContext } from '../context.ts';
+import { problem, sendProblem } from '../errors.ts';
 
 export const metricsPlugin = fp<{ ctx: AppContext }>(
   async (app, { ctx }) => {

@@ -8,7 +8,7 @@
  */
 import type { FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import type { ReadRouting, ReadScope } from '../context.js';
+import type { ReadRouting, ReadScope } from '../context.ts';
 
 const READ_ONLY_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 

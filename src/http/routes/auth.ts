@@ -5,14 +5,14 @@
  */
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { NotFoundError } from '../../domain/errors.js';
-import type { Session as IssuedSession } from '../../services/auth-service.js';
-import { ID_TOKEN_MAX_LENGTH } from '../../services/google-id-token.js';
-import type { RouteOptions } from '../context.js';
-import { principalOf } from '../plugins/auth.js';
-import { NoContent, problems } from '../schemas/common.js';
-import { CookieFlag, Email, Password, Providers, Session, Username } from '../schemas/user.js';
-import { clearSessionCookies, setSessionCookies } from '../session-cookies.js';
+import { NotFoundError } from '../../domain/errors.ts';
+import type { Session as IssuedSession } from '../../services/auth-service.ts';
+import { ID_TOKEN_MAX_LENGTH } from '../../services/google-id-token.ts';
+import type { RouteOptions } from '../context.ts';
+import { principalOf } from '../plugins/auth.ts';
+import { NoContent, problems } from '../schemas/common.ts';
+import { CookieFlag, Email, Password, Providers, Session, Username } from '../schemas/user.ts';
+import { clearSessionCookies, setSessionCookies } from '../session-cookies.ts';
 
 /** The body of a sign-in answer: the token, or (cookie: true) the cookies and the CSRF token. */
 function answer(request: FastifyRequest, reply: FastifyReply, session: IssuedSession, cookie?: boolean) {

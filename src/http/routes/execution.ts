@@ -5,17 +5,17 @@
  * everywhere: someone else's script is a 404.
  */
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
-import type { RouteOptions } from '../context.js';
-import { Followers, type FollowLimits, followLimits } from '../followers.js';
-import { logsDescription, streamLogs } from '../log-stream.js';
-import { principalOf } from '../plugins/auth.js';
-import { IdParams, problems } from '../schemas/common.js';
-import { Run } from '../schemas/run.js';
-import { Script } from '../schemas/script.js';
-import { LogsQuery, PageOfRuns, RunPageQuery, runPageBody, runRoutes } from './runs.js';
+import type { RouteOptions } from '../context.ts';
+import { Followers, type FollowLimits, followLimits } from '../followers.ts';
+import { logsDescription, streamLogs } from '../log-stream.ts';
+import { principalOf } from '../plugins/auth.ts';
+import { IdParams, problems } from '../schemas/common.ts';
+import { Run } from '../schemas/run.ts';
+import { Script } from '../schemas/script.ts';
+import { LogsQuery, PageOfRuns, RunPageQuery, runPageBody, runRoutes } from './runs.ts';
 
-export { tailLines } from '../../services/run-service.js';
-export { FOLLOW_POLL_MS, FOLLOW_RETRY_AFTER_SECONDS, sseEvent } from '../log-stream.js';
+export { tailLines } from '../../services/run-service.ts';
+export { FOLLOW_POLL_MS, FOLLOW_RETRY_AFTER_SECONDS, sseEvent } from '../log-stream.ts';
 
 export const executionRoutes: FastifyPluginAsyncTypebox<
   RouteOptions & { followLimits?: FollowLimits }

@@ -7,9 +7,9 @@
  */
 import { performance } from 'node:perf_hooks';
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
-import { presentsToken } from '../../services/metrics-scrape.js';
-import type { ReadRouting, ReplicaStatus, RouteOptions } from '../context.js';
-import { answerUnderPressure } from '../pressure.js';
+import { presentsToken } from '../../services/metrics-scrape.ts';
+import type { ReadRouting, ReplicaStatus, RouteOptions } from '../context.ts';
+import { answerUnderPressure } from '../pressure.ts';
 
 export const READINESS_TIMEOUT_MS = 2000;
 

@@ -1,9 +1,9 @@
 /** The signed-in user: profile, password, and the IBKR link. */
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
-import type { RouteOptions } from '../context.js';
-import { principalOf } from '../plugins/auth.js';
-import { problems } from '../schemas/common.js';
-import { Password, User, Username } from '../schemas/user.js';
+import type { RouteOptions } from '../context.ts';
+import { principalOf } from '../plugins/auth.ts';
+import { problems } from '../schemas/common.ts';
+import { Password, User, Username } from '../schemas/user.ts';
 
 export const meRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, { ctx }) => {
   app.get(

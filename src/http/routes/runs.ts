@@ -4,14 +4,14 @@
  * list another user's (`user_id`) or everyone's (`all=true`).
  */
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
-import type { CursorPage } from '../../domain/paging.js';
-import type { Run as RunRow } from '../../domain/run.js';
-import type { RouteOptions } from '../context.js';
-import type { Followers } from '../followers.js';
-import { logsDescription, streamLogs } from '../log-stream.js';
-import { principalOf } from '../plugins/auth.js';
-import { CursorQuery, IdParams, problems } from '../schemas/common.js';
-import { Run, RunPage, RunStatus, RunTrigger } from '../schemas/run.js';
+import type { CursorPage } from '../../domain/paging.ts';
+import type { Run as RunRow } from '../../domain/run.ts';
+import type { RouteOptions } from '../context.ts';
+import type { Followers } from '../followers.ts';
+import { logsDescription, streamLogs } from '../log-stream.ts';
+import { principalOf } from '../plugins/auth.ts';
+import { CursorQuery, IdParams, problems } from '../schemas/common.ts';
+import { Run, RunPage, RunStatus, RunTrigger } from '../schemas/run.ts';
 
 export const PageOfRuns = Type.Ref(RunPage);
 

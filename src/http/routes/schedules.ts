@@ -4,11 +4,11 @@
  * admins reach all. Firing is the scheduler's (src/scheduler/).
  */
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
-import { MAX_SCHEDULES_PER_SCRIPT } from '../../domain/schedule.js';
-import type { RouteOptions } from '../context.js';
-import { ownerScope, principalOf } from '../plugins/auth.js';
-import { CursorQuery, IdParams, NoContent, PageQuery, problems } from '../schemas/common.js';
-import { NewSchedule, Schedule, ScheduleChange } from '../schemas/schedule.js';
+import { MAX_SCHEDULES_PER_SCRIPT } from '../../domain/schedule.ts';
+import type { RouteOptions } from '../context.ts';
+import { ownerScope, principalOf } from '../plugins/auth.ts';
+import { CursorQuery, IdParams, NoContent, PageQuery, problems } from '../schemas/common.ts';
+import { NewSchedule, Schedule, ScheduleChange } from '../schemas/schedule.ts';
 
 const ScheduleList = Type.Object(
   { schedules: Type.Array(Type.Ref(Schedule)) },

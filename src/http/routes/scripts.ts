@@ -8,13 +8,13 @@ import type { Readable } from 'node:stream';
 import type {} from '@fastify/multipart';
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
 import contentDisposition from 'content-disposition';
-import { ValidationError } from '../../domain/errors.js';
-import { pageBody } from '../../domain/paging.js';
-import { SCRIPT_SORTS } from '../../domain/script.js';
-import type { RouteOptions } from '../context.js';
-import { ownerScope, principalOf } from '../plugins/auth.js';
-import { CursorQuery, IdParams, NoContent, PageQuery, problems } from '../schemas/common.js';
-import { Script, ScriptOwner, ScriptStatus } from '../schemas/script.js';
+import { ValidationError } from '../../domain/errors.ts';
+import { pageBody } from '../../domain/paging.ts';
+import { SCRIPT_SORTS } from '../../domain/script.ts';
+import type { RouteOptions } from '../context.ts';
+import { ownerScope, principalOf } from '../plugins/auth.ts';
+import { CursorQuery, IdParams, NoContent, PageQuery, problems } from '../schemas/common.ts';
+import { Script, ScriptOwner, ScriptStatus } from '../schemas/script.ts';
 
 const ScriptPage = Type.Union([
   Type.Object(

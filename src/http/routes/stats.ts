@@ -1,9 +1,9 @@
 /** Statistics for admins; each answer is one database round trip. */
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
-import type { RouteOptions } from '../context.js';
-import { Nullable, NullableDateTime, PageQuery, problems } from '../schemas/common.js';
-import { ScriptStatus } from '../schemas/script.js';
-import { AuthProvider } from '../schemas/user.js';
+import type { RouteOptions } from '../context.ts';
+import { Nullable, NullableDateTime, PageQuery, problems } from '../schemas/common.ts';
+import { ScriptStatus } from '../schemas/script.ts';
+import { AuthProvider } from '../schemas/user.ts';
 
 const counts = (keys: readonly string[]) =>
   Type.Object(Object.fromEntries(keys.map((k) => [k, Type.Integer()])), { additionalProperties: false });

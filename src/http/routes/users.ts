@@ -1,12 +1,12 @@
 /** Users, for admins; a user may read and delete itself. Anyone else's id is a 404. */
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
-import { pageBody } from '../../domain/paging.js';
-import { EMBEDDED_SCRIPTS_MAX } from '../../services/user-service.js';
-import type { RouteOptions } from '../context.js';
-import { principalOf } from '../plugins/auth.js';
-import { CursorQuery, IdParams, NoContent, PageQuery, problems } from '../schemas/common.js';
-import { Script } from '../schemas/script.js';
-import { AuthProvider, User, Username, UserRole } from '../schemas/user.js';
+import { pageBody } from '../../domain/paging.ts';
+import { EMBEDDED_SCRIPTS_MAX } from '../../services/user-service.ts';
+import type { RouteOptions } from '../context.ts';
+import { principalOf } from '../plugins/auth.ts';
+import { CursorQuery, IdParams, NoContent, PageQuery, problems } from '../schemas/common.ts';
+import { Script } from '../schemas/script.ts';
+import { AuthProvider, User, Username, UserRole } from '../schemas/user.ts';
 
 const UserWithScripts = Type.Object(
   {

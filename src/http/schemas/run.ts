@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
-import { RUN_STATUSES, RUN_TRIGGERS } from '../../domain/enums.js';
-import { DateTime, Nullable, NullableDateTime } from './common.js';
+import { RUN_STATUSES, RUN_TRIGGERS } from '../../domain/enums.ts';
+import { DateTime, Nullable, NullableDateTime } from './common.ts';
 
 export const RunStatus = Type.Union(
   RUN_STATUSES.map((s) => Type.Literal(s)),

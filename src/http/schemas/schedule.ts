@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
-import { CRON_MAX_LENGTH, TIMEZONE_MAX_LENGTH } from '../../domain/schedule.js';
-import { DateTime, Nullable, NullableDateTime } from './common.js';
+import { CRON_MAX_LENGTH, TIMEZONE_MAX_LENGTH } from '../../domain/schedule.ts';
+import { DateTime, Nullable, NullableDateTime } from './common.ts';
 
 /** A schedule as the API shows it (API.md, the Schedule resource). */
 export const Schedule = Type.Object(

@@ -1,7 +1,7 @@
 import { Type } from '@sinclair/typebox';
-import { SCRIPT_STATUSES } from '../../domain/enums.js';
-import { SCRIPT_EXTENSIONS } from '../../domain/script.js';
-import { DateTime, Nullable, NullableDateTime } from './common.js';
+import { SCRIPT_STATUSES } from '../../domain/enums.ts';
+import { SCRIPT_EXTENSIONS } from '../../domain/script.ts';
+import { DateTime, Nullable, NullableDateTime } from './common.ts';
 
 export const ScriptStatus = Type.Union(
   SCRIPT_STATUSES.map((s) => Type.Literal(s)),

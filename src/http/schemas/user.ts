@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
-import { AUTH_PROVIDERS, USER_ROLES } from '../../domain/enums.js';
-import { DateTime, Nullable, NullableDateTime } from './common.js';
+import { AUTH_PROVIDERS, USER_ROLES } from '../../domain/enums.ts';
+import { DateTime, Nullable, NullableDateTime } from './common.ts';
 
 export const AuthProvider = Type.Union(
   AUTH_PROVIDERS.map((p) => Type.Literal(p)),

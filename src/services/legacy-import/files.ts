@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { ScriptFile } from '../../repositories/legacy-import-repository.js';
+import type { ScriptFile } from '../../repositories/legacy-import-repository.ts';
 
 export interface FileResult {
   id: number;
@@ -20,10 +20,13 @@ export interface FileResult {
 const MISSING = new Set(['ENOENT', 'ENOTDIR', 'EISDIR']);
 
 export class FileReader {
-  constructor(
-    private readonly filesDir: string,
-    private readonly concurrency = 32,
-  ) {}
+  private readonly filesDir: string;
+  private readonly concurrency: number;
+
+  constructor(filesDir: string, concurrency = 32) {
+    this.filesDir = filesDir;
+    this.concurrency = concurrency;
+  }
 
   /** Reads and hashes one page of files, `concurrency` at a time; results in input order. */
   async read(files: ScriptFile[], onFile: () => void): Promise<FileResult[]> {

@@ -14,13 +14,13 @@ import { createWriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import postgres from 'postgres';
-import type { Sql } from '../../db/client.js';
-import { LegacyImportRepository, type Outcomes } from '../../repositories/legacy-import-repository.js';
-import type { SecretBox } from '../secret-box.js';
-import { ibkrContext } from '../user-service.js';
-import { pipeCopy } from './copy.js';
-import { FileReader, fileRows } from './files.js';
-import { type ProgressSink, silentProgress } from './progress.js';
+import type { Sql } from '../../db/client.ts';
+import { LegacyImportRepository, type Outcomes } from '../../repositories/legacy-import-repository.ts';
+import type { SecretBox } from '../secret-box.ts';
+import { ibkrContext } from '../user-service.ts';
+import { pipeCopy } from './copy.ts';
+import { FileReader, fileRows } from './files.ts';
+import { type ProgressSink, silentProgress } from './progress.ts';
 
 export interface LegacyImportOptions {
   /** Connection URL of the old database; only read. */

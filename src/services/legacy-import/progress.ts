@@ -22,10 +22,13 @@ export class TerminalProgress implements ProgressSink {
   private started = 0;
   private lastDraw = 0;
 
-  constructor(
-    private readonly out: Out,
-    private readonly interactive = out.isTTY === true,
-  ) {}
+  private readonly out: Out;
+  private readonly interactive: boolean;
+
+  constructor(out: Out, interactive = out.isTTY === true) {
+    this.out = out;
+    this.interactive = interactive;
+  }
 
   phase(name: string, total: number): void {
     this.end();

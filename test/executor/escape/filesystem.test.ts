@@ -12,8 +12,8 @@ import {
   escapeFixture,
   sandboxAvailable,
   verdicts,
-} from '../../helpers/escape.js';
-import { executorFixture } from '../../helpers/executor.js';
+} from '../../helpers/escape.ts';
+import { executorFixture } from '../../helpers/executor.ts';
 
 // Many sandboxed runs: more than tap's 120 s per file on a loaded 2-core machine.
 t.setTimeout(300_000);

@@ -3,8 +3,8 @@
  * the number of its processes, its CPU time — whatever it forks.
  */
 import t from 'tap';
-import { assertRefusal, escapeFixture, processesOf, sandboxAvailable } from '../../helpers/escape.js';
-import { eventually, executorFixture } from '../../helpers/executor.js';
+import { assertRefusal, escapeFixture, processesOf, sandboxAvailable } from '../../helpers/escape.ts';
+import { eventually, executorFixture } from '../../helpers/executor.ts';
 
 // Many sandboxed runs: more than tap's 120 s per file on a loaded 2-core machine.
 t.setTimeout(300_000);

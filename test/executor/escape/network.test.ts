@@ -11,10 +11,10 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { Test } from 'tap';
 import t from 'tap';
-import { NFT_BIN } from '../../../src/executor/sandbox/host.js';
-import { REFUSED_IPV4, REFUSED_IPV6 } from '../../../src/executor/sandbox/network.js';
-import { assertRefusal, escapeFixture, sandboxAvailable, verdicts } from '../../helpers/escape.js';
-import { executorFixture } from '../../helpers/executor.js';
+import { NFT_BIN } from '../../../src/executor/sandbox/host.ts';
+import { REFUSED_IPV4, REFUSED_IPV6 } from '../../../src/executor/sandbox/network.ts';
+import { assertRefusal, escapeFixture, sandboxAvailable, verdicts } from '../../helpers/escape.ts';
+import { executorFixture } from '../../helpers/executor.ts';
 
 async function listen(t: Test, host: string): Promise<number> {
   const sockets = new Set<Socket>();

@@ -12,11 +12,11 @@ import { chmod, chown, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { commandLine } from '../../../src/executor/sandbox/command.js';
-import { NFT_BIN } from '../../../src/executor/sandbox/host.js';
-import { ruleSet } from '../../../src/executor/sandbox/network.js';
-import { policyFor } from '../../../src/executor/sandbox/policy.js';
-import { isRoot, sandboxAvailable, verdicts } from '../../helpers/escape.js';
+import { commandLine } from '../../../src/executor/sandbox/command.ts';
+import { NFT_BIN } from '../../../src/executor/sandbox/host.ts';
+import { ruleSet } from '../../../src/executor/sandbox/network.ts';
+import { policyFor } from '../../../src/executor/sandbox/policy.ts';
+import { isRoot, sandboxAvailable, verdicts } from '../../helpers/escape.ts';
 
 const tag = `${process.pid % 100000}`;
 const NEAR = `dcsbx-near-${tag}`;

@@ -12,8 +12,8 @@ import {
   sandboxAvailable,
   sysvOf,
   verdicts,
-} from '../../helpers/escape.js';
-import { eventually, execute, executorFixture, logsOf, upload, waitFor } from '../../helpers/executor.js';
+} from '../../helpers/escape.ts';
+import { eventually, execute, executorFixture, logsOf, upload, waitFor } from '../../helpers/executor.ts';
 
 const TOKEN = `secret-${process.pid}-${Date.now()}`;
 

@@ -14,8 +14,8 @@ import {
   escapeFixture,
   sandboxAvailable,
   verdicts,
-} from '../../helpers/escape.js';
-import { executorFixture } from '../../helpers/executor.js';
+} from '../../helpers/escape.ts';
+import { executorFixture } from '../../helpers/executor.ts';
 
 // Several sandboxed runs on a loaded 2-core machine.
 t.setTimeout(300_000);

@@ -11,7 +11,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t, { type Test } from 'tap';
-import { CgroupParent, detectCgroups } from '../../../src/executor/sandbox/cgroup.js';
+import { CgroupParent, detectCgroups } from '../../../src/executor/sandbox/cgroup.ts';
 
 interface Fake {
   /** Stands for /sys/fs/cgroup (the cgroup2 mount). */

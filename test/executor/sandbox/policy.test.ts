@@ -6,10 +6,10 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { loadConfig } from '../../../src/config.js';
-import { commandLine } from '../../../src/executor/sandbox/command.js';
-import { nameServers, parseAllowList, ruleSet } from '../../../src/executor/sandbox/network.js';
-import { type PolicyInput, policyFor } from '../../../src/executor/sandbox/policy.js';
+import { loadConfig } from '../../../src/config.ts';
+import { commandLine } from '../../../src/executor/sandbox/command.ts';
+import { nameServers, parseAllowList, ruleSet } from '../../../src/executor/sandbox/network.ts';
+import { type PolicyInput, policyFor } from '../../../src/executor/sandbox/policy.ts';
 
 const input: PolicyInput = {
   namespaces: true,

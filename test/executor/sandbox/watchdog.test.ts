@@ -10,12 +10,12 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pino } from 'pino';
 import t from 'tap';
-import { loadConfig } from '../../../src/config.js';
-import { startRun } from '../../../src/executor/child-process.js';
-import { prepareWorkspace } from '../../../src/executor/run-workspace.js';
-import { Sandbox } from '../../../src/executor/sandbox/index.js';
-import { UidPool } from '../../../src/executor/uid-pool.js';
-import { processesOf } from '../../helpers/escape.js';
+import { loadConfig } from '../../../src/config.ts';
+import { startRun } from '../../../src/executor/child-process.ts';
+import { prepareWorkspace } from '../../../src/executor/run-workspace.ts';
+import { Sandbox } from '../../../src/executor/sandbox/index.ts';
+import { UidPool } from '../../../src/executor/uid-pool.ts';
+import { processesOf } from '../../helpers/escape.ts';
 
 t.setTimeout(120_000);
 
