@@ -18,7 +18,8 @@ import { LogSink } from './log-sink.ts';
 import { type Recorder, verdictOf } from './outcome.ts';
 import type { SandboxUser } from './process-group.ts';
 import { prepareWorkspace, ScriptCompileError, type Workspace } from './run-workspace.ts';
-import type { Confinement, Sandbox } from './sandbox/index.ts';
+import type { Confinement } from './sandbox/confinement.ts';
+import type { Sandbox } from './sandbox/index.ts';
 import { addressSpaceLimitMb, commandFor, scriptEnv } from './script-command.ts';
 import type { Sweeper } from './sweeper.ts';
 
