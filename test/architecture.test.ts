@@ -11,8 +11,8 @@ import ts from 'typescript';
 
 const SRC = path.resolve(import.meta.dirname, '../src');
 
-/** Top-level modules every layer may use: configuration, logging, metrics, /proc parsing. */
-const SHARED = new Set(['config.ts', 'logger.ts', 'metrics.ts', 'proc.ts']);
+/** Top-level modules every layer may use: configuration (and its schema), logging, metrics, /proc parsing. */
+const SHARED = new Set(['config.ts', 'config-schema.ts', 'logger.ts', 'metrics.ts', 'proc.ts']);
 /** Entry points and the wiring of a process: they may import anything, and nothing imports them but each other. */
 const ENTRY = new Set([
   'main.ts',

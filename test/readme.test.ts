@@ -1,7 +1,7 @@
 /** README.md stays true: every setting and every npm script it should name, it names. */
 import { readFile } from 'node:fs/promises';
 import t from 'tap';
-import { ConfigSchema } from '../src/config.ts';
+import { ConfigSchema } from '../src/config-schema.ts';
 
 const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8');
 const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8'));

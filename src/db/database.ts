@@ -9,7 +9,20 @@ import type { Logger } from 'pino';
 import postgres from 'postgres';
 import { DatabaseUnavailableError } from '../domain/errors.ts';
 import type { Sql, TransactionSql } from './client.ts';
+import { type DeadlineList, deadlineList, withDeadline } from './deadlines.ts';
 import { isRetryable, mapPostgresError } from './map-error.ts';
+import {
+  allRows,
+  firstRow,
+  firstRowOrNull,
+  PendingQuery,
+  type Row,
+  rowCount,
+  type Shape,
+  settle,
+} from './pending-query.ts';
+import { type PoolState, poolState, prePing } from './pre-ping.ts';
+import { rebuild, statementText } from './statement.ts';
 
 /** Called once per query with its name, duration and outcome (metrics). */
 export type QueryObserver = (name: string, seconds: number, ok: boolean) => void;
@@ -54,7 +67,6 @@ export interface TransactionOptions {
 }
 
 type AnySql = Sql | TransactionSql;
-type Row = Record<string, unknown>;
 
 export class Database {
   readonly sql: AnySql;
@@ -130,7 +142,8 @@ export class Database {
     const begin = options.isolation ? `isolation level ${options.isolation}` : '';
     const activity = this.activity;
     for (let attempt = 0; ; attempt++) {
-      if (this.needsPrePing(performance.now())) await this.prePing();
+      if (this.needsPrePing(performance.now()))
+        await prePing(this.sql as Sql, this.pool as PoolState, this.options);
       if (activity) activity.inFlight++;
       // The caller is answered when the time is up, but the transaction may still be waiting
       // for a connection or a statement. It must not commit after that answer: once aborted,
@@ -179,7 +192,9 @@ export class Database {
   ): Promise<R> {
     const start = performance.now();
     const result = this.needsPrePing(start)
-      ? this.prePing().then(() => this.execute(name, query, shape, performance.now()))
+      ? prePing(this.sql as Sql, this.pool as PoolState, this.options).then(() =>
+          this.execute(name, query, shape, performance.now()),
+        )
       : this.execute(name, query, shape, start);
     const fallback = this.options.fallback;
     if (fallback === undefined || this.inTransaction) return result;
@@ -245,295 +260,9 @@ export class Database {
   private answered(now: number): void {
     if (this.pool !== undefined) this.pool.lastAnswer = now;
   }
-
-  /**
-   * Checks connections until one answers, before the first query after an idle period: a
-   * restarted server or a dropped NAT entry leaves connections that look open until used.
-   * A failed ping closes its connection (the driver does), so the next ping takes the next
-   * idle connection, then a new one. Concurrent queries share one check. Gives up after
-   * more attempts than the pool has connections, or on an error that is not about the
-   * connection; the query then runs and fails on its own.
-   */
-  private prePing(): Promise<void> {
-    const pool = this.pool as PoolState;
-    pool.checking ??= this.sweep(pool).finally(() => {
-      pool.checking = undefined;
-    });
-    return pool.checking;
-  }
-
-  private async sweep(pool: PoolState): Promise<void> {
-    const sql = this.sql as Sql;
-    const attempts = (sql.options.max ?? 10) + 1;
-    const ms = Math.min(this.options.queryTimeoutMs, (sql.options.connect_timeout ?? 5) * 1000);
-    for (let attempt = 1; attempt <= attempts; attempt++) {
-      const ping = sql`select 1`;
-      try {
-        await withDeadline(deadlineList(ms), ping, 'pre-ping', () => cancel(ping));
-        pool.lastAnswer = performance.now();
-        return;
-      } catch (error) {
-        const connectionLost = mapPostgresError(error) instanceof DatabaseUnavailableError;
-        this.options.log.info({ attempt, err: error }, 'pre-ping: the connection did not answer');
-        if (!connectionLost) return;
-      }
-    }
-  }
 }
 
 const DEBUG = 20; // pino's level value of debug
-
-/** What a query's rows become for the caller. */
-type Shape<R> = (rows: postgres.RowList<Row[]>, name: string) => R;
-const allRows: Shape<never> = (rows) => rows as never;
-const firstRowOrNull: Shape<never> = (rows) => (rows[0] ?? null) as never;
-const firstRow: Shape<never> = (rows, name) => {
-  const row = rows[0];
-  if (row === undefined) throw new Error(`query ${name} returned no row`);
-  return row as never;
-};
-const rowCount: Shape<never> = (rows) => (rows.count ?? 0) as never;
-
-/** Something with a deadline in a DeadlineList. */
-interface Deadline {
-  deadline: number;
-  prev: Deadline | null;
-  next: Deadline | null;
-  expire(now: number): void;
-}
-
-/** One query under way. */
-class PendingQuery implements Deadline {
-  deadline = 0;
-  prev: Deadline | null = null;
-  next: Deadline | null = null;
-  done = false;
-  readonly db: Database;
-  readonly name: string;
-  readonly query: postgres.PendingQuery<Row[]>;
-  readonly shape: Shape<unknown>;
-  readonly start: number;
-  readonly resolve: (value: never) => void;
-  readonly reject: (error: unknown) => void;
-
-  constructor(
-    db: Database,
-    name: string,
-    query: postgres.PendingQuery<Row[]>,
-    shape: Shape<unknown>,
-    start: number,
-    resolve: (value: never) => void,
-    reject: (error: unknown) => void,
-  ) {
-    this.db = db;
-    this.name = name;
-    this.query = query;
-    this.shape = shape;
-    this.start = start;
-    this.resolve = resolve;
-    this.reject = reject;
-  }
-
-  /** The time is up: the caller gets DatabaseUnavailable now; the query is cancelled on the server. */
-  expire(now: number): void {
-    if (this.done) return;
-    this.done = true;
-    cancel(this.query);
-    this.db.finish(this, false, false, now);
-    const ms = this.db.options.queryTimeoutMs;
-    this.reject(new DatabaseUnavailableError(`the database did not answer ${this.name} within ${ms} ms`));
-  }
-}
-
-/** The driver answered (rows or an error), unless the deadline came first. */
-function settle(pending: PendingQuery, ok: boolean, value: unknown): void {
-  if (pending.done) return;
-  pending.done = true;
-  pending.db.deadlines.remove(pending);
-  const end = performance.now();
-  if (ok) {
-    let result: unknown;
-    try {
-      result = pending.shape(value as postgres.RowList<Row[]>, pending.name);
-    } catch (error) {
-      pending.db.finish(pending, true, true, end);
-      pending.reject(error);
-      return;
-    }
-    pending.db.finish(pending, true, true, end);
-    pending.resolve(result as never);
-  } else {
-    pending.db.finish(pending, false, value instanceof postgres.PostgresError, end);
-    pending.reject(mapPostgresError(value));
-  }
-}
-
-/**
- * The deadlines of work under way that share one time limit, in the order they started —
- * which, with one limit, is the order they expire. Adding and removing are O(1) (a doubly
- * linked list); one interval per list, running only while the list is not empty, expires
- * the overdue ones from the head. This replaces a timer per query: a deadline may fire up to
- * one tick late (a twentieth of the limit, at most 250 ms).
- */
-class DeadlineList {
-  private head: Deadline | null = null;
-  private tail: Deadline | null = null;
-  private timer: NodeJS.Timeout | undefined;
-  private readonly tickMs: number;
-
-  readonly ms: number;
-
-  constructor(ms: number) {
-    this.ms = ms;
-    this.tickMs = Math.max(5, Math.min(250, Math.floor(ms / 20)));
-  }
-
-  add(item: Deadline, now = performance.now()): void {
-    item.deadline = now + this.ms;
-    item.prev = this.tail;
-    item.next = null;
-    if (this.tail === null) this.head = item;
-    else this.tail.next = item;
-    this.tail = item;
-    if (this.timer === undefined) {
-      this.timer = setInterval(() => this.tick(), this.tickMs);
-      this.timer.unref();
-    }
-  }
-
-  remove(item: Deadline): void {
-    if (item.prev === null) {
-      if (this.head !== item) return; // not (or no longer) in the list
-      this.head = item.next;
-    } else {
-      item.prev.next = item.next;
-    }
-    if (item.next === null) this.tail = item.prev;
-    else item.next.prev = item.prev;
-    item.prev = null;
-    item.next = null;
-  }
-
-  private tick(): void {
-    const now = performance.now();
-    for (let item = this.head; item !== null && item.deadline <= now; item = this.head) {
-      this.remove(item);
-      item.expire(now);
-    }
-    if (this.head === null && this.timer !== undefined) {
-      clearInterval(this.timer);
-      this.timer = undefined;
-    }
-  }
-}
-
-const lists = new Map<number, DeadlineList>();
-
-/** The list of a time limit, shared by every Database with that limit. */
-function deadlineList(ms: number): DeadlineList {
-  let list = lists.get(ms);
-  if (list === undefined) {
-    list = new DeadlineList(ms);
-    lists.set(ms, list);
-  }
-  return list;
-}
-
-/**
- * Rejects with DatabaseUnavailableError when `work` takes longer than the list's limit
- * (transactions and pre-pings; queries have their own record, see PendingQuery).
- */
-function withDeadline<T>(
-  list: DeadlineList,
-  work: PromiseLike<T>,
-  name: string,
-  onTimeout: () => void,
-): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const item: Deadline = {
-      deadline: 0,
-      prev: null,
-      next: null,
-      expire() {
-        settled = true;
-        onTimeout();
-        reject(new DatabaseUnavailableError(`the database did not answer ${name} within ${list.ms} ms`));
-      },
-    };
-    let settled = false;
-    list.add(item);
-    work.then(
-      (value) => {
-        if (settled) return;
-        settled = true;
-        list.remove(item);
-        resolve(value);
-      },
-      (error) => {
-        if (settled) return;
-        settled = true;
-        list.remove(item);
-        reject(error);
-      },
-    );
-  });
-}
-
-/**
- * The same statement, made anew on another pool (a replica's query run again on the
- * primary): the tagged template's strings and values; fragments inside are values of the
- * driver's own classes, so they embed in any pool's query.
- */
-function rebuild<T extends object>(sql: Sql, query: postgres.PendingQuery<T[]>): postgres.PendingQuery<T[]> {
-  const { strings, args } = query as unknown as { strings: TemplateStringsArray | string; args: unknown[] };
-  if (typeof strings === 'string')
-    return sql.unsafe(strings, args as postgres.ParameterOrJSON<never>[]) as never;
-  return (sql as unknown as (s: TemplateStringsArray, ...a: unknown[]) => postgres.PendingQuery<T[]>)(
-    strings,
-    ...args,
-  );
-}
-
-/** Asks the server to cancel; a failure to ask (the server is gone) changes nothing. */
-function cancel(query: { cancel(): unknown }): void {
-  try {
-    const asked = query.cancel() as Promise<unknown> | null | undefined;
-    if (asked && typeof asked.catch === 'function') asked.catch(() => {});
-  } catch {
-    // nothing to cancel
-  }
-}
-
-interface PoolState {
-  /** performance.now() when the server last answered on this pool. */
-  lastAnswer: number;
-  /** The pre-ping under way, shared by the queries that wait for it. */
-  checking: Promise<void> | undefined;
-}
-
-const pools = new WeakMap<Sql, PoolState>();
-
-function poolState(sql: Sql): PoolState {
-  let state = pools.get(sql);
-  if (state === undefined) {
-    // A new pool has no connection yet: its first query connects, which is check enough.
-    state = { lastAnswer: performance.now(), checking: undefined };
-    pools.set(sql, state);
-  }
-  return state;
-}
-
-/** The SQL text of a query, without its parameter values (they may be secrets). */
-function statementText(query: object): string {
-  const strings = (query as unknown as { strings?: readonly string[] }).strings;
-  return strings
-    ? strings
-        .map((s, i) => (i === 0 ? s : `$${i}${s}`))
-        .join('')
-        .replace(/\s+/g, ' ')
-        .trim()
-    : '';
-}
 
 const abortedError = () =>
   new DatabaseUnavailableError('the transaction ran out of time; it was rolled back');

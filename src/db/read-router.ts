@@ -17,16 +17,17 @@
  * primary and the replica counts as down until the next probe that reaches it: a
  * replica that is down is bypassed, never an error.
  *
- * The caller is known from a request scope (`withScope`, entered per HTTP request; the
- * read-scope plugin names the authenticated user). A pin is told to every API process
+ * The caller is known from a request scope (`withScope` of read-scope.ts, entered per HTTP
+ * request; the read-scope plugin names the authenticated user). A pin is told to every API process
  * with a NOTIFY (PIN_CHANNEL) by the statement that takes the write's position: in the
  * process that took the write it holds before the answer; in the others from the moment
  * the NOTIFY arrives (milliseconds; see docs/scaling.md).
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Logger } from 'pino';
 import type { Sql } from './client.ts';
 import { Database } from './database.ts';
+import { parseLsn } from './lsn.ts';
+import { currentScope, type ReadScope, withScope } from './read-scope.ts';
 
 /** How often the replica's position is checked. */
 export const PROBE_MS = 1000;
@@ -35,14 +36,6 @@ const MAX_SAMPLES = 3600;
 const MAX_LSN = (1n << 64n) - 1n;
 /** Where a write's pin is told to every API process: `<user id> <lsn>`. */
 export const PIN_CHANNEL = 'read_your_writes';
-
-/** What the current request has told the router. */
-export interface ReadScope {
-  /** The authenticated caller, once known. */
-  userId: number | null;
-  /** The request may write (not GET/HEAD/OPTIONS): its reads go to the primary. */
-  writes: boolean;
-}
 
 export type ReplicaState = 'ok' | 'lagging' | 'down' | 'unknown';
 
@@ -61,25 +54,6 @@ interface Sample {
 interface Pin {
   lsn: bigint;
   until: number;
-}
-
-const scopes = new AsyncLocalStorage<ReadScope>();
-
-/** Runs `fn` (an HTTP request) in a scope the router reads the caller from. */
-export function withScope<T>(scope: ReadScope, fn: () => T): T {
-  return scopes.run(scope, fn);
-}
-
-/** The scope of the request under way, if any. */
-export function currentScope(): ReadScope | undefined {
-  return scopes.getStore();
-}
-
-/** A pg_lsn as text (`16/B374D848`) to a number that compares. */
-export function parseLsn(text: string): bigint {
-  const [hi, lo] = text.split('/');
-  if (hi === undefined || lo === undefined) throw new Error(`not an LSN: ${text}`);
-  return (BigInt(`0x${hi}`) << 32n) + BigInt(`0x${lo}`);
 }
 
 export interface ReadRouterOptions {
@@ -150,7 +124,7 @@ export class ReadRouter {
   /** The Database a read of the current caller goes to (see the module comment). */
   reader(): Database {
     if (this.state !== 'ok') return this.primary;
-    const scope = scopes.getStore();
+    const scope = currentScope();
     if (scope === undefined) return this.replica;
     if (scope.writes) return this.primary;
     if (scope.userId !== null) {

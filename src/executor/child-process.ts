@@ -21,7 +21,7 @@ import { StringDecoder } from 'node:string_decoder';
 import { pgText } from '../domain/text.ts';
 import { secretEnvPayload } from './ibkr-credentials.ts';
 import { groupMembers, killGroup, killMembers } from './process-group.ts';
-import type { Confinement } from './sandbox/index.ts';
+import type { Confinement } from './sandbox/confinement.ts';
 import { SETPRIV_BIN, TIME_BIN } from './tools.ts';
 
 /**

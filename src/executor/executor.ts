@@ -22,10 +22,12 @@
  * - stop(): no new claims (a claim in flight is awaited and its runs included);
  *   running scripts get the grace period, during which leases are renewed and
  *   cancels heard; then the rest are killed and recorded as failed.
+ *
+ * Here: start, the runs under way, cancels and shutdown; the claims are
+ * claim-loop.ts, the leases leases.ts, what it holds on the host
+ * executor-resources.ts, one run run-lifecycle.ts.
  */
 import { randomBytes } from 'node:crypto';
-import { rm } from 'node:fs/promises';
-import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { Sql } from '../db/client.ts';
@@ -37,14 +39,14 @@ import { SecretBox } from '../services/secret-box.ts';
 import { configuredKeys } from '../services/secret-keys.ts';
 import type { Storage } from '../storage/storage.ts';
 import type { KillReason } from './child-process.ts';
-import { createExecutorDir, newExecutorId, reapDeadExecutors } from './executor-dir.ts';
+import { ClaimLoop } from './claim-loop.ts';
+import { newExecutorId } from './executor-dir.ts';
+import { ExecutorResources } from './executor-resources.ts';
 import { LeaseKeeper } from './leases.ts';
 import { Recorder } from './outcome.ts';
-import { type ActiveRun, executeRun, measureNodeReserve } from './run-lifecycle.ts';
-import { Sandbox } from './sandbox/index.ts';
-import { Sweeper } from './sweeper.ts';
+import { type ActiveRun, executeRun } from './run-lifecycle.ts';
+import type { Sandbox } from './sandbox/index.ts';
 import { checkSandboxUser, checkTools } from './tools.ts';
-import { UidPool } from './uid-pool.ts';
 
 export interface ExecutorOptions {
   config: Config;
@@ -60,38 +62,20 @@ export interface ExecutorOptions {
   secrets?: SecretBox;
 }
 
-/** How long a cancel heard while a claim was in flight is remembered. */
-const CANCEL_MEMORY_MS = 60_000;
-/** How many runs whose outcome could not be recorded are remembered (see `unrecorded`). */
-const UNRECORDED_MEMORY = 10_000;
-
 export class Executor {
   readonly id = newExecutorId();
   private readonly runs = new Map<number, ActiveRun>();
   private readonly finished = new Set<Promise<void>>();
-  private readonly recentlyCancelled = new Map<number, number>();
-  /**
-   * Runs this executor started whose outcome it could not record: their rows may
-   * still be `running` under its id, and must never be put back in the queue.
-   */
-  private readonly unrecorded = new Set<number>();
-  /** A claim failed without an answer, and may have committed (see failUnstarted). */
-  private claimInDoubt = false;
   private readonly log: Logger;
   private readonly lease: Lease;
   private readonly leaseMs: number;
   private readonly recorder: Recorder;
-  private readonly sweeper = new Sweeper();
   /** Decrypts IBKR tokens for runs with ibkr_access (the same key as the API's). */
   private readonly secrets: SecretBox;
   private readonly leases: LeaseKeeper;
-  private dir: string | undefined;
-  private pool: UidPool | undefined;
-  private sandbox: Sandbox | undefined;
-  private started = false;
+  private readonly claims: ClaimLoop;
+  private readonly host = new ExecutorResources();
   private stopping: Promise<void> | undefined;
-  private filling: Promise<void> | undefined;
-  private refill = false;
   private timers: NodeJS.Timeout[] = [];
   private unlisten: Array<() => Promise<void>> = [];
 
@@ -113,6 +97,19 @@ export class Executor {
       log: this.log,
       metrics: options.metrics,
     });
+    this.claims = new ClaimLoop({
+      leases: options.repos.leases,
+      lease: this.lease,
+      runs: this.runs,
+      free: () =>
+        Math.min(
+          config.EXECUTOR_CONCURRENCY - this.runs.size,
+          this.host.pool?.available ?? Number.POSITIVE_INFINITY,
+        ),
+      launch: (claim, sentAt) => this.launch(claim, sentAt),
+      log: this.log,
+      metrics: options.metrics,
+    });
   }
 
   /** Scripts this executor is running now. */
@@ -126,31 +123,9 @@ export class Executor {
     const processUid = this.options.processUid ?? process.getuid?.() ?? -1;
     const asRoot = checkSandboxUser(processUid, config, this.log);
     try {
-      this.dir = await createExecutorDir(config.EXECUTOR_WORK_DIR, this.id);
-      const reaped = await reapDeadExecutors(config.EXECUTOR_WORK_DIR, this.id);
-      if (reaped.length > 0) this.log.warn({ reaped }, 'reaped the folders and processes of dead executors');
-      if (asRoot) {
-        this.pool = await UidPool.acquire({
-          baseUid: config.SCRIPT_UID,
-          baseGid: config.SCRIPT_GID,
-          // Twice the slots: a finished run's uid is swept while the next run starts.
-          count: 2 * config.EXECUTOR_CONCURRENCY,
-          executorId: this.id,
-        });
-        // A uid taken over from a dead executor may still have processes or files.
-        await Promise.all(this.pool.users.map((user) => this.sweeper.sweep(user)));
-      }
-      // What a Node run's address-space limit must allow for (run-lifecycle.ts), measured off the event loop.
-      const reserve = await measureNodeReserve(config.NODE_BIN);
-      this.log.debug({ node_bin: config.NODE_BIN, reserved_mb: reserve }, 'address space Node reserves');
-      this.sandbox = await Sandbox.open({
-        config,
-        log: this.log,
-        processUid,
-        users: this.pool?.users ?? [],
-      });
+      await this.host.acquire({ config, executorId: this.id, asRoot, processUid, log: this.log });
       const notifications = new Notifications(sql);
-      const queued = await notifications.onRunQueued(() => this.fill());
+      const queued = await notifications.onRunQueued(() => this.claims.fill());
       this.unlisten.push(queued.unlisten);
       const cancelled = await notifications.onRunCancelled((id) => this.onCancelled(id));
       this.unlisten.push(cancelled.unlisten);
@@ -162,14 +137,18 @@ export class Executor {
     this.every(Math.max(250, this.leaseMs / 3), () => this.leases.renew());
     this.every(Math.min(1000, this.leaseMs / 8), () => this.leases.fence());
     this.every(this.leaseMs, () => this.leases.failExpired());
-    this.every(config.EXECUTOR_POLL_MS, () => this.fill());
-    this.started = true;
+    this.every(config.EXECUTOR_POLL_MS, () => this.claims.fill());
+    this.claims.start();
     this.log.info(
-      { concurrency: config.EXECUTOR_CONCURRENCY, uids: this.pool?.users.map((u) => u.uid), dir: this.dir },
+      {
+        concurrency: config.EXECUTOR_CONCURRENCY,
+        uids: this.host.pool?.users.map((u) => u.uid),
+        dir: this.host.dir,
+      },
       'executor started',
     );
     await this.leases.failExpired();
-    this.fill();
+    this.claims.fill();
   }
 
   /**
@@ -179,7 +158,7 @@ export class Executor {
    */
   stop(graceMs = this.options.config.EXECUTOR_SHUTDOWN_GRACE_SECONDS * 1000): Promise<void> {
     this.stopping ??= (async () => {
-      await this.filling;
+      await this.claims.stop();
       if (this.runs.size > 0) {
         this.log.info({ running: this.active, graceMs }, 'waiting for running scripts');
         let timer: NodeJS.Timeout | undefined;
@@ -191,85 +170,19 @@ export class Executor {
         for (const id of this.runs.keys()) this.killRun(id, 'shutdown');
         await Promise.all(this.finished);
       }
-      if (this.claimInDoubt)
-        await this.failUnstarted().catch((err) =>
-          this.log.warn({ err }, 'could not settle the runs of a claim in doubt; their leases will lapse'),
-        );
+      await this.claims.settle();
       await this.teardown();
       this.log.info('executor stopped');
     })();
     return this.stopping;
   }
 
-  /** Claims scripts while there are free slots. Re-entrant calls coalesce. */
-  private fill(): void {
-    if (!this.started || this.stopping) return;
-    if (this.filling) {
-      this.refill = true;
-      return;
-    }
-    // The loop may end without awaiting anything: clear `filling` only once it is set.
-    const loop = this.claimWhileFree();
-    this.filling = loop.finally(() => {
-      this.filling = undefined;
-      // A slot freed after the loop's last look, but before this: look again now.
-      if (this.refill) this.fill();
-    });
-  }
-
-  private async claimWhileFree(): Promise<void> {
-    try {
-      if (this.claimInDoubt) await this.failUnstarted();
-      do {
-        this.refill = false;
-        const free = Math.min(
-          this.options.config.EXECUTOR_CONCURRENCY - this.runs.size,
-          this.pool?.available ?? Number.POSITIVE_INFINITY,
-        );
-        if (free <= 0 || this.stopping) break;
-        const sentAt = performance.now();
-        let claims: ClaimedRun[];
-        try {
-          claims = await this.options.repos.leases.claim(this.lease, free);
-        } catch (err) {
-          // It may have committed with its answer lost: those rows are ours, and nobody runs them.
-          this.claimInDoubt = true;
-          throw err;
-        }
-        for (const claim of claims) this.launch(claim, sentAt);
-        if (claims.length === free) this.refill = true; // maybe more waiting
-      } while (this.refill && !this.stopping);
-    } catch (err) {
-      this.refill = false; // the next poll or notification retries, not a tight loop
-      this.log.warn({ err }, 'could not claim scripts; will retry');
-    }
-  }
-
-  /**
-   * Settles the rows a failed claim may have taken: every row running under this
-   * executor's id but the runs it knows it started had no process, and is failed
-   * now, saying that it did not run (running → queued is not a transition the
-   * status machine has), instead of lapsing later as "outcome unknown".
-   */
-  private async failUnstarted(): Promise<void> {
-    const keep = [...this.runs.keys(), ...this.unrecorded];
-    const failed = await this.options.repos.leases.failUnstarted(this.id, keep);
-    this.claimInDoubt = false;
-    if (failed.length > 0) {
-      this.options.metrics?.scriptRuns.inc({ outcome: 'failed' }, failed.length);
-      this.log.warn(
-        { failed },
-        'a claim whose answer was lost had taken these scripts; failed them, they did not run',
-      );
-    }
-  }
-
   private launch(claim: ClaimedRun, claimSentAt: number): void {
     const active: ActiveRun = { claim, leaseUntil: claimSentAt + this.leaseMs };
     this.runs.set(claim.id, active);
     // A cancel may have arrived before the claim's answer: ask the database before starting.
-    if (this.recentlyCancelled.delete(claim.id)) active.ready = this.leases.confirm(claim.id);
-    const user = this.pool?.take();
+    if (this.claims.takeCancel(claim.id)) active.ready = this.leases.confirm(claim.id);
+    const user = this.host.pool?.take();
     const { config, repos, storage, metrics } = this.options;
     const finished = executeRun(
       {
@@ -279,18 +192,18 @@ export class Executor {
         metrics,
         log: this.log,
         executorId: this.id,
-        dir: this.dir as string,
+        dir: this.host.dir as string,
         recorder: this.recorder,
-        sandbox: this.sandbox as Sandbox,
-        sweeper: this.sweeper,
+        sandbox: this.host.sandbox as Sandbox,
+        sweeper: this.host.sweeper,
         secrets: this.secrets,
         user,
-        giveBackUser: user && (() => this.pool?.give(user)),
+        giveBackUser: user && (() => this.host.pool?.give(user)),
         onLost: () => this.killRun(claim.id, 'lost'),
         onRecorded: (recorded) => {
-          if (!recorded) this.rememberUnrecorded(claim.id);
+          if (!recorded) this.claims.rememberUnrecorded(claim.id);
           this.forget(claim.id, active);
-          this.fill();
+          this.claims.fill();
         },
       },
       active,
@@ -299,7 +212,7 @@ export class Executor {
       .finally(() => {
         this.forget(claim.id, active);
         this.finished.delete(finished);
-        this.fill();
+        this.claims.fill();
       });
     this.finished.add(finished);
   }
@@ -309,25 +222,12 @@ export class Executor {
     if (this.runs.get(id) === active) this.runs.delete(id);
   }
 
-  private rememberUnrecorded(id: number): void {
-    this.unrecorded.delete(id);
-    this.unrecorded.add(id);
-    for (const old of this.unrecorded) {
-      if (this.unrecorded.size <= UNRECORDED_MEMORY) break;
-      this.unrecorded.delete(old);
-    }
-  }
-
   private onCancelled(id: number): void {
     if (this.runs.has(id)) {
       this.killRun(id, 'cancelled');
       return;
     }
-    if (this.filling === undefined) return; // someone else's run
-    const now = performance.now();
-    for (const [old, heard] of this.recentlyCancelled)
-      if (now - heard > CANCEL_MEMORY_MS) this.recentlyCancelled.delete(old);
-    this.recentlyCancelled.set(id, now);
+    this.claims.heardCancel(id);
   }
 
   private killRun(id: number, reason: KillReason): void {
@@ -342,12 +242,7 @@ export class Executor {
   private async teardown(): Promise<void> {
     for (const timer of this.timers.splice(0)) clearInterval(timer);
     await Promise.all(this.unlisten.splice(0).map((unlisten) => unlisten().catch(() => {})));
-    this.sweeper.close();
-    await this.sandbox
-      ?.close()
-      .catch((err) => this.log.warn({ err }, 'could not remove the sandbox’s cgroups or rules'));
-    await this.pool?.release().catch((err) => this.log.warn({ err }, 'could not release the script uids'));
-    if (this.dir) await rm(this.dir, { recursive: true, force: true }).catch(() => {});
+    await this.host.release(this.log);
   }
 
   private every(ms: number, fn: () => unknown): void {

@@ -5,7 +5,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { type CgroupHost, detectCgroups } from './cgroup.ts';
+import { type CgroupHost, detectCgroups } from './cgroup-detect.ts';
 
 export const BWRAP_BIN = '/usr/bin/bwrap';
 export const UNSHARE_BIN = '/usr/bin/unshare';

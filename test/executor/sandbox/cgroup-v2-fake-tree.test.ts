@@ -11,7 +11,8 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t, { type Test } from 'tap';
-import { CgroupParent, detectCgroups } from '../../../src/executor/sandbox/cgroup.ts';
+import { detectCgroups } from '../../../src/executor/sandbox/cgroup-detect.ts';
+import { CgroupParent } from '../../../src/executor/sandbox/cgroup-parent.ts';
 
 interface Fake {
   /** Stands for /sys/fs/cgroup (the cgroup2 mount). */
