@@ -203,6 +203,40 @@ t.test('EXECUTOR_ALLOW_SAME_USER defaults to true except in production', async (
   t.throws(() => loadConfig({ EXECUTOR_ALLOW_SAME_USER: 'maybe' }), { message: /EXECUTOR_ALLOW_SAME_USER/ });
 });
 
+t.test('a production executor refuses SCRIPT_NETWORK=none when runs get no network namespace', async (t) => {
+  const f = await executorFixture(t);
+  // SCRIPT_SANDBOX=off gives no namespaces whatever the host offers; the uid check is
+  // passed on purpose (EXECUTOR_ALLOW_SAME_USER), so the network is what is refused.
+  const key = Buffer.alloc(32, 7).toString('base64');
+  const { log, lines } = captureLogger('info');
+  const refused = f.makeExecutor(
+    {
+      NODE_ENV: 'production',
+      IBKR_TOKEN_KEY: key,
+      EXECUTOR_ALLOW_SAME_USER: 'true',
+      SCRIPT_SANDBOX: 'off',
+      SCRIPT_NETWORK: 'none',
+    },
+    { processUid: 1000, log },
+  );
+  await t.rejects(refused.start(), /SCRIPT_NETWORK=none needs a network namespace.*host network unfiltered/s);
+  t.notOk(
+    lines.some((l) => /^executor started$/.test(l.msg ?? '')),
+    'no executor start is logged',
+  );
+  // Outside production the same settings start, with the gap named in the warning.
+  const { log: devLog, lines: devLines } = captureLogger('info');
+  const dev = await f.startExecutor(
+    { EXECUTOR_ALLOW_SAME_USER: 'true', SCRIPT_SANDBOX: 'off', SCRIPT_NETWORK: 'none' },
+    { processUid: 1000, log: devLog },
+  );
+  t.ok(
+    devLines.some((l) => l.level === 40 && /SCRIPT_NETWORK=none needs a network namespace/.test(l.msg ?? '')),
+    'development warns that runs use the host network',
+  );
+  await dev.stop(0);
+});
+
 t.test('a non-root executor refuses to start unless allowed, and warns when allowed', async (t) => {
   const f = await executorFixture(t);
   // processUid pretends: the process is not root. No script is run here.

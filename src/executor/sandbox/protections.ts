@@ -138,6 +138,14 @@ export async function chooseProtections(options: SandboxOptions): Promise<Chosen
         'Install nftables and run the executor as root, or set SCRIPT_NETWORK=none',
     );
   }
+  if (production && config.SCRIPT_NETWORK === 'none' && networkProtection === null) {
+    await release();
+    throw new Error(
+      'SCRIPT_NETWORK=none needs a network namespace, and runs get none here (SCRIPT_SANDBOX=off, or neither ' +
+        'bubblewrap nor unshare): they would use the host network unfiltered. Let SCRIPT_SANDBOX give them ' +
+        'namespaces, or set SCRIPT_NETWORK=internet with nftables',
+    );
+  }
   const summary = {
     namespaces:
       mechanism === 'bwrap'
