@@ -5,6 +5,7 @@
  */
 import t from 'tap';
 import { PER_PAGE_DEFAULT } from '../../src/domain/paging.ts';
+import type { User } from '../../src/domain/user.ts';
 import { StatsService, TOP_USERS_DEFAULT } from '../../src/services/stats-service.ts';
 import { testDatabase } from '../helpers/db.ts';
 import { makeScript, makeUser, startRun } from '../helpers/fixtures.ts';
@@ -13,7 +14,7 @@ const { repos } = await testDatabase(t);
 const stats = new StatsService(repos);
 
 // Twelve users; user i keeps i scripts (0 … 11), so the top users are in a known order.
-const users = [];
+const users: User[] = [];
 const scriptIds: number[] = [];
 for (let i = 0; i < 12; i++) {
   const user = await makeUser(repos, { username: `stats_${String(i).padStart(2, '0')}_${process.pid}` });
