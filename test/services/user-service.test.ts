@@ -159,7 +159,11 @@ t.test(
       [script.id],
       'the user’s scripts are embedded',
     );
-    t.ok(EMBEDDED_SCRIPTS_MAX >= 1);
+    t.equal(
+      'scripts_cursor' in withScripts ? withScripts.scripts_cursor : undefined,
+      null,
+      'all of them: no cursor',
+    );
     await rejectsWith(t, users.get(stranger.me, user.id), NotFoundError, { resource: 'user' });
     t.equal((await users.get(adminOf(stranger.user), user.id)).id, user.id, 'an admin reads anyone');
     await rejectsWith(t, users.get(adminOf(user), 2 ** 31 - 1, { scripts: true }), NotFoundError, {
@@ -215,4 +219,19 @@ t.test('linkIbkr without tokens links the account and stores none', async (t) =>
   const linked = await users.linkIbkr(user.id, { ibkr_user_id: `bare-${user.id}` });
   t.match(linked, { is_ibkr_connected: true, ibkr_user_id: `bare-${user.id}` });
   t.same(await repos.ibkr.findTokens(user.id), { ibkr_access_token: null, ibkr_refresh_token: null });
+});
+
+t.test(`get with scripts embeds the newest ${EMBEDDED_SCRIPTS_MAX} and a cursor for the rest`, async (t) => {
+  const { user, me } = await account();
+  const ids: number[] = [];
+  for (let i = 0; i <= EMBEDDED_SCRIPTS_MAX; i++) ids.push((await makeScript(repos, user.id)).id);
+  const full = await users.get(me, user.id, { scripts: true });
+  if (!('scripts' in full)) throw new Error('no scripts embedded');
+  t.equal(full.scripts.length, EMBEDDED_SCRIPTS_MAX);
+  t.same(
+    full.scripts.map((s) => s.id),
+    ids.slice(1).reverse(),
+    'the newest, newest first: the oldest is left out',
+  );
+  t.type(full.scripts_cursor, 'string', 'a cursor leads to the rest');
 });
