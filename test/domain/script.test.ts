@@ -1,7 +1,9 @@
 import fc from 'fast-check';
 import t from 'tap';
 import { SCRIPT_STATUSES } from '../../src/domain/enums.ts';
+import { ValidationError } from '../../src/domain/errors.ts';
 import {
+  assertExecutionMetrics,
   canTransition,
   ORIGINAL_FILENAME_MAX_LENGTH,
   sanitizeFilename,
@@ -65,3 +67,29 @@ t.test('the status machine is the one API.md describes', async (t) => {
   t.same(statusesLeadingTo('queued'), ['uploaded', 'completed', 'failed', 'cancelled']);
   t.same(statusesLeadingTo('cancelled'), ['queued', 'running']);
 });
+
+t.test(
+  'execution metrics: from 0 to what numeric(10,3) and numeric(10,2) hold, each refusal named',
+  async (t) => {
+    t.doesNotThrow(() => assertExecutionMetrics({}), 'absent metrics are fine');
+    t.doesNotThrow(() => assertExecutionMetrics({ execution_time_seconds: null, memory_usage_mb: null }));
+    t.doesNotThrow(() => assertExecutionMetrics({ execution_time_seconds: 0, memory_usage_mb: 0 }));
+    t.doesNotThrow(() =>
+      assertExecutionMetrics({ execution_time_seconds: 9_999_999.999, memory_usage_mb: 99_999_999.99 }),
+    );
+    const time = { path: '/execution_time_seconds', message: 'must be a number from 0 to 9999999.999' };
+    const memory = { path: '/memory_usage_mb', message: 'must be a number from 0 to 99999999.99' };
+    for (const bad of [-0.001, 10_000_000, Number.NaN, Number.POSITIVE_INFINITY])
+      t.throws(
+        () => assertExecutionMetrics({ execution_time_seconds: bad }),
+        { constructor: ValidationError, errors: [time] },
+        String(bad),
+      );
+    t.throws(() => assertExecutionMetrics({ memory_usage_mb: 100_000_000 }), { errors: [memory] });
+    t.throws(
+      () => assertExecutionMetrics({ execution_time_seconds: -1, memory_usage_mb: -1 }),
+      { errors: [time, memory] },
+      'both refusals at once',
+    );
+  },
+);
