@@ -8,7 +8,7 @@ import path from 'node:path';
 import t from 'tap';
 import { verifyPassword } from '../src/services/passwords.ts';
 import { signUp, testApp } from './helpers/app.ts';
-import { entryArgs } from './helpers/entry.ts';
+import { childEnv, entryArgs } from './helpers/entry.ts';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 
@@ -31,12 +31,12 @@ function cli(databaseUrl: string, args: string[], input = '', tty = false): Prom
         ['-qec', [process.execPath, ...entryArgs('src/cli.ts'), ...args].join(' '), '/dev/null'],
         {
           cwd: REPO,
-          env: { ...process.env, DATABASE_URL: databaseUrl, NODE_ENV: 'test', NODE_OPTIONS: '' },
+          env: childEnv({ ...process.env, DATABASE_URL: databaseUrl, NODE_ENV: 'test', NODE_OPTIONS: '' }),
         },
       )
     : spawn(process.execPath, [...entryArgs('src/cli.ts'), ...args], {
         cwd: REPO,
-        env: { ...process.env, DATABASE_URL: databaseUrl, NODE_ENV: 'test', NODE_OPTIONS: '' },
+        env: childEnv({ ...process.env, DATABASE_URL: databaseUrl, NODE_ENV: 'test', NODE_OPTIONS: '' }),
       });
   let stdout = '';
   let stderr = '';

@@ -22,7 +22,7 @@ import { createInterface } from 'node:readline';
 import t from 'tap';
 import { multipartFile } from './helpers/app.ts';
 import { testDatabase } from './helpers/db.ts';
-import { entryArgs } from './helpers/entry.ts';
+import { childEnv, entryArgs } from './helpers/entry.ts';
 import { eventually } from './helpers/executor.ts';
 
 const LEASE_SECONDS = 4;
@@ -60,7 +60,7 @@ interface Proc {
 
 function start(name: string, entry: string, env: Record<string, string>, readyMessage: string): Proc {
   const child = spawn(process.execPath, entryArgs(entry), {
-    env: { ...process.env, ...env },
+    env: childEnv({ ...process.env, ...env }),
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let signal: string | null = null;

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { freePort } from '../src/db/embedded.ts';
-import { entryArgs } from './helpers/entry.ts';
+import { childEnv, entryArgs } from './helpers/entry.ts';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 const READY_WITHIN_MS = 60_000;
@@ -36,7 +36,7 @@ function start(env: Record<string, string>): Server {
   const port = Number(env.PORT);
   const child = spawn(process.execPath, entryArgs('src/main.ts'), {
     cwd: REPO,
-    env: {
+    env: childEnv({
       PATH: process.env.PATH ?? '/usr/bin:/bin',
       HOME: process.env.HOME ?? '/root',
       HOST: '127.0.0.1',
@@ -44,7 +44,7 @@ function start(env: Record<string, string>): Server {
       EMBEDDED_PG_DIR: dataDir,
       STORAGE_DIR: storageDir,
       ...env,
-    },
+    }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.add(child);

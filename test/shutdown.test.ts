@@ -14,7 +14,7 @@ import t, { type Test } from 'tap';
 import { freePort } from '../src/db/embedded.ts';
 import { TEST_IBKR_KEY } from './helpers/app.ts';
 import { testDatabase } from './helpers/db.ts';
-import { entryArgs } from './helpers/entry.ts';
+import { childEnv, entryArgs } from './helpers/entry.ts';
 
 const REPO = path.resolve(import.meta.dirname, '..');
 const READY_WITHIN_MS = 60_000;
@@ -44,7 +44,7 @@ async function start(t: Test): Promise<Server> {
   const port = await freePort();
   const child = spawn(process.execPath, entryArgs('src/main.ts'), {
     cwd: REPO,
-    env: {
+    env: childEnv({
       PATH: process.env.PATH ?? '/usr/bin:/bin',
       HOME: process.env.HOME ?? '/root',
       NODE_ENV: 'test',
@@ -56,7 +56,7 @@ async function start(t: Test): Promise<Server> {
       AUTH_RATE_LIMIT_MAX: '100000',
       // Load shedding answers 503 SERVER_OVERLOADED on a starved loop: not what this is about.
       MAX_EVENT_LOOP_UTILIZATION: '0',
-    },
+    }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.add(child);

@@ -15,7 +15,7 @@ import { Repositories } from '../../src/repositories/index.ts';
 import { signUp } from '../helpers/app.ts';
 import { rejectsWith } from '../helpers/assert.ts';
 import { testLogger } from '../helpers/db.ts';
-import { entryArgs } from '../helpers/entry.ts';
+import { childEnv, entryArgs } from '../helpers/entry.ts';
 import {
   alive,
   eventually,
@@ -162,14 +162,14 @@ t.test(
       ].join('\n'),
     );
     const child = spawn(process.execPath, entryArgs('test/fixtures/executor-process.ts'), {
-      env: {
+      env: childEnv({
         ...process.env,
         ...f.env,
         NODE_OPTIONS: '',
         DATABASE_URL: f.database.url,
         STORAGE_DIR: f.config.STORAGE_DIR,
         LOG_LEVEL: 'warn',
-      },
+      }),
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     t.teardown(() => {

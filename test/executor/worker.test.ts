@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import t from 'tap';
-import { entryArgs } from '../helpers/entry.ts';
+import { childEnv, entryArgs } from '../helpers/entry.ts';
 import { eventually, execute, executorFixture, signUpWithScript, waitFor } from '../helpers/executor.ts';
 
 async function freePort(): Promise<number> {
@@ -21,7 +21,7 @@ t.test('the worker serves /metrics and /health on METRICS_PORT, and closes them 
   const f = await executorFixture(t);
   const port = await freePort();
   const worker = spawn(process.execPath, entryArgs('src/worker.ts'), {
-    env: {
+    env: childEnv({
       ...process.env,
       ...f.env,
       NODE_ENV: 'test',
@@ -31,7 +31,7 @@ t.test('the worker serves /metrics and /health on METRICS_PORT, and closes them 
       HOST: '127.0.0.1',
       METRICS_PORT: String(port),
       LOG_LEVEL: 'warn',
-    },
+    }),
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const exited = new Promise<number | null>((resolve) => worker.once('exit', resolve));

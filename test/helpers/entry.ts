@@ -9,3 +9,17 @@
 export function entryArgs(entry: string): string[] {
   return process.features.typescript ? [entry] : ['--import=./src/ts-loader.mjs', entry];
 }
+
+/**
+ * The environment for such a child: `env` with the child's coverage turned off. tap's
+ * processinfo (which wraps spawn in a test process) records a child's coverage unless
+ * `_TAPJS_PROCESSINFO_COVERAGE_` is '0'. On Node 20 the child compiles the sources with
+ * tsx while the test processes use ts-node, and the report merges coverage by file name
+ * under one source map, so a child's counts were read against the other compiler's map (a
+ * file's line coverage swung by 10 points between runs, and once shrank to one line).
+ * The layers' coverage is the tests' own.
+ */
+export function childEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const { NODE_V8_COVERAGE: _, ...rest } = env;
+  return { ...rest, _TAPJS_PROCESSINFO_COVERAGE_: '0' };
+}

@@ -22,7 +22,7 @@ import { createInterface } from 'node:readline';
 import t from 'tap';
 import { CronRule } from '../../src/domain/schedule.ts';
 import { testDatabase } from '../helpers/db.ts';
-import { entryArgs } from '../helpers/entry.ts';
+import { childEnv, entryArgs } from '../helpers/entry.ts';
 import { eventually } from '../helpers/executor.ts';
 import { makeScript, makeUser } from '../helpers/fixtures.ts';
 
@@ -53,7 +53,7 @@ interface Worker {
 
 function startWorker(env: Record<string, string>): Worker {
   const child = spawn(process.execPath, entryArgs('src/worker.ts'), {
-    env: { ...process.env, ...env },
+    env: childEnv({ ...process.env, ...env }),
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const said = { fired: 0, skipped: 0 };

@@ -16,7 +16,7 @@ import { SecretBox } from '../../src/services/secret-box.ts';
 import { keyFileOf, loadSecretBox } from '../../src/services/secret-keys.ts';
 import { ibkrContext } from '../../src/services/user-service.ts';
 import { testDatabase } from '../helpers/db.ts';
-import { entryArgs } from '../helpers/entry.ts';
+import { childEnv, entryArgs } from '../helpers/entry.ts';
 import { makeUser } from '../helpers/fixtures.ts';
 import { captureLogger } from '../helpers/log-capture.ts';
 
@@ -203,13 +203,13 @@ t.test('npm run cli -- rotate-ibkr-key', async (t) => {
     [...entryArgs('src/cli.ts'), 'rotate-ibkr-key', '--batch-size', '10'],
     {
       cwd: REPO,
-      env: {
+      env: childEnv({
         ...process.env,
         NODE_OPTIONS: '',
         NODE_ENV: 'test',
         DATABASE_URL: url,
         IBKR_TOKEN_KEYS: `fresh:${newKey},old:${oldKey}`,
-      },
+      }),
     },
   );
   let out = '';
