@@ -68,7 +68,7 @@ export class RunService {
    * GET /runs: own runs; an admin's too by default, one user's with `user_id`, everyone's
    * with `all` (not both). A user asking for others' is FORBIDDEN.
    */
-  list(principal: Principal, query: RunListQuery): Promise<CursorPage<Run>> {
+  async list(principal: Principal, query: RunListQuery): Promise<CursorPage<Run>> {
     const { user_id, all } = query;
     const othersAsked = all === true || (user_id !== undefined && user_id !== principal.user_id);
     if (othersAsked && principal.role !== 'admin')
@@ -149,6 +149,7 @@ export class RunService {
 /** The last `n` lines of `text` (all of it when n is undefined). */
 export function tailLines(text: string, n: number | undefined): string {
   if (n === undefined) return text;
+  if (n <= 0) return '';
   const lines = text.split('\n');
   const trailingNewline = text.endsWith('\n');
   if (trailingNewline) lines.pop();

@@ -95,7 +95,10 @@ export async function loadSecretBox(
   const file = keyFileOf(config);
   const configured = configuredKeys(config);
   if (configured.length > 0) {
-    const fromFile = await readKeyFile(file).catch(() => null);
+    // A key file that exists stays in the ring (tokens may be encrypted with it); one that
+    // cannot be used stops the start, as it does without configured keys, rather than
+    // leaving its tokens undecryptable without a word.
+    const fromFile = await readKeyFile(file);
     if (fromFile !== null && !configured.some((e) => e.kid === fromFile.kid)) configured.push(fromFile);
     return new SecretBox(configured);
   }

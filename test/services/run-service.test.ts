@@ -33,6 +33,7 @@ t.test('tailLines keeps the last n lines, with or without a final newline', asyn
   t.equal(tailLines('a\nb\n', 10), 'a\nb\n', 'more lines asked than there are: all of them');
   t.equal(tailLines('', 3), '', 'empty output stays empty');
   t.equal(tailLines('\n', 1), '\n', 'one empty line');
+  t.equal(tailLines('a\nb\n', 0), '', 'zero lines: nothing');
 });
 
 t.test('execute, get and cancel reach only the caller’s own runs; an admin reaches all', async (t) => {
@@ -87,10 +88,10 @@ t.test('list: own runs by default; others’ only for an admin; user_id and all 
     [mine.id],
     'asking for one’s own user_id is allowed',
   );
-  t.throws(() => service.list(me, { user_id: other.id }), ForbiddenError, 'another user’s runs: forbidden');
-  t.throws(() => service.list(me, { all: true }), ForbiddenError, 'everyone’s runs: forbidden');
-  t.throws(
-    () => service.list(admin, { all: true, user_id: other.id }),
+  await t.rejects(service.list(me, { user_id: other.id }), ForbiddenError, 'another user’s runs: forbidden');
+  await t.rejects(service.list(me, { all: true }), ForbiddenError, 'everyone’s runs: forbidden');
+  await t.rejects(
+    service.list(admin, { all: true, user_id: other.id }),
     { constructor: ValidationError, errors: [{ path: '/all' }] },
     'all with user_id is refused naming all',
   );

@@ -4,7 +4,7 @@
  * not `kid:key`, and production without a configured key.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t, { type Test } from 'tap';
@@ -94,13 +94,38 @@ t.test('IBKR_TOKEN_KEY alone: the box encrypts with it, and no key file is made'
   await t.rejects(stat(file), { code: 'ENOENT' });
 });
 
-t.test('with keys configured, a key file that cannot be read is left out of the ring', async (t) => {
+t.test(
+  'with keys configured, a key file that exists but cannot be used stops the start, naming it',
+  async (t) => {
+    // Tokens may be encrypted with the file's key: leaving it out silently would make them
+    // undecryptable. A missing file is fine (next test).
+    const dir = await folder(t);
+    const single = key();
+    const unreadable = path.join(dir, 'folder.key');
+    await mkdir(unreadable); // a folder where the file should be: reading it fails
+    await t.rejects(loadSecretBox(keyConfig({ file: unreadable, key: single }), captureLogger().log), {
+      constructor: KeyFileError,
+      message: new RegExp(`cannot read the IBKR token key file ${unreadable}`),
+    });
+    const open = path.join(dir, 'open.key');
+    await writeFile(open, `k1:${key()}\n`, { mode: 0o644 });
+    await chmod(open, 0o644);
+    await t.rejects(loadSecretBox(keyConfig({ file: open, key: single }), captureLogger().log), {
+      constructor: KeyFileError,
+      message: /can be read by other users \(mode 644\)/,
+    });
+  },
+);
+
+t.test('with keys configured, a usable key file joins the ring after them; no file, no change', async (t) => {
   const dir = await folder(t);
-  const file = path.join(dir, 'ibkr.key');
-  await mkdir(file); // a folder where the file should be: reading it fails
   const single = key();
-  const box = await loadSecretBox(keyConfig({ file, key: single }), captureLogger().log);
-  t.same(box.kids, [fingerprint(single)]);
+  const file = path.join(dir, 'ibkr.key');
+  const none = await loadSecretBox(keyConfig({ file, key: single }), captureLogger().log);
+  t.same(none.kids, [fingerprint(single)], 'no key file: the configured key alone');
+  await writeFile(file, `kfile:${key()}\n`, { mode: 0o600 });
+  const both = await loadSecretBox(keyConfig({ file, key: single }), captureLogger().log);
+  t.same(both.kids, [fingerprint(single), 'kfile'], 'the file’s key decrypts what it encrypted');
 });
 
 t.test('without configured keys, an unreadable key file stops the start, naming the file', async (t) => {
