@@ -77,7 +77,10 @@ t.test('transaction commits when the callback returns', async (t) => {
     await makeScript(tx, u.id);
     return u;
   });
-  const page = await repos.scripts.listPage({ user_id: user.id }, '-created_at', { page: 1, per_page: 5 });
+  const page = await repos.scriptListings.listPage({ user_id: user.id }, '-created_at', {
+    page: 1,
+    per_page: 5,
+  });
   t.equal(page.total, 1);
 });
 
