@@ -1,5 +1,10 @@
 import t from 'tap';
-import { InvalidStateError, NotFoundError } from '../../src/domain/errors.ts';
+import {
+  InvalidStateError,
+  NotFoundError,
+  ScriptQuotaError,
+  StorageQuotaError,
+} from '../../src/domain/errors.ts';
 import { SCRIPT_COLUMNS } from '../../src/domain/script.ts';
 import { rejectsWith } from '../helpers/assert.ts';
 import { testDatabase } from '../helpers/db.ts';
@@ -67,4 +72,73 @@ t.test('statements that write the columns out select exactly SCRIPT_COLUMNS', as
     await repos.scripts.findById(script.id, user.id),
   ])
     t.same(Object.keys(found ?? {}), [...SCRIPT_COLUMNS]);
+});
+
+t.test('createWithinQuota inserts within the owner’s quota and says which limit refused it', async (t) => {
+  const { repos } = await testDatabase(t);
+  const owner = await makeUser(repos);
+  const template = await makeScript(repos, owner.id, { file_size: 300 });
+  const input = (name: string, file_size: number) => ({
+    user_id: owner.id,
+    filename: `${name}.py`,
+    original_filename: `${name}.py`,
+    file_size,
+    file_extension: '.py' as const,
+    sha256: template.sha256,
+  });
+  await t.rejects(
+    repos.scripts.createWithinQuota(input('outside', 1), { scripts: 10, bytes: 10_000 }),
+    /must run in a transaction/,
+    'refused outside a transaction, before any SQL',
+  );
+  const created = await repos.transaction((tx) =>
+    tx.scripts.createWithinQuota(input('second', 200), { scripts: 2, bytes: 500 }),
+  );
+  t.match(created, { user_id: owner.id, original_filename: 'second.py', file_size: 200 });
+  await rejectsWith(
+    t,
+    repos.transaction((tx) => tx.scripts.createWithinQuota(input('third', 1), { scripts: 2, bytes: 10_000 })),
+    ScriptQuotaError,
+    { limit: 2 },
+  );
+  await rejectsWith(
+    t,
+    repos.transaction((tx) => tx.scripts.createWithinQuota(input('big', 1), { scripts: 10, bytes: 500 })),
+    StorageQuotaError,
+    { limit: 500, used: 500 },
+  );
+  await rejectsWith(
+    t,
+    repos.transaction((tx) =>
+      tx.scripts.createWithinQuota(
+        { ...input('ghost', 1), user_id: owner.id + 1000 },
+        { scripts: 10, bytes: 10 },
+      ),
+    ),
+    NotFoundError,
+    { resource: 'user' },
+  );
+  const page = await repos.scriptListings.listPage({ user_id: owner.id }, '-created_at', {
+    page: 1,
+    per_page: 10,
+  });
+  t.equal(page.total, 2, 'nothing was written by the refused uploads');
+});
+
+t.test('setIbkrAccess turns the switch for the owner; anyone else’s script is NOT_FOUND', async (t) => {
+  const { repos } = await testDatabase(t);
+  const owner = await makeUser(repos);
+  const stranger = await makeUser(repos);
+  const script = await makeScript(repos, owner.id);
+  t.match(await repos.scripts.setIbkrAccess(script.id, true, owner.id), { id: script.id, ibkr_access: true });
+  await rejectsWith(t, repos.scripts.setIbkrAccess(script.id, false, stranger.id), NotFoundError, {
+    resource: 'script',
+  });
+  t.equal((await repos.scripts.getById(script.id)).ibkr_access, true, 'unchanged by the stranger');
+  t.match(
+    await repos.scripts.setIbkrAccess(script.id, false),
+    { ibkr_access: false },
+    'no owner given (admin)',
+  );
+  await rejectsWith(t, repos.scripts.setIbkrAccess(script.id + 1000, true), NotFoundError);
 });

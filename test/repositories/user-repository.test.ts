@@ -195,3 +195,43 @@ t.test('findById, which writes its columns out, selects exactly USER_COLUMNS', a
   const user = await makeUser(repos);
   t.same(Object.keys((await repos.users.findById(user.id)) ?? {}), [...USER_COLUMNS]);
 });
+
+t.test('lockByEmail and lockRole answer the role and hold the row until the transaction ends', async (t) => {
+  const { repos, sql } = await testDatabase(t);
+  const user = await makeUser(repos, { email: 'dora@example.com', role: 'admin' });
+  const tryLock = () => sql`select id from users where id = ${user.id} for update nowait`;
+  await repos.transaction(async (tx) => {
+    t.same(await tx.users.lockByEmail(' DORA@example.com '), { id: user.id, role: 'admin' });
+    await t.rejects(tryLock(), { code: '55P03' }, 'another transaction cannot lock it meanwhile');
+  });
+  await repos.transaction(async (tx) => {
+    t.equal(await tx.users.lockRole(user.id), 'admin');
+    await t.rejects(tryLock(), { code: '55P03' });
+  });
+  t.same(await tryLock(), [{ id: user.id }], 'released at commit');
+  t.equal(await repos.users.lockByEmail('nobody@example.com'), null);
+  t.equal(await repos.users.lockRole(user.id + 1000), null);
+});
+
+t.test(
+  'findByGoogleId and touchGoogleLogin find a Google user; an inactive one is not signed in',
+  async (t) => {
+    const { repos } = await testDatabase(t);
+    const user = await makeUser(repos, { auth_provider: 'google', google_id: 'g-42', hashed_password: null });
+    t.same(await repos.users.findByGoogleId('g-42'), user);
+    t.equal(await repos.users.findByGoogleId('g-unknown'), null);
+
+    const signedIn = await repos.users.touchGoogleLogin('g-42');
+    t.equal(signedIn?.id, user.id);
+    t.ok(signedIn?.last_login_at instanceof Date, 'the sign-in is recorded');
+    t.equal(await repos.users.touchGoogleLogin('g-unknown'), null);
+
+    await repos.users.deactivate(user.id);
+    t.equal(await repos.users.touchGoogleLogin('g-42'), null, 'a deactivated user is not signed in');
+    t.same(
+      (await repos.users.getById(user.id)).last_login_at,
+      signedIn?.last_login_at,
+      'and nothing changed',
+    );
+  },
+);
