@@ -11,11 +11,12 @@ import {
   ConflictError,
   DatabaseUnavailableError,
   ForeignKeyError,
+  InvalidStateError,
   ValidationError,
 } from '../../src/domain/errors.ts';
 import { rejectsWith } from '../helpers/assert.ts';
 import { testDatabase } from '../helpers/db.ts';
-import { makeScript, makeUser } from '../helpers/fixtures.ts';
+import { makeScript, makeUser, queueRun } from '../helpers/fixtures.ts';
 
 t.test('a foreign key the map does not name is REFERENCE_VIOLATION with the constraint', async (t) => {
   const { db, repos } = await testDatabase(t);
@@ -105,3 +106,30 @@ t.test('isRetryable: serialization failures and deadlocks, raw or mapped; nothin
   t.equal(isRetryable(new Error('no code')), false);
   t.equal(isRetryable(null), false);
 });
+
+t.test(
+  'a second live run of a script and a run status change the machine forbids are INVALID_STATE',
+  async (t) => {
+    const { db, repos } = await testDatabase(t);
+    const user = await makeUser(repos);
+    const script = await makeScript(repos, user.id);
+    const run = await queueRun(repos, script.id);
+    const sql = db.sql;
+    await rejectsWith(
+      t,
+      db.count(
+        'test.secondLive',
+        sql`insert into script_runs (script_id, user_id, script_sha256) values (${script.id}, ${user.id}, ${script.sha256})`,
+      ),
+      InvalidStateError,
+      { message: 'the script already has a queued or running run' },
+    );
+    await rejectsWith(
+      t,
+      db.count('test.transition', sql`update script_runs set status = 'completed' where id = ${run.id}`),
+      InvalidStateError,
+      { message: 'the run is not in a state that allows this' },
+    );
+    t.equal((await repos.runs.getById(run.id)).status, 'queued', 'the run is unchanged');
+  },
+);
