@@ -30,7 +30,7 @@ export async function paginationBenchmarks(ctx: BenchContext): Promise<BenchResu
     const walkStart = performance.now();
     if (indexed) {
       for (let page = 1; page < depth; page++) {
-        const next: { next_cursor: string | null } = await repos.scripts.listAfter(
+        const next: { next_cursor: string | null } = await repos.scriptListings.listAfter(
           {},
           sort,
           cursor,
@@ -56,8 +56,8 @@ export async function paginationBenchmarks(ctx: BenchContext): Promise<BenchResu
     const deep = cursor;
     keysetCursors.set(sort, deep);
     const { baseline, ours, ratio } = await compareInterleaved(
-      { label: 'page 1', run: () => repos.scripts.listAfter({}, sort, null, PER_PAGE) },
-      { label: `page ${depth}`, run: () => repos.scripts.listAfter({}, sort, deep, PER_PAGE) },
+      { label: 'page 1', run: () => repos.scriptListings.listAfter({}, sort, null, PER_PAGE) },
+      { label: `page ${depth}`, run: () => repos.scriptListings.listAfter({}, sort, deep, PER_PAGE) },
       sort === '-created_at' ? ctx.fast : ctx.slow,
     );
     results.push({
@@ -83,10 +83,10 @@ export async function paginationBenchmarks(ctx: BenchContext): Promise<BenchResu
   const createdDeep = keysetCursors.get('-created_at');
   if (createdDeep !== undefined) {
     const first = await captureQuery(ctx.sql, () =>
-      repos.scripts.listAfter({}, '-created_at', null, PER_PAGE),
+      repos.scriptListings.listAfter({}, '-created_at', null, PER_PAGE),
     );
     const deep = await captureQuery(ctx.sql, () =>
-      repos.scripts.listAfter({}, '-created_at', createdDeep, PER_PAGE),
+      repos.scriptListings.listAfter({}, '-created_at', createdDeep, PER_PAGE),
     );
     const run = (q: { text: string; parameters: unknown[] }) => () =>
       ctx.sql.unsafe(q.text, q.parameters as never[], { prepare: true });
@@ -109,11 +109,11 @@ export async function paginationBenchmarks(ctx: BenchContext): Promise<BenchResu
   const offset = await compareInterleaved(
     {
       label: 'page 1',
-      run: () => repos.scripts.listPage({}, '-created_at', { page: 1, per_page: PER_PAGE }),
+      run: () => repos.scriptListings.listPage({}, '-created_at', { page: 1, per_page: PER_PAGE }),
     },
     {
       label: `page ${depth}`,
-      run: () => repos.scripts.listPage({}, '-created_at', { page: depth, per_page: PER_PAGE }),
+      run: () => repos.scriptListings.listPage({}, '-created_at', { page: depth, per_page: PER_PAGE }),
     },
     ctx.slow,
   );
@@ -154,7 +154,7 @@ export interface SearchReport {
 /** users.search vs the same call with index and bitmap scans turned off. */
 export async function searchBenchmark(ctx: BenchContext, term: string): Promise<SearchReport> {
   const { repos } = ctx;
-  const { text, parameters } = await captureQuery(ctx.sql, () => repos.users.search(term, 20));
+  const { text, parameters } = await captureQuery(ctx.sql, () => repos.userListings.search(term, 20));
   const indexed = await explainBoth(ctx.sql, text, parameters);
   const sequential = await explainBoth(ctx.sql, text, parameters, [
     'set local enable_bitmapscan = off',
@@ -175,7 +175,7 @@ export async function searchBenchmark(ctx: BenchContext, term: string): Promise<
           return tx.unsafe(`${text} -- sequential`, parameters as never[], { prepare: true });
         }),
     },
-    { label: 'trigram index', run: () => repos.users.search(term, 20) },
+    { label: 'trigram index', run: () => repos.userListings.search(term, 20) },
     ctx.slow,
   );
   // The speed-up from the medians: each side is stable enough, and the index side is sub-millisecond.

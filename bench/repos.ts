@@ -180,7 +180,7 @@ export async function repositoryBenchmarks(
         operation: "scripts.listPage (a user's, page 1 of 20)",
         kind: 'list',
         repo: (r, i) =>
-          r.scripts.listPage({ user_id: script(i).user_id }, '-created_at', { page: 1, per_page: 20 }),
+          r.scriptListings.listPage({ user_id: script(i).user_id }, '-created_at', { page: 1, per_page: 20 }),
         raw: (sql, i) => sql`
           select c.total, s.*
           from (select count(*) as total from scripts where true and user_id = ${script(i).user_id}) as c
@@ -198,7 +198,7 @@ export async function repositoryBenchmarks(
         operation: `users.search('${options.searchTerm}', 20)`,
         kind: 'list',
         calls: 400,
-        repo: (r) => r.users.search(options.searchTerm, 20),
+        repo: (r) => r.userListings.search(options.searchTerm, 20),
         raw: (sql) => sql`
           with matches as materialized (
             select ${sql(USER_COLUMNS)} from users where email ilike ${pattern} or username ilike ${pattern}

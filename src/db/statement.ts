@@ -17,17 +17,26 @@ export function statementText(query: object): string {
 /**
  * The same statement, made anew on another pool (a replica's query run again on the
  * primary): the tagged template's strings and values; fragments inside are values of the
- * driver's own classes, so they embed in any pool's query.
+ * driver's own classes, so they embed in any pool's query. An `unsafe` query is not
+ * tagged: the driver keeps its text as a one-element array (no `raw`), which the tagged
+ * call would refuse (NOT_TAGGED_CALL), so it is made again with `unsafe`.
  */
 export function rebuild<T extends object>(
   sql: Sql,
   query: postgres.PendingQuery<T[]>,
 ): postgres.PendingQuery<T[]> {
-  const { strings, args } = query as unknown as { strings: TemplateStringsArray | string; args: unknown[] };
-  if (typeof strings === 'string')
-    return sql.unsafe(strings, args as postgres.ParameterOrJSON<never>[]) as never;
+  const { strings, args, tagged, options } = query as unknown as {
+    strings: TemplateStringsArray | readonly [string];
+    args: unknown[];
+    tagged: boolean;
+    options: { prepare?: boolean };
+  };
+  if (!tagged)
+    return sql.unsafe(strings[0], args as postgres.ParameterOrJSON<never>[], {
+      prepare: options.prepare === true,
+    }) as never;
   return (sql as unknown as (s: TemplateStringsArray, ...a: unknown[]) => postgres.PendingQuery<T[]>)(
-    strings,
+    strings as TemplateStringsArray,
     ...args,
   );
 }

@@ -88,7 +88,7 @@ export class Executor {
     this.secrets = options.secrets ?? secretBoxOf(config);
     this.lease = { executorId: this.id, seconds: config.EXECUTOR_LEASE_SECONDS };
     this.leaseMs = config.EXECUTOR_LEASE_SECONDS * 1000;
-    this.recorder = new Recorder(options.repos.leases, this.id, config.EXECUTOR_LEASE_SECONDS, this.log);
+    this.recorder = new Recorder(options.repos.outcomes, this.id, config.EXECUTOR_LEASE_SECONDS, this.log);
     this.leases = new LeaseKeeper({
       leases: options.repos.leases,
       lease: this.lease,

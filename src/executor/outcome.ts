@@ -6,7 +6,7 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import { DatabaseUnavailableError, InvalidStateError } from '../domain/errors.ts';
-import type { RunLeaseRepository, RunResult } from '../repositories/run-leases.ts';
+import type { RunOutcomeRepository, RunResult } from '../repositories/run-outcomes.ts';
 import type { PendingChunk } from '../repositories/run-output.ts';
 import type { RunOutcome } from './child-process.ts';
 
@@ -85,13 +85,13 @@ function failureMessage(outcome: RunOutcome, stderrTail: string, config: Config)
 
 /** Writes runs' outcomes for one executor; every write is guarded by its id. */
 export class Recorder {
-  private readonly leases: RunLeaseRepository;
+  private readonly outcomes: RunOutcomeRepository;
   private readonly executorId: string;
   private readonly leaseSeconds: number;
   private readonly log: Logger;
 
-  constructor(leases: RunLeaseRepository, executorId: string, leaseSeconds: number, log: Logger) {
-    this.leases = leases;
+  constructor(outcomes: RunOutcomeRepository, executorId: string, leaseSeconds: number, log: Logger) {
+    this.outcomes = outcomes;
     this.executorId = executorId;
     this.leaseSeconds = leaseSeconds;
     this.log = log;
@@ -110,19 +110,19 @@ export class Recorder {
     message = '',
     unwritten: readonly PendingChunk[] = [],
   ): Promise<boolean> {
-    const { leases, executorId } = this;
+    const { outcomes, executorId } = this;
     const deadline = Date.now() + this.leaseSeconds * 1000;
     for (let attempt = 0; ; attempt++) {
       try {
-        if (kind === 'complete') await leases.complete(id, result, executorId, unwritten);
-        else if (kind === 'fail') await leases.fail(id, message, result, executorId, unwritten);
-        else return await leases.recordCancelledRun(id, executorId, result, unwritten);
+        if (kind === 'complete') await outcomes.complete(id, result, executorId, unwritten);
+        else if (kind === 'fail') await outcomes.fail(id, message, result, executorId, unwritten);
+        else return await outcomes.recordCancelledRun(id, executorId, result, unwritten);
         return true;
       } catch (err) {
         if (err instanceof InvalidStateError) {
           // Cancelled (or recovered) between the end of the process and this write:
           // the measurements still belong to a cancelled run of ours, if it is one.
-          return leases.recordCancelledRun(id, executorId, result, unwritten).catch(() => false);
+          return outcomes.recordCancelledRun(id, executorId, result, unwritten).catch(() => false);
         }
         if (err instanceof DatabaseUnavailableError) {
           if (Date.now() > deadline) {
@@ -134,7 +134,7 @@ export class Recorder {
         }
         // A value the database refused: the run must not stay `running`, so record that much.
         this.log.error({ err, run_id: id }, 'the outcome of a run was refused; recording a failure');
-        return this.leases
+        return this.outcomes
           .fail(
             id,
             `the executor could not record the outcome of this run (${kind}): ${String(err).slice(0, 200)}`,

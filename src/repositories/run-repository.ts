@@ -30,7 +30,7 @@ import { RUN_COLUMNS, type Run } from '../domain/run.ts';
 import { ACTIVE_STATUSES, SCRIPT_COLUMNS, type Script } from '../domain/script.ts';
 import { queueRunsCtes, queueScheduledRuns, type ScheduledRunRequest } from './run-batch.ts';
 import { listRuns, type PurgePosition, purgeExpiredRuns, type RunFilters } from './run-history.ts';
-import { runOf, type TransitionRow } from './run-leases.ts';
+import { runOf, type TransitionRow } from './run-outcomes.ts';
 import { logBytes, RUN_RETURNING, summaryFrom } from './run-summary.ts';
 
 export type { RunFilters } from './run-history.ts';

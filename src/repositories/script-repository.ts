@@ -1,32 +1,14 @@
 /**
- * Scripts: uploads, listings and deletion. Runs, and the latest-run summary that
+ * Scripts, one at a time: uploads (within the owner's quota), reads, the IBKR switch and
+ * deletion (listings: script-listings.ts). Runs, and the latest-run summary that
  * they keep on the script's row, are RunRepository's. `ownerId` (when given) restricts a statement to one user's
  * scripts: someone else's script is simply not found.
  */
-import { Type } from '@sinclair/typebox';
 import type { Fragment } from '../db/client.ts';
 import type { Database } from '../db/database.ts';
 import { SCRIPT_STATUSES, type ScriptStatus } from '../domain/enums.ts';
 import { InvalidStateError, NotFoundError, ScriptQuotaError, StorageQuotaError } from '../domain/errors.ts';
-import {
-  type CursorPage,
-  cursorPage,
-  decodeCursor,
-  invalidCursor,
-  type OffsetPage,
-  type OffsetQuery,
-  offsetOf,
-  offsetPage,
-} from '../domain/paging.ts';
-import {
-  ACTIVE_STATUSES,
-  SCRIPT_COLUMNS,
-  SCRIPT_SORTS,
-  type Script,
-  type ScriptExtension,
-  type ScriptSort,
-} from '../domain/script.ts';
-import { rowsOf } from './rows.ts';
+import { ACTIVE_STATUSES, SCRIPT_COLUMNS, type Script, type ScriptExtension } from '../domain/script.ts';
 
 export interface NewScript {
   user_id: number;
@@ -39,29 +21,11 @@ export interface NewScript {
   sha256: string;
 }
 
-export interface ScriptFilters {
-  /** Only this user's scripts; undefined means everyone's (admin). */
-  user_id?: number;
-  status?: ScriptStatus;
-  min_execution_time?: number;
-  created_since?: Date;
-}
-
 export interface ScriptFile {
   user_id: number;
   original_filename: string;
   file_size: number;
 }
-
-export type ScriptWithUser = Script & { user: { id: number; email: string; username: string } };
-
-// A cursor holds the sort, the sort key of the last row (exact text for a timestamp,
-// since a JS Date would drop PostgreSQL's microseconds) and its id.
-const ScriptCursor = Type.Tuple([
-  Type.Union(SCRIPT_SORTS.map((s) => Type.Literal(s))),
-  Type.Union([Type.String({ maxLength: 64 }), Type.Number({ minimum: -1, maximum: 1e7 })]),
-  Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER }),
-]);
 
 export class ScriptRepository {
   private readonly db: Database;
@@ -176,7 +140,7 @@ export class ScriptRepository {
       'scripts.setIbkrAccess',
       sql`
         update scripts set ibkr_access = ${ibkrAccess}
-        where id = ${id} ${this.owned(ownerId)}
+        where id = ${id} ${ownedBy(sql, ownerId)}
         returning ${sql(SCRIPT_COLUMNS)}
       `,
     );
@@ -192,105 +156,11 @@ export class ScriptRepository {
       sql`
         select user_id, original_filename, file_size
         from scripts
-        where id = ${id} ${this.owned(ownerId)}
+        where id = ${id} ${ownedBy(sql, ownerId)}
       `,
     );
     if (file === null) throw new NotFoundError('script');
     return file;
-  }
-
-  /** Offset page with the total, in one round trip. */
-  async listPage(filters: ScriptFilters, sort: ScriptSort, page: OffsetQuery): Promise<OffsetPage<Script>> {
-    const db = this.db.reader;
-    const sql = db.sql;
-    const where = this.where(filters);
-    const rows = await db.many<{ total: number } & { [K in keyof Script]: Script[K] | null }>(
-      'scripts.listPage',
-      sql`
-        select c.total, s.*
-        from (select count(*) as total from scripts ${where}) as c
-        left join lateral (
-          select ${sql(SCRIPT_COLUMNS)}
-          from scripts
-          ${where}
-          order by ${ORDER_BY[sort](sql)}
-          limit ${page.per_page}
-          offset ${offsetOf(page)}
-        ) as s on true
-      `,
-    );
-    return offsetPage(rowsOf(rows), rows[0]?.total ?? 0, page);
-  }
-
-  /** Keyset page; `cursor` null for the first. The cursor remembers its sort: mixing them is a 400. */
-  async listAfter(
-    filters: ScriptFilters,
-    sort: ScriptSort,
-    cursor: string | null,
-    limit: number,
-  ): Promise<CursorPage<Script>> {
-    const db = this.db.reader;
-    const sql = db.sql;
-    let after = sql``;
-    if (cursor !== null) {
-      const [cursorSort, key, id] = decodeCursor(cursor, ScriptCursor);
-      const byTime = sort.endsWith('created_at');
-      if (cursorSort !== sort || (byTime ? !isTimestampText(key) : typeof key !== 'number'))
-        throw invalidCursor();
-      const dir = sort.startsWith('-') ? sql`<` : sql`>`;
-      after = sort.endsWith('created_at')
-        ? // ::text first: a parameter typed timestamptz would be serialised through a JS Date
-          // by the driver, dropping the microseconds the cursor carries.
-          sql`and (created_at, id) ${dir} (${key}::text::timestamptz, ${id})`
-        : sql`and (coalesce(execution_time_seconds, -1), id) ${dir} (${key}::numeric, ${id})`;
-    }
-    const rows = await db.many<Script & { sort_key: string | number }>(
-      'scripts.listAfter',
-      sql`
-        select ${sql(SCRIPT_COLUMNS)},
-          ${sort.endsWith('created_at') ? sql`created_at::text` : sql`coalesce(execution_time_seconds, -1)`} as sort_key
-        from scripts
-        ${this.where(filters)}
-        ${after}
-        order by ${ORDER_BY[sort](sql)}
-        limit ${limit + 1}
-      `,
-    );
-    const page = cursorPage(rows, limit, (row) => [sort, row.sort_key, row.id]);
-    return { ...page, items: page.items.map(({ sort_key: _key, ...script }) => script) };
-  }
-
-  /** Scripts running now, longest-running first. */
-  async listRunning(ownerId?: number): Promise<Script[]> {
-    const db = this.db.reader;
-    const sql = db.sql;
-    return db.many<Script>(
-      'scripts.listRunning',
-      sql`
-        select ${sql(SCRIPT_COLUMNS)}
-        from scripts
-        where status = 'running' ${this.owned(ownerId)}
-        order by started_at, id
-      `,
-    );
-  }
-
-  /** Scripts created since `since`, newest first, each with its owner, in one query. */
-  async listRecentWithUser(since: Date, limit: number): Promise<ScriptWithUser[]> {
-    const db = this.db.reader;
-    const sql = db.sql;
-    return db.many<ScriptWithUser>(
-      'scripts.listRecentWithUser',
-      sql`
-        select ${sql(SCRIPT_COLUMNS.map((c) => `s.${c}`))},
-          json_build_object('id', u.id, 'email', u.email, 'username', u.username) as user
-        from scripts as s
-        join users as u on u.id = s.user_id
-        where s.created_at >= ${since}
-        order by s.created_at desc, s.id desc
-        limit ${limit}
-      `,
-    );
   }
 
   /**
@@ -304,7 +174,7 @@ export class ScriptRepository {
       'scripts.delete',
       sql`
         with target as (
-          select id, status from scripts where id = ${id} ${this.owned(ownerId)}
+          select id, status from scripts where id = ${id} ${ownedBy(sql, ownerId)}
         ), deleted as (
           delete from scripts
           where id = (select id from target)
@@ -321,50 +191,11 @@ export class ScriptRepository {
       throw new InvalidStateError(`a ${row.status} script cannot be deleted; cancel it first`, row.status);
     return { script_id: id, user_id: row.user_id };
   }
-
-  private owned(ownerId: number | undefined) {
-    const sql = this.sql;
-    return ownerId === undefined ? sql`` : sql`and user_id = ${ownerId}`;
-  }
-
-  private where(f: ScriptFilters): Fragment {
-    const sql = this.sql;
-    return sql`
-      where true
-      ${f.user_id === undefined ? sql`` : sql`and user_id = ${f.user_id}`}
-      ${f.status === undefined ? sql`` : sql`and status = ${f.status}`}
-      ${f.min_execution_time === undefined ? sql`` : sql`and execution_time_seconds >= ${f.min_execution_time}`}
-      ${f.created_since === undefined ? sql`` : sql`and created_at >= ${f.created_since}`}
-    `;
-  }
 }
 
-type AnySql = Database['sql'];
-const ORDER_BY: Record<ScriptSort, (sql: AnySql) => Fragment> = {
-  created_at: (sql) => sql`created_at, id`,
-  '-created_at': (sql) => sql`created_at desc, id desc`,
-  execution_time_seconds: (sql) => sql`coalesce(execution_time_seconds, -1), id`,
-  '-execution_time_seconds': (sql) => sql`coalesce(execution_time_seconds, -1) desc, id desc`,
-};
-
-/**
- * `created_at::text` as this server writes it (sessions are in UTC): a cursor's
- * timestamp must be one, a real date included, before PostgreSQL is asked to read it.
- */
-const TIMESTAMP_TEXT = /^(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})(\.\d{1,6})?\+00$/;
-function isTimestampText(value: unknown): boolean {
-  const m = typeof value === 'string' ? TIMESTAMP_TEXT.exec(value) : null;
-  if (m === null) return false;
-  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as number[];
-  const date = new Date(Date.UTC(year!, month! - 1, day!, hour!, minute!, second!));
-  return (
-    date.getUTCFullYear() === year &&
-    date.getUTCMonth() === month! - 1 &&
-    date.getUTCDate() === day &&
-    date.getUTCHours() === hour &&
-    date.getUTCMinutes() === minute &&
-    date.getUTCSeconds() === second
-  );
+/** `and user_id = <ownerId>` when an owner is given: someone else's script is not found. */
+export function ownedBy(sql: Database['sql'], ownerId: number | undefined): Fragment {
+  return ownerId === undefined ? sql`` : sql`and user_id = ${ownerId}`;
 }
 
 export { SCRIPT_STATUSES };

@@ -12,7 +12,7 @@ import {
 import { fetchPage, type Page, type PageRequest } from '../domain/paging.ts';
 import { type Script, type ScriptSort, sanitizeFilename, scriptExtension } from '../domain/script.ts';
 import type { Repositories } from '../repositories/index.ts';
-import type { ScriptFilters, ScriptWithUser } from '../repositories/script-repository.ts';
+import type { ScriptFilters, ScriptWithUser } from '../repositories/script-listings.ts';
 import type { Storage } from '../storage/storage.ts';
 import { type Principal, scopeOf } from './auth-service.ts';
 
@@ -130,15 +130,15 @@ export class ScriptService {
     const order = sort ?? '-created_at';
     return fetchPage(
       rest,
-      (page) => this.repos.scripts.listPage(filters, order, page),
-      (cursor, limit) => this.repos.scripts.listAfter(filters, order, cursor, limit),
+      (page) => this.repos.scriptListings.listPage(filters, order, page),
+      (cursor, limit) => this.repos.scriptListings.listAfter(filters, order, cursor, limit),
     );
   }
 
   /** Everyone's scripts created in the last `days` (7), newest first, with their owners (admin). */
   async listRecent(query: { days?: number; limit?: number }): Promise<ScriptWithUser[]> {
     const since = new Date(Date.now() - (query.days ?? RECENT_DAYS_DEFAULT) * DAY_MS);
-    return this.repos.scripts.listRecentWithUser(since, query.limit ?? RECENT_LIMIT_DEFAULT);
+    return this.repos.scriptListings.listRecentWithUser(since, query.limit ?? RECENT_LIMIT_DEFAULT);
   }
 
   /**
@@ -164,7 +164,7 @@ export class ScriptService {
 
   /** Scripts running now: the principal's own (admins: everyone's). */
   listRunning(principal: Principal): Promise<Script[]> {
-    return this.repos.scripts.listRunning(scopeOf(principal));
+    return this.repos.scriptListings.listRunning(scopeOf(principal));
   }
 
   /** Deletes an idle script; its bytes go with the row (cascade). */

@@ -5,7 +5,7 @@ import { NotFoundError } from '../domain/errors.ts';
 import { fetchPage, type Page, type PageRequest } from '../domain/paging.ts';
 import { assertValid, type User, usernameProblem } from '../domain/user.ts';
 import type { Repositories } from '../repositories/index.ts';
-import type { UserFilters, UserWithScripts } from '../repositories/user-repository.ts';
+import type { UserFilters, UserWithScripts } from '../repositories/user-listings.ts';
 import type { AuthService, Principal } from './auth-service.ts';
 import type { SecretBox } from './secret-box.ts';
 
@@ -34,14 +34,14 @@ export class UserService {
   list(filters: UserFilters, request: PageRequest): Promise<Page<User>> {
     return fetchPage(
       request,
-      (page) => this.repos.users.listPage(filters, page),
-      (cursor, limit) => this.repos.users.listAfter(filters, cursor, limit),
+      (page) => this.repos.userListings.listPage(filters, page),
+      (cursor, limit) => this.repos.userListings.listAfter(filters, cursor, limit),
     );
   }
 
   /** Case-insensitive substring search of email or username. */
   search(term: string, limit: number): Promise<User[]> {
-    return this.repos.users.search(term, limit);
+    return this.repos.userListings.search(term, limit);
   }
 
   /**
@@ -101,7 +101,7 @@ export class UserService {
   ): Promise<User | UserWithScripts> {
     assertSelfOrAdmin(principal, id);
     if (options.scripts !== true) return this.repos.users.getById(id);
-    const user = await this.repos.users.findWithScripts(id, EMBEDDED_SCRIPTS_MAX);
+    const user = await this.repos.userListings.findWithScripts(id, EMBEDDED_SCRIPTS_MAX);
     if (user === null) throw new NotFoundError('user');
     return user;
   }

@@ -77,7 +77,10 @@ t.test('transaction commits when the callback returns', async (t) => {
     await makeScript(tx, u.id);
     return u;
   });
-  const page = await repos.scripts.listPage({ user_id: user.id }, '-created_at', { page: 1, per_page: 5 });
+  const page = await repos.scriptListings.listPage({ user_id: user.id }, '-created_at', {
+    page: 1,
+    per_page: 5,
+  });
   t.equal(page.total, 1);
 });
 
@@ -427,4 +430,78 @@ t.test('a transaction that ran out of time never commits afterwards', async (t) 
     sql`select email from users where email in ('late@example.com', 'queued@example.com')`,
   );
   t.same(rows, [], 'neither transaction committed');
+});
+
+t.test(
+  'one() with no row is an error naming the query; the query itself still counts as answered',
+  async (t) => {
+    const { sql } = await testDatabase(t);
+    const seen: Array<[string, boolean]> = [];
+    const db = new Database(sql, {
+      log: testLogger(),
+      slowQueryMs: 10_000,
+      queryTimeoutMs: 30_000,
+      onQuery: (name, _seconds, ok) => seen.push([name, ok]),
+    });
+    await t.rejects(db.one('test.none', sql`select 1 as n where false`), {
+      constructor: Error,
+      message: 'query test.none returned no row',
+    });
+    t.equal(await db.maybeOne('test.maybe', sql`select 1 as n where false`), null, 'maybeOne: null');
+    t.same(seen, [
+      ['test.none', true],
+      ['test.maybe', true],
+    ]);
+  },
+);
+
+t.test('a query a replica cannot answer runs again on the primary, tagged or unsafe', async (t) => {
+  const { sql: primarySql } = await testDatabase(t);
+  const primary = new Database(primarySql, {
+    log: testLogger(),
+    slowQueryMs: 10_000,
+    queryTimeoutMs: 30_000,
+  });
+  // The "replica": nothing listens on its port, so every query fails as unavailable.
+  const port = await freePort();
+  const replicaSql = createPool(
+    {
+      url: `postgres://postgres@127.0.0.1:${port}/none`,
+      max: 1,
+      idleTimeoutSeconds: 1,
+      maxLifetimeSeconds: 0,
+      connectTimeoutSeconds: 1,
+      statementTimeoutMs: 1000,
+      prepare: true,
+      applicationName: 'test-replica-down',
+    },
+    testLogger(),
+  );
+  t.teardown(() => replicaSql.end({ timeout: 1 }));
+  const failures: unknown[] = [];
+  const replica = new Database(replicaSql, {
+    log: testLogger(),
+    slowQueryMs: 10_000,
+    queryTimeoutMs: 10_000,
+    fallback: { db: primary, failed: (error) => failures.push(error) },
+  });
+  const name = 'answered by the primary';
+  t.same(await replica.one('test.tagged', replicaSql`select ${name}::text as by`), { by: name });
+  t.same(
+    await replica.many('test.unsafe', replicaSql.unsafe('select $1::int + 1 as n', [41])),
+    [{ n: 42 }],
+    'an unsafe query is rebuilt with its text and parameters',
+  );
+  t.equal(failures.length, 2, 'each failure is reported');
+  t.type(failures[0], DatabaseUnavailableError);
+
+  // An error of the query itself is the caller's, not a reason to ask the primary.
+  const bad = new Database(primarySql, {
+    log: testLogger(),
+    slowQueryMs: 10_000,
+    queryTimeoutMs: 30_000,
+    fallback: { db: primary, failed: (error) => failures.push(error) },
+  });
+  await t.rejects(bad.many('test.syntax', primarySql`selec 1`), { code: '42601' });
+  t.equal(failures.length, 2, 'not reported, not run again');
 });

@@ -111,9 +111,9 @@ t.test(
     const repos = new Repositories(f.db);
     const recording = gate();
     const release = gate();
-    const record = repos.leases.recordCancelledRun.bind(repos.leases);
+    const record = repos.outcomes.recordCancelledRun.bind(repos.outcomes);
     let held = false;
-    repos.leases.recordCancelledRun = async (...args) => {
+    repos.outcomes.recordCancelledRun = async (...args) => {
       if (!held) {
         held = true; // the first run's last write is slow: its executor is still finishing it
         recording.open();
@@ -252,7 +252,7 @@ t.test('stop() with a claim in flight: the claimed run is waited for, not left b
   await stopped;
   t.match(await f.repos.scripts.getById(id), { status: 'completed' }, 'it ran within the grace period');
   t.equal(await logsOf(f, id), 'done\n');
-  t.same(await f.repos.scripts.listRunning(), []);
+  t.same(await f.repos.scriptListings.listRunning(), []);
 });
 
 t.test('during the grace period of stop(), leases are renewed and cancels heard', async (t) => {
@@ -310,7 +310,7 @@ t.test(
     const killed = await f.repos.scripts.getById(slow);
     t.match(killed, { status: 'failed', error_message: /the executor shut down before the script finished/ });
     t.ok(killed.memory_usage_mb !== null, 'measured even when killed');
-    t.same(await f.repos.scripts.listRunning(), [], 'nothing is left running');
+    t.same(await f.repos.scriptListings.listRunning(), [], 'nothing is left running');
     t.same(await processesIn(f.workDir), []);
     // A stopped executor claims nothing.
     const later = await upload(f, account, 'later.py', 'print(1)\n');

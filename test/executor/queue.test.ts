@@ -230,10 +230,10 @@ t.test(
     const before = await f.repos.scripts.getById(id);
     const result = { exit_code: 0, execution_time_seconds: 1, memory_usage_mb: 1 };
     const runBefore = await f.repos.runs.getById(runId);
-    await rejectsWith(t, f.repos.leases.complete(runId, result, ready), InvalidStateError);
-    await rejectsWith(t, f.repos.leases.fail(runId, 'late', result, ready), InvalidStateError);
+    await rejectsWith(t, f.repos.outcomes.complete(runId, result, ready), InvalidStateError);
+    await rejectsWith(t, f.repos.outcomes.fail(runId, 'late', result, ready), InvalidStateError);
     t.equal(await f.repos.output.appendLog(runId, ready, 99, 'late output'), false);
-    t.equal(await f.repos.leases.recordCancelledRun(runId, ready, result), false);
+    t.equal(await f.repos.outcomes.recordCancelledRun(runId, ready, result), false);
     t.same(await f.repos.scripts.getById(id), before, 'the script is unchanged');
     t.same(await f.repos.runs.getById(runId), runBefore, 'and so is the run');
     t.same(await f.repos.leases.renewLeases([runId], { executorId: ready, seconds: 30 }), []);

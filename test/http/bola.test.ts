@@ -116,7 +116,7 @@ async function world(t: Test): Promise<World> {
   const alice = await signUp(ta.app);
   const bob = await signUp(ta.app);
   const admin = await signUpAdmin(ta);
-  const { leases, output } = ta.repos;
+  const { outcomes, output } = ta.repos;
   const uploaded = await uploadAs(ta, alice, 'uploaded.py', 'print("uploaded")\n');
   const queued = await uploadAs(ta, alice, 'queued.py', 'print("queued")\n');
   const running = await uploadAs(ta, alice, 'running.py', 'print("running")\n');
@@ -125,7 +125,7 @@ async function world(t: Test): Promise<World> {
   await startRun(ta.repos, running);
   const done = await startRun(ta.repos, completed);
   await output.appendLog(done.id, LEASE.executorId, 0, 'secret output of alice\n');
-  await leases.complete(done.id, { exit_code: 0, execution_time_seconds: 1, memory_usage_mb: 2 });
+  await outcomes.complete(done.id, { exit_code: 0, execution_time_seconds: 1, memory_usage_mb: 2 });
   await uploadAs(ta, bob, 'bob.py', 'print("bob")\n');
   return { ta, alice, bob, admin, scripts: { uploaded, queued, running, completed } };
 }

@@ -17,7 +17,7 @@ function get(f: TestApp, account: Account, url: string) {
 async function finishedRun(f: TestApp, scriptId: number, output: string) {
   const run = await startRun(f.repos, scriptId);
   if (output !== '') await f.repos.output.appendLog(run.id, LEASE.executorId, 0, output);
-  return f.repos.leases.complete(run.id, ok);
+  return f.repos.outcomes.complete(run.id, ok);
 }
 
 t.test('one run, a script’s history, lists and filters, scoped to the owner', async (t) => {

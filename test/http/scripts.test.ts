@@ -95,7 +95,7 @@ type RunState = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
 
 /** Puts a script in a state through the status machine (the executor's own calls). */
 async function putInState(ta: TestApp, id: number, state: RunState, seconds = 1): Promise<void> {
-  const { leases, runs } = ta.repos;
+  const { outcomes, runs } = ta.repos;
   await queueRun(ta.repos, id);
   if (state === 'queued') return;
   if (state === 'cancelled') {
@@ -109,8 +109,8 @@ async function putInState(ta: TestApp, id: number, state: RunState, seconds = 1)
     execution_time_seconds: seconds,
     memory_usage_mb: 2,
   };
-  if (state === 'completed') await leases.complete(run.id, result);
-  else await leases.fail(run.id, 'exit code 1', result);
+  if (state === 'completed') await outcomes.complete(run.id, result);
+  else await outcomes.fail(run.id, 'exit code 1', result);
 }
 
 async function ageScript(ta: TestApp, id: number, daysAgo: number): Promise<void> {
@@ -746,7 +746,7 @@ t.test('DELETE /scripts/:id is a 409 INVALID_STATE while queued or running; row 
     const content = await get(ta, alice, `/api/v1/scripts/${script.id}/content`);
     t.equal(content.body, 'print(1)\n', 'and can still be downloaded');
     if (state === 'running') {
-      await ta.repos.leases.complete((await ta.repos.scripts.getById(script.id)).last_run_id!, {
+      await ta.repos.outcomes.complete((await ta.repos.scripts.getById(script.id)).last_run_id!, {
         exit_code: 0,
         execution_time_seconds: 1,
         memory_usage_mb: 2,

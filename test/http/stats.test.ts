@@ -97,7 +97,7 @@ async function dataSet(t: Test): Promise<DataSet> {
   }
   await sql`update users set is_verified = false where id in ${sql([admin.user.id, viewer.user.id])}`;
 
-  const leases = repos.leases;
+  const outcomes = repos.outcomes;
   const run = async (id: number, outcome: 'complete' | 'fail', seconds: number) => {
     const started = await startRun(repos, id);
     const result = {
@@ -105,8 +105,8 @@ async function dataSet(t: Test): Promise<DataSet> {
       execution_time_seconds: seconds,
       memory_usage_mb: 3,
     };
-    if (outcome === 'complete') await leases.complete(started.id, result);
-    else await leases.fail(started.id, 'exit code 1', result);
+    if (outcome === 'complete') await outcomes.complete(started.id, result);
+    else await outcomes.fail(started.id, 'exit code 1', result);
   };
   await makeScript(repos, u1.id, { file_size: MiB });
   await run((await makeScript(repos, u1.id, { file_size: 2 * MiB })).id, 'complete', 2.5);

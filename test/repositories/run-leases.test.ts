@@ -29,7 +29,7 @@ t.test(
     t.ok(run.started_at instanceof Date);
     t.match(await summaryOf(repos, script.id), { status: 'running', last_run_id: run.id, run_count: 1 });
     t.equal(await repos.output.appendLog(run.id, LEASE.executorId, 0, 'out\n'), true);
-    const done = await repos.leases.complete(run.id, {
+    const done = await repos.outcomes.complete(run.id, {
       exit_code: 0,
       execution_time_seconds: 2.0004,
       memory_usage_mb: 33.333,
@@ -64,8 +64,8 @@ t.test('history survives re-runs: run 1’s output and outcome are readable afte
   for (let i = 1; i <= 3; i++) {
     const run = await startRun(repos, script.id);
     await repos.output.appendLog(run.id, LEASE.executorId, 0, `run ${i}\n`);
-    if (i === 2) await repos.leases.fail(run.id, 'exit code 2', { ...ok, exit_code: 2 });
-    else await repos.leases.complete(run.id, { ...ok, exit_code: 0, execution_time_seconds: i });
+    if (i === 2) await repos.outcomes.fail(run.id, 'exit code 2', { ...ok, exit_code: 2 });
+    else await repos.outcomes.complete(run.id, { ...ok, exit_code: 0, execution_time_seconds: i });
     ids.push(run.id);
   }
   t.same((await repos.output.readLogs(ids[0]!)).logs, 'run 1\n');
@@ -109,14 +109,14 @@ t.test('transitions the status machine does not allow are INVALID_STATE and chan
   const user = await makeUser(repos);
   const script = await makeScript(repos, user.id);
   const run = await queueRun(repos, script.id);
-  await rejectsWith(t, repos.leases.complete(run.id, ok), InvalidStateError, { current: 'queued' });
-  await rejectsWith(t, repos.leases.fail(run.id, 'x', ok), InvalidStateError);
+  await rejectsWith(t, repos.outcomes.complete(run.id, ok), InvalidStateError, { current: 'queued' });
+  await rejectsWith(t, repos.outcomes.fail(run.id, 'x', ok), InvalidStateError);
   await repos.leases.start(run.id, LEASE);
   await rejectsWith(t, repos.leases.start(run.id, LEASE), InvalidStateError, { current: 'running' });
-  await repos.leases.complete(run.id, ok);
+  await repos.outcomes.complete(run.id, ok);
   await rejectsWith(t, repos.runs.cancel(run.id), InvalidStateError, { current: 'completed' });
   await rejectsWith(t, repos.runs.cancelScript(script.id), InvalidStateError, { current: 'completed' });
-  await rejectsWith(t, repos.leases.complete(2 ** 40, ok), NotFoundError);
+  await rejectsWith(t, repos.outcomes.complete(2 ** 40, ok), NotFoundError);
   t.equal((await summaryOf(repos, script.id)).status, 'completed');
 });
 
@@ -163,7 +163,7 @@ t.test('metrics are validated before any write', async (t) => {
     { ...ok, execution_time_seconds: Number.NaN },
     { ...ok, execution_time_seconds: 1e12 },
   ])
-    await rejectsWith(t, repos.leases.complete(run.id, bad), ValidationError);
+    await rejectsWith(t, repos.outcomes.complete(run.id, bad), ValidationError);
   t.equal((await repos.runs.getById(run.id)).status, 'running');
 });
 
@@ -242,7 +242,7 @@ t.test(
     for (const id of [started, lost, done]) runOf.set(id, (await queueRun(repos, id)).id);
     const mine = { executorId: 'exec-1', seconds: 30 };
     t.equal((await repos.leases.claim(mine, 3)).length, 3);
-    await repos.leases.complete(runOf.get(done)!, ok, 'exec-1');
+    await repos.outcomes.complete(runOf.get(done)!, ok, 'exec-1');
     runOf.set(theirs, (await queueRun(repos, theirs)).id);
     await repos.leases.claim({ executorId: 'exec-2', seconds: 30 }, 1);
     t.same(await repos.leases.failUnstarted('exec-1', [runOf.get(started)!]), [runOf.get(lost)]);
@@ -310,8 +310,8 @@ t.test('output batches: in seq order, each stored once, nothing after the end', 
   ]);
   t.same((await repos.output.followLogs(run.id, 0)).chunks, [{ seq: 1, data: 'two\n' }]);
   // The last record: batch 1 again (its answer was lost) and batch 2 (never sent).
-  await rejectsWith(t, repos.leases.complete(run.id, ok, 'not-the-owner'), InvalidStateError);
-  const done = await repos.leases.complete(run.id, ok, e, [
+  await rejectsWith(t, repos.outcomes.complete(run.id, ok, 'not-the-owner'), InvalidStateError);
+  const done = await repos.outcomes.complete(run.id, ok, e, [
     { seq: 1, data: 'two\n' },
     { seq: 2, data: 'three\n' },
   ]);
@@ -336,11 +336,11 @@ t.test(
     const run = await startRun(repos, script.id);
     await repos.output.appendLog(run.id, LEASE.executorId, 0, 'before\n');
     await repos.runs.cancel(run.id);
-    t.equal(await repos.leases.recordCancelledRun(run.id, 'not-the-owner', ok), false);
+    t.equal(await repos.outcomes.recordCancelledRun(run.id, 'not-the-owner', ok), false);
     const last = [{ seq: 1, data: 'after\n' }];
-    t.equal(await repos.leases.recordCancelledRun(run.id, LEASE.executorId, ok, last), true);
+    t.equal(await repos.outcomes.recordCancelledRun(run.id, LEASE.executorId, ok, last), true);
     t.equal(
-      await repos.leases.recordCancelledRun(run.id, LEASE.executorId, ok, last),
+      await repos.outcomes.recordCancelledRun(run.id, LEASE.executorId, ok, last),
       true,
       'again: no duplicate',
     );

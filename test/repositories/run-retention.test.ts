@@ -19,7 +19,7 @@ t.test(
     const finish = async (scriptId: number, output: string) => {
       const run = await startRun(repos, scriptId);
       await repos.output.appendLog(run.id, LEASE.executorId, 0, output);
-      return repos.leases.complete(run.id, {
+      return repos.outcomes.complete(run.id, {
         exit_code: 0,
         execution_time_seconds: 1,
         memory_usage_mb: 1,

@@ -4,7 +4,7 @@
  */
 import type postgres from 'postgres';
 import t from 'tap';
-import { ConflictError, NotFoundError } from '../../src/domain/errors.ts';
+import { ConflictError, NotFoundError, ValidationError } from '../../src/domain/errors.ts';
 import { MAX_SCHEDULES_PER_SCRIPT } from '../../src/domain/schedule.ts';
 import { rejectsWith } from '../helpers/assert.ts';
 import { testDatabase } from '../helpers/db.ts';
@@ -172,3 +172,128 @@ t.test(
     t.same(heard, [String(SOON.getTime()), String(SOON.getTime()), 'end']);
   },
 );
+
+t.test(
+  'getById and lockById find a schedule in scope; lockById holds it until the transaction ends',
+  async (t) => {
+    const { repos, sql } = await testDatabase(t);
+    const owner = await makeUser(repos);
+    const stranger = await makeUser(repos);
+    const schedule = await repos.schedules.create(rule((await makeScript(repos, owner.id)).id));
+    t.same(await repos.schedules.getById(schedule.id, owner.id), schedule);
+    await rejectsWith(t, repos.schedules.getById(schedule.id, stranger.id), NotFoundError, {
+      resource: 'schedule',
+    });
+    await rejectsWith(t, repos.schedules.getById(schedule.id + 1000), NotFoundError);
+
+    const tryLock = () => sql`select id from script_schedules where id = ${schedule.id} for update nowait`;
+    await repos.transaction(async (tx) => {
+      t.same(await tx.schedules.lockById(schedule.id, owner.id), schedule);
+      await t.rejects(tryLock(), { code: '55P03' }, 'held against another transaction');
+    });
+    t.same(await tryLock(), [{ id: schedule.id }], 'released at commit');
+    await repos.transaction(async (tx) => {
+      await rejectsWith(t, tx.schedules.lockById(schedule.id, stranger.id), NotFoundError, {
+        resource: 'schedule',
+      });
+    });
+  },
+);
+
+t.test('update sets the rule, state and due time; a disabled schedule may have none', async (t) => {
+  const { repos } = await testDatabase(t);
+  const user = await makeUser(repos);
+  const schedule = await repos.schedules.create(rule((await makeScript(repos, user.id)).id));
+  const later = new Date('2027-02-01T08:00:00Z');
+  const changed = await repos.schedules.update(schedule.id, {
+    cron: '0 8 1 * *',
+    timezone: 'UTC',
+    enabled: true,
+    next_run_at: later,
+  });
+  t.match(changed, {
+    id: schedule.id,
+    cron: '0 8 1 * *',
+    timezone: 'UTC',
+    enabled: true,
+    next_run_at: later,
+  });
+  t.same(await repos.schedules.getById(schedule.id), changed, 'what it returned is what is stored');
+  const disabled = await repos.schedules.update(schedule.id, {
+    ...changed,
+    enabled: false,
+    next_run_at: null,
+  });
+  t.match(disabled, { enabled: false, next_run_at: null });
+  await rejectsWith(
+    t,
+    repos.schedules.update(schedule.id, { ...changed, cron: 'every day' }),
+    ValidationError,
+    {
+      errors: [{ path: '/cron' }],
+    },
+  );
+  await rejectsWith(
+    t,
+    repos.schedules.update(schedule.id, { ...changed, next_run_at: null }),
+    ValidationError,
+    {
+      errors: [{ path: '', message: 'violates rule ck_script_schedules_enabled_has_next_run' }],
+    },
+  );
+});
+
+t.test('claimDue locks due schedules earliest first, skipping those another scheduler holds', async (t) => {
+  const { repos } = await testDatabase(t);
+  const active = await makeUser(repos);
+  const inactive = await makeUser(repos);
+  const now = new Date('2027-01-04T15:00:00Z');
+  const at = (minutesBefore: number) => new Date(now.getTime() - minutesBefore * 60_000);
+  const script = await makeScript(repos, active.id);
+  const late = await repos.schedules.create(rule(script.id, { next_run_at: at(5) }));
+  const early = await repos.schedules.create(rule(script.id, { next_run_at: at(30) }));
+  const ofInactive = await repos.schedules.create(
+    rule((await makeScript(repos, inactive.id)).id, { next_run_at: at(10) }),
+  );
+  await repos.schedules.create(rule(script.id, { next_run_at: new Date(now.getTime() + 60_000) })); // not due
+  await repos.schedules.create(rule(script.id, { enabled: false, next_run_at: null }));
+  await repos.users.deactivate(inactive.id);
+
+  const due = await repos.transaction((tx) => tx.schedules.claimDue(now, 10));
+  t.same(
+    due.map((d) => [d.id, d.owner_active]),
+    [
+      [early.id, true],
+      [ofInactive.id, false],
+      [late.id, true],
+    ],
+    'due and enabled only, earliest first, with whether the owner may run',
+  );
+  t.match(due[0], { script_id: script.id, user_id: active.id, cron: early.cron, next_run_at: at(30) });
+
+  await repos.transaction(async (first) => {
+    t.same(
+      (await first.schedules.claimDue(now, 1)).map((d) => d.id),
+      [early.id],
+    );
+    const second = await repos.transaction((tx) => tx.schedules.claimDue(now, 10));
+    t.same(
+      second.map((d) => d.id),
+      [ofInactive.id, late.id],
+      'a concurrent scheduler takes the others without waiting',
+    );
+  });
+});
+
+t.test('nextDueAt is the earliest due time of an enabled schedule, or null', async (t) => {
+  const { repos } = await testDatabase(t);
+  t.equal(await repos.schedules.nextDueAt(), null, 'no schedule at all');
+  const user = await makeUser(repos);
+  const script = await makeScript(repos, user.id);
+  await repos.schedules.create(rule(script.id, { enabled: false, next_run_at: null }));
+  t.equal(await repos.schedules.nextDueAt(), null, 'only a disabled one');
+  const earlier = new Date(SOON.getTime() - 3_600_000);
+  await repos.schedules.create(rule(script.id));
+  await repos.schedules.create(rule(script.id, { next_run_at: earlier }));
+  t.same(await repos.schedules.nextDueAt(), earlier);
+});

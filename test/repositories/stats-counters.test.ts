@@ -128,8 +128,8 @@ t.test('counters equal a full recount under concurrent writes, in every snapshot
         execution_time_seconds: Math.round(r() * 10000) / 1000,
         memory_usage_mb: 1,
       };
-      if (r() < 0.6) await repos.leases.complete(run.id, result);
-      else if (r() < 0.5) await repos.leases.fail(run.id, 'boom', result);
+      if (r() < 0.6) await repos.outcomes.complete(run.id, result);
+      else if (r() < 0.5) await repos.outcomes.fail(run.id, 'boom', result);
       else await repos.runs.cancel(run.id);
     } else if (x < 0.6) {
       const id = await pickScript(r);

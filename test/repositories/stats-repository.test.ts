@@ -12,8 +12,8 @@ async function run(repos: Repos, id: number, seconds: number, outcome: 'complete
     execution_time_seconds: seconds,
     memory_usage_mb: 5,
   };
-  if (outcome === 'complete') await repos.leases.complete(started.id, result);
-  else await repos.leases.fail(started.id, 'exit 1', result);
+  if (outcome === 'complete') await repos.outcomes.complete(started.id, result);
+  else await repos.outcomes.fail(started.id, 'exit 1', result);
 }
 
 t.test('statistics of an empty database are zeros, never missing keys', async (t) => {

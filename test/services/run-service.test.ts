@@ -191,7 +191,7 @@ t.test('follow: the first state, then only the chunks written since, until the r
 
   t.same((await follow.next()).chunks, [], 'nothing new yet');
   await repos.output.appendLog(run.id, LEASE.executorId, 1, 'second\n');
-  await repos.leases.complete(run.id, { exit_code: 0, execution_time_seconds: 1, memory_usage_mb: null });
+  await repos.outcomes.complete(run.id, { exit_code: 0, execution_time_seconds: 1, memory_usage_mb: null });
   const last = await follow.next();
   t.same(last.chunks, [{ seq: 1, data: 'second\n' }], 'only the chunk written since');
   t.match(last, { status: 'completed', exit_code: 0, finished: true });

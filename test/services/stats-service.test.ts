@@ -24,7 +24,7 @@ for (let i = 0; i < 12; i++) {
 const SCRIPTS = (11 * 12) / 2;
 // One run that completed in 2 s, one still running.
 const finished = await startRun(repos, scriptIds[0]!);
-await repos.leases.complete(finished.id, { exit_code: 0, execution_time_seconds: 2, memory_usage_mb: 1 });
+await repos.outcomes.complete(finished.id, { exit_code: 0, execution_time_seconds: 2, memory_usage_mb: 1 });
 await startRun(repos, scriptIds[1]!);
 
 t.test('script statistics count what the database holds', async (t) => {
