@@ -10,7 +10,7 @@ import postgres from 'postgres';
 import { DatabaseUnavailableError } from '../domain/errors.ts';
 import type { Sql, TransactionSql } from './client.ts';
 import { type DeadlineList, deadlineList, withDeadline } from './deadlines.ts';
-import { isRetryable, mapPostgresError } from './map-error.ts';
+import { isRetryable, mapPostgresError, wasTerminated } from './map-error.ts';
 import {
   allRows,
   firstRow,
@@ -163,8 +163,11 @@ export class Database {
       } catch (error) {
         if (error instanceof postgres.PostgresError) this.answered(performance.now());
         const mapped = mapPostgresError(error);
-        if (attempt < retries && isRetryable(mapped)) {
-          this.options.log.info({ attempt: attempt + 1, err: error }, 'transaction conflict, retrying');
+        if (attempt < retries && (isRetryable(mapped) || wasTerminated(mapped))) {
+          const why = isRetryable(mapped)
+            ? 'transaction conflict, retrying'
+            : 'connection ended by the server, retrying';
+          this.options.log.info({ attempt: attempt + 1, err: error }, why);
           await sleep(2 ** attempt * 5 + Math.random() * 10);
           continue;
         }
@@ -191,11 +194,23 @@ export class Database {
     shape: Shape<R>,
   ): Promise<R> {
     const start = performance.now();
-    const result = this.needsPrePing(start)
+    const first = this.needsPrePing(start)
       ? prePing(this.sql as Sql, this.pool as PoolState, this.options).then(() =>
           this.execute(name, query, shape, performance.now()),
         )
       : this.execute(name, query, shape, start);
+    // Once more when the server ended the connection under the statement (see wasTerminated);
+    // inside a transaction the whole transaction is run again instead (transaction()).
+    const result = this.inTransaction
+      ? first
+      : first.catch((error: unknown) => {
+          if (!wasTerminated(error)) throw error;
+          this.options.log.info(
+            { query: name, err: error },
+            'connection ended by the server, running the statement again',
+          );
+          return this.execute(name, rebuild(this.sql as Sql, query), shape, performance.now());
+        });
     const fallback = this.options.fallback;
     if (fallback === undefined || this.inTransaction) return result;
     return result.catch((error: unknown) => {

@@ -92,6 +92,23 @@ function parametersOf(error: object): string[] {
  */
 export const RETRYABLE_SQLSTATES: ReadonlySet<string> = new Set(['40001', '40P01']);
 
+/**
+ * The server ended the connection the statement was on (57P01 admin_shutdown: a
+ * pg_terminate_backend or a fast shutdown; 57P02 crash_shutdown). The statement did not
+ * commit: the server reports it before the statement's CommandComplete or not at all.
+ * The driver (postgres 3.4.9) also hands this error, stale, to the first statement sent
+ * after that connection reconnects, which never reached the server: running such a
+ * statement once more, on a connection of the pool, is safe either way.
+ */
+export function wasTerminated(error: unknown): boolean {
+  for (let e: unknown = error, depth = 0; e !== undefined && e !== null && depth < 3; depth++) {
+    const code = sqlstate(e);
+    if (code === '57P01' || code === '57P02') return true;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
 /** The database is not there or not answering; the request may succeed later. */
 const UNAVAILABLE_SQLSTATE_CLASSES = ['08', '53', '57P'] as const; // connection, resources, operator intervention
 const UNAVAILABLE_CLIENT_CODES: ReadonlySet<string> = new Set([

@@ -505,3 +505,57 @@ t.test('a query a replica cannot answer runs again on the primary, tagged or uns
   await t.rejects(bad.many('test.syntax', primarySql`selec 1`), { code: '42601' });
   t.equal(failures.length, 2, 'not reported, not run again');
 });
+
+/**
+ * The server ends a connection while a statement runs on it (pg_terminate_backend; a fast
+ * shutdown does the same). The statement under way fails as unavailable (it may have
+ * committed: not run again). The driver then hands the server's 57P01, stale, to the next
+ * statement sent on that connection once it reconnects, a statement the server never saw:
+ * Database runs that one once more, and a transaction again as a whole.
+ */
+for (const next of ['statement', 'transaction'] as const) {
+  t.test(`after the server ended the connection under a statement, the next ${next} succeeds`, async (t) => {
+    const { url } = await testDatabase(t);
+    const applicationName = `dollarclub-terminated-${next}-${process.pid}`;
+    const sql = createPool(
+      {
+        url,
+        max: 1,
+        idleTimeoutSeconds: 0,
+        maxLifetimeSeconds: 0,
+        connectTimeoutSeconds: 30,
+        statementTimeoutMs: 30_000,
+        prepare: true,
+        applicationName,
+      },
+      testLogger(),
+    );
+    t.teardown(() => sql.end({ timeout: 5 }));
+    const { log, lines } = captureLogger('info');
+    const db = new Database(sql, { log, slowQueryMs: 60_000, queryTimeoutMs: 30_000 });
+    const admin = postgres(url, { max: 1, onnotice: () => {} });
+    t.teardown(() => admin.end());
+    const sleeping = db.one('test.sleep', sql`select pg_sleep(5) as slept`);
+    const caught = sleeping.catch((error: unknown) => error);
+    for (let i = 0; i < 400; i++) {
+      const [row] = await admin`
+        select count(*)::int as n from pg_stat_activity
+        where application_name = ${applicationName} and state = 'active' and query like '%pg_sleep%'`;
+      if (row?.n === 1) break;
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    const [killed] = await admin`
+      select count(*)::int as n from (
+        select pg_terminate_backend(pid) from pg_stat_activity where application_name = ${applicationName}
+      ) k`;
+    t.equal(killed?.n, 1, 'the pool’s one connection was ended by the server');
+    t.type(await caught, DatabaseUnavailableError, 'the statement under way fails as unavailable');
+    const answer =
+      next === 'statement'
+        ? await db.one<{ n: number }>('test.next', sql`select 1 as n`)
+        : await db.transaction((tx) => tx.one<{ n: number }>('test.next', tx.sql`select 1 as n`));
+    t.same(answer, { n: 1 }, `the next ${next} gets its answer`);
+    const retried = lines.filter((l) => /connection ended by the server/.test(l.msg ?? '')).length;
+    t.comment(`${retried} retry logged (the driver's stale 57P01: 1 with postgres 3.4.9)`);
+  });
+}
