@@ -140,7 +140,6 @@ export async function importLegacy(options: LegacyImportOptions): Promise<Import
         progress.end();
         return counts!;
       });
-      await staging.legacyLoaded();
       mark('copy out');
 
       // 2. Users: classify, then encrypt the IBKR tokens of those to import.
