@@ -63,13 +63,21 @@ export class LegacyClassifier {
       ),
       ranked as (
         select n.*,
-          min(n.id) over (partition by n.email) as first_with_email,
+          coalesce(d.first_id, n.id) as first_with_email,
           t.email as taken_email,
           (select u.id from users as u where u.email = n.email and u.id <> n.id) as email_owner,
           (select u.id from users as u where u.google_id = n.google_id and u.id <> n.id) as google_owner,
           (select u.id from users as u where u.ibkr_user_id = n.ibkr_user_id and u.id <> n.id) as ibkr_owner
         from n
         left join users as t on t.id = n.id
+        -- Addresses more than one old user has once lower-cased, with the lowest id: a hashed
+        -- aggregate of the addresses, not a sort of every whole row as a window would be.
+        left join (
+          select lower(btrim(email)) as email, min(id) as first_id
+          from legacy_users
+          group by 1
+          having count(*) > 1
+        ) as d on d.email = n.email
       ),
       decided as (
         select r.*,
@@ -123,11 +131,17 @@ export class LegacyClassifier {
       ),
       ranked as (
         select n.*,
-          min(n.id) over (partition by n.key_name) as first_with_name,
+          coalesce(d.first_id, n.id) as first_with_name,
           t.filename as taken_filename,
           (select s.id from scripts as s where s.filename = n.key_name and s.id <> n.id) as filename_owner
         from n
         left join scripts as t on t.id = n.id
+        left join (
+          select lower(filename) as key_name, min(id) as first_id
+          from legacy_scripts
+          group by 1
+          having count(*) > 1
+        ) as d on d.key_name = n.key_name -- as in classifyUsers
       ),
       decided as (
         select r.id, r.user_id, r.key_name as filename, r.filename as source_name,
