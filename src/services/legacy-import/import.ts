@@ -168,7 +168,10 @@ export async function importLegacy(options: LegacyImportOptions): Promise<Import
       mark('users');
 
       // 3. Scripts: classify, then read, hash and copy their files.
-      let scripts = await classifier.classifyScripts(now);
+      // The target cannot change from here on (users and scripts are locked since begin).
+      const empty = await indexes.targetIsEmpty();
+      const runIdBase = empty ? await classifier.reserveRunIds() : null;
+      let scripts = await classifier.classifyScripts(now, runIdBase);
       progress.phase('scripts: read and hash files', scripts.import);
       const reader = new FileReader(options.filesDir);
       for (let after = 0; ; ) {
@@ -185,7 +188,7 @@ export async function importLegacy(options: LegacyImportOptions): Promise<Import
       mark('files');
 
       // 4. Load: into an empty database without secondary indexes and foreign key.
-      const fastPath = users.import + scripts.import > 0 && (await indexes.targetIsEmpty());
+      const fastPath = users.import + scripts.import > 0 && empty;
       const deferred = fastPath ? await indexes.defer() : null;
       progress.phase('users: insert', users.import);
       const insertedUsers = await loader.insertUsers();

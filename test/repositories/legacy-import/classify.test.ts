@@ -136,3 +136,42 @@ t.test('refusals: the CSV lists every refused row, the counts group reasons that
     ],
   );
 });
+
+t.test('run ids: a reserved block gives old script N the run id base + N, past the sequence', async (t) => {
+  const db = await testDatabase(t);
+  const result = await rolledBack(db, async (tx) => {
+    const staging = new LegacyStaging(tx);
+    const classifier = new LegacyClassifier(tx);
+    await staging.begin();
+    const [before] = await tx<
+      { n: number }[]
+    >`select nextval(pg_get_serial_sequence('script_runs', 'id')) as n`;
+    await stageUser(tx, 1, 'one@example.com');
+    await stageScript(tx, 100, 1, `${randomUUID()}.py`);
+    await stageScript(tx, 250, 1, `${randomUUID()}.py`, 'uploaded');
+    await stageScript(tx, 300, 1, `${randomUUID()}.py`, 'failed');
+    await classifier.classifyUsers();
+    const base = await classifier.reserveRunIds();
+    await classifier.classifyScripts(NOW, base);
+    const runs = await tx<
+      { id: number; run_id: number | null }[]
+    >`select id, run_id from import_scripts order by id`;
+    const [next] = await tx<
+      { n: number }[]
+    >`select nextval(pg_get_serial_sequence('script_runs', 'id')) as n`;
+    return { before: before!.n, base, runs: runs.map((r) => ({ ...r })), next: next!.n };
+  });
+  t.equal(result.base, result.before + 1 - 100, 'the block starts at the next value, for the lowest old id');
+  t.same(result.runs, [
+    { id: 100, run_id: result.before + 1 },
+    { id: 250, run_id: null },
+    { id: 300, run_id: result.before + 201 },
+  ]);
+  t.equal(result.next, result.before + 202, 'the sequence is past the block');
+
+  const none = await rolledBack(db, async (tx) => {
+    await new LegacyStaging(tx).begin();
+    return new LegacyClassifier(tx).reserveRunIds();
+  });
+  t.equal(none, null, 'no old script, no block');
+});
