@@ -7,8 +7,9 @@
  *
  * Standalone: `node --import=tsx bench/import-legacy.ts` (DATABASE_URL, else an embedded
  * PostgreSQL; BENCH_SCALE). Also the `import` suite of `npm run bench`. The rate is
- * reported end to end and without the file step (reading, hashing and writing one file
- * per script), which on a busy 2-core machine dominates.
+ * reported end to end and without the file step (classifying the scripts, then reading,
+ * hashing and writing one file per script), which dominated on a busy 2-core machine
+ * before the import was profiled (bench/README.md, "import-legacy profiled").
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';

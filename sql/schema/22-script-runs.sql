@@ -38,7 +38,8 @@ create table script_runs (
   -- (script_id, user_id): a run belongs to its script and to that script's owner.
   constraint fk_script_runs_script foreign key (script_id, user_id)
     references scripts (id, user_id) on delete cascade,
-  constraint ck_script_runs_sha256_format check (script_sha256 ~ '^[0-9a-f]{64}$'),
+  -- As ck_scripts_sha256_format: no counted repetition.
+  constraint ck_script_runs_sha256_format check (length(script_sha256) = 64 and script_sha256 !~ '[^0-9a-f]'),
   -- Not the other way round: deleting a schedule may leave its runs without one.
   constraint ck_script_runs_schedule_has_schedule_trigger check (schedule_id is null or trigger = 'schedule'),
   constraint ck_script_runs_execution_time_non_negative check (execution_time_seconds >= 0),

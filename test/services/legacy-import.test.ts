@@ -14,7 +14,7 @@ import bcryptjs from 'bcryptjs';
 import postgres from 'postgres';
 import t, { type Test } from 'tap';
 import { ValidationError } from '../../src/domain/errors.ts';
-import { importLegacy } from '../../src/services/legacy-import/import.ts';
+import { formatReport, importLegacy } from '../../src/services/legacy-import/import.ts';
 import { SecretBox } from '../../src/services/secret-box.ts';
 import { ibkrContext } from '../../src/services/user-service.ts';
 import { type TestApp, testApp } from '../helpers/app.ts';
@@ -380,6 +380,31 @@ t.test('an Alembic-built database (lower-case labels) into an empty one', async 
     await readFile(again.details_file, 'utf8'),
     details,
     'and refused the same rows for the same reasons',
+  );
+
+  // The report as the CLI prints it: the first run, then the re-run.
+  const printed = formatReport(report).split('\n');
+  t.match(
+    printed[0],
+    /^import-legacy: imported in [0-9.]+ s \([0-9,]+ rows\/s\), empty database: indexes built after the load$/,
+  );
+  t.same(printed.slice(1), [
+    '  users            6 in the old database: 3 imported, 0 already here, 3 refused',
+    '  scripts          7 in the old database: 4 imported, 0 already here, 3 refused',
+    `  runs (each script's last execution): 3, of which "interrupted by the migration": 1`,
+    '  refused, by reason:',
+    '          1  user: email is not an email address',
+    "          1  user: email is the same as user N's after lower-casing (the older account is kept)",
+    '          1  user: email user without a password hash',
+    '          1  script: file missing',
+    '          1  script: filename is not <uuid><extension>',
+    '          1  script: its user N is refused',
+    `  every refused row, with its reason: ${report.details_file}`,
+  ]);
+  t.match(
+    formatReport(again).split('\n')[0],
+    /^import-legacy: nothing changed: every row was already imported or is refused \([0-9.]+ s\)$/,
+    'a re-run says it changed nothing',
   );
 
   // The sequences moved past the imported ids.

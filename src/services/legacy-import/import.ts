@@ -5,8 +5,9 @@
  * One transaction on the target: the old rows are COPYed out of the old database (a
  * read-only, repeatable-read snapshot) straight into staging tables, classified and
  * normalised set-wise, and inserted with INSERT … SELECT; files are read and hashed
- * page by page, and their bytes go into script_contents in the same transaction. Into an empty database the secondary indexes and the foreign key are
- * dropped first and rebuilt (NOT VALID + VALIDATE) after the load. Either everything
+ * page by page, and their bytes go into script_contents in the same transaction. Into
+ * an empty database the secondary indexes and the foreign keys are dropped first and
+ * rebuilt (NOT VALID + VALIDATE) after the load. Either everything
  * commits, or nothing does. A second run with the same input finds every row present
  * and changes nothing.
  */
@@ -15,11 +16,14 @@ import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import postgres from 'postgres';
 import type { Sql } from '../../db/client.ts';
-import { LegacyImportRepository, type Outcomes } from '../../repositories/legacy-import-repository.ts';
+import { LegacyClassifier, type Outcomes } from '../../repositories/legacy-import/classify.ts';
+import { LegacyIndexes } from '../../repositories/legacy-import/indexes.ts';
+import { LegacyLoader } from '../../repositories/legacy-import/load.ts';
+import { LegacyStaging } from '../../repositories/legacy-import/staging.ts';
 import type { SecretBox } from '../secret-box.ts';
 import { ibkrContext } from '../user-service.ts';
 import { pipeCopy } from './copy.ts';
-import { FileReader, fileRows } from './files.ts';
+import { FileReader } from './files.ts';
 import { type ProgressSink, silentProgress } from './progress.ts';
 
 export interface LegacyImportOptions {
@@ -64,7 +68,9 @@ export interface ImportReport {
   phases: Record<string, number>;
 }
 
+/** Rows per page of the token step, and of the file step (a page of files is one COPY). */
 const PAGE = 10_000;
+const FILE_PAGE = 50_000;
 
 /** Text COPY escaping for the few values we write ourselves (ciphertexts are base64url, ids digits). */
 const copyValue = (v: string | null) => (v === null ? '\\N' : v);
@@ -94,8 +100,11 @@ export async function importLegacy(options: LegacyImportOptions): Promise<Import
   });
   try {
     const report = await options.sql.begin(async (tx) => {
-      const repo = new LegacyImportRepository(tx);
-      await repo.begin();
+      const staging = new LegacyStaging(tx);
+      const classifier = new LegacyClassifier(tx);
+      const loader = new LegacyLoader(tx);
+      const indexes = new LegacyIndexes(tx);
+      await staging.begin();
 
       // 1. COPY out of the old database, into the staging tables, from one snapshot.
       const source = await legacy.begin('isolation level repeatable read read only', async (l) => {
@@ -112,7 +121,7 @@ export async function importLegacy(options: LegacyImportOptions): Promise<Import
               from users
             ) to stdout
           `.readable(),
-          await repo.copyInto('legacy_users'),
+          await staging.copyInto('legacy_users'),
           countRows(progress),
         );
         progress.phase('scripts: copy from the old database', counts!.scripts);
@@ -125,7 +134,7 @@ export async function importLegacy(options: LegacyImportOptions): Promise<Import
               from scripts
             ) to stdout
           `.readable(),
-          await repo.copyInto('legacy_scripts'),
+          await staging.copyInto('legacy_scripts'),
           countRows(progress),
         );
         progress.end();
@@ -134,10 +143,10 @@ export async function importLegacy(options: LegacyImportOptions): Promise<Import
       mark('copy out');
 
       // 2. Users: classify, then encrypt the IBKR tokens of those to import.
-      let users = await repo.classifyUsers();
+      let users = await classifier.classifyUsers();
       progress.phase('users: encrypt IBKR tokens', 0);
       for (let after = 0; ; ) {
-        const page = await repo.tokensToEncrypt(after, PAGE);
+        const page = await staging.tokensToEncrypt(after, PAGE);
         if (page.length === 0) break;
         let rows = '';
         for (const u of page) {
@@ -151,7 +160,7 @@ export async function importLegacy(options: LegacyImportOptions): Promise<Import
               : options.secrets.encrypt(u.ibkr_refresh_token, ibkrContext(u.id, 'refresh'));
           rows += `${u.id}\t${copyValue(access)}\t${copyValue(refresh)}\n`;
         }
-        await writeAll(await repo.copyInto('import_tokens'), rows);
+        await writeAll(await staging.copyInto('import_tokens'), rows);
         progress.add(page.length);
         after = page.at(-1)!.id;
       }
@@ -159,50 +168,53 @@ export async function importLegacy(options: LegacyImportOptions): Promise<Import
       mark('users');
 
       // 3. Scripts: classify, then read, hash and copy their files.
-      let scripts = await repo.classifyScripts(now);
+      // The target cannot change from here on (users and scripts are locked since begin).
+      const empty = await indexes.targetIsEmpty();
+      const runIdBase = empty ? await classifier.reserveRunIds() : null;
+      let scripts = await classifier.classifyScripts(now, runIdBase);
       progress.phase('scripts: read and hash files', scripts.import);
       const reader = new FileReader(options.filesDir);
       for (let after = 0; ; ) {
-        const page = await repo.filesToRead(after, PAGE);
+        const page = await staging.filesToRead(after, FILE_PAGE);
         if (page.length === 0) break;
-        const results = await reader.read(page, () => progress.add(1));
-        await writeAll(await repo.copyInto('import_files'), fileRows(results));
+        await reader.copy(page, await staging.copyInto('import_files'), (n) => progress.add(n));
         after = page.at(-1)!.id;
       }
+      await staging.filesLoaded();
       progress.end();
       const beforeFiles = scripts.refused;
-      scripts = await repo.applyFiles();
+      scripts = await classifier.applyFiles();
       const filesMissing = scripts.refused - beforeFiles;
       mark('files');
 
       // 4. Load: into an empty database without secondary indexes and foreign key.
-      const fastPath = users.import + scripts.import > 0 && (await repo.targetIsEmpty());
-      const deferred = fastPath ? await repo.deferIndexes() : null;
+      const fastPath = users.import + scripts.import > 0 && empty;
+      const deferred = fastPath ? await indexes.defer() : null;
       progress.phase('users: insert', users.import);
-      const insertedUsers = await repo.insertUsers();
+      const insertedUsers = await loader.insertUsers();
       progress.add(insertedUsers);
       progress.phase('scripts: insert', scripts.import);
-      const insertedScripts = await repo.insertScripts(fastPath);
+      const insertedScripts = await loader.insertScripts(fastPath);
       progress.add(insertedScripts);
-      await repo.insertContents();
+      await loader.insertContents();
       progress.phase('runs: insert (each script’s last execution)', 0);
-      const insertedRuns = await repo.insertRuns();
+      const insertedRuns = await loader.insertRuns();
       progress.add(insertedRuns);
-      if (!fastPath) await repo.linkRuns();
+      if (!fastPath) await loader.linkRuns();
       progress.end();
       mark('insert');
       if (deferred !== null) {
         progress.phase('indexes and foreign key', deferred.indexes.length + deferred.foreignKeys.length);
-        await repo.restoreIndexes(deferred, () => progress.add(1));
+        await indexes.restore(deferred, () => progress.add(1));
         progress.end();
         mark('indexes');
       }
-      await repo.moveSequences();
-      const interrupted = await repo.countInterrupted();
+      await loader.moveSequences();
+      const interrupted = await loader.countInterrupted();
 
       // 5. The report: every refused row in the details file, counts by reason here.
-      await pipeCopy(await repo.refusalsCsv(), createWriteStream(options.detailsFile));
-      const refused_by_reason = await repo.refusalCounts();
+      await pipeCopy(await staging.refusalsCsv(), createWriteStream(options.detailsFile));
+      const refused_by_reason = await staging.refusalCounts();
       users = { ...users, import: insertedUsers };
       scripts = { ...scripts, import: insertedScripts };
       mark('report');

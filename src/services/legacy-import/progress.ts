@@ -36,7 +36,7 @@ export class TerminalProgress implements ProgressSink {
     this.total = total;
     this.done = 0;
     this.started = performance.now();
-    this.lastDraw = 0;
+    this.lastDraw = Number.NEGATIVE_INFINITY; // the phase's first rows draw its line
   }
 
   add(rows: number): void {
