@@ -3,7 +3,6 @@ import postgres from 'postgres';
 import t from 'tap';
 import { createPool } from '../../src/db/client.ts';
 import { Database } from '../../src/db/database.ts';
-import { freePort } from '../../src/db/embedded.ts';
 import { ConcurrentUpdateError } from '../../src/db/map-error.ts';
 import {
   ConflictError,
@@ -14,7 +13,7 @@ import {
 } from '../../src/domain/errors.ts';
 import { Repositories } from '../../src/repositories/index.ts';
 import { rejectsWith } from '../helpers/assert.ts';
-import { testDatabase, testLogger } from '../helpers/db.ts';
+import { deadPool, testDatabase, testLogger, testPool } from '../helpers/db.ts';
 import { makeScript, makeUser } from '../helpers/fixtures.ts';
 import { captureLogger } from '../helpers/log-capture.ts';
 
@@ -209,21 +208,7 @@ t.test('PostgreSQL errors become domain errors by SQLSTATE and constraint', asyn
 });
 
 t.test('an unreachable server is DatabaseUnavailable', async (t) => {
-  const port = await freePort();
-  const sql = createPool(
-    {
-      url: `postgres://postgres@127.0.0.1:${port}/none`,
-      max: 1,
-      idleTimeoutSeconds: 1,
-      maxLifetimeSeconds: 0,
-      connectTimeoutSeconds: 1,
-      statementTimeoutMs: 1000,
-      prepare: true,
-      applicationName: 'test-unreachable',
-    },
-    testLogger(),
-  );
-  t.teardown(() => sql.end({ timeout: 1 }));
+  const sql = await deadPool(t, 'test-unreachable');
   const db = new Database(sql, { log: testLogger(), slowQueryMs: 1000, queryTimeoutMs: 5000 });
   await t.rejects(db.many('test.ping', sql`select 1`), DatabaseUnavailableError);
 });
@@ -463,21 +448,7 @@ t.test('a query a replica cannot answer runs again on the primary, tagged or uns
     queryTimeoutMs: 30_000,
   });
   // The "replica": nothing listens on its port, so every query fails as unavailable.
-  const port = await freePort();
-  const replicaSql = createPool(
-    {
-      url: `postgres://postgres@127.0.0.1:${port}/none`,
-      max: 1,
-      idleTimeoutSeconds: 1,
-      maxLifetimeSeconds: 0,
-      connectTimeoutSeconds: 1,
-      statementTimeoutMs: 1000,
-      prepare: true,
-      applicationName: 'test-replica-down',
-    },
-    testLogger(),
-  );
-  t.teardown(() => replicaSql.end({ timeout: 1 }));
+  const replicaSql = await deadPool(t, 'test-replica-down');
   const failures: unknown[] = [];
   const replica = new Database(replicaSql, {
     log: testLogger(),
@@ -517,20 +488,7 @@ for (const next of ['statement', 'transaction'] as const) {
   t.test(`after the server ended the connection under a statement, the next ${next} succeeds`, async (t) => {
     const { url } = await testDatabase(t);
     const applicationName = `dollarclub-terminated-${next}-${process.pid}`;
-    const sql = createPool(
-      {
-        url,
-        max: 1,
-        idleTimeoutSeconds: 0,
-        maxLifetimeSeconds: 0,
-        connectTimeoutSeconds: 30,
-        statementTimeoutMs: 30_000,
-        prepare: true,
-        applicationName,
-      },
-      testLogger(),
-    );
-    t.teardown(() => sql.end({ timeout: 5 }));
+    const sql = testPool(t, { url, applicationName });
     const { log, lines } = captureLogger('info');
     const db = new Database(sql, { log, slowQueryMs: 60_000, queryTimeoutMs: 30_000 });
     const admin = postgres(url, { max: 1, onnotice: () => {} });

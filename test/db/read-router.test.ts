@@ -4,11 +4,9 @@
  * that does not answer. Either way reads stay on the primary and the router logs why.
  */
 import t from 'tap';
-import { createPool } from '../../src/db/client.ts';
 import { Database } from '../../src/db/database.ts';
-import { freePort } from '../../src/db/embedded.ts';
 import { ReadRouter } from '../../src/db/read-router.ts';
-import { testDatabase, testLogger } from '../helpers/db.ts';
+import { deadPool, testDatabase, testLogger } from '../helpers/db.ts';
 import { captureLogger } from '../helpers/log-capture.ts';
 
 t.test('a replica URL that points at a primary is down: reads stay on the primary', async (t) => {
@@ -30,21 +28,7 @@ t.test(
   'a primary that does not answer: the probe measures nothing, a write’s position is unknown',
   async (t) => {
     const { db: replica } = await testDatabase(t);
-    const port = await freePort();
-    const deadSql = createPool(
-      {
-        url: `postgres://postgres@127.0.0.1:${port}/none`,
-        max: 1,
-        idleTimeoutSeconds: 1,
-        maxLifetimeSeconds: 0,
-        connectTimeoutSeconds: 1,
-        statementTimeoutMs: 1000,
-        prepare: true,
-        applicationName: 'test-primary-down',
-      },
-      testLogger(),
-    );
-    t.teardown(() => deadSql.end({ timeout: 1 }));
+    const deadSql = await deadPool(t, 'test-primary-down');
     const primary = new Database(deadSql, { log: testLogger(), slowQueryMs: 10_000, queryTimeoutMs: 5000 });
     const { log, lines } = captureLogger('debug');
     const router = new ReadRouter({ primary, replica, maxLagSeconds: 5, log });

@@ -7,8 +7,9 @@ import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
 import postgres from 'postgres';
 import type { Test } from 'tap';
-import { createPool, type Sql } from '../../src/db/client.ts';
+import { createPool, type PoolOptions, type Sql } from '../../src/db/client.ts';
 import { Database, type DatabaseOptions } from '../../src/db/database.ts';
+import { freePort } from '../../src/db/embedded.ts';
 import { Repositories } from '../../src/repositories/index.ts';
 import { databaseUrl } from './urls.ts';
 
@@ -27,6 +28,43 @@ function env(name: string): string {
 }
 
 export const testLogger = () => pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+
+/**
+ * A pool of the test's own through the app's createPool (ended at teardown): one
+ * connection, no idle or lifetime limit, generous connect and statement timeouts for a
+ * loaded machine; `options` changes any of them.
+ */
+export function testPool(
+  t: Test,
+  options: Pick<PoolOptions, 'url' | 'applicationName'> & Partial<PoolOptions>,
+): Sql {
+  const sql = createPool(
+    {
+      max: 1,
+      idleTimeoutSeconds: 0,
+      maxLifetimeSeconds: 0,
+      connectTimeoutSeconds: 30,
+      statementTimeoutMs: 30_000,
+      prepare: true,
+      ...options,
+    },
+    testLogger(),
+  );
+  t.teardown(() => sql.end({ timeout: 5 }));
+  return sql;
+}
+
+/** A pool to a loopback port nothing listens on: every query fails as unavailable, at once. */
+export async function deadPool(t: Test, applicationName: string): Promise<Sql> {
+  const port = await freePort();
+  return testPool(t, {
+    url: `postgres://postgres@127.0.0.1:${port}/none`,
+    applicationName,
+    idleTimeoutSeconds: 1,
+    connectTimeoutSeconds: 1,
+    statementTimeoutMs: 1000,
+  });
+}
 
 export function serverUrl(): string {
   return env('DATABASE_URL');
