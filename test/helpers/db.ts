@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
 import postgres from 'postgres';
 import type { Test } from 'tap';
-import { createPool, type PoolOptions, type Sql } from '../../src/db/client.ts';
+import { createPool, type PoolOptions, type Sql, type TransactionSql } from '../../src/db/client.ts';
 import { Database, type DatabaseOptions } from '../../src/db/database.ts';
 import { freePort } from '../../src/db/embedded.ts';
 import { Repositories } from '../../src/repositories/index.ts';
@@ -133,4 +133,18 @@ export async function testDatabase(
     onQuery: options.onQuery,
   });
   return { name, url, sql, db, repos: new Repositories(db) };
+}
+
+/** Runs `f` in a transaction that is rolled back afterwards; answers what `f` answered. */
+export async function rolledBack<T>(db: TestDatabase, f: (tx: TransactionSql) => Promise<T>): Promise<T> {
+  let out: T | undefined;
+  await db.sql
+    .begin(async (tx) => {
+      out = await f(tx);
+      throw new Error('rollback');
+    })
+    .catch((e: Error) => {
+      if (e.message !== 'rollback') throw e;
+    });
+  return out as T;
 }

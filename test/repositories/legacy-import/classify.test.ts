@@ -8,24 +8,10 @@ import t from 'tap';
 import type { TransactionSql } from '../../../src/db/client.ts';
 import { LegacyClassifier } from '../../../src/repositories/legacy-import/classify.ts';
 import { LegacyStaging } from '../../../src/repositories/legacy-import/staging.ts';
-import { type TestDatabase, testDatabase } from '../../helpers/db.ts';
+import { rolledBack, testDatabase } from '../../helpers/db.ts';
 
 const BCRYPT = '$2b$04$GNgwxBRC6HqkkgKhtBD2zuUVJSqKNJTaLM2poRTYiGFtSxMv7Y3cu';
 const NOW = new Date('2026-12-01T10:00:00Z');
-
-/** Runs `f` in a transaction that is rolled back afterwards. */
-async function rolledBack<T>(db: TestDatabase, f: (tx: TransactionSql) => Promise<T>): Promise<T> {
-  let out: T | undefined;
-  await db.sql
-    .begin(async (tx) => {
-      out = await f(tx);
-      throw new Error('rollback');
-    })
-    .catch((e: Error) => {
-      if (e.message !== 'rollback') throw e;
-    });
-  return out as T;
-}
 
 async function stageUser(tx: TransactionSql, id: number, email: string) {
   await tx`

@@ -5,21 +5,7 @@
 import t from 'tap';
 import type { TransactionSql } from '../../../src/db/client.ts';
 import { LegacyIndexes } from '../../../src/repositories/legacy-import/indexes.ts';
-import { type TestDatabase, testDatabase } from '../../helpers/db.ts';
-
-/** Runs `f` in a transaction that is rolled back afterwards. */
-async function rolledBack<T>(db: TestDatabase, f: (tx: TransactionSql) => Promise<T>): Promise<T> {
-  let out: T | undefined;
-  await db.sql
-    .begin(async (tx) => {
-      out = await f(tx);
-      throw new Error('rollback');
-    })
-    .catch((e: Error) => {
-      if (e.message !== 'rollback') throw e;
-    });
-  return out as T;
-}
+import { rolledBack, testDatabase } from '../../helpers/db.ts';
 
 t.test(
   'indexes: an empty target loses its secondary indexes and foreign keys, and gets them back',
