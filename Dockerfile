@@ -10,6 +10,8 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY package.json package-lock.json ./
+# npm ci's postinstall applies these to the driver (patch-package; see src/db/client.ts)
+COPY src/db/driver-patches ./src/db/driver-patches
 RUN npm ci --omit=dev --no-audit --no-fund
 COPY tsconfig.json ./
 COPY src ./src

@@ -3,6 +3,14 @@
  * validated config: pool limits, timeouts, every session in UTC with a
  * statement_timeout, and int8/numeric parsed to JS numbers (ids and our
  * numeric(10,x) columns fit in a double exactly).
+ *
+ * The driver (postgres 3.4.9) is patched at install (`npm ci`'s postinstall runs
+ * patch-package over src/db/driver-patches/): a connection that closed while a
+ * statement's bytes waited for their setImmediate kept that timer handle and those
+ * bytes, so after reconnecting it never sent its start-up message and every statement
+ * given to it waited for its time limit (seen after a pg_terminate_backend or a server
+ * restart meeting a query about to go out). test/db/driver-patch.test.ts makes that
+ * order certain and fails without the patch. Drop the patch when the driver fixes it.
  */
 
 import net from 'node:net';
