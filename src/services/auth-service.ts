@@ -124,8 +124,14 @@ export class AuthService {
         return await this.repos.transaction(async (tx) => {
           const known = await tx.users.touchGoogleLogin(identity.sub);
           if (known !== null) return { ...(await this.issue(tx, known)), created: false };
-          if ((await tx.users.findByGoogleId(identity.sub)) !== null)
-            throw new ForbiddenError('this account is deactivated', 'ACCOUNT_INACTIVE');
+          const found = await tx.users.findByGoogleId(identity.sub);
+          if (found !== null) {
+            // Active: a concurrent first sign-in committed it after the update above looked
+            // (each statement sees what is committed when it starts). Sign in to that one.
+            const raced = found.is_active ? await tx.users.touchGoogleLogin(identity.sub) : null;
+            if (raced === null) throw new ForbiddenError('this account is deactivated', 'ACCOUNT_INACTIVE');
+            return { ...(await this.issue(tx, raced)), created: false };
+          }
           if ((await tx.users.findByEmail(email)) !== null) throw new EmailTakenError();
           await tx.users.create({
             email,
