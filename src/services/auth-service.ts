@@ -122,17 +122,26 @@ export class AuthService {
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.repos.transaction(async (tx) => {
+          // Each statement sees what is committed when it starts, so a concurrent first sign-in of
+          // this account may commit its user between any two of them: every look-up that finds a
+          // row goes through this one, which signs in to an active user and refuses an inactive one.
+          const byGoogleId = async (): Promise<(Session & { created: boolean }) | null> => {
+            const found = await tx.users.findByGoogleId(identity.sub);
+            if (found === null) return null;
+            const user = found.is_active ? await tx.users.touchGoogleLogin(identity.sub) : null;
+            if (user === null) throw new ForbiddenError('this account is deactivated', 'ACCOUNT_INACTIVE');
+            return { ...(await this.issue(tx, user)), created: false };
+          };
           const known = await tx.users.touchGoogleLogin(identity.sub);
           if (known !== null) return { ...(await this.issue(tx, known)), created: false };
-          const found = await tx.users.findByGoogleId(identity.sub);
-          if (found !== null) {
-            // Active: a concurrent first sign-in committed it after the update above looked
-            // (each statement sees what is committed when it starts). Sign in to that one.
-            const raced = found.is_active ? await tx.users.touchGoogleLogin(identity.sub) : null;
-            if (raced === null) throw new ForbiddenError('this account is deactivated', 'ACCOUNT_INACTIVE');
-            return { ...(await this.issue(tx, raced)), created: false };
+          const raced = await byGoogleId();
+          if (raced !== null) return raced;
+          if ((await tx.users.findByEmail(email)) !== null) {
+            // The email's owner may be this very account, committed since the look-up above.
+            const late = await byGoogleId();
+            if (late !== null) return late;
+            throw new EmailTakenError();
           }
-          if ((await tx.users.findByEmail(email)) !== null) throw new EmailTakenError();
           await tx.users.create({
             email,
             username: usernameFor(identity),
