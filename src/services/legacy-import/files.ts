@@ -18,6 +18,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import type { Writable } from 'node:stream';
+import { COPY_HEADER, COPY_TRAILER } from '../../db/binary-copy.ts';
 import type { ScriptFile } from '../../repositories/legacy-import/staging.ts';
 
 export interface FileResult {
@@ -28,10 +29,6 @@ export interface FileResult {
 }
 
 const MISSING = new Set(['ENOENT', 'ENOTDIR', 'EISDIR']);
-
-/** The signature, flags and header extension length of a binary COPY (PostgreSQL docs, "COPY", "Binary Format"). */
-const COPY_HEADER = Buffer.concat([Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1'), Buffer.alloc(8)]);
-const COPY_TRAILER = Buffer.from([0xff, 0xff]);
 
 export class FileReader {
   private readonly filesDir: string;
