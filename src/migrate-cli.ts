@@ -11,7 +11,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { locate, openPool } from './boot.ts';
 import { loadConfig } from './config.ts';
-import { MIGRATIONS_DIR, MIGRATIONS_TABLE, migrate, migrationNames } from './db/migrate.ts';
+import { appliedMigrations, MIGRATIONS_DIR, migrate, migrationNames } from './db/migrate.ts';
 import { createLogger } from './logger.ts';
 
 const USAGE = 'usage: npm run migrate -- up [N] | down [N] | redo | create <name> | status';
@@ -59,10 +59,7 @@ async function main(): Promise<number> {
     } else {
       const sql = openPool({ ...config, DB_POOL_MAX: 1 }, log, location.url, 'migrate');
       try {
-        const table = await sql`select to_regclass(${MIGRATIONS_TABLE}) as t`;
-        const applied = table[0]?.t
-          ? (await sql`select name from ${sql(MIGRATIONS_TABLE)} order by id`).map((r) => String(r.name))
-          : [];
+        const applied = await appliedMigrations(sql);
         for (const name of await migrationNames())
           console.log(`${applied.includes(name) ? 'applied' : 'pending'}  ${name}`);
       } finally {

@@ -6,6 +6,7 @@
 import { readdir } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { runner } from 'node-pg-migrate';
+import type { Sql, TransactionSql } from './client.ts';
 
 export const MIGRATIONS_DIR = fileURLToPath(new URL('../../migrations', import.meta.url));
 export const MIGRATIONS_TABLE = 'pgmigrations';
@@ -51,4 +52,12 @@ export async function migrationNames(): Promise<string[]> {
     .filter((f) => /\.(sql|ts)$/.test(f) && !f.endsWith('.d.ts'))
     .map((f) => f.replace(/\.(sql|ts)$/, ''))
     .sort();
+}
+
+/** The names of the migrations applied on this database, in order (none before the first). */
+export async function appliedMigrations(sql: Sql | TransactionSql): Promise<string[]> {
+  const [table] = await sql<{ t: string | null }[]>`select to_regclass(${MIGRATIONS_TABLE})::text as t`;
+  if (!table?.t) return [];
+  const rows = await sql<{ name: string }[]>`select name from ${sql(MIGRATIONS_TABLE)} order by id`;
+  return rows.map((r) => r.name);
 }

@@ -7,7 +7,7 @@
  * as they were. Primary keys and unique constraints stay (they decide "present" and
  * refuse duplicates).
  */
-import type { TransactionSql } from '../../db/client.ts';
+import type { Sql, TransactionSql } from '../../db/client.ts';
 
 /** What an import fills; in this order, so a foreign key's target is there first. */
 const LOADED_TABLES = ['users', 'scripts', 'script_contents', 'script_runs', 'run_log_chunks'];
@@ -85,4 +85,9 @@ export class LegacyIndexes {
       await sql`alter table ${sql(fk.table)} validate constraint ${sql(fk.name)}`;
     }
   }
+}
+
+/** After an import that changed something, committed: fresh planner statistics for what it filled. */
+export async function analyzeImported(sql: Sql): Promise<void> {
+  await sql`analyze users, scripts`;
 }

@@ -17,7 +17,7 @@ import { pipeline } from 'node:stream/promises';
 import postgres from 'postgres';
 import type { Sql } from '../../db/client.ts';
 import { LegacyClassifier, type Outcomes } from '../../repositories/legacy-import/classify.ts';
-import { LegacyIndexes } from '../../repositories/legacy-import/indexes.ts';
+import { analyzeImported, LegacyIndexes } from '../../repositories/legacy-import/indexes.ts';
 import { LegacyLoader } from '../../repositories/legacy-import/load.ts';
 import { LegacyStaging } from '../../repositories/legacy-import/staging.ts';
 import type { SecretBox } from '../secret-box.ts';
@@ -229,7 +229,7 @@ export async function importLegacy(options: LegacyImportOptions): Promise<Import
         details_file: options.detailsFile,
       };
     });
-    if (report.changed) await options.sql`analyze users, scripts`;
+    if (report.changed) await analyzeImported(options.sql);
     const seconds = (performance.now() - started) / 1000;
     return {
       ...report,
