@@ -116,3 +116,50 @@ export async function sysvOf(uid: number): Promise<string[]> {
   }
   return found;
 }
+
+/** Where every run's write must be refused, as (name, path) pairs of the Python probes below. */
+export const WRITE_TARGETS: Array<[string, string]> = [
+  ['root', '/x'],
+  ['usr', '/usr/x'],
+  ['etc', '/etc/x'],
+  ['var', '/var/x'],
+  ['dev', '/dev/x'],
+  ['proc', '/proc/sys/kernel/hostname'],
+];
+
+/**
+ * Python lines (after `import os`): a write to each target and to the scratch folder's
+ * parent, printed `<name> refused <error>` or `<name> LEAK written`.
+ */
+export function pyWriteAttempts(targets: Array<[string, string]>): string[] {
+  const pairs = targets.map(([what, p]) => `(${JSON.stringify(what)}, ${JSON.stringify(p)})`).join(', ');
+  return [
+    `for what, p in [${pairs}, ("scratch-parent", os.path.join(os.path.dirname(os.getcwd()), "x"))]:`,
+    '    try:',
+    '        open(p, "w").write("x")',
+    '        print(what, "LEAK", "written")',
+    '    except OSError as e:',
+    '        print(what, "refused", type(e).__name__)',
+  ];
+}
+
+/**
+ * Python lines (after `import os`): fills /tmp, /var/tmp, /dev/shm and the scratch folder
+ * in 1 MB writes up to 64 MB, printed `<name> refused <error> after N MB` at the cap or
+ * `<name> LEAK wrote 64 MB`; then `after` (lines indented into the loop, with `folder`).
+ */
+export function pyFillFolders(after: string[]): string[] {
+  return [
+    'for what, folder in [("tmp", "/tmp"), ("var-tmp", "/var/tmp"), ("shm", "/dev/shm"), ("scratch", os.getcwd())]:',
+    '    written = 0',
+    '    chunk = b"x" * (1 << 20)',
+    '    try:',
+    '        with open(os.path.join(folder, "fill"), "wb") as f:',
+    '            for _ in range(64):',
+    '                f.write(chunk); f.flush(); written += 1',
+    '        print(what, "LEAK", "wrote", written, "MB")',
+    '    except OSError as e:',
+    '        print(what, "refused", e.strerror, "after", written, "MB")',
+    ...after.map((line) => `    ${line}`),
+  ];
+}

@@ -10,8 +10,11 @@ import {
   assertRefusal,
   assertRefused,
   escapeFixture,
+  pyFillFolders,
+  pyWriteAttempts,
   sandboxAvailable,
   verdicts,
+  WRITE_TARGETS,
 } from '../../helpers/escape.ts';
 import { executorFixture } from '../../helpers/executor.ts';
 
@@ -87,25 +90,8 @@ t.test('a run writes only in its scratch folder and private tmpfs, each capped',
   const e = await escapeFixture(t, { SCRIPT_TMP_MB: String(TMP_MB), SCRIPT_MEMORY_MB: '256' });
   const py = [
     'import os',
-    'for what, p in [("root", "/x"), ("usr", "/usr/x"), ("etc", "/etc/x"), ("var", "/var/x"),',
-    '                ("scratch-parent", os.path.join(os.path.dirname(os.getcwd()), "x")),',
-    '                ("dev", "/dev/x"), ("proc", "/proc/sys/kernel/hostname")]:',
-    '    try:',
-    '        open(p, "w").write("x")',
-    '        print(what, "LEAK", "written")',
-    '    except OSError as e:',
-    '        print(what, "refused", type(e).__name__)',
-    'for what, folder in [("tmp", "/tmp"), ("var-tmp", "/var/tmp"), ("shm", "/dev/shm"), ("scratch", os.getcwd())]:',
-    '    written = 0',
-    '    chunk = b"x" * (1 << 20)',
-    '    try:',
-    '        with open(os.path.join(folder, "fill"), "wb") as f:',
-    '            for _ in range(64):',
-    '                f.write(chunk); f.flush(); written += 1',
-    '        print(what, "LEAK", "wrote", written, "MB")',
-    '    except OSError as e:',
-    '        print(what, "refused", e.strerror, "after", written, "MB")',
-    '    os.remove(os.path.join(folder, "fill"))',
+    ...pyWriteAttempts(WRITE_TARGETS),
+    ...pyFillFolders(['os.remove(os.path.join(folder, "fill"))']),
   ].join('\n');
   const { script, output } = await e.run('write.py', py);
   t.equal(script.status, 'completed', `${script.error_message ?? ''}\n${output}`);

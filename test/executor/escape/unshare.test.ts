@@ -12,8 +12,11 @@ import {
   assertRefusal,
   assertRefused,
   escapeFixture,
+  pyFillFolders,
+  pyWriteAttempts,
   sandboxAvailable,
   verdicts,
+  WRITE_TARGETS,
 } from '../../helpers/escape.ts';
 import { executorFixture } from '../../helpers/executor.ts';
 
@@ -82,26 +85,11 @@ t.test(
       '        print(what, "LEAK" if others else "refused", "nothing but its own way down", others[:5])',
       '    except OSError as e:',
       '        print(what, "refused", type(e).__name__)',
-      'for what, p in [("root", "/x"), ("usr", "/usr/x"), ("etc", "/etc/x"), ("var", "/var/x"),',
-      '                ("scratch-parent", os.path.join(os.path.dirname(os.getcwd()), "x")),',
-      '                ("dev", "/dev/x"), ("proc", "/proc/sys/kernel/hostname"), ("run-lock", "/run/lock/x")]:',
-      '    try:',
-      '        open(p, "w").write("x")',
-      '        print(what, "LEAK", "written")',
-      '    except OSError as e:',
-      '        print(what, "refused", type(e).__name__)',
-      'for what, folder in [("tmp", "/tmp"), ("var-tmp", "/var/tmp"), ("shm", "/dev/shm"), ("scratch", os.getcwd())]:',
-      '    written = 0',
-      '    chunk = b"x" * (1 << 20)',
-      '    try:',
-      '        with open(os.path.join(folder, "fill"), "wb") as f:',
-      '            for _ in range(64):',
-      '                f.write(chunk); f.flush(); written += 1',
-      '        print(what, "LEAK", "wrote", written, "MB")',
-      '    except OSError as e:',
-      '        print(what, "refused", e.strerror, "after", written, "MB")',
-      '    if folder != os.getcwd():',
-      '        open(os.path.join(folder, "left-by-unshare-run"), "w").write("for the next run")',
+      ...pyWriteAttempts([...WRITE_TARGETS, ['run-lock', '/run/lock/x']]),
+      ...pyFillFolders([
+        'if folder != os.getcwd():',
+        '    open(os.path.join(folder, "left-by-unshare-run"), "w").write("for the next run")',
+      ]),
     ].join('\n');
     const { script, output } = await e.run('fs.py', py);
     t.equal(script.status, 'completed', `${script.error_message ?? ''}\n${output}`);
