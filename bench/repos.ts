@@ -131,7 +131,7 @@ export async function repositoryBenchmarks(
         raw: (sql, i) => sql`
           select id, user_id, filename, original_filename, file_extension, file_size, sha256, status,
             exit_code, execution_time_seconds, memory_usage_mb, error_message, started_at, completed_at,
-            created_at, updated_at
+            created_at, updated_at, ibkr_access, last_run_id, run_count
           from scripts
           where id = ${script(i).id} and user_id = ${script(i).user_id}
         `,
