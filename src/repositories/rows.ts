@@ -3,10 +3,32 @@ import type { Script } from '../domain/script.ts';
 
 type Nullable<T> = { [K in keyof T]: T[K] | null };
 
-/** Rows of a `count left join lateral page` query: an empty page is one row of nulls. */
-export function rowsOf<T extends { id: unknown }>(rows: Array<{ total: number } & Nullable<T>>): T[] {
+/**
+ * A copy of `row` holding only `columns`, in their order. Rows carry a helper column
+ * (a page's total, a cursor's sort key) that the domain object must not: a loop of plain
+ * assignments costs ~0.3 µs a row, where a rest pattern (`{ total, ...row }`) cost 5–9 µs
+ * a row in V8 (a 20-row page paid more for it than for its query's wrapper; bench/README.md).
+ */
+export function pick<T>(row: object, columns: readonly string[]): T {
+  const from = row as Record<string, unknown>;
+  const to: Record<string, unknown> = {};
+  for (let i = 0; i < columns.length; i++) {
+    const column = columns[i] as string;
+    to[column] = from[column];
+  }
+  return to as T;
+}
+
+/**
+ * Rows of a `count left join lateral page` query, without their `total`: an empty page is
+ * one row of nulls.
+ */
+export function rowsOf<T extends { id: unknown }>(
+  rows: Array<{ total: number } & Nullable<T>>,
+  columns: readonly (keyof T & string)[],
+): T[] {
   const items: T[] = [];
-  for (const { total: _total, ...row } of rows) if (row.id !== null) items.push(row as unknown as T);
+  for (const row of rows) if (row.id !== null) items.push(pick<T>(row, columns));
   return items;
 }
 

@@ -15,6 +15,7 @@ import type { Database } from '../db/database.ts';
 import { ConflictError, NotFoundError } from '../domain/errors.ts';
 import { type CursorPage, cursorPage, decodeCursor } from '../domain/paging.ts';
 import { MAX_SCHEDULES_PER_SCRIPT, SCHEDULE_COLUMNS, type Schedule } from '../domain/schedule.ts';
+import { pick } from './rows.ts';
 
 export interface NewSchedule {
   script_id: number;
@@ -155,7 +156,7 @@ export class ScheduleRepository {
       `,
     );
     if (rows.length === 0) throw new NotFoundError('script');
-    return rows.filter((r) => r.id !== null).map(({ found: _found, ...row }) => row as Schedule);
+    return rows.filter((r) => r.id !== null).map((row) => pick<Schedule>(row, SCHEDULE_COLUMNS));
   }
 
   /** Keyset page, newest first; `cursor` null for the first. */

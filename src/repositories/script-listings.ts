@@ -19,7 +19,7 @@ import {
   offsetPage,
 } from '../domain/paging.ts';
 import { SCRIPT_COLUMNS, SCRIPT_SORTS, type Script, type ScriptSort } from '../domain/script.ts';
-import { rowsOf } from './rows.ts';
+import { pick, rowsOf } from './rows.ts';
 import { ownedBy } from './script-repository.ts';
 
 export interface ScriptFilters {
@@ -71,7 +71,7 @@ export class ScriptListingRepository {
         ) as s on true
       `,
     );
-    return offsetPage(rowsOf(rows), rows[0]?.total ?? 0, page);
+    return offsetPage(rowsOf(rows, SCRIPT_COLUMNS), rows[0]?.total ?? 0, page);
   }
 
   /** Keyset page; `cursor` null for the first. The cursor remembers its sort: mixing them is a 400. */
@@ -109,7 +109,7 @@ export class ScriptListingRepository {
       `,
     );
     const page = cursorPage(rows, limit, (row) => [sort, row.sort_key, row.id]);
-    return { ...page, items: page.items.map(({ sort_key: _key, ...script }) => script) };
+    return { ...page, items: page.items.map((row) => pick<Script>(row, SCRIPT_COLUMNS)) };
   }
 
   /** Scripts running now, longest-running first. */

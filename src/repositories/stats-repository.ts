@@ -6,6 +6,7 @@
 import type { Database } from '../db/database.ts';
 import type { AuthProvider, ScriptStatus } from '../domain/enums.ts';
 import { type OffsetPage, type OffsetQuery, offsetOf, offsetPage } from '../domain/paging.ts';
+import { pick } from './rows.ts';
 
 export interface ScriptStats {
   total_scripts: number;
@@ -51,6 +52,8 @@ export interface UserScriptCount {
   email?: string;
   script_count: number;
 }
+
+const USER_SCRIPT_COUNT_COLUMNS = ['user_id', 'username', 'email', 'script_count'] as const;
 
 export class StatsRepository {
   private readonly db: Database;
@@ -223,7 +226,7 @@ export class StatsRepository {
     );
     const items = rows
       .filter((r) => r.user_id !== null)
-      .map(({ total: _t, ...r }) => r as Required<UserScriptCount>);
+      .map((r) => pick<Required<UserScriptCount>>(r, USER_SCRIPT_COUNT_COLUMNS));
     return offsetPage(items, rows[0]?.total ?? 0, page);
   }
 }

@@ -19,7 +19,7 @@ import {
 } from '../domain/paging.ts';
 import { SCRIPT_COLUMNS, type Script } from '../domain/script.ts';
 import { USER_COLUMNS, type User } from '../domain/user.ts';
-import { likeContains, type PageRow, rowsOf, scriptFromJson } from './rows.ts';
+import { likeContains, type PageRow, pick, rowsOf, scriptFromJson } from './rows.ts';
 
 export interface UserFilters {
   auth_provider?: AuthProvider;
@@ -69,7 +69,7 @@ export class UserListingRepository {
         ) as u on true
       `,
     );
-    return offsetPage(rowsOf(rows), rows[0]?.total ?? 0, page);
+    return offsetPage(rowsOf(rows, USER_COLUMNS), rows[0]?.total ?? 0, page);
   }
 
   /** Keyset page, newest first; `cursor` null for the first page. Stays fast at any depth. */
@@ -170,7 +170,7 @@ export class UserListingRepository {
     const page = cursorPage(row.scripts, limit, (s) => ['-created_at', s.sort_key, s.id]);
     return {
       ...row,
-      scripts: page.items.map(({ sort_key: _key, ...s }) => scriptFromJson(s)),
+      scripts: page.items.map((s) => scriptFromJson(pick(s, SCRIPT_COLUMNS))),
       scripts_cursor: page.next_cursor,
     };
   }

@@ -165,3 +165,19 @@ t.test('listRecentWithUser embeds each owner, newest first, within the period an
   t.same(recent[0]?.user, { id: alice.id, email: 'alice@example.com', username: 'alice' });
   t.equal((await repos.scriptListings.listRecentWithUser(new Date(0), 1)).length, 1);
 });
+
+t.test('page items are scripts and nothing else: no total, no sort key, as getById reads them', async (t) => {
+  const { repos } = await testDatabase(t);
+  const alice = await makeUser(repos);
+  const made = [await makeScript(repos, alice.id), await makeScript(repos, alice.id)];
+  const byId = await Promise.all(made.map((s) => repos.scripts.getById(s.id)));
+  const expected = [...byId].reverse();
+  const offset = await repos.scriptListings.listPage({ user_id: alice.id }, '-created_at', {
+    page: 1,
+    per_page: 20,
+  });
+  t.strictSame(offset.items, expected, 'offset page: the rows without their total');
+  const keyset = await repos.scriptListings.listAfter({ user_id: alice.id }, '-created_at', null, 20);
+  t.strictSame(keyset.items, expected, 'keyset page: the rows without their sort key');
+  t.strictSame(Object.keys(offset.items[0] ?? {}), Object.keys(byId[0] ?? {}), 'the same columns, in order');
+});
