@@ -7,16 +7,16 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 export class Metrics {
   readonly registry = new Registry();
 
-  readonly httpDuration = new Histogram({
-    name: 'http_request_duration_seconds',
-    help: 'HTTP requests by method, route pattern and status code',
-    labelNames: ['method', 'route', 'status_code'] as const,
-    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    registers: [this.registry],
-  });
+  /** Every request's duration, by method, route pattern and status code (src/http/plugins/metrics.ts). */
+  readonly httpDuration = new LabelledHistogram(
+    'http_request_duration_seconds',
+    'HTTP requests by method, route pattern and status code',
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    this.registry,
+  );
 
-  /** Every query's duration: observed on the hot path, so without prom-client's per-call work. */
-  readonly queryDuration = new QueryDurationHistogram(
+  /** Every query's duration, by repository method and outcome (src/db/database.ts). */
+  readonly queryDuration = new LabelledHistogram(
     'db_query_duration_seconds',
     'Database queries by repository method and outcome',
     [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5],
@@ -70,7 +70,12 @@ export class Metrics {
 
   /** A query observer for Database (see src/db/database.ts). */
   readonly observeQuery = (name: string, seconds: number, ok: boolean): void => {
-    this.queryDuration.observe(name, seconds, ok);
+    const histogram = this.queryDuration;
+    const key = ok ? name : `${name}\u0000error`;
+    histogram.observe(
+      histogram.at(key) ?? histogram.add(key, { query: name, outcome: ok ? 'ok' : 'error' }),
+      seconds,
+    );
   };
 
   /** The run queue as sampled at scrape time (the API's and the worker's /metrics). */
@@ -81,37 +86,19 @@ export class Metrics {
 
   /** Observes an HTTP request (see src/http/plugins/metrics.ts). */
   observeRequest(method: string, route: string, statusCode: number, seconds: number): void {
-    cachedChild(this.httpChildren, this.httpDuration, `${method}|${route}|${statusCode}`, () => ({
-      method,
-      route,
-      status_code: String(statusCode),
-    })).observe(seconds);
+    const histogram = this.httpDuration;
+    const key = `${method} ${statusCode} ${route}`;
+    histogram.observe(
+      histogram.at(key) ?? histogram.add(key, { method, route, status_code: String(statusCode) }),
+      seconds,
+    );
   }
-
-  private readonly httpChildren = new Map<string, Histogram.Internal<'method' | 'route' | 'status_code'>>();
 }
 
-/**
- * prom-client hashes the label object on every observe(); its children skip that.
- * They are kept per label set (bounded: route patterns, query names, statuses).
- */
-function cachedChild<L extends string>(
-  cache: Map<string, Histogram.Internal<L>>,
-  histogram: Histogram<L>,
-  key: string,
-  labels: () => Partial<Record<L, string>>,
-): Histogram.Internal<L> {
-  let child = cache.get(key);
-  if (child === undefined) {
-    child = histogram.labels(labels());
-    cache.set(key, child);
-  }
-  return child;
-}
-
-/** Bucket counts (not cumulative; the last one is +Inf), sum and count of one label set. */
-interface Series {
-  buckets: Float64Array;
+/** One label set: bucket counts (not cumulative; the last one is +Inf), sum and count. */
+export interface Series {
+  readonly labels: Readonly<Record<string, string>>;
+  readonly buckets: Float64Array;
   sum: number;
   count: number;
 }
@@ -124,15 +111,17 @@ interface MetricValue {
 }
 
 /**
- * A histogram labelled by query name and outcome, registered in a prom-client registry and
- * exported in exactly the format of prom-client's Histogram. Observing is a Map lookup by
- * name, a short loop over the bounds and three additions — prom-client's `observe` validates
- * the labels and hashes them into a string on every call, even through a child.
+ * A histogram for the hot paths (every query, every request), registered in a prom-client
+ * registry and exported in exactly the format of prom-client's Histogram. The caller names
+ * a label set by a string key it already has or builds cheaply; observing is a Map lookup
+ * by that key, a short loop over the bounds and three additions
+ * (`h.observe(h.at(key) ?? h.add(key, labels), seconds)`). prom-client's `observe`
+ * validates the labels and hashes them into a string on every call, even through a child.
  */
-export class QueryDurationHistogram {
+export class LabelledHistogram {
   readonly type = 'histogram';
   readonly aggregator = 'sum';
-  private readonly series = new Map<string, { ok: Series | undefined; error: Series | undefined }>();
+  private readonly series = new Map<string, Series>();
 
   readonly name: string;
   readonly help: string;
@@ -145,18 +134,19 @@ export class QueryDurationHistogram {
     registry.registerMetric(this as unknown as Parameters<Registry['registerMetric']>[0]);
   }
 
-  observe(query: string, seconds: number, ok: boolean): void {
-    let byOutcome = this.series.get(query);
-    if (byOutcome === undefined) {
-      byOutcome = { ok: undefined, error: undefined };
-      this.series.set(query, byOutcome);
-    }
-    let series = ok ? byOutcome.ok : byOutcome.error;
-    if (series === undefined) {
-      series = { buckets: new Float64Array(this.bounds.length + 1), sum: 0, count: 0 };
-      if (ok) byOutcome.ok = series;
-      else byOutcome.error = series;
-    }
+  /** The series of `key`, if it was added. */
+  at(key: string): Series | undefined {
+    return this.series.get(key);
+  }
+
+  /** A new series for `key` with these labels (bounded: route patterns, query names, statuses). */
+  add(key: string, labels: Record<string, string>): Series {
+    const series: Series = { labels, buckets: new Float64Array(this.bounds.length + 1), sum: 0, count: 0 };
+    this.series.set(key, series);
+    return series;
+  }
+
+  observe(series: Series, seconds: number): void {
     const bounds = this.bounds;
     let b = 0;
     while (b < bounds.length && seconds > (bounds[b] as number)) b++;
@@ -178,29 +168,23 @@ export class QueryDurationHistogram {
     aggregator: string;
   } {
     const values: MetricValue[] = [];
-    for (const [query, byOutcome] of this.series) {
-      for (const [outcome, series] of [
-        ['ok', byOutcome.ok],
-        ['error', byOutcome.error],
-      ] as const) {
-        if (series === undefined) continue;
-        const sharedLabels = { query, outcome };
-        let cumulative = 0;
-        this.bounds.forEach((bound, i) => {
-          cumulative += series.buckets[i] as number;
-          values.push({
-            labels: { le: bound },
-            sharedLabels,
-            value: cumulative,
-            metricName: `${this.name}_bucket`,
-          });
+    for (const series of this.series.values()) {
+      const sharedLabels = series.labels;
+      let cumulative = 0;
+      this.bounds.forEach((bound, i) => {
+        cumulative += series.buckets[i] as number;
+        values.push({
+          labels: { le: bound },
+          sharedLabels,
+          value: cumulative,
+          metricName: `${this.name}_bucket`,
         });
-        values.push(
-          { labels: { le: '+Inf' }, sharedLabels, value: series.count, metricName: `${this.name}_bucket` },
-          { labels: {}, sharedLabels, value: series.sum, metricName: `${this.name}_sum` },
-          { labels: {}, sharedLabels, value: series.count, metricName: `${this.name}_count` },
-        );
-      }
+      });
+      values.push(
+        { labels: { le: '+Inf' }, sharedLabels, value: series.count, metricName: `${this.name}_bucket` },
+        { labels: {}, sharedLabels, value: series.sum, metricName: `${this.name}_sum` },
+        { labels: {}, sharedLabels, value: series.count, metricName: `${this.name}_count` },
+      );
     }
     return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
   }

@@ -1,7 +1,8 @@
 /**
- * The query-duration histogram is observed on every query without prom-client's per-call
- * work (src/metrics.ts); what it exports must be exactly what prom-client's own Histogram
- * exports for the same observations, in both the text format and `get()`.
+ * The query- and request-duration histograms are observed on every query and request
+ * without prom-client's per-call work (src/metrics.ts, LabelledHistogram); what they export
+ * must be exactly what prom-client's own Histogram exports for the same observations, in
+ * both the text format and `get()`.
  */
 import { Histogram, Registry } from 'prom-client';
 import t from 'tap';
@@ -53,5 +54,39 @@ t.test('the histogram exports what prom-client exports for the same observations
     (await metrics.registry.getSingleMetricAsString('db_query_duration_seconds')).includes('_count'),
     false,
     'reset empties it',
+  );
+});
+
+t.test('the request histogram exports what prom-client exports for the same requests', async (t) => {
+  const metrics = new Metrics({ defaultMetrics: false });
+  const registry = new Registry();
+  const reference = new Histogram({
+    name: 'http_request_duration_seconds',
+    help: 'HTTP requests by method, route pattern and status code',
+    labelNames: ['method', 'route', 'status_code'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  const requests: Array<[string, string, number, number]> = [
+    ['GET', '/api/v1/scripts/:id', 200, 0.004],
+    ['GET', '/api/v1/scripts/:id', 200, 0.005],
+    ['GET', '/api/v1/scripts/:id', 404, 0.02],
+    ['POST', '/api/v1/scripts/:id', 200, 0.3],
+    // A route pattern with a space cannot be mistaken for another method's or status's.
+    ['GET', '200 /x', 404, 11],
+    ['GET', 'unmatched', 404, 0],
+    ['GET', '/api/v1/scripts/:id', 200, 7],
+  ];
+  for (const [method, route, status, seconds] of requests) {
+    metrics.observeRequest(method, route, status, seconds);
+    reference.observe({ method, route, status_code: String(status) }, seconds);
+  }
+  const name = 'http_request_duration_seconds';
+  const ours = (await metrics.registry.getSingleMetricAsString(name)).split('\n');
+  const theirs = (await registry.getSingleMetricAsString(name)).split('\n');
+  t.same([...ours].sort(), [...theirs].sort(), 'the same lines');
+  t.match(
+    ours.join('\n'),
+    /^http_request_duration_seconds_count\{method="GET",route="\/api\/v1\/scripts\/:id",status_code="200"\} 3$/m,
   );
 });

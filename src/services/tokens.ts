@@ -1,5 +1,5 @@
 /** Bearer tokens: 256 random bits, shown once, stored only as a SHA-256. */
-import { createHash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 
 // The prefix lets secret scanners recognise a leaked token.
 const PREFIX = 'dc_';
@@ -12,5 +12,6 @@ export function newToken(): string {
 /** The stored form of a token; null for anything that cannot be one of ours. */
 export function tokenHash(token: string): Buffer | null {
   if (!TOKEN_PATTERN.test(token)) return null;
-  return createHash('sha256').update(token).digest();
+  // One-shot hash: on every authenticated request, ~1 µs cheaper than createHash().update().digest().
+  return hash('sha256', token, 'buffer');
 }
