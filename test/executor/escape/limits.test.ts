@@ -155,3 +155,63 @@ t.test('a fork bomb stops at SCRIPT_MAX_PROCESSES and leaves nothing behind', as
   const bomb = await e.run('bomb.js', js);
   t.match(bomb.output, /^spawn refused E\w+ after \d+/m, 'JavaScript: spawning fails at the limit');
 });
+
+t.test(
+  'CPU time is a per-run total: two busy processes, each under SCRIPT_CPU_SECONDS, are killed together',
+  async (t) => {
+    if (!sandboxAvailable(t)) return assertRefusal(t, await executorFixture(t));
+    const CPU_SECONDS = 2;
+    const WALL_SECONDS = 30;
+    const e = await escapeFixture(t, {
+      SCRIPT_CPU_SECONDS: String(CPU_SECONDS),
+      MAX_EXECUTION_SECONDS: String(WALL_SECONDS),
+    });
+    const spin = (seconds: number) => [
+      'def spin(seconds):',
+      '    end = time.process_time() + seconds',
+      '    while time.process_time() < end: pass',
+      `spin(${seconds})`,
+    ];
+    const cpuOf = async (script: { last_run_id: number | null }) =>
+      Number((await e.f.repos.runs.getById(script.last_run_id ?? 0)).cpu_time_seconds);
+
+    // A short busy run: its CPU time is recorded.
+    const short = await e.run('busy.py', ['import time', ...spin(0.3), 'print("done")'].join('\n'));
+    t.equal(short.script.status, 'completed', `a short busy run completes\n${short.output}`);
+    const shortCpu = await cpuOf(short.script);
+    t.ok(shortCpu >= 0.25 && shortCpu < CPU_SECONDS, `a busy run records its CPU time (${shortCpu} s)`);
+
+    // Each process stops spinning at 1.6 s of its own (under RLIMIT_CPU, so no SIGXCPU) and
+    // then sleeps; only their sum, 3.2 s, is past the limit.
+    const py = [
+      'import os, time',
+      'child = os.fork()',
+      ...spin(1.6),
+      'print("spun", "child" if child == 0 else "parent", flush=True)',
+      'if child == 0:',
+      '    time.sleep(10)',
+      '    os._exit(0)',
+      'os.waitpid(child, 0)',
+      'print("survived", flush=True)',
+    ].join('\n');
+    const { script, output } = await e.run('two-busy.py', py, 60_000);
+    t.match(
+      script,
+      {
+        status: 'failed',
+        error_message: `killed: the run's processes together used its CPU time limit of ${CPU_SECONDS} s`,
+      },
+      `killed for its CPU total\n${output}`,
+    );
+    t.notMatch(output, /survived/, 'the run did not go on');
+    t.ok(
+      script.execution_time_seconds !== null && script.execution_time_seconds < WALL_SECONDS,
+      `before its wall-time limit (${script.execution_time_seconds} s)`,
+    );
+    const cpu = await cpuOf(script);
+    t.ok(
+      cpu >= CPU_SECONDS && cpu <= 2 * 1.6 + 0.5,
+      `its CPU time is the processes' sum, past what one of them used (${cpu} s)`,
+    );
+  },
+);
