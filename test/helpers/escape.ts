@@ -2,7 +2,7 @@
  * Hostile scripts run through the real executor (as root: the sandbox needs it),
  * reporting line by line what they tried: `<what> refused <why>` or `<what> LEAK <what they got>`.
  */
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import type { Test } from 'tap';
 import type { Script } from '../../src/domain/script.ts';
 import type { Executor } from '../../src/executor/executor.ts';
@@ -128,8 +128,20 @@ export const WRITE_TARGETS: Array<[string, string]> = [
 ];
 
 /**
+ * A folder the run's uid could write on the host (0777), inside a system tree a run sees
+ * read-only (/usr): only the read-only mount refuses a write there, not the folder's owner
+ * or mode as with WRITE_TARGETS. Removed at the test's end.
+ */
+export async function worldWritableSystemFolder(t: Test): Promise<string> {
+  const dir = await mkdtemp('/usr/local/share/dollarclub-escape-');
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await chmod(dir, 0o777);
+  return dir;
+}
+
+/**
  * Python lines (after `import os`): a write to each target and to the scratch folder's
- * parent, printed `<name> refused <error>` or `<name> LEAK written`.
+ * parent, printed `<name> refused <error> <strerror>` or `<name> LEAK written`.
  */
 export function pyWriteAttempts(targets: Array<[string, string]>): string[] {
   const pairs = targets.map(([what, p]) => `(${JSON.stringify(what)}, ${JSON.stringify(p)})`).join(', ');
@@ -139,7 +151,7 @@ export function pyWriteAttempts(targets: Array<[string, string]>): string[] {
     '        open(p, "w").write("x")',
     '        print(what, "LEAK", "written")',
     '    except OSError as e:',
-    '        print(what, "refused", type(e).__name__)',
+    '        print(what, "refused", type(e).__name__, e.strerror)',
   ];
 }
 

@@ -17,6 +17,7 @@ import {
   sandboxAvailable,
   verdicts,
   WRITE_TARGETS,
+  worldWritableSystemFolder,
 } from '../../helpers/escape.ts';
 import { executorFixture } from '../../helpers/executor.ts';
 
@@ -59,6 +60,8 @@ t.test(
     const data = path.resolve(e.f.workDir, '..', 'data');
     await mkdir(data, { recursive: true });
     await writeFile(path.join(data, 'secret'), 'data');
+    // The run's uid may write this folder on the host: only the read-only remount refuses it.
+    const open = await worldWritableSystemFolder(t);
     const targets: Record<string, string> = {
       storage: path.resolve(e.f.config.STORAGE_DIR),
       data,
@@ -85,7 +88,7 @@ t.test(
       '        print(what, "LEAK" if others else "refused", "nothing but its own way down", others[:5])',
       '    except OSError as e:',
       '        print(what, "refused", type(e).__name__)',
-      ...pyWriteAttempts([...WRITE_TARGETS, ['run-lock', '/run/lock/x']]),
+      ...pyWriteAttempts([...WRITE_TARGETS, ['run-lock', '/run/lock/x'], ['usr-0777', path.join(open, 'x')]]),
       ...pyFillFolders([
         'if folder != os.getcwd():',
         '    open(os.path.join(folder, "left-by-unshare-run"), "w").write("for the next run")',
@@ -103,7 +106,14 @@ t.test(
       'dev',
       'proc',
       'run-lock',
+      'usr-0777',
     ]);
+    t.match(
+      verdicts(output).get('usr-0777'),
+      /^refused (OSError Read-only file system|FileNotFoundError)/,
+      'a folder the run’s uid could write on the host: refused by the read-only mount',
+    );
+    t.same(await readdir(open), [], 'and nothing appeared in it on the host');
     for (const what of ['tmp', 'var-tmp', 'shm', 'scratch']) {
       const verdict = verdicts(output).get(what) ?? '';
       t.match(verdict, /^refused No space left on device after (\d+) MB/, `${what}: capped`);
