@@ -2,7 +2,7 @@
  * Hostile scripts run through the real executor (as root: the sandbox needs it),
  * reporting line by line what they tried: `<what> refused <why>` or `<what> LEAK <what they got>`.
  */
-import { chmod, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
 import type { Test } from 'tap';
 import type { Script } from '../../src/domain/script.ts';
 import type { Executor } from '../../src/executor/executor.ts';
@@ -174,4 +174,19 @@ export function pyFillFolders(after: string[]): string[] {
     '        print(what, "refused", e.strerror, "after", written, "MB")',
     ...after.map((line) => `    ${line}`),
   ];
+}
+
+/** Python lines (after `import os`): `ns <name> <id>` for each of the run's namespaces named. */
+export function pyNamespaceIds(names: string[]): string[] {
+  return [`for ns in ${JSON.stringify(names)}:`, '    print("ns", ns, os.readlink(f"/proc/self/ns/{ns}"))'];
+}
+
+/** Asserts that the run's namespaces of these names (pyNamespaceIds) are not the test process's own. */
+export async function assertOwnNamespaces(t: Test, output: string, names: string[]): Promise<void> {
+  for (const ns of names) {
+    const host = await readlink(`/proc/self/ns/${ns}`);
+    const run = new RegExp(`^ns ${ns} (\\S+)$`, 'm').exec(output)?.[1];
+    t.match(run, new RegExp(`^${ns}:\\[\\d+\\]$`), `${ns}: the run reported its namespace`);
+    t.not(run, host, `${ns}: the run's namespace (${run}) is not the host's (${host})`);
+  }
 }

@@ -9,10 +9,12 @@ import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import t from 'tap';
 import {
+  assertOwnNamespaces,
   assertRefusal,
   assertRefused,
   escapeFixture,
   pyFillFolders,
+  pyNamespaceIds,
   pyWriteAttempts,
   sandboxAvailable,
   verdicts,
@@ -45,11 +47,13 @@ t.test('unshare: the start-up log names the mechanism, and a run sees only its o
     'pids = [p for p in os.listdir("/proc") if p.isdigit()]',
     'print("list", "refused" if len(pids) <= 3 else "LEAK", "own processes only:", len(pids))',
     'print("pid", os.getpid(), "uid", os.getuid())',
+    ...pyNamespaceIds(['uts', 'ipc']),
   ].join('\n');
   const { script, output } = await e.run('procs.py', probe);
   t.equal(script.status, 'completed', `${script.error_message ?? ''}\n${output}`);
   assertRefused(t, output, ['api-cmdline', 'api-environ', 'list']);
   t.match(output, /^pid 1 uid [1-9]\d* *$/m, 'the script is the init of its own pid namespace, not root');
+  await assertOwnNamespaces(t, output, ['uts', 'ipc']);
 });
 
 t.test(
