@@ -2,7 +2,7 @@
  * Hostile scripts run through the real executor (as root: the sandbox needs it),
  * reporting line by line what they tried: `<what> refused <why>` or `<what> LEAK <what they got>`.
  */
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
 import type { Test } from 'tap';
 import type { Script } from '../../src/domain/script.ts';
 import type { Executor } from '../../src/executor/executor.ts';
@@ -128,8 +128,20 @@ export const WRITE_TARGETS: Array<[string, string]> = [
 ];
 
 /**
+ * A folder the run's uid could write on the host (0777), inside a system tree a run sees
+ * read-only (/usr): only the read-only mount refuses a write there, not the folder's owner
+ * or mode as with WRITE_TARGETS. Removed at the test's end.
+ */
+export async function worldWritableSystemFolder(t: Test): Promise<string> {
+  const dir = await mkdtemp('/usr/local/share/dollarclub-escape-');
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await chmod(dir, 0o777);
+  return dir;
+}
+
+/**
  * Python lines (after `import os`): a write to each target and to the scratch folder's
- * parent, printed `<name> refused <error>` or `<name> LEAK written`.
+ * parent, printed `<name> refused <error> <strerror>` or `<name> LEAK written`.
  */
 export function pyWriteAttempts(targets: Array<[string, string]>): string[] {
   const pairs = targets.map(([what, p]) => `(${JSON.stringify(what)}, ${JSON.stringify(p)})`).join(', ');
@@ -139,7 +151,7 @@ export function pyWriteAttempts(targets: Array<[string, string]>): string[] {
     '        open(p, "w").write("x")',
     '        print(what, "LEAK", "written")',
     '    except OSError as e:',
-    '        print(what, "refused", type(e).__name__)',
+    '        print(what, "refused", type(e).__name__, e.strerror)',
   ];
 }
 
@@ -162,4 +174,19 @@ export function pyFillFolders(after: string[]): string[] {
     '        print(what, "refused", e.strerror, "after", written, "MB")',
     ...after.map((line) => `    ${line}`),
   ];
+}
+
+/** Python lines (after `import os`): `ns <name> <id>` for each of the run's namespaces named. */
+export function pyNamespaceIds(names: string[]): string[] {
+  return [`for ns in ${JSON.stringify(names)}:`, '    print("ns", ns, os.readlink(f"/proc/self/ns/{ns}"))'];
+}
+
+/** Asserts that the run's namespaces of these names (pyNamespaceIds) are not the test process's own. */
+export async function assertOwnNamespaces(t: Test, output: string, names: string[]): Promise<void> {
+  for (const ns of names) {
+    const host = await readlink(`/proc/self/ns/${ns}`);
+    const run = new RegExp(`^ns ${ns} (\\S+)$`, 'm').exec(output)?.[1];
+    t.match(run, new RegExp(`^${ns}:\\[\\d+\\]$`), `${ns}: the run reported its namespace`);
+    t.not(run, host, `${ns}: the run's namespace (${run}) is not the host's (${host})`);
+  }
 }

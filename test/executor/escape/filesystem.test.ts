@@ -3,7 +3,7 @@
  * for /tmp, /var/tmp, /dev/shm and the scratch folder, and the storage, data and
  * executor folders (other runs' scratch folders included) not there at all.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import t from 'tap';
 import {
@@ -15,6 +15,7 @@ import {
   sandboxAvailable,
   verdicts,
   WRITE_TARGETS,
+  worldWritableSystemFolder,
 } from '../../helpers/escape.ts';
 import { executorFixture } from '../../helpers/executor.ts';
 
@@ -88,14 +89,22 @@ t.test('a run cannot read the storage, data or executor folders (Python and Java
 t.test('a run writes only in its scratch folder and private tmpfs, each capped', async (t) => {
   if (!sandboxAvailable(t)) return assertRefusal(t, await executorFixture(t));
   const e = await escapeFixture(t, { SCRIPT_TMP_MB: String(TMP_MB), SCRIPT_MEMORY_MB: '256' });
+  // The run's uid may write this folder on the host: only the read-only /usr refuses it.
+  const open = await worldWritableSystemFolder(t);
   const py = [
     'import os',
-    ...pyWriteAttempts(WRITE_TARGETS),
+    ...pyWriteAttempts([...WRITE_TARGETS, ['usr-0777', path.join(open, 'x')]]),
     ...pyFillFolders(['os.remove(os.path.join(folder, "fill"))']),
   ].join('\n');
   const { script, output } = await e.run('write.py', py);
   t.equal(script.status, 'completed', `${script.error_message ?? ''}\n${output}`);
-  assertRefused(t, output, ['root', 'usr', 'etc', 'var', 'scratch-parent', 'dev', 'proc']);
+  assertRefused(t, output, ['root', 'usr', 'etc', 'var', 'scratch-parent', 'dev', 'proc', 'usr-0777']);
+  t.match(
+    verdicts(output).get('usr-0777'),
+    /^refused (OSError Read-only file system|FileNotFoundError)/,
+    'a folder the run’s uid could write on the host: refused by the read-only mount',
+  );
+  t.same(await readdir(open), [], 'and nothing appeared in it on the host');
   for (const what of ['tmp', 'var-tmp', 'shm', 'scratch']) {
     const verdict = verdicts(output).get(what) ?? '';
     t.match(verdict, /^refused No space left on device after (\d+) MB/, `${what}: capped`);

@@ -5,10 +5,12 @@
 import { readFile } from 'node:fs/promises';
 import t from 'tap';
 import {
+  assertOwnNamespaces,
   assertRefusal,
   assertRefused,
   escapeFixture,
   processesOf,
+  pyNamespaceIds,
   sandboxAvailable,
   sysvOf,
   verdicts,
@@ -110,6 +112,17 @@ t.test('a run cannot see another run’s processes nor the API’s (Python and J
     headers: e.account.headers,
   });
   await eventually('the victim’s processes are gone', async () => (await processesOf(uid)).length === 0);
+});
+
+t.test('a run has its own uts and ipc namespaces, not the host’s', async (t) => {
+  if (!sandboxAvailable(t)) return assertRefusal(t, await executorFixture(t));
+  const e = await escapeFixture(t);
+  const { script, output } = await e.run(
+    'ns.py',
+    ['import os', ...pyNamespaceIds(['uts', 'ipc'])].join('\n'),
+  );
+  t.equal(script.status, 'completed', `${script.error_message ?? ''}\n${output}`);
+  await assertOwnNamespaces(t, output, ['uts', 'ipc']);
 });
 
 t.test('nothing a run leaves behind reaches the next run of the same uid', async (t) => {

@@ -9,14 +9,17 @@ import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import t from 'tap';
 import {
+  assertOwnNamespaces,
   assertRefusal,
   assertRefused,
   escapeFixture,
   pyFillFolders,
+  pyNamespaceIds,
   pyWriteAttempts,
   sandboxAvailable,
   verdicts,
   WRITE_TARGETS,
+  worldWritableSystemFolder,
 } from '../../helpers/escape.ts';
 import { executorFixture } from '../../helpers/executor.ts';
 
@@ -44,11 +47,13 @@ t.test('unshare: the start-up log names the mechanism, and a run sees only its o
     'pids = [p for p in os.listdir("/proc") if p.isdigit()]',
     'print("list", "refused" if len(pids) <= 3 else "LEAK", "own processes only:", len(pids))',
     'print("pid", os.getpid(), "uid", os.getuid())',
+    ...pyNamespaceIds(['uts', 'ipc']),
   ].join('\n');
   const { script, output } = await e.run('procs.py', probe);
   t.equal(script.status, 'completed', `${script.error_message ?? ''}\n${output}`);
   assertRefused(t, output, ['api-cmdline', 'api-environ', 'list']);
   t.match(output, /^pid 1 uid [1-9]\d* *$/m, 'the script is the init of its own pid namespace, not root');
+  await assertOwnNamespaces(t, output, ['uts', 'ipc']);
 });
 
 t.test(
@@ -59,6 +64,8 @@ t.test(
     const data = path.resolve(e.f.workDir, '..', 'data');
     await mkdir(data, { recursive: true });
     await writeFile(path.join(data, 'secret'), 'data');
+    // The run's uid may write this folder on the host: only the read-only remount refuses it.
+    const open = await worldWritableSystemFolder(t);
     const targets: Record<string, string> = {
       storage: path.resolve(e.f.config.STORAGE_DIR),
       data,
@@ -85,7 +92,7 @@ t.test(
       '        print(what, "LEAK" if others else "refused", "nothing but its own way down", others[:5])',
       '    except OSError as e:',
       '        print(what, "refused", type(e).__name__)',
-      ...pyWriteAttempts([...WRITE_TARGETS, ['run-lock', '/run/lock/x']]),
+      ...pyWriteAttempts([...WRITE_TARGETS, ['run-lock', '/run/lock/x'], ['usr-0777', path.join(open, 'x')]]),
       ...pyFillFolders([
         'if folder != os.getcwd():',
         '    open(os.path.join(folder, "left-by-unshare-run"), "w").write("for the next run")',
@@ -103,7 +110,14 @@ t.test(
       'dev',
       'proc',
       'run-lock',
+      'usr-0777',
     ]);
+    t.match(
+      verdicts(output).get('usr-0777'),
+      /^refused (OSError Read-only file system|FileNotFoundError)/,
+      'a folder the run’s uid could write on the host: refused by the read-only mount',
+    );
+    t.same(await readdir(open), [], 'and nothing appeared in it on the host');
     for (const what of ['tmp', 'var-tmp', 'shm', 'scratch']) {
       const verdict = verdicts(output).get(what) ?? '';
       t.match(verdict, /^refused No space left on device after (\d+) MB/, `${what}: capped`);
