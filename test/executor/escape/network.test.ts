@@ -162,11 +162,15 @@ t.test('SCRIPT_NETWORK=none: an empty network namespace, the allow-list included
   const allowed = await listen(t, '127.0.0.1');
   const e = await escapeFixture(t, { SCRIPT_NETWORK: 'none', SCRIPT_NETWORK_ALLOW: `127.0.0.1:${allowed}` });
   const own = ownAddress();
+  // Each address with a listener of its own: a refusal inside cannot come from a closed port.
   const targets: Target[] = [
     { name: 'allowed', host: '127.0.0.1', port: allowed },
-    { name: 'ipv6-loopback', host: '::1', port: allowed },
-    ...(own ? [{ name: 'own-address', host: own, port: allowed }] : []),
+    { name: 'ipv6-loopback', host: '::1', port: await listen(t, '::1') },
+    ...(own ? [{ name: 'own-address', host: own, port: await listen(t, own) }] : []),
   ];
+  const control = spawnSync('/usr/bin/python3', ['-c', pythonProbe(targets)], { encoding: 'utf8' });
+  for (const target of targets)
+    t.match(verdicts(control.stdout).get(target.name), /^ok/, `${target.name} answers outside the sandbox`);
   const { script, output } = await e.run('none.py', pythonProbe(targets));
   t.equal(script.status, 'completed');
   for (const target of targets)
