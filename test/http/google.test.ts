@@ -5,7 +5,15 @@
  */
 import t, { type Test } from 'tap';
 import { signUp, testApp } from '../helpers/app.ts';
-import { CLIENT_ID, deadUrl, idToken, jwksServer, makeKey, newGoogleUser } from '../helpers/google.ts';
+import {
+  CLIENT_ID,
+  deadUrl,
+  forgedIdTokens,
+  idToken,
+  jwksServer,
+  makeKey,
+  newGoogleUser,
+} from '../helpers/google.ts';
 
 const GOOGLE = '/api/v1/auth/google';
 const PROVIDERS = '/api/v1/auth/providers';
@@ -160,6 +168,7 @@ t.test('with GOOGLE_CLIENT_ID', async (t) => {
   await t.test('every bad token: 401 INVALID_ID_TOKEN, no session, never a 500', async (t) => {
     const now = Math.floor(Date.now() / 1000);
     const before = await tokenCount(database);
+    const [users] = await database.sql<{ n: number }[]>`select count(*)::int as n from users`;
     const cases: Array<[string, string]> = [
       ['unknown kid', await idToken({ key: stranger })],
       ['wrong audience', await idToken({ key: keyA, claims: { aud: 'other.apps.googleusercontent.com' } })],
@@ -170,6 +179,8 @@ t.test('with GOOGLE_CLIENT_ID', async (t) => {
       ['an email that is not one', await idToken({ key: keyA, claims: { email: 'not an email' } })],
       ['garbage', 'garbage'],
       ['100 KB of garbage', 'g'.repeat(100 * 1024)],
+      // Under key-a's kid but not signed by it: another key, alg none, HS256 with the public key.
+      ...(await forgedIdTokens(keyA, stranger)),
     ];
     for (const [name, token] of cases) {
       const res = await app.inject({
@@ -184,6 +195,8 @@ t.test('with GOOGLE_CLIENT_ID', async (t) => {
       t.notMatch(res.body, /Error|at .*\.ts|jose/i, `${name}: nothing internal in the answer`);
     }
     t.equal(await tokenCount(database), before, 'no session was created');
+    const [usersAfter] = await database.sql<{ n: number }[]>`select count(*)::int as n from users`;
+    t.equal(usersAfter?.n, users?.n, 'no user was created');
   });
 
   await t.test('a malformed body is a 400', async (t) => {
