@@ -5,6 +5,7 @@
  */
 import t, { type Test } from 'tap';
 import { signUp, testApp } from '../helpers/app.ts';
+import { assertSessionCookies } from '../helpers/cookies.ts';
 import {
   CLIENT_ID,
   deadUrl,
@@ -103,6 +104,29 @@ t.test('with GOOGLE_CLIENT_ID', async (t) => {
       t.same(row, { google_id: person.sub, hashed_password: null });
     },
   );
+
+  await t.test('cookie: true starts a browser session exactly as a password sign-in does', async (t) => {
+    const person = newGoogleUser();
+    const signIn = async () =>
+      app.inject({
+        method: 'POST',
+        url: GOOGLE,
+        payload: { id_token: await idToken({ key: keyA, claims: person }), cookie: true },
+      });
+    const first = await signIn();
+    t.equal(first.statusCode, 201, first.body);
+    const created = await assertSessionCookies(t, first, database.sql);
+    const me = await app.inject({
+      url: '/api/v1/me',
+      cookies: { dc_session: created.session, dc_csrf: created.csrf },
+    });
+    t.equal(me.statusCode, 200);
+    t.equal(me.json().id, first.json().user.id, 'the cookie signs in the Google user');
+    const again = await signIn();
+    t.equal(again.statusCode, 200, again.body);
+    const second = await assertSessionCookies(t, again, database.sql);
+    t.not(second.session, created.session, 'a new session');
+  });
 
   await t.test('an email owned by a password account is EMAIL_TAKEN, never a sign-in to it', async (t) => {
     const owner = await signUp(app);
