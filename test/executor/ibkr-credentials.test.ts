@@ -1,12 +1,16 @@
 /**
  * IBKR credentials in a run's environment: only with ibkr_access and a linked account,
  * read when the run starts (an unlink while queued wins), and never in the executor's
- * logs, the run's error, or any process's command line.
+ * logs, the run's error, or any process's command line. A stored token the executor
+ * cannot decrypt is left out of the run (the others still come), named in a warning,
+ * and neither it nor its ciphertext shows anywhere.
  */
 
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import t from 'tap';
+import { SecretBox } from '../../src/services/secret-box.ts';
+import { ibkrContext } from '../../src/services/user-service.ts';
 import { signUp } from '../helpers/app.ts';
 import { execute, executorFixture, logsOf, upload, waitFor } from '../helpers/executor.ts';
 import { captureLogger } from '../helpers/log-capture.ts';
@@ -18,22 +22,29 @@ const EXPIRES = '2031-05-06T07:08:09.000Z';
 const sha = (text: string) => createHash('sha256').update(text).digest('hex');
 
 // Prints which variables it got, and hashes of their values: never the values.
-const SCRIPT = `
+const REPORT = `
 import hashlib, os, sys, time
 for name in ['IBKR_USER_ID', 'IBKR_ACCESS_TOKEN', 'IBKR_REFRESH_TOKEN', 'IBKR_TOKEN_EXPIRES_AT']:
     value = os.environ.get(name)
     print(name, 'unset' if value is None else hashlib.sha256(value.encode()).hexdigest())
 print('fd3', 'open' if os.path.exists('/proc/self/fd/3') else 'closed')
 sys.stdout.flush()
+`;
+const SCRIPT = `${REPORT}
 time.sleep(float(os.environ.get('DC_SLEEP', '0')) or (2 if 'IBKR_USER_ID' in os.environ else 0))
 `;
+// A strategy that cannot trade without its access token: its run fails, with an error_message.
+const NEEDS_ACCESS = `${REPORT}
+if 'IBKR_ACCESS_TOKEN' not in os.environ:
+    sys.exit('no IBKR access token; giving up')
+`;
 
-/** What the script reported; `fd3` only when the variables came (through that pipe). */
+/** What the script reported (its other lines aside); `fd3` only when the variables came (through that pipe). */
 function seen(output: string): Record<string, string> {
   const got: Record<string, string> = {};
   for (const line of output.split('\n')) {
     const [name, value] = line.split(' ');
-    if (name && value) got[name] = value;
+    if (name && value && (name === 'fd3' || name.startsWith('IBKR_'))) got[name] = value;
   }
   if (got.IBKR_USER_ID === 'unset') delete got.fd3;
   return got;
@@ -135,16 +146,119 @@ t.test('IBKR credentials reach a run only with ibkr_access and a link, read at s
   t.equal((await waitFor(f, otherId)).status, 'completed');
   t.same(seen(await logsOf(f, otherId)), NONE, 'no link: none');
 
-  // Nothing of the secrets in the executor's logs or any error.
+  // Nothing of the secrets in the executor's logs (no run failed here: errors are checked below).
   const logs = text();
   t.ok(logs.includes('run starting'), 'the executor did log the runs');
   for (const secret of [ACCESS, REFRESH]) t.notOk(logs.includes(secret), 'the token is not in the logs');
-  const errors = await f.database
-    .sql`select error_message from script_runs where error_message is not null`.catch(
-    () => f.database.sql`select error_message from scripts where error_message is not null`,
-  );
-  for (const row of errors) {
-    t.notOk(String(row.error_message).includes(ACCESS));
-    t.notOk(String(row.error_message).includes(REFRESH));
-  }
 });
+
+t.test(
+  'a stored token the executor cannot decrypt: the run goes without it, and it shows nowhere',
+  async (t) => {
+    const f = await executorFixture(t);
+    const { app, database } = f;
+    const owner = await signUp(app);
+    const ibkrUserId = `U${process.pid}78`;
+    const link = async () => {
+      const res = await app.inject({
+        method: 'PUT',
+        url: '/api/v1/me/ibkr',
+        headers: owner.headers,
+        payload: {
+          ibkr_user_id: ibkrUserId,
+          access_token: ACCESS,
+          refresh_token: REFRESH,
+          token_expires_at: EXPIRES,
+        },
+      });
+      t.equal(res.statusCode, 200);
+    };
+    const stored = async () => {
+      const [row] = await database.sql<{ access: string; refresh: string }[]>`
+      select ibkr_access_token as access, ibkr_refresh_token as refresh from users where id = ${owner.user.id}
+    `;
+      return row!;
+    };
+    const id = await upload(f, owner, 'needs-access.py', NEEDS_ACCESS);
+    const grant = await app.inject({
+      method: 'PATCH',
+      url: `/api/v1/scripts/${id}`,
+      headers: owner.headers,
+      payload: { ibkr_access: true },
+    });
+    t.equal(grant.statusCode, 200);
+    const { log, lines, text } = captureLogger('trace');
+    await f.startExecutor({}, { log });
+    const warnings = () =>
+      lines
+        .filter((l) => l.msg === 'an IBKR token could not be decrypted; the run goes without it')
+        .map((l) => ({ level: l.level, user_id: l.user_id, field: l.field }));
+    const ciphertexts: string[] = [];
+
+    // The access token encrypted under a key this executor's keyring does not hold (one
+    // retired before rotate-ibkr-key ran); the refresh token still decrypts.
+    await link();
+    const retired = new SecretBox([{ kid: 'retired', key: Buffer.alloc(32, 7).toString('base64') }]);
+    const foreign = retired.encrypt(ACCESS, ibkrContext(owner.user.id, 'access'));
+    await database.sql`update users set ibkr_access_token = ${foreign} where id = ${owner.user.id}`;
+    ciphertexts.push(foreign, (await stored()).refresh);
+    t.equal((await execute(f, owner, id)).statusCode, 202);
+    const failed = await waitFor(f, id);
+    t.equal(failed.status, 'failed', 'the script, without its access token, gave up');
+    t.equal(failed.error_message, 'exited with code 1: no IBKR access token; giving up');
+    t.same(
+      seen(await logsOf(f, id)),
+      {
+        IBKR_USER_ID: sha(ibkrUserId),
+        IBKR_ACCESS_TOKEN: 'unset',
+        IBKR_REFRESH_TOKEN: sha(REFRESH),
+        IBKR_TOKEN_EXPIRES_AT: sha(EXPIRES),
+        fd3: 'closed',
+      },
+      'every variable but the one that did not decrypt',
+    );
+    t.same(warnings(), [{ level: 40, user_id: owner.user.id, field: 'IBKR_ACCESS_TOKEN' }]);
+
+    // Linked again, then the refresh token's ciphertext corrupted (one byte flipped): the
+    // authentication tag fails; the access token still decrypts.
+    await link();
+    const { refresh } = await stored();
+    const [version, kid, body] = refresh.split(':');
+    const bytes = Buffer.from(body!, 'base64url');
+    bytes[bytes.length - 1]! ^= 1;
+    const corrupted = `${version}:${kid}:${bytes.toString('base64url')}`;
+    await database.sql`update users set ibkr_refresh_token = ${corrupted} where id = ${owner.user.id}`;
+    ciphertexts.push(corrupted, (await stored()).access);
+    t.equal((await execute(f, owner, id)).statusCode, 202);
+    const done = await waitFor(f, id);
+    t.equal(done.status, 'completed');
+    t.equal(done.error_message, null);
+    t.same(seen(await logsOf(f, id)), {
+      IBKR_USER_ID: sha(ibkrUserId),
+      IBKR_ACCESS_TOKEN: sha(ACCESS),
+      IBKR_REFRESH_TOKEN: 'unset',
+      IBKR_TOKEN_EXPIRES_AT: sha(EXPIRES),
+      fd3: 'closed',
+    });
+    t.same(warnings(), [
+      { level: 40, user_id: owner.user.id, field: 'IBKR_ACCESS_TOKEN' },
+      { level: 40, user_id: owner.user.id, field: 'IBKR_REFRESH_TOKEN' },
+    ]);
+
+    // Neither token nor any of their ciphertexts (whole, or the part after the key id) in
+    // the executor's log, the runs' output, or their errors.
+    const runs = await database.sql<{ id: number; error_message: string | null }[]>`
+    select id, error_message from script_runs where script_id = ${id} order by id
+  `;
+    t.equal(runs.length, 2);
+    t.ok(runs[0]!.error_message, 'the failed run has an error to check');
+    const places: Array<[string, string]> = [['the executor log', text()]];
+    for (const run of runs) {
+      places.push([`run ${run.id}'s output`, (await f.repos.output.readLogs(run.id)).logs]);
+      places.push([`run ${run.id}'s error`, run.error_message ?? '']);
+    }
+    const secrets = [ACCESS, REFRESH, ...ciphertexts, ...ciphertexts.map((c) => c.split(':')[2]!)];
+    for (const [where, content] of places)
+      for (const secret of secrets) t.notOk(content.includes(secret), `${where}: no ${secret.slice(0, 12)}…`);
+  },
+);

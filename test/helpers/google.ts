@@ -3,9 +3,18 @@
  * and ID tokens signed by them. The server counts fetches and can be told to
  * answer slowly (never), with an error, or with other keys (rotation).
  */
+import { createHmac } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { exportJWK, exportSPKI, generateKeyPair, type JWK, type JWTPayload, SignJWT } from 'jose';
+import {
+  exportJWK,
+  exportSPKI,
+  generateKeyPair,
+  type JWK,
+  type JWTPayload,
+  SignJWT,
+  UnsecuredJWT,
+} from 'jose';
 import type { Test } from 'tap';
 
 export const CLIENT_ID = 'test-client-1234.apps.googleusercontent.com';
@@ -137,4 +146,43 @@ export async function idToken(options: TokenOptions): Promise<string> {
 
 export function b64url(value: unknown): string {
   return Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
+}
+
+/**
+ * Tokens under `key`'s kid that `key` did not sign, each otherwise valid (issuer,
+ * audience, times, a fresh verified subject): signed by `other`, changed after signing,
+ * `alg: none` (with and without the kid), and HS256 with the public key as the HMAC
+ * secret (as PEM, and as the JWK's modulus). Only the signature check refuses them.
+ */
+export async function forgedIdTokens(key: TestKey, other: TestKey): Promise<Array<[string, string]>> {
+  const now = Math.floor(Date.now() / 1000);
+  const claims = () => ({
+    iss: ISSUER,
+    aud: CLIENT_ID,
+    ...newGoogleUser(),
+    email_verified: true,
+    iat: now,
+    exp: now + 3600,
+  });
+  const good = await idToken({ key });
+  const [head, body, signature] = good.split('.');
+  const changed = { ...JSON.parse(Buffer.from(body!, 'base64url').toString()), ...newGoogleUser() };
+  const hs256 = await new SignJWT(claims())
+    .setProtectedHeader({ alg: 'HS256', kid: key.kid })
+    .sign(new TextEncoder().encode(await publicPem(key)));
+  // The same trick written out by hand, with the JWK's modulus as the secret.
+  const hsHead = b64url({ alg: 'HS256', kid: key.kid, typ: 'JWT' });
+  const hsBody = b64url(claims());
+  const hsManual = `${hsHead}.${hsBody}.${createHmac('sha256', key.jwk.n!).update(`${hsHead}.${hsBody}`).digest('base64url')}`;
+  return [
+    [
+      `bad signature (signed by another key under kid ${key.kid})`,
+      await idToken({ key: other, kid: key.kid }),
+    ],
+    ['a payload changed after signing', `${head}.${b64url(changed)}.${signature}`],
+    ['alg none', new UnsecuredJWT(claims()).encode()],
+    ['alg none with a kid', `${b64url({ alg: 'none', kid: key.kid })}.${b64url(claims())}.`],
+    ['HS256 signed with the public key (PEM)', hs256],
+    ['HS256 signed with the public key (modulus)', hsManual],
+  ];
 }

@@ -6,6 +6,7 @@
 import t from 'tap';
 import { csrfTokenFor } from '../../src/http/session-cookies.ts';
 import { multipartFile, testApp } from '../helpers/app.ts';
+import { assertSessionCookies, cookiesOf } from '../helpers/cookies.ts';
 
 const REGISTER = '/api/v1/auth/register';
 const LOGIN = '/api/v1/auth/login';
@@ -22,27 +23,6 @@ function person() {
   };
 }
 
-interface Cookie {
-  name: string;
-  value: string;
-  attributes: Map<string, string>;
-}
-
-function cookiesOf(setCookie: string | string[] | undefined): Map<string, Cookie> {
-  const cookies = new Map<string, Cookie>();
-  for (const line of [setCookie ?? []].flat()) {
-    const [pair, ...attrs] = line.split(';').map((p) => p.trim());
-    const [name, value] = [pair!.slice(0, pair!.indexOf('=')), pair!.slice(pair!.indexOf('=') + 1)];
-    const attributes = new Map<string, string>();
-    for (const attr of attrs) {
-      const at = attr.indexOf('=');
-      attributes.set((at < 0 ? attr : attr.slice(0, at)).toLowerCase(), at < 0 ? '' : attr.slice(at + 1));
-    }
-    cookies.set(name, { name, value, attributes });
-  }
-  return cookies;
-}
-
 t.test('cookie sessions', async (t) => {
   const { app, database } = await testApp(t);
 
@@ -51,27 +31,7 @@ t.test('cookie sessions', async (t) => {
     async (t) => {
       const res = await app.inject({ method: 'POST', url: REGISTER, payload: { ...person(), cookie: true } });
       t.equal(res.statusCode, 201);
-      const body = res.json();
-      t.same(Object.keys(body).sort(), ['csrf_token', 'user']);
-      t.equal(res.headers['cache-control'], 'no-store');
-      const cookies = cookiesOf(res.headers['set-cookie']);
-      const session = cookies.get('dc_session')!;
-      const csrf = cookies.get('dc_csrf')!;
-      t.match(session.value, /^dc_[A-Za-z0-9_-]{43}$/);
-      t.ok(session.attributes.has('httponly'), 'session cookie is HttpOnly');
-      t.equal(session.attributes.get('samesite'), 'Lax');
-      t.equal(session.attributes.get('path'), '/');
-      t.notOk(session.attributes.has('secure'), 'no Secure over plain HTTP');
-      t.notOk(csrf.attributes.has('httponly'), 'CSRF cookie is readable by scripts');
-      t.equal(csrf.attributes.get('samesite'), 'Lax');
-      t.equal(csrf.value, body.csrf_token);
-      t.equal(csrf.value, csrfTokenFor(session.value));
-      const [token] = await database.sql`
-      select expires_at from api_tokens where user_id = ${body.user.id}
-    `;
-      const expires = new Date(session.attributes.get('expires')!).getTime();
-      t.ok(Math.abs(expires - token!.expires_at.getTime()) < 1000, 'the cookie expires with the token');
-      t.equal(csrf.attributes.get('expires'), session.attributes.get('expires'));
+      await assertSessionCookies(t, res, database.sql);
     },
   );
 
@@ -90,10 +50,7 @@ t.test('cookie sessions', async (t) => {
     payload: { email: who.email, password: who.password, cookie: true },
   });
   t.equal(login.statusCode, 200);
-  t.same(Object.keys(login.json()).sort(), ['csrf_token', 'user']);
-  const cookies = cookiesOf(login.headers['set-cookie']);
-  const session = cookies.get('dc_session')!.value;
-  const csrf = cookies.get('dc_csrf')!.value;
+  const { session, csrf } = await assertSessionCookies(t, login, database.sql);
   const jar = { dc_session: session, dc_csrf: csrf };
 
   await t.test('a GET authenticates with the cookie alone', async (t) => {

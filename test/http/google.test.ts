@@ -5,7 +5,16 @@
  */
 import t, { type Test } from 'tap';
 import { signUp, testApp } from '../helpers/app.ts';
-import { CLIENT_ID, deadUrl, idToken, jwksServer, makeKey, newGoogleUser } from '../helpers/google.ts';
+import { assertSessionCookies } from '../helpers/cookies.ts';
+import {
+  CLIENT_ID,
+  deadUrl,
+  forgedIdTokens,
+  idToken,
+  jwksServer,
+  makeKey,
+  newGoogleUser,
+} from '../helpers/google.ts';
 
 const GOOGLE = '/api/v1/auth/google';
 const PROVIDERS = '/api/v1/auth/providers';
@@ -96,6 +105,29 @@ t.test('with GOOGLE_CLIENT_ID', async (t) => {
     },
   );
 
+  await t.test('cookie: true starts a browser session exactly as a password sign-in does', async (t) => {
+    const person = newGoogleUser();
+    const signIn = async () =>
+      app.inject({
+        method: 'POST',
+        url: GOOGLE,
+        payload: { id_token: await idToken({ key: keyA, claims: person }), cookie: true },
+      });
+    const first = await signIn();
+    t.equal(first.statusCode, 201, first.body);
+    const created = await assertSessionCookies(t, first, database.sql);
+    const me = await app.inject({
+      url: '/api/v1/me',
+      cookies: { dc_session: created.session, dc_csrf: created.csrf },
+    });
+    t.equal(me.statusCode, 200);
+    t.equal(me.json().id, first.json().user.id, 'the cookie signs in the Google user');
+    const again = await signIn();
+    t.equal(again.statusCode, 200, again.body);
+    const second = await assertSessionCookies(t, again, database.sql);
+    t.not(second.session, created.session, 'a new session');
+  });
+
   await t.test('an email owned by a password account is EMAIL_TAKEN, never a sign-in to it', async (t) => {
     const owner = await signUp(app);
     const before = await tokenCount(database);
@@ -160,6 +192,7 @@ t.test('with GOOGLE_CLIENT_ID', async (t) => {
   await t.test('every bad token: 401 INVALID_ID_TOKEN, no session, never a 500', async (t) => {
     const now = Math.floor(Date.now() / 1000);
     const before = await tokenCount(database);
+    const [users] = await database.sql<{ n: number }[]>`select count(*)::int as n from users`;
     const cases: Array<[string, string]> = [
       ['unknown kid', await idToken({ key: stranger })],
       ['wrong audience', await idToken({ key: keyA, claims: { aud: 'other.apps.googleusercontent.com' } })],
@@ -170,6 +203,8 @@ t.test('with GOOGLE_CLIENT_ID', async (t) => {
       ['an email that is not one', await idToken({ key: keyA, claims: { email: 'not an email' } })],
       ['garbage', 'garbage'],
       ['100 KB of garbage', 'g'.repeat(100 * 1024)],
+      // Under key-a's kid but not signed by it: another key, alg none, HS256 with the public key.
+      ...(await forgedIdTokens(keyA, stranger)),
     ];
     for (const [name, token] of cases) {
       const res = await app.inject({
@@ -184,6 +219,8 @@ t.test('with GOOGLE_CLIENT_ID', async (t) => {
       t.notMatch(res.body, /Error|at .*\.ts|jose/i, `${name}: nothing internal in the answer`);
     }
     t.equal(await tokenCount(database), before, 'no session was created');
+    const [usersAfter] = await database.sql<{ n: number }[]>`select count(*)::int as n from users`;
+    t.equal(usersAfter?.n, users?.n, 'no user was created');
   });
 
   await t.test('a malformed body is a 400', async (t) => {

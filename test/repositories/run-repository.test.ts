@@ -120,19 +120,3 @@ t.test('queueing inside a caller’s transaction commits or rolls back with it',
   });
   t.same(outcome, { first: true, again: { refused: 'live', status: 'queued' }, n: 1 });
 });
-
-t.test('a retried output chunk is stored once (unique run_id, seq; on conflict do nothing)', async (t) => {
-  const { repos, sql } = await testDatabase(t);
-  const user = await makeUser(repos);
-  const script = await makeScript(repos, user.id);
-  const run = await repos.runs.queue(script.id, { maxActive: 5 });
-  const insert = () => sql`
-    insert into run_log_chunks (run_id, user_id, seq, data)
-    values (${run.id}, ${user.id}, 0, 'hello\n')
-    on conflict (run_id, seq) do nothing
-  `;
-  await insert();
-  await insert();
-  const rows = await sql`select seq, data from run_log_chunks where run_id = ${run.id}`;
-  t.equal(rows.length, 1);
-});
