@@ -247,13 +247,6 @@ async function registerCors(app: FastifyInstance, origins: string[]): Promise<vo
     maxAge: PREFLIGHT_MAX_AGE_SECONDS,
     hideOptionsRoute: true,
   });
-  // A log stream is a hijacked response that writes its own head (routes/execution.ts), so
-  // headers kept by Fastify never reach it: the CORS headers go on the raw response too, where
-  // writeHead merges them (and where Fastify's own head, for every other answer, replaces them).
-  app.addHook('onRequest', (_request, reply, done) => {
-    for (const [name, value] of Object.entries(reply.getHeaders()))
-      if (value !== undefined && (name.startsWith('access-control-') || name === 'vary'))
-        reply.raw.setHeader(name, value);
-    done();
-  });
+  // A log stream is a hijacked response that writes its own head, so headers kept by Fastify
+  // never reach it: log-stream.ts copies the CORS headers to the raw response when it hijacks.
 }

@@ -61,6 +61,11 @@ export async function streamLogs(
           ),
     );
   }
+  // The stream writes its own head: headers Fastify holds (CORS, set by @fastify/cors in its
+  // onRequest hook) go on the raw response, where writeHead merges them.
+  for (const [name, value] of Object.entries(reply.getHeaders()))
+    if (value !== undefined && (name.startsWith('access-control-') || name === 'vary'))
+      reply.raw.setHeader(name, value);
   reply.hijack();
   try {
     await stream.run(follow, tail);

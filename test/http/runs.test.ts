@@ -160,3 +160,27 @@ t.test(
     });
   },
 );
+
+t.test(
+  'a followed log stream carries the CORS headers of a listed origin, and none for another',
+  async (t) => {
+    const allowed = 'http://127.0.0.1:5173';
+    const f = await testApp(t, { CORS_ORIGINS: allowed });
+    const alice = await signUp(f.app);
+    const script = await makeScript(f.repos, alice.user.id);
+    await f.app.listen({ port: 0, host: '127.0.0.1' });
+    const address = f.app.server.address();
+    if (address === null || typeof address === 'string') throw new Error('no port');
+    const url = `http://127.0.0.1:${address.port}/api/v1/scripts/${script.id}/logs?follow=true`;
+    const listed = await fetch(url, { headers: { ...alice.headers, origin: allowed } });
+    t.match(listed.headers.get('content-type'), /^text\/event-stream/, 'a stream (a hijacked response)');
+    t.equal(listed.headers.get('access-control-allow-origin'), allowed);
+    t.equal(listed.headers.get('access-control-allow-credentials'), 'true');
+    t.match(listed.headers.get('access-control-expose-headers'), /x-request-id/);
+    t.match(listed.headers.get('vary'), /Origin/i);
+    await listed.text();
+    const other = await fetch(url, { headers: { ...alice.headers, origin: 'https://evil.example.com' } });
+    t.equal(other.headers.get('access-control-allow-origin'), null);
+    await other.text();
+  },
+);
