@@ -26,7 +26,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     const raw = env[key];
     if (raw !== undefined && raw !== '') input[key] = raw;
   }
-  const withDefaults = Value.Default(ConfigSchema, Value.Convert(ConfigSchema, { ...input }));
+  const converted = Value.Convert(ConfigSchema, { ...input }) as Record<string, unknown>;
+  // TypeBox reads an integer with parseInt ('1.5' and '1e2' would both be 1): an integer
+  // setting takes whole decimal numbers only; anything else stays text, refused below.
+  for (const [key, raw] of Object.entries(input))
+    if (isIntegerSetting(key) && !/^\s*[+-]?\d+\s*$/.test(String(raw))) converted[key] = raw;
+  const withDefaults = Value.Default(ConfigSchema, converted);
   const errors = [...Value.Errors(ConfigSchema, withDefaults)];
   if (errors.length > 0) {
     const lines = errors.map((e) => {
@@ -67,6 +72,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   corsOrigins(config); // refuses a malformed CORS_ORIGINS at start
   return config;
+}
+
+function isIntegerSetting(key: string): boolean {
+  return (ConfigSchema.properties as Record<string, { type?: unknown }>)[key]?.type === 'integer';
 }
 
 /** What Fastify's `trustProxy` gets from TRUST_PROXY: false, a hop count, or addresses/CIDRs. */

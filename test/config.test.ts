@@ -23,6 +23,17 @@ t.test('values are converted from strings; empty strings count as unset', async 
   t.equal(config.LOG_LEVEL, 'debug');
 });
 
+t.test('an integer setting takes whole decimal numbers only, never a truncated one', async (t) => {
+  t.equal(loadConfig({ PORT: ' 8080 ' }).PORT, 8080, 'surrounding blanks are fine');
+  t.equal(loadConfig({ RUN_RETENTION_DAYS: '+7' }).RUN_RETENTION_DAYS, 7);
+  // parseInt would read each of these as 1 (or 0): one day of retention for `1e2`.
+  for (const bad of ['1.5', '1e2', '0x10', '7 days', '1_000']) {
+    const error = t.throws(() => loadConfig({ RUN_RETENTION_DAYS: bad, PORT: bad }), ConfigError, bad);
+    t.match(error, { message: `RUN_RETENTION_DAYS="${bad}": Expected integer` }, `${bad}: named`);
+    t.match(error, { message: `PORT="${bad}": Expected integer` }, `${bad}: every integer alike`);
+  }
+});
+
 t.test('a bad value stops with a message naming every bad variable, hiding secrets', async (t) => {
   const error = t.throws(() =>
     loadConfig({

@@ -206,7 +206,7 @@ t.test('readiness keeps its 2 s bound even when queries may wait far longer', as
 // ---------------------------------------------------------------------------
 // Docs
 
-/** API.md's routes other than the script runs (execute, cancel, logs, running). */
+/** API.md's routes other than the runs (test/http/runs.test.ts) and schedules (schedules.test.ts). */
 const DOCUMENTED: Array<[string, string]> = [
   ['post', '/api/v1/auth/register'],
   ['post', '/api/v1/auth/login'],

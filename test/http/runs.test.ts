@@ -184,3 +184,94 @@ t.test(
     await other.text();
   },
 );
+
+t.test('the OpenAPI document describes every runs route of API.md and the Run resource', async (t) => {
+  const f = await testApp(t);
+  const doc = (await f.app.inject('/docs/json')).json();
+  const json = (ref: string) => ({ 'application/json': { schema: { $ref: `#/components/schemas/${ref}` } } });
+  const text = { 'text/plain': {}, 'text/event-stream': {} };
+  // API.md's Runs section and the script routes that run: method, path, the answers it
+  // names (besides 401 and the 5xx every route declares), and what a success carries.
+  const routes: Array<[string, string, string[], Record<string, object>]> = [
+    ['get', '/api/v1/runs', ['200', '400', '403'], { 200: json('RunPage') }],
+    ['get', '/api/v1/scripts/{id}/runs', ['200', '400', '404'], { 200: json('RunPage') }],
+    ['get', '/api/v1/runs/{id}', ['200', '400', '404'], { 200: json('Run') }],
+    ['get', '/api/v1/runs/{id}/logs', ['200', '400', '404'], { 200: text }],
+    ['post', '/api/v1/runs/{id}/cancel', ['200', '404', '409'], { 200: json('Run') }],
+    ['post', '/api/v1/scripts/{id}/execute', ['202', '404', '409', '429'], { 202: json('Run') }],
+    ['post', '/api/v1/scripts/{id}/cancel', ['200', '404', '409'], { 200: json('Script') }],
+    ['get', '/api/v1/scripts/{id}/logs', ['200', '404'], { 200: text }],
+    ['get', '/api/v1/scripts/running', ['200'], { 200: {} }],
+  ];
+  for (const [method, path, statuses, successes] of routes) {
+    const name = `${method.toUpperCase()} ${path}`;
+    const operation = doc.paths[path]?.[method];
+    if (!t.ok(operation, `${name} is documented`)) continue;
+    const documented = Object.keys(operation.responses);
+    for (const status of [...statuses, '401'])
+      t.ok(documented.includes(status), `${name} declares ${status}`);
+    t.same(
+      documented.filter((s) => s.startsWith('2')),
+      Object.keys(successes),
+      `${name} answers ${Object.keys(successes).join()} on success`,
+    );
+    for (const [status, content] of Object.entries(successes))
+      t.match(operation.responses[status], { content }, `${name} ${status} carries what API.md says`);
+  }
+  t.same(
+    Object.keys(doc.paths['/api/v1/runs/{id}/logs'].get.responses['200'].content),
+    ['text/plain', 'text/event-stream'],
+    'a run’s logs are plain text or an event stream, nothing else',
+  );
+  t.match(
+    doc.paths['/api/v1/runs/{id}/logs'].get.parameters,
+    [
+      { in: 'query', name: 'tail', schema: { type: 'integer' } },
+      { in: 'query', name: 'follow', schema: { type: 'boolean' } },
+    ],
+    '`tail` and `follow` are documented',
+  );
+  t.match(
+    doc.paths['/api/v1/scripts/{id}/execute'].post.responses['202']?.headers,
+    { Location: { schema: { type: 'string' }, description: /\/api\/v1\/runs\/\{run_id\}/ } },
+    'execute’s 202 documents its Location header',
+  );
+
+  const fields = [
+    'id',
+    'script_id',
+    'user_id',
+    'trigger',
+    'schedule_id',
+    'status',
+    'script_sha256',
+    'exit_code',
+    'execution_time_seconds',
+    'cpu_time_seconds',
+    'memory_usage_mb',
+    'error_message',
+    'log_bytes',
+    'log_truncated',
+    'queued_at',
+    'started_at',
+    'completed_at',
+  ];
+  const run = doc.components.schemas.Run;
+  t.same(Object.keys(run.properties), fields, 'Run has exactly API.md’s fields');
+  t.same([...run.required].sort(), [...fields].sort(), 'every one of them always present');
+  t.match(run.properties, {
+    trigger: { $ref: '#/components/schemas/RunTrigger' },
+    status: { $ref: '#/components/schemas/RunStatus' },
+    queued_at: { format: 'date-time' },
+  });
+  const values = (name: string) =>
+    doc.components.schemas[name].anyOf.map(
+      (literal: { const?: string; enum?: string[] }) => literal.const ?? literal.enum?.[0],
+    );
+  t.same(values('RunTrigger'), ['manual', 'schedule']);
+  t.same(values('RunStatus'), ['queued', 'running', 'completed', 'failed', 'cancelled']);
+  t.match(doc.components.schemas.RunPage, {
+    required: ['runs', 'next_cursor'],
+    properties: { runs: { type: 'array', items: { $ref: '#/components/schemas/Run' } } },
+  });
+});

@@ -8,9 +8,10 @@ import { createPool } from '../../src/db/client.ts';
 import { Database } from '../../src/db/database.ts';
 import { Repositories } from '../../src/repositories/index.ts';
 import { Scheduler } from '../../src/scheduler/scheduler.ts';
+import { ScheduleService } from '../../src/services/schedule-service.ts';
 import { type TestDatabase, testDatabase, testLogger } from '../helpers/db.ts';
 import { eventually } from '../helpers/executor.ts';
-import { makeScript, makeUser } from '../helpers/fixtures.ts';
+import { LEASE, makeScript, makeUser } from '../helpers/fixtures.ts';
 
 const MAX_ACTIVE = 5;
 
@@ -209,6 +210,89 @@ t.test('catch-up: a missed occurrence fires on start when recent enough, else it
   const awayRow = await repos.schedules.getById(away.id);
   t.same([awayRow.skipped_count, awayRow.next_run_at], [3, new Date('2027-01-07T14:30:00Z')]);
 });
+
+t.test(
+  'market hours through the scheduler: 9:30 New York fires at 13:30Z in July, 14:30Z in January, and across both DST changes',
+  async (t) => {
+    const { repos, sql } = await testDatabase(t);
+    const clock = { now: new Date(0) };
+    // The API's service computes the first due time, the scheduler the rest, on one clock.
+    const service = new ScheduleService(repos, () => clock.now);
+    const s = scheduler(repos, clock);
+    const user = await makeUser(repos);
+
+    /**
+     * A schedule created at `createdAt`; then for each instant of `fires` but the last:
+     * nothing a second before it, a run queued by the schedule at it, and the next
+     * instant as next_run_at. Each run ends before the next occurrence, so that it queues too.
+     */
+    const walk = async (t: Test, createdAt: string, fires: string[]) => {
+      const script = await makeScript(repos, user.id);
+      clock.now = new Date(createdAt);
+      const made = await service.create(script.id, { cron: '30 9 * * 1-5', timezone: 'America/New_York' });
+      t.same(made.next_run_at, new Date(fires[0]!), `created ${createdAt}: first due ${fires[0]}`);
+      for (const [i, at] of fires.slice(0, -1).entries()) {
+        clock.now = new Date(new Date(at).getTime() - 1000);
+        t.same(await s.tick(), { fired: 0, skipped: 0 }, `a second before ${at}: nothing`);
+        clock.now = new Date(at);
+        t.same(await s.tick(), { fired: 1, skipped: 0 }, `${at}: fires`);
+        const row = await repos.schedules.getById(made.id);
+        t.same(
+          [row.last_fired_at, row.next_run_at, row.skipped_count],
+          [new Date(at), new Date(fires[i + 1]!), 0],
+          `fired at ${at}, next due ${fires[i + 1]}`,
+        );
+        const [run] = await sql<{ id: number; trigger: string; schedule_id: number; status: string }[]>`
+          select id, trigger, schedule_id, status from script_runs where id = ${row.last_run_id}
+        `;
+        t.same(
+          { ...run },
+          { id: row.last_run_id, trigger: 'schedule', schedule_id: made.id, status: 'queued' },
+        );
+        await repos.leases.start(run!.id, LEASE);
+        await repos.outcomes.complete(run!.id, {
+          exit_code: 0,
+          execution_time_seconds: 1,
+          memory_usage_mb: 1,
+        });
+      }
+      const [runs] = await sql<{ n: number }[]>`
+        select count(*)::int as n from script_runs where schedule_id = ${made.id}
+      `;
+      t.equal(runs?.n, fires.length - 1, 'one run per occurrence');
+      await repos.schedules.delete(made.id);
+    };
+
+    await t.test('January (EST): 14:30Z', (t) =>
+      walk(t, '2027-01-07T12:00:00Z', [
+        '2027-01-07T14:30:00.000Z', // Thursday
+        '2027-01-08T14:30:00.000Z', // Friday
+        '2027-01-11T14:30:00.000Z', // Monday: the weekend has none
+      ]),
+    );
+    await t.test('July (EDT): 13:30Z', (t) =>
+      walk(t, '2027-07-08T12:00:00Z', [
+        '2027-07-08T13:30:00.000Z',
+        '2027-07-09T13:30:00.000Z',
+        '2027-07-12T13:30:00.000Z',
+      ]),
+    );
+    await t.test('spring forward (Sunday 2027-03-14): Friday 14:30Z, then Monday 13:30Z', (t) =>
+      walk(t, '2027-03-12T12:00:00Z', [
+        '2027-03-12T14:30:00.000Z',
+        '2027-03-15T13:30:00.000Z',
+        '2027-03-16T13:30:00.000Z',
+      ]),
+    );
+    await t.test('fall back (Sunday 2027-11-07): Friday 13:30Z, then Monday 14:30Z', (t) =>
+      walk(t, '2027-11-05T12:00:00Z', [
+        '2027-11-05T13:30:00.000Z',
+        '2027-11-08T14:30:00.000Z',
+        '2027-11-09T14:30:00.000Z',
+      ]),
+    );
+  },
+);
 
 t.test('time moves only when the clock does', async (t) => {
   const { repos } = await testDatabase(t);

@@ -48,7 +48,14 @@ export const executionRoutes: FastifyPluginAsyncTypebox<
           'Answers 202 with the queued run and `Location: /api/v1/runs/{run_id}`. ' +
           `409 INVALID_STATE while the script has a queued or running run; 429 TOO_MANY_RUNNING past MAX_CONCURRENT_SCRIPTS (${ctx.config.MAX_CONCURRENT_SCRIPTS}) queued + running runs of the owner.`,
         params: IdParams,
-        response: { 202: Type.Ref(Run), ...problems(400, 401, 404, 409, 429, 503) },
+        response: {
+          202: Type.Ref(Run, {
+            headers: {
+              Location: Type.String({ description: 'the queued run: `/api/v1/runs/{run_id}`' }),
+            },
+          }),
+          ...problems(400, 401, 404, 409, 429, 503),
+        },
       },
     },
     async (request, reply) => {
