@@ -8,6 +8,7 @@
 
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
+import type { FastifyInstance } from 'fastify';
 import t from 'tap';
 import { SecretBox } from '../../src/services/secret-box.ts';
 import { ibkrContext } from '../../src/services/user-service.ts';
@@ -58,6 +59,21 @@ const NONE = {
 };
 
 /** Command lines of every process on the host that mention `text`. */
+/** Links the owner's IBKR account (ACCESS, REFRESH) as the front end does. */
+function linkIbkr(app: FastifyInstance, owner: { headers: Record<string, string> }, ibkrUserId: string) {
+  return app.inject({
+    method: 'PUT',
+    url: '/api/v1/me/ibkr',
+    headers: owner.headers,
+    payload: {
+      ibkr_user_id: ibkrUserId,
+      access_token: ACCESS,
+      refresh_token: REFRESH,
+      token_expires_at: EXPIRES,
+    },
+  });
+}
+
 async function cmdlinesWith(text: string): Promise<string[]> {
   const found: string[] = [];
   for (const entry of await readdir('/proc')) {
@@ -73,18 +89,7 @@ t.test('IBKR credentials reach a run only with ibkr_access and a link, read at s
   const { app } = f;
   const owner = await signUp(app);
   const ibkrUserId = `U${process.pid}77`;
-  const link = () =>
-    app.inject({
-      method: 'PUT',
-      url: '/api/v1/me/ibkr',
-      headers: owner.headers,
-      payload: {
-        ibkr_user_id: ibkrUserId,
-        access_token: ACCESS,
-        refresh_token: REFRESH,
-        token_expires_at: EXPIRES,
-      },
-    });
+  const link = () => linkIbkr(app, owner, ibkrUserId);
   t.equal((await link()).statusCode, 200);
   const id = await upload(f, owner, 'creds.py', SCRIPT);
   const grant = (on: boolean) =>
@@ -159,20 +164,7 @@ t.test(
     const { app, database } = f;
     const owner = await signUp(app);
     const ibkrUserId = `U${process.pid}78`;
-    const link = async () => {
-      const res = await app.inject({
-        method: 'PUT',
-        url: '/api/v1/me/ibkr',
-        headers: owner.headers,
-        payload: {
-          ibkr_user_id: ibkrUserId,
-          access_token: ACCESS,
-          refresh_token: REFRESH,
-          token_expires_at: EXPIRES,
-        },
-      });
-      t.equal(res.statusCode, 200);
-    };
+    const link = async () => t.equal((await linkIbkr(app, owner, ibkrUserId)).statusCode, 200);
     const stored = async () => {
       const [row] = await database.sql<{ access: string; refresh: string }[]>`
       select ibkr_access_token as access, ibkr_refresh_token as refresh from users where id = ${owner.user.id}
