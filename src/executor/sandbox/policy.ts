@@ -117,6 +117,13 @@ export interface PolicyInput {
   command: string[];
 }
 
+/** The namespaces of every run (and the start-up log's list of them). */
+export function runNamespaces(network: PolicyInput['network']): Namespace[] {
+  const namespaces: Namespace[] = ['pid', 'ipc', 'uts', 'mount', 'cgroup'];
+  if (network === 'none') namespaces.push('net');
+  return namespaces;
+}
+
 export function policyFor(input: PolicyInput): SandboxPolicy {
   const mechanism = input.mechanism ?? 'bwrap';
   const base = {
@@ -127,8 +134,7 @@ export function policyFor(input: PolicyInput): SandboxPolicy {
     command: input.command,
   };
   if (!input.namespaces) return { ...base, namespaces: [], mounts: [], env: input.env };
-  const namespaces: Namespace[] = ['pid', 'ipc', 'uts', 'mount', 'cgroup'];
-  if (input.network === 'none') namespaces.push('net');
+  const namespaces = runNamespaces(input.network);
   const tmpfs = (target: string, mode: number): Mount => ({
     kind: 'tmpfs',
     target,

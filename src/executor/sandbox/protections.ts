@@ -11,7 +11,7 @@ import type { SandboxUser } from '../process-group.ts';
 import { CgroupParent } from './cgroup-parent.ts';
 import { detectHost, type HostFeatures } from './host.ts';
 import { NetworkRules, nameServers, parseAllowList } from './network.ts';
-import type { Mechanism } from './policy.ts';
+import { type Mechanism, runNamespaces } from './policy.ts';
 
 /** What protects runs on this host: logged at start, and by tests. */
 export interface Protections {
@@ -146,12 +146,14 @@ export async function chooseProtections(options: SandboxOptions): Promise<Chosen
         'namespaces, or set SCRIPT_NETWORK=internet with nftables',
     );
   }
+  // Read from the policy every run gets, so the log cannot claim a namespace a run lacks.
+  const kinds = runNamespaces(config.SCRIPT_NETWORK).join(', ');
   const summary = {
     namespaces:
       mechanism === 'bwrap'
-        ? `bubblewrap: pid, ipc, uts, mount${config.SCRIPT_NETWORK === 'none' ? ', net' : ''}; read-only system folders, private tmpfs of ${config.SCRIPT_TMP_MB} MB`
+        ? `bubblewrap: ${kinds}; read-only system folders, private tmpfs of ${config.SCRIPT_TMP_MB} MB`
         : mechanism === 'unshare'
-          ? `unshare (util-linux): pid, ipc, uts, mount${config.SCRIPT_NETWORK === 'none' ? ', net' : ''}; the host's root read-only with private folders hidden, private tmpfs of ${config.SCRIPT_TMP_MB} MB`
+          ? `unshare (util-linux): ${kinds}; the host's root read-only with private folders hidden, private tmpfs of ${config.SCRIPT_TMP_MB} MB`
           : 'none',
     totals: protections.cgroup ? `cgroup ${protections.cgroup} per run` : 'watchdog over /proc',
     network:

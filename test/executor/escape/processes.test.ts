@@ -123,6 +123,13 @@ t.test('a run has its own uts and ipc namespaces, not the host’s', async (t) =
   );
   t.equal(script.status, 'completed', `${script.error_message ?? ''}\n${output}`);
   await assertOwnNamespaces(t, output, ['uts', 'ipc']);
+  const started = e.logs.find((line) => line.msg === 'sandbox: every protection is active');
+  t.ok(started, 'the start-up log says every protection is active');
+  t.match(
+    (started as { namespaces?: string } | undefined)?.namespaces,
+    /^bubblewrap: pid, ipc, uts, mount, cgroup;/,
+    'and names the namespaces of the runs’ policy',
+  );
 });
 
 t.test('nothing a run leaves behind reaches the next run of the same uid', async (t) => {
