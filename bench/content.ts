@@ -77,7 +77,7 @@ function multipart(content: Buffer) {
 function script(bytes: number): Buffer {
   const line = `# ${'strategy padding '.repeat(4)}\n`;
   const body = `print("ok")\n${line.repeat(Math.ceil(bytes / line.length))}`;
-  return Buffer.from(body.slice(0, bytes - 1) + '\n');
+  return Buffer.from(`${body.slice(0, bytes - 1)}\n`);
 }
 
 const median = (xs: number[]) => {
