@@ -141,6 +141,7 @@ t.test(
     )?.[0];
     t.ok(table, 'the start-up log names the table');
     const listing = spawnSync(NFT_BIN, ['list', 'table', 'inet', String(table)], { encoding: 'utf8' }).stdout;
+    // Text looked up in the rule listing; nothing is sent to these ranges.
     for (const range of ['10.0.0.0/8', '100.64.0.0/10', '169.254.0.0/16', '172.16.0.0/12', '192.168.0.0/16'])
       t.ok(REFUSED_IPV4.includes(range) && listing.includes(range), `${range} is refused`);
     for (const range of ['fc00::/7', 'fe80::/10'])

@@ -97,6 +97,8 @@ t.test('private ranges, link-local metadata and ULA are refused; a public addres
   ]);
   const near = (...a: string[]) => run(['/usr/sbin/ip', '-n', NEAR, ...a]);
   const far = (...a: string[]) => run(['/usr/sbin/ip', '-n', FAR, ...a]);
+  // Both ends live in namespaces made above (NEAR, FAR) and removed in teardown: these
+  // addresses exist only there, so no packet to them leaves this machine.
   near('addr', 'add', '10.200.0.1/24', 'dev', 'dcn0');
   near('-6', 'addr', 'add', 'fd00:200::1/64', 'dev', 'dcn0', 'nodad');
   far('addr', 'add', '10.200.0.2/24', 'dev', 'dcf0');
