@@ -67,7 +67,8 @@ export const ConfigSchema = Type.Object({
     minimum: 0,
     maximum: 1,
     default: 0.98,
-    description: 'shed load (503) while the event loop is busier than this; 0 turns it off',
+    description:
+      'shed load (503) while the event loop was busier than this over the last second; 0 turns it off',
   }),
   TRUST_PROXY: Type.String({
     minLength: 1,

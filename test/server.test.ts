@@ -222,7 +222,11 @@ t.test('started again on the same folders it keeps the data', async (t) => {
     email: account.email,
     password: account.password,
   });
-  t.equal(login.status, 200, 'the user registered before the restart signs in');
+  t.equal(
+    login.status,
+    200,
+    `the user registered before the restart signs in${login.status === 200 ? '' : `\n${JSON.stringify(login.body)}\n${server.output()}`}`,
+  );
   t.match(login.body, { user: { email: account.email, username: account.username }, token: String });
   const scripts = await call(server.port, 'GET', '/api/v1/scripts', undefined, String(login.body.token));
   t.match(

@@ -54,7 +54,16 @@ export interface BuildOptions {
   trustProxy?: TrustProxy;
   /** Limits on open log streams; by default derived from the configuration (followers.ts). */
   followLimits?: FollowLimits;
+  /**
+   * How long after the app is ready a busy event loop does not shed load (by default two
+   * sample windows): the first window measures start-up (schema compilation, the routes),
+   * not requests, and shedding on it refused a freshly started process's first requests.
+   */
+  sheddingWarmUpMs?: number;
 }
+
+/** Load shedding's sample window (@fastify/under-pressure's `sampleInterval`). */
+const PRESSURE_SAMPLE_MS = 1000;
 
 /**
  * Routes load shedding never refuses: liveness and metrics must answer when the
@@ -179,13 +188,25 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
       },
     },
   });
+  // Not before the first sample window that starts after the app is ready (see sheddingWarmUpMs).
+  let shedsFrom = Number.POSITIVE_INFINITY;
+  app.addHook('onReady', (done) => {
+    shedsFrom = performance.now() + (options.sheddingWarmUpMs ?? 2 * PRESSURE_SAMPLE_MS);
+    done();
+  });
   await app.register(underPressure, {
     // Utilisation, not delay: under-pressure reads a sample window without any delay sample
     // (a stall of a second, as at start-up) as an infinite delay and sheds every request.
     maxEventLoopUtilization: ctx.config.MAX_EVENT_LOOP_UTILIZATION,
+    // The last window's utilisation: the default ('cumulative') averages since start-up, so
+    // a process shed its first requests after a busy start, and an overload after a quiet
+    // hour went unnoticed for as long.
+    eventLoopUtilizationMode: 'interval',
+    sampleInterval: PRESSURE_SAMPLE_MS,
     retryAfter: 5,
     pressureHandler: answerUnderPressure((request, reply, type) => {
       if (NEVER_SHED.has(request.routeOptions.url ?? '')) return undefined;
+      if (type === 'eventLoopUtilization' && performance.now() < shedsFrom) return undefined;
       request.log.warn({ type }, 'under pressure: refusing a request');
       reply.code(503).header('retry-after', '5').type('application/problem+json');
       return problem(503, 'SERVER_OVERLOADED', 'the server is overloaded; try again shortly', {

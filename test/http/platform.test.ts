@@ -436,9 +436,34 @@ t.test('a route without a body still answers 415 and 413 as problems, as documen
 // ---------------------------------------------------------------------------
 // Load shedding
 
+t.test(
+  'a freshly started app does not shed load while its busy start-up is still being measured',
+  async (t) => {
+    // The first sample window after start-up measures the start (schemas, routes): shedding on it
+    // refused a new process's first requests. Within the warm-up the API answers though the
+    // utilisation is over the limit.
+    const { app } = await testApp(
+      t,
+      { MAX_EVENT_LOOP_UTILIZATION: '0.000001' },
+      { sheddingWarmUpMs: 3_600_000 },
+    );
+    const account = await signUp(app);
+    const deadline = Date.now() + 10_000;
+    while (!app.isUnderPressure() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    t.ok(app.isUnderPressure(), 'the utilisation is over the limit');
+    const me = await app.inject({ url: '/api/v1/me', headers: account.headers });
+    t.equal(me.statusCode, 200, 'and the request is answered, not shed');
+  },
+);
+
 t.test('under pressure the API answers 503, but /health and /metrics still answer 200', async (t) => {
-  // Any utilisation at all is "too busy": the first sample (after a second) turns shedding on.
-  const { app, ctx, repos } = await testApp(t, { MAX_EVENT_LOOP_UTILIZATION: '0.000001', METRICS_TOKEN });
+  // Any utilisation at all is "too busy": the first sample (after a second) turns shedding on,
+  // with no warm-up after start (see the next test).
+  const { app, ctx, repos } = await testApp(
+    t,
+    { MAX_EVENT_LOOP_UTILIZATION: '0.000001', METRICS_TOKEN },
+    { sheddingWarmUpMs: 0 },
+  );
   const account = await signUp(app);
   const deadline = Date.now() + 10_000;
   while (!app.isUnderPressure() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
