@@ -108,7 +108,7 @@ async function main(): Promise<void> {
       // One account uploads every round: the per-account limits are not what this measures.
       UPLOAD_RATE_LIMIT_MAX: '100000',
       MAX_STORAGE_BYTES_PER_USER: String(2 ** 40),
-      MAX_EVENT_LOOP_UTILIZATION: '0',
+      MAX_EVENT_LOOP_DELAY_MS: '0',
       DB_QUERY_TIMEOUT_MS: '60000',
       DB_STATEMENT_TIMEOUT_MS: '60000',
     });

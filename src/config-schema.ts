@@ -63,12 +63,18 @@ export const ConfigSchema = Type.Object({
   AUTH_CACHE_TTL_SECONDS: Int(0, 3600, 30, 'how long a verified token is trusted without a query'),
   AUTH_RATE_LIMIT_MAX: Int(1, 100_000, 10, 'login/register attempts per window and client'),
   AUTH_RATE_LIMIT_WINDOW_SECONDS: Int(1, 86400, 60, 'the rate-limit window'),
+  MAX_EVENT_LOOP_DELAY_MS: Int(
+    0,
+    60_000,
+    500,
+    "shed load (503) while the event loop's mean delay over the last second is over this; 0 turns it off",
+  ),
   MAX_EVENT_LOOP_UTILIZATION: Type.Number({
     minimum: 0,
     maximum: 1,
-    default: 0.98,
+    default: 0,
     description:
-      'shed load (503) while the event loop was busier than this over the last second; 0 turns it off',
+      'shed load (503) while the event loop was busier than this over the last second; 0 (the default) turns it off',
   }),
   TRUST_PROXY: Type.String({
     minLength: 1,

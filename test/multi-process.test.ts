@@ -117,7 +117,7 @@ t.test('2 API processes and 3 workers over one database', async (t) => {
     STORAGE_DIR: path.join(scratch, 'storage'),
     DB_POOL_MAX: '3',
     LOG_LEVEL: 'info',
-    MAX_EVENT_LOOP_UTILIZATION: '0',
+    MAX_EVENT_LOOP_DELAY_MS: '0',
     EXECUTOR_LEASE_SECONDS: String(LEASE_SECONDS),
   };
   const ports = [await freePort(), await freePort()];

@@ -55,7 +55,7 @@ async function start(t: Test): Promise<Server> {
       IBKR_TOKEN_KEY: TEST_IBKR_KEY,
       AUTH_RATE_LIMIT_MAX: '100000',
       // Load shedding answers 503 SERVER_OVERLOADED on a starved loop: not what this is about.
-      MAX_EVENT_LOOP_UTILIZATION: '0',
+      MAX_EVENT_LOOP_DELAY_MS: '0',
     }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -64,6 +64,8 @@ export interface BuildOptions {
 
 /** Load shedding's sample window (@fastify/under-pressure's `sampleInterval`). */
 const PRESSURE_SAMPLE_MS = 1000;
+/** under-pressure's names of the event loop's pressures, which start-up also causes. */
+const LOOP_PRESSURE = new Set(['eventLoopDelay', 'eventLoopUtilization']);
 
 /**
  * Routes load shedding never refuses: liveness and metrics must answer when the
@@ -195,18 +197,22 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     done();
   });
   await app.register(underPressure, {
-    // Utilisation, not delay: under-pressure reads a sample window without any delay sample
-    // (a stall of a second, as at start-up) as an infinite delay and sheds every request.
+    // Delay, not utilisation, by default: a process serving as fast as it can is busy all the
+    // time (utilisation ~1) without being late, and shedding on that answered cheap 503s as
+    // fast as clients asked again, which kept it busy: with 16 connections, no request at all
+    // was served (bench/http.ts). The loop's delay grows only when work queues up. A window
+    // without any delay sample (the loop stalled for all of it) counts as an infinite delay.
+    maxEventLoopDelay: ctx.config.MAX_EVENT_LOOP_DELAY_MS,
     maxEventLoopUtilization: ctx.config.MAX_EVENT_LOOP_UTILIZATION,
-    // The last window's utilisation: the default ('cumulative') averages since start-up, so
-    // a process shed its first requests after a busy start, and an overload after a quiet
+    // The last window's utilisation, when it is used: the default ('cumulative') averages
+    // since start-up, so a busy start shed the first requests, and an overload after a quiet
     // hour went unnoticed for as long.
     eventLoopUtilizationMode: 'interval',
     sampleInterval: PRESSURE_SAMPLE_MS,
     retryAfter: 5,
     pressureHandler: answerUnderPressure((request, reply, type) => {
       if (NEVER_SHED.has(request.routeOptions.url ?? '')) return undefined;
-      if (type === 'eventLoopUtilization' && performance.now() < shedsFrom) return undefined;
+      if (LOOP_PRESSURE.has(type) && performance.now() < shedsFrom) return undefined;
       request.log.warn({ type }, 'under pressure: refusing a request');
       reply.code(503).header('retry-after', '5').type('application/problem+json');
       return problem(503, 'SERVER_OVERLOADED', 'the server is overloaded; try again shortly', {

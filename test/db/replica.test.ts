@@ -158,7 +158,7 @@ async function replicaTests(bin: string): Promise<void> {
       ...(withReplica ? { DATABASE_READ_URL: replicaUrl } : {}),
       IBKR_TOKEN_KEY: TEST_IBKR_KEY,
       AUTH_RATE_LIMIT_MAX: '100000',
-      MAX_EVENT_LOOP_UTILIZATION: '0',
+      MAX_EVENT_LOOP_DELAY_MS: '0',
       METRICS_TOKEN,
       ...env,
     });

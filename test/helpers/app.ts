@@ -40,7 +40,7 @@ export async function testApp(
     IBKR_TOKEN_KEY: TEST_IBKR_KEY,
     // Load shedding reacts to a starved event loop, which a busy test machine produces at will;
     // it is not what these tests are about.
-    MAX_EVENT_LOOP_UTILIZATION: '0',
+    MAX_EVENT_LOOP_DELAY_MS: '0',
     ...env,
   });
   const log = testLogger();

@@ -68,7 +68,7 @@ const ADMIN_ROUTES: Attempt[] = [
 
 /** The app with load shedding off (a loaded test machine is not an overloaded server). */
 async function setup(t: Test): Promise<TestApp> {
-  const ta = await testApp(t, { MAX_EVENT_LOOP_UTILIZATION: '0' });
+  const ta = await testApp(t, { MAX_EVENT_LOOP_DELAY_MS: '0' });
   await ta.app.ready();
   return ta;
 }

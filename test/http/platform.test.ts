@@ -46,7 +46,7 @@ async function appOver(
     NODE_ENV: 'test',
     STORAGE_DIR: storageDir,
     AUTH_RATE_LIMIT_MAX: '100000',
-    MAX_EVENT_LOOP_UTILIZATION: '0',
+    MAX_EVENT_LOOP_DELAY_MS: '0',
     DB_QUERY_TIMEOUT_MS: String(QUERY_TIMEOUT_MS),
     DB_CONNECT_TIMEOUT_SECONDS: '1',
     ...options.env,
@@ -456,9 +456,39 @@ t.test(
   },
 );
 
+t.test(
+  'a stalled event loop sheds load (by default: its delay), and stops once it has caught up',
+  async (t) => {
+    const { app } = await testApp(t, { MAX_EVENT_LOOP_DELAY_MS: '200' }, { sheddingWarmUpMs: 0 });
+    const account = await signUp(app);
+    t.equal(
+      (await app.inject({ url: '/api/v1/me', headers: account.headers })).statusCode,
+      200,
+      'served at first',
+    );
+
+    // The loop is held for 1.5 s, as by work queued faster than it is done.
+    const stalledUntil = performance.now() + 1500;
+    while (performance.now() < stalledUntil) {
+      // busy
+    }
+    const deadline = Date.now() + 10_000;
+    while (!app.isUnderPressure() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    t.ok(app.isUnderPressure(), 'the next sample finds the loop late');
+    isProblem(t, await app.inject({ url: '/api/v1/me', headers: account.headers }), 503, 'SERVER_OVERLOADED');
+
+    let status = 0;
+    while (status !== 200 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+      status = (await app.inject({ url: '/api/v1/me', headers: account.headers })).statusCode;
+    }
+    t.equal(status, 200, 'a window later, with the loop on time again, requests are served');
+  },
+);
+
 t.test('under pressure the API answers 503, but /health and /metrics still answer 200', async (t) => {
   // Any utilisation at all is "too busy": the first sample (after a second) turns shedding on,
-  // with no warm-up after start (see the next test).
+  // with no warm-up after start (see the test before).
   const { app, ctx, repos } = await testApp(
     t,
     { MAX_EVENT_LOOP_UTILIZATION: '0.000001', METRICS_TOKEN },

@@ -18,7 +18,7 @@ import { makeScript, queueRun, startQueuedRun } from '../helpers/fixtures.ts';
  * delay and answers 503 SERVER_OVERLOADED, which is not what these tests are about.
  */
 async function setup(t: Test, env: Record<string, string> = {}): Promise<TestApp> {
-  const ta = await testApp(t, { MAX_EVENT_LOOP_UTILIZATION: '0', ...env });
+  const ta = await testApp(t, { MAX_EVENT_LOOP_DELAY_MS: '0', ...env });
   await ta.app.ready();
   return ta;
 }
