@@ -9,8 +9,11 @@
  * statement's bytes waited for their setImmediate kept that timer handle and those
  * bytes, so after reconnecting it never sent its start-up message and every statement
  * given to it waited for its time limit (seen after a pg_terminate_backend or a server
- * restart meeting a query about to go out). test/db/driver-patch.test.ts makes that
- * order certain and fails without the patch. Drop the patch when the driver fixes it.
+ * restart meeting a query about to go out). And the pool's queues kept a slot for every
+ * connection they ever handed out until they emptied, which the busy queue of a pool under
+ * steady load never does: it grew without bound, and each connection going idle scanned it.
+ * test/db/driver-patch.test.ts makes that order certain and runs a queue that is never empty;
+ * both fail without the patch. Drop the patch when the driver fixes them.
  */
 
 import net from 'node:net';
