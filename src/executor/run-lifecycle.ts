@@ -107,8 +107,17 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
       onLost: ctx.onLost,
     });
     let stderrTail = '';
-    // Read now, as the run starts: a link removed while it was queued is not used.
-    const secretEnv = await ibkrEnvironment(ctx.repos, ctx.secrets, claim.script_id, log);
+    // Read now, as the run starts: a link removed while it was queued is not used. A script
+    // that may use the link does not start without knowing it: the run fails, and says why.
+    let secretEnv: Record<string, string>;
+    try {
+      secretEnv = await ibkrEnvironment(ctx.repos, ctx.secrets, claim.script_id, log);
+    } catch (err) {
+      log.error({ err }, 'could not read the IBKR link of the script');
+      const failure = 'the script could not be started: its IBKR link could not be read; try again';
+      recorded = await finish(ctx, id, { ...NOT_STARTED, killed: null }, log, { failure });
+      return;
+    }
     log.info({ uid: user?.uid, ibkr_credentials: 'IBKR_USER_ID' in secretEnv }, 'run starting');
     let outcome: RunOutcome;
     let confinement: Confinement | undefined;

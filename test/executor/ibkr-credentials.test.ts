@@ -254,3 +254,44 @@ t.test(
       for (const secret of secrets) t.notOk(content.includes(secret), `${where}: no ${secret.slice(0, 12)}…`);
   },
 );
+
+t.test(
+  'an IBKR link that cannot be read when the run starts: the run fails at once and says why; the script never starts',
+  async (t) => {
+    const f = await executorFixture(t);
+    const { app, database } = f;
+    const owner = await signUp(app);
+    t.equal((await linkIbkr(app, owner, `U${process.pid}79`)).statusCode, 200);
+    const id = await upload(f, owner, 'creds.py', SCRIPT);
+    const grant = await app.inject({
+      method: 'PATCH',
+      url: `/api/v1/scripts/${id}`,
+      headers: owner.headers,
+      payload: { ibkr_access: true },
+    });
+    t.equal(grant.statusCode, 200);
+    // The statement that reads the link fails in PostgreSQL itself: a column it reads is gone.
+    await database.sql`alter table users rename column ibkr_refresh_token to ibkr_refresh_token_away`;
+    const { log, lines } = captureLogger('trace');
+    await f.startExecutor({}, { log });
+    t.equal((await execute(f, owner, id)).statusCode, 202);
+    const failed = await waitFor(f, id);
+    t.equal(failed.status, 'failed', 'failed, not left running until its lease lapses');
+    t.equal(
+      failed.error_message,
+      'the script could not be started: its IBKR link could not be read; try again',
+    );
+    t.equal(await logsOf(f, id), '', 'the script never ran');
+    t.ok(
+      lines.some((l) => l.msg === 'could not read the IBKR link of the script' && l.run_id !== undefined),
+      'the operator log says why',
+    );
+
+    // Readable again: the next run gets its credentials.
+    await database.sql`alter table users rename column ibkr_refresh_token_away to ibkr_refresh_token`;
+    t.equal((await execute(f, owner, id)).statusCode, 202);
+    const done = await waitFor(f, id);
+    t.equal(done.status, 'completed');
+    t.equal(seen(await logsOf(f, id)).IBKR_REFRESH_TOKEN, sha(REFRESH));
+  },
+);
