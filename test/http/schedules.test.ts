@@ -287,6 +287,11 @@ t.test('the OpenAPI document describes the schedule routes and the Schedule reso
   }))
     for (const method of methods) t.ok(doc.paths[path]?.[method], `${method} ${path}`);
   t.match(doc.paths['/api/v1/scripts/{id}/schedules'].post.responses, { 201: {}, 400: {}, 404: {}, 409: {} });
+  t.match(
+    doc.paths['/api/v1/scripts/{id}/schedules'].post.responses['201']?.headers,
+    { Location: { schema: { type: 'string' }, description: /\/api\/v1\/schedules\/\{schedule_id\}/ } },
+    'the 201 documents its Location header',
+  );
   t.match(Object.keys(doc.components.schemas.Schedule.properties), [
     'id',
     'script_id',

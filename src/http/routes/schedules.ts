@@ -33,7 +33,14 @@ export const scheduleRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (ap
           'schedules per script. `next_run_at` is the first occurrence after now (null when disabled).',
         params: IdParams,
         body: NewSchedule,
-        response: { 201: Type.Ref(Schedule), ...problems(400, 401, 404, 409, 503) },
+        response: {
+          201: Type.Ref(Schedule, {
+            headers: {
+              Location: Type.String({ description: 'the new schedule: `/api/v1/schedules/{schedule_id}`' }),
+            },
+          }),
+          ...problems(400, 401, 404, 409, 503),
+        },
       },
     },
     async (request, reply) => {
