@@ -74,6 +74,21 @@ function linkIbkr(app: FastifyInstance, owner: { headers: Record<string, string>
   });
 }
 
+/** Turns the script's ibkr_access on or off, as its owner does. */
+function setIbkrAccess(
+  app: FastifyInstance,
+  owner: { headers: Record<string, string> },
+  id: number,
+  on: boolean,
+) {
+  return app.inject({
+    method: 'PATCH',
+    url: `/api/v1/scripts/${id}`,
+    headers: owner.headers,
+    payload: { ibkr_access: on },
+  });
+}
+
 async function cmdlinesWith(text: string): Promise<string[]> {
   const found: string[] = [];
   for (const entry of await readdir('/proc')) {
@@ -92,13 +107,7 @@ t.test('IBKR credentials reach a run only with ibkr_access and a link, read at s
   const link = () => linkIbkr(app, owner, ibkrUserId);
   t.equal((await link()).statusCode, 200);
   const id = await upload(f, owner, 'creds.py', SCRIPT);
-  const grant = (on: boolean) =>
-    app.inject({
-      method: 'PATCH',
-      url: `/api/v1/scripts/${id}`,
-      headers: owner.headers,
-      payload: { ibkr_access: on },
-    });
+  const grant = (on: boolean) => setIbkrAccess(app, owner, id, on);
   t.equal((await grant(true)).statusCode, 200);
 
   // Queued with access and a link, then unlinked before any executor runs it.
@@ -172,13 +181,7 @@ t.test(
       return row!;
     };
     const id = await upload(f, owner, 'needs-access.py', NEEDS_ACCESS);
-    const grant = await app.inject({
-      method: 'PATCH',
-      url: `/api/v1/scripts/${id}`,
-      headers: owner.headers,
-      payload: { ibkr_access: true },
-    });
-    t.equal(grant.statusCode, 200);
+    t.equal((await setIbkrAccess(app, owner, id, true)).statusCode, 200);
     const { log, lines, text } = captureLogger('trace');
     await f.startExecutor({}, { log });
     const warnings = () =>
@@ -263,13 +266,7 @@ t.test(
     const owner = await signUp(app);
     t.equal((await linkIbkr(app, owner, `U${process.pid}79`)).statusCode, 200);
     const id = await upload(f, owner, 'creds.py', SCRIPT);
-    const grant = await app.inject({
-      method: 'PATCH',
-      url: `/api/v1/scripts/${id}`,
-      headers: owner.headers,
-      payload: { ibkr_access: true },
-    });
-    t.equal(grant.statusCode, 200);
+    t.equal((await setIbkrAccess(app, owner, id, true)).statusCode, 200);
     // The statement that reads the link fails in PostgreSQL itself: a column it reads is gone.
     await database.sql`alter table users rename column ibkr_refresh_token to ibkr_refresh_token_away`;
     const { log, lines } = captureLogger('trace');

@@ -461,10 +461,13 @@ t.test(
   async (t) => {
     const { app } = await testApp(t, { MAX_EVENT_LOOP_DELAY_MS: '200' }, { sheddingWarmUpMs: 0 });
     const account = await signUp(app);
+    // The set-up (schemas compiled, a slow machine) may itself have stalled the loop for a window.
+    const deadline = Date.now() + 20_000;
+    while (app.isUnderPressure() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     t.equal(
       (await app.inject({ url: '/api/v1/me', headers: account.headers })).statusCode,
       200,
-      'served at first',
+      'served while the loop is on time',
     );
 
     // The loop is held for 1.5 s, as by work queued faster than it is done.
@@ -472,7 +475,6 @@ t.test(
     while (performance.now() < stalledUntil) {
       // busy
     }
-    const deadline = Date.now() + 10_000;
     while (!app.isUnderPressure() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     t.ok(app.isUnderPressure(), 'the next sample finds the loop late');
     isProblem(t, await app.inject({ url: '/api/v1/me', headers: account.headers }), 503, 'SERVER_OVERLOADED');
