@@ -100,13 +100,6 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
       recorded = await finish(ctx, id, { ...NOT_STARTED, killed: active.pendingKill }, log);
       return;
     }
-    const sink = new LogSink({
-      maxBytes: config.MAX_LOG_BYTES,
-      write: (seq, text) => ctx.repos.output.appendLog(id, ctx.executorId, seq, text),
-      onError: (err) => log.warn({ err }, 'could not store output; will retry'),
-      onLost: ctx.onLost,
-    });
-    let stderrTail = '';
     // Read now, as the run starts: a link removed while it was queued is not used. A script
     // that may use the link does not start without knowing it: the run fails, and says why.
     let secretEnv: Record<string, string>;
@@ -118,6 +111,13 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
       recorded = await finish(ctx, id, { ...NOT_STARTED, killed: null }, log, { failure });
       return;
     }
+    const sink = new LogSink({
+      maxBytes: config.MAX_LOG_BYTES,
+      write: (seq, text) => ctx.repos.output.appendLog(id, ctx.executorId, seq, text),
+      onError: (err) => log.warn({ err }, 'could not store output; will retry'),
+      onLost: ctx.onLost,
+    });
+    let stderrTail = '';
     log.info({ uid: user?.uid, ibkr_credentials: 'IBKR_USER_ID' in secretEnv }, 'run starting');
     let outcome: RunOutcome;
     let confinement: Confinement | undefined;
