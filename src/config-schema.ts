@@ -66,8 +66,8 @@ export const ConfigSchema = Type.Object({
   MAX_EVENT_LOOP_DELAY_MS: Int(
     0,
     60_000,
-    500,
-    "shed load (503) while the event loop's mean delay over the last second is over this; 0 turns it off",
+    200,
+    "shed load (503) while the event loop's turns were this late on average over the last second; 0 turns it off",
   ),
   MAX_EVENT_LOOP_UTILIZATION: Type.Number({
     minimum: 0,

@@ -190,12 +190,14 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
       },
     },
   });
-  // Not before the first sample window that starts after the app is ready (see sheddingWarmUpMs).
+  // Not before the first sample window that starts after the app is ready (see sheddingWarmUpMs);
+  // every pressure handler asks (answerUnderPressure).
   let shedsFrom = Number.POSITIVE_INFINITY;
   app.addHook('onReady', (done) => {
     shedsFrom = performance.now() + (options.sheddingWarmUpMs ?? 2 * PRESSURE_SAMPLE_MS);
     done();
   });
+  app.decorate('sheddingWarmsUp', (type: string) => LOOP_PRESSURE.has(type) && performance.now() < shedsFrom);
   await app.register(underPressure, {
     // Delay, not utilisation, by default: a process serving as fast as it can is busy all the
     // time (utilisation ~1) without being late, and shedding on that answered cheap 503s as
@@ -212,7 +214,6 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     retryAfter: 5,
     pressureHandler: answerUnderPressure((request, reply, type) => {
       if (NEVER_SHED.has(request.routeOptions.url ?? '')) return undefined;
-      if (LOOP_PRESSURE.has(type) && performance.now() < shedsFrom) return undefined;
       request.log.warn({ type }, 'under pressure: refusing a request');
       reply.code(503).header('retry-after', '5').type('application/problem+json');
       return problem(503, 'SERVER_OVERLOADED', 'the server is overloaded; try again shortly', {

@@ -10,14 +10,24 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 
 export type PressureHandler = NonNullable<FastifyUnderPressureOptions['pressureHandler']>;
 
-/** `handler` returns the body of the answer, or undefined to let the request through. */
+/**
+ * `handler` returns the body of the answer, or undefined to let the request through. It is
+ * not asked while the app waits out its start-up (`sheddingWarmsUp`, app.ts): every
+ * handler, the app's and a route's own, lets the request through then.
+ */
 export function answerUnderPressure(
   handler: (request: FastifyRequest, reply: FastifyReply, type: string) => object | undefined,
 ): PressureHandler {
-  return handler as unknown as PressureHandler;
+  const answer = (request: FastifyRequest, reply: FastifyReply, type: string) =>
+    request.server.sheddingWarmsUp(type) ? undefined : handler(request, reply, type);
+  return answer as unknown as PressureHandler;
 }
 
 declare module 'fastify' {
+  interface FastifyInstance {
+    /** True while a pressure of this type is not acted on: the app is still starting (app.ts). */
+    sheddingWarmsUp(type: string): boolean;
+  }
   interface FastifyContextConfig {
     /** A route's own answer under load (see answerUnderPressure). */
     pressureHandler?: PressureHandler;

@@ -453,6 +453,9 @@ t.test(
     t.ok(app.isUnderPressure(), 'the utilisation is over the limit');
     const me = await app.inject({ url: '/api/v1/me', headers: account.headers });
     t.equal(me.statusCode, 200, 'and the request is answered, not shed');
+    // Readiness has its own answer under load; it waits out the start-up too.
+    const ready = await app.inject('/health/database');
+    t.equal(ready.statusCode, 200, 'and the instance is ready');
   },
 );
 
