@@ -108,7 +108,14 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
     } catch (err) {
       log.error({ err }, 'could not read the IBKR link of the script');
       const failure = 'the script could not be started: its IBKR link could not be read; try again';
-      recorded = await finish(ctx, id, { ...NOT_STARTED, killed: null }, log, { failure });
+      recorded = active.pendingKill
+        ? await finish(ctx, id, { ...NOT_STARTED, killed: active.pendingKill }, log)
+        : await finish(ctx, id, { ...NOT_STARTED, killed: null }, log, { failure });
+      return;
+    }
+    // Cancelled (or stopped) while the link was read: the script never starts.
+    if (active.pendingKill) {
+      recorded = await finish(ctx, id, { ...NOT_STARTED, killed: active.pendingKill }, log);
       return;
     }
     const sink = new LogSink({
@@ -151,6 +158,8 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
         },
       });
       active.handle = handle;
+      // A kill that came while the sandbox was set up found no process to stop: stop it now.
+      if (active.pendingKill) handle.kill(active.pendingKill);
       outcome = await handle.done;
     } catch (err) {
       log.error({ err }, 'could not start the script');

@@ -13,7 +13,7 @@ import t from 'tap';
 import { SecretBox } from '../../src/services/secret-box.ts';
 import { ibkrContext } from '../../src/services/user-service.ts';
 import { signUp } from '../helpers/app.ts';
-import { execute, executorFixture, logsOf, upload, waitFor } from '../helpers/executor.ts';
+import { eventually, execute, executorFixture, logsOf, upload, waitFor } from '../helpers/executor.ts';
 import { captureLogger } from '../helpers/log-capture.ts';
 
 const ACCESS = `ACCESS-${'a1b2c3'.repeat(6)}-secret`;
@@ -292,3 +292,49 @@ t.test(
     t.equal(seen(await logsOf(f, id)).IBKR_REFRESH_TOKEN, sha(REFRESH));
   },
 );
+
+t.test('a run cancelled while its IBKR link is being read never starts', async (t) => {
+  const f = await executorFixture(t);
+  const { app, database } = f;
+  const owner = await signUp(app);
+  t.equal((await linkIbkr(app, owner, `U${process.pid}80`)).statusCode, 200);
+  const id = await upload(f, owner, 'creds.py', SCRIPT);
+  t.equal((await setIbkrAccess(app, owner, id, true)).statusCode, 200);
+  const queued = await execute(f, owner, id);
+  t.equal(queued.statusCode, 202);
+  const runId = (queued.json() as { id: number }).id;
+
+  // The read of the link waits on a lock of `users` (well within the statement timeout).
+  const locker = await database.sql.reserve();
+  t.teardown(() => locker.release());
+  await locker`begin`;
+  await locker`lock table users in access exclusive mode`;
+  const { log, lines } = captureLogger('trace');
+  const executor = await f.startExecutor({}, { log });
+  await eventually('the executor waiting for the link', async () => {
+    const [row] = await database.sql<{ n: number }[]>`
+      select count(*)::int as n from pg_stat_activity
+      where wait_event_type = 'Lock' and query like '%ibkr_refresh_token%' and pid <> pg_backend_pid()
+    `;
+    return row!.n > 0;
+  });
+
+  const cancel = await app.inject({
+    method: 'POST',
+    url: `/api/v1/runs/${runId}/cancel`,
+    headers: owner.headers,
+  });
+  t.equal(cancel.statusCode, 200, 'the cancel is answered while the read waits');
+  await eventually('the executor hearing it', () =>
+    lines.some((l) => l.msg === 'killing a run' && l.run_id === runId && l.reason === 'cancelled'),
+  );
+  await locker`rollback`;
+  await eventually('the run let go', () => executor.active.length === 0);
+
+  const run = (await app.inject({ url: `/api/v1/runs/${runId}`, headers: owner.headers })).json();
+  t.match(run, { status: 'cancelled', exit_code: null }, 'cancelled, with no exit code');
+  t.notOk(
+    lines.some((l) => l.msg === 'run starting' && l.run_id === runId),
+    'the script was never started',
+  );
+});
