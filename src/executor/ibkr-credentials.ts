@@ -26,15 +26,23 @@ export const IBKR_VARIABLES = [
 const LAUNCHER =
   'while IFS= read -r kv; do case "$kv" in IBKR_*=*) export "$kv";; esac; done <&3; exec 3<&-; exec "$@"';
 
-/** The IBKR variables of a run of `scriptId` now: empty unless it has ibkr_access and its owner a link. */
+export interface IbkrEnvironment {
+  /** The variables: empty unless the script has ibkr_access and its owner a link. */
+  env: Record<string, string>;
+  /** Stored tokens left out because they did not decrypt (their variable names). */
+  undecryptable: string[];
+}
+
+/** The IBKR variables of a run of `scriptId` now. */
 export async function ibkrEnvironment(
   repos: Repositories,
   secrets: SecretBox,
   scriptId: number,
   log: Logger,
-): Promise<Record<string, string>> {
+): Promise<IbkrEnvironment> {
+  const undecryptable: string[] = [];
   const row = await repos.ibkr.findForScript(scriptId);
-  if (row === null || !row.ibkr_access || row.ibkr_user_id === null) return {};
+  if (row === null || !row.ibkr_access || row.ibkr_user_id === null) return { env: {}, undecryptable };
   const env: Record<string, string> = { IBKR_USER_ID: row.ibkr_user_id };
   const tokens = [
     ['IBKR_ACCESS_TOKEN', row.ibkr_access_token, 'access'],
@@ -46,6 +54,7 @@ export async function ibkrEnvironment(
       env[name] = secrets.decrypt(stored, ibkrContext(row.user_id, field));
     } catch {
       // The reason would say nothing useful and must not carry the value: name the field only.
+      undecryptable.push(name);
       log.warn(
         { user_id: row.user_id, field: name },
         'an IBKR token could not be decrypted; the run goes without it',
@@ -55,7 +64,7 @@ export async function ibkrEnvironment(
   if (row.ibkr_token_expires_at !== null) env.IBKR_TOKEN_EXPIRES_AT = row.ibkr_token_expires_at.toISOString();
   // One value per line: a value with a line break (never a real token) is left out rather than split.
   for (const [name, value] of Object.entries(env)) if (/[\n\r\0]/.test(value)) delete env[name];
-  return env;
+  return { env, undecryptable };
 }
 
 /** The command that gives the script `secretEnv` from fd 3 (see the module comment); `command` when there is none. */

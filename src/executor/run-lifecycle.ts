@@ -13,7 +13,7 @@ import type { PendingChunk } from '../repositories/run-output.ts';
 import type { SecretBox } from '../services/secret-box.ts';
 import type { Storage } from '../storage/storage.ts';
 import { type KillReason, type RunHandle, type RunOutcome, startRun } from './child-process.ts';
-import { ibkrEnvironment, withSecretEnv } from './ibkr-credentials.ts';
+import { type IbkrEnvironment, ibkrEnvironment, withSecretEnv } from './ibkr-credentials.ts';
 import { LogSink } from './log-sink.ts';
 import { type Recorder, verdictOf } from './outcome.ts';
 import type { SandboxUser } from './process-group.ts';
@@ -102,9 +102,9 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
     }
     // Read now, as the run starts: a link removed while it was queued is not used. A script
     // that may use the link does not start without knowing it: the run fails, and says why.
-    let secretEnv: Record<string, string>;
+    let ibkr: IbkrEnvironment;
     try {
-      secretEnv = await ibkrEnvironment(ctx.repos, ctx.secrets, claim.script_id, log);
+      ibkr = await ibkrEnvironment(ctx.repos, ctx.secrets, claim.script_id, log);
     } catch (err) {
       log.error({ err }, 'could not read the IBKR link of the script');
       const failure = 'the script could not be started: its IBKR link could not be read; try again';
@@ -124,6 +124,12 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
       onError: (err) => log.warn({ err }, 'could not store output; will retry'),
       onLost: ctx.onLost,
     });
+    const secretEnv = ibkr.env;
+    // The owner reads the run's output, not the operator's log: say there what the run lacks.
+    for (const name of ibkr.undecryptable)
+      sink.push(
+        `[dollarclub] ${name} is not set: the stored token could not be decrypted; link the IBKR account again\n`,
+      );
     let stderrTail = '';
     log.info({ uid: user?.uid, ibkr_credentials: 'IBKR_USER_ID' in secretEnv }, 'run starting');
     let outcome: RunOutcome;

@@ -2,8 +2,9 @@
  * IBKR credentials in a run's environment: only with ibkr_access and a linked account,
  * read when the run starts (an unlink while queued wins), and never in the executor's
  * logs, the run's error, or any process's command line. A stored token the executor
- * cannot decrypt is left out of the run (the others still come), named in a warning,
- * and neither it nor its ciphertext shows anywhere.
+ * cannot decrypt is left out of the run (the others still come), named in a warning and
+ * in the run's output, and neither it nor its ciphertext shows anywhere. A link that cannot
+ * be read fails the run before it starts; a run cancelled while it is read never starts.
  */
 
 import { createHash } from 'node:crypto';
@@ -213,6 +214,9 @@ t.test(
       'every variable but the one that did not decrypt',
     );
     t.same(warnings(), [{ level: 40, user_id: owner.user.id, field: 'IBKR_ACCESS_TOKEN' }]);
+    const notice = (name: string) =>
+      `[dollarclub] ${name} is not set: the stored token could not be decrypted; link the IBKR account again\n`;
+    t.ok((await logsOf(f, id)).startsWith(notice('IBKR_ACCESS_TOKEN')), 'the owner reads why in the output');
 
     // Linked again, then the refresh token's ciphertext corrupted (one byte flipped): the
     // authentication tag fails; the access token still decrypts.
@@ -239,6 +243,9 @@ t.test(
       { level: 40, user_id: owner.user.id, field: 'IBKR_ACCESS_TOKEN' },
       { level: 40, user_id: owner.user.id, field: 'IBKR_REFRESH_TOKEN' },
     ]);
+    const output = await logsOf(f, id);
+    t.ok(output.startsWith(notice('IBKR_REFRESH_TOKEN')), 'and only for the token that did not decrypt');
+    t.notMatch(output, /IBKR_ACCESS_TOKEN is not set/);
 
     // Neither token nor any of their ciphertexts (whole, or the part after the key id) in
     // the executor's log, the runs' output, or their errors.
