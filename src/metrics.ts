@@ -64,6 +64,18 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly sampleSuccess = new Gauge({
+    name: 'db_sample_success',
+    help: '1 when this scrape sampled the queue (and pool) from the database; 0 when it could not, and those gauges hold the sample of db_sample_timestamp_seconds',
+    registers: [this.registry],
+  });
+
+  readonly sampleTimestamp = new Gauge({
+    name: 'db_sample_timestamp_seconds',
+    help: 'When the queue and pool gauges were last sampled from the database (Unix time)',
+    registers: [this.registry],
+  });
+
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }

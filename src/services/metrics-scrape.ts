@@ -25,8 +25,12 @@ export async function scrape(
       metrics.poolConnections.set({ state: 'idle' }, status.idle_connections);
     }
     metrics.setQueueDepth(depth);
+    metrics.sampleSuccess.set(1);
+    metrics.sampleTimestamp.set(Date.now() / 1000);
   } catch (err) {
-    // Metrics must answer while the database is down: that is when they matter.
+    // Metrics must answer while the database is down: that is when they matter. The
+    // gauges keep their last sample, and say it is one.
+    metrics.sampleSuccess.set(0);
     log.warn({ err }, 'could not sample the pool and queue for metrics');
   }
   return metrics.registry.metrics();

@@ -36,6 +36,9 @@ t.test('a scrape samples the run queue, and the pool when asked', async (t) => {
   const idle = sample(api, 'db_pool_connections{state="idle"}');
   t.ok(total !== null && total >= 1, `the pool's connections are counted (${total})`);
   t.ok(idle !== null && idle >= 0 && idle <= total!, `idle ones are part of them (${idle})`);
+  t.equal(sample(api, 'db_sample_success'), 1, 'the sample is fresh');
+  const at = sample(api, 'db_sample_timestamp_seconds')!;
+  t.ok(Math.abs(at - Date.now() / 1000) < 60, `and taken now (${at})`);
 });
 
 t.test('with the database down a scrape still answers, and says why its samples are missing', async (t) => {
@@ -56,12 +59,16 @@ t.test('with the database down a scrape still answers, and says why its samples 
   await sql.end();
   const down = new Repositories(new Database(sql, { log, slowQueryMs: 10_000, queryTimeoutMs: 5_000 }));
   const metrics = new Metrics({ defaultMetrics: false });
-  metrics.setQueueDepth({ queued: 7, running: 3 });
   const { log: captured, lines } = captureLogger('warn');
+  t.equal(sample(await scrape(metrics, repos, captured, { pool: true }), 'db_sample_success'), 1);
+  metrics.setQueueDepth({ queued: 7, running: 3 });
+  const sampledAt = sample(await metrics.registry.metrics(), 'db_sample_timestamp_seconds');
 
   const text = await scrape(metrics, down, captured, { pool: true });
   t.match(text, /# HELP script_queue_depth/, 'the registry is answered');
   t.equal(sample(text, 'script_queue_depth{status="queued"}'), 7, 'the last sample stays');
+  t.equal(sample(text, 'db_sample_success'), 0, 'and is said to be an old one');
+  t.equal(sample(text, 'db_sample_timestamp_seconds'), sampledAt, 'of the time it was taken');
   t.match(lines, [{ level: 40, msg: 'could not sample the pool and queue for metrics', err: {} }]);
 });
 
