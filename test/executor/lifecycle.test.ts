@@ -5,6 +5,7 @@
  */
 import t from 'tap';
 import { DatabaseUnavailableError } from '../../src/domain/errors.ts';
+import type { Sandbox } from '../../src/executor/sandbox/index.ts';
 import { Repositories } from '../../src/repositories/index.ts';
 import { type Account, signUp } from '../helpers/app.ts';
 import {
@@ -20,6 +21,7 @@ import {
   upload,
   waitFor,
 } from '../helpers/executor.ts';
+import { captureLogger } from '../helpers/log-capture.ts';
 
 function cancel(f: ExecutorFixture, account: Account, id: number) {
   return f.app.inject({ method: 'POST', url: `/api/v1/scripts/${id}/cancel`, headers: account.headers });
@@ -102,6 +104,41 @@ t.test('a cancel heard while the run is being claimed: the script never starts',
   t.notMatch(await logsOf(f, id), /ran/, 'the script did not run');
   t.same(await processesIn(f.workDir), []);
 });
+
+t.test(
+  'a cancel heard while the sandbox is set up: the process is stopped as soon as it exists',
+  async (t) => {
+    const f = await executorFixture(t);
+    const { account, id } = await signUpWithScript(f, 'long.py', runningScript);
+    const { log, lines } = captureLogger('info');
+    const executor = await f.startExecutor({}, { log });
+    // The executor's sandbox (private): its set-up of the next run is held until the test lets it go.
+    const sandbox = (executor as unknown as { host: { sandbox: Sandbox } }).host.sandbox;
+    const confining = gate();
+    const release = gate();
+    const confine = sandbox.confine.bind(sandbox);
+    sandbox.confine = async (run) => {
+      confining.open();
+      await release.opened;
+      return confine(run);
+    };
+    await execute(f, account, id);
+    await confining.opened;
+    t.equal((await cancel(f, account, id)).statusCode, 200);
+    await eventually('the executor hearing the cancel', () =>
+      lines.some((l) => l.msg === 'killing a run' && l.reason === 'cancelled'),
+    );
+    release.open();
+    // Its 60 s sleep (or the 20 s time limit) would be long after this.
+    const script = await waitFor(f, id, (s) => s.execution_time_seconds !== null, 10_000);
+    t.match(script, { status: 'cancelled', exit_code: null });
+    t.ok(
+      lines.some((l) => l.msg === 'run starting'),
+      'the cancel came after the run had got as far as its set-up',
+    );
+    await eventually('no process is left', async () => (await processesIn(f.workDir)).length === 0);
+  },
+);
 
 t.test(
   'a script cancelled and queued again at once: the new run runs while the earlier one is recorded, each gets its own record',
