@@ -102,20 +102,18 @@ export async function executeRun(ctx: RunContext, active: ActiveRun): Promise<vo
     }
     // Read now, as the run starts: a link removed while it was queued is not used. A script
     // that may use the link does not start without knowing it: the run fails, and says why.
-    let ibkr: IbkrEnvironment;
+    let ibkr: IbkrEnvironment | undefined;
     try {
       ibkr = await ibkrEnvironment(ctx.repos, ctx.secrets, claim.script_id, log);
     } catch (err) {
       log.error({ err }, 'could not read the IBKR link of the script');
-      const failure = 'the script could not be started: its IBKR link could not be read; try again';
-      recorded = active.pendingKill
-        ? await finish(ctx, id, { ...NOT_STARTED, killed: active.pendingKill }, log)
-        : await finish(ctx, id, { ...NOT_STARTED, killed: null }, log, { failure });
-      return;
     }
-    // Cancelled (or stopped) while the link was read: the script never starts.
-    if (active.pendingKill) {
-      recorded = await finish(ctx, id, { ...NOT_STARTED, killed: active.pendingKill }, log);
+    // Cancelled (or stopped) while the link was read, or the link unreadable: the script never starts.
+    if (active.pendingKill || ibkr === undefined) {
+      const why = active.pendingKill
+        ? {}
+        : { failure: 'the script could not be started: its IBKR link could not be read; try again' };
+      recorded = await finish(ctx, id, { ...NOT_STARTED, killed: active.pendingKill ?? null }, log, why);
       return;
     }
     const sink = new LogSink({

@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import type { FastifyInstance } from 'fastify';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { SecretBox } from '../../src/services/secret-box.ts';
 import { ibkrContext } from '../../src/services/user-service.ts';
 import { signUp } from '../helpers/app.ts';
@@ -88,6 +88,16 @@ function setIbkrAccess(
     headers: owner.headers,
     payload: { ibkr_access: on },
   });
+}
+
+/** An executor fixture with an owner whose IBKR account is linked and a script of theirs with ibkr_access. */
+async function ownerWithAccess(t: Test, ibkrUserId: string) {
+  const f = await executorFixture(t);
+  const owner = await signUp(f.app);
+  t.equal((await linkIbkr(f.app, owner, ibkrUserId)).statusCode, 200);
+  const id = await upload(f, owner, 'creds.py', SCRIPT);
+  t.equal((await setIbkrAccess(f.app, owner, id, true)).statusCode, 200);
+  return { f, owner, id };
 }
 
 async function cmdlinesWith(text: string): Promise<string[]> {
@@ -268,12 +278,8 @@ t.test(
 t.test(
   'an IBKR link that cannot be read when the run starts: the run fails at once and says why; the script never starts',
   async (t) => {
-    const f = await executorFixture(t);
-    const { app, database } = f;
-    const owner = await signUp(app);
-    t.equal((await linkIbkr(app, owner, `U${process.pid}79`)).statusCode, 200);
-    const id = await upload(f, owner, 'creds.py', SCRIPT);
-    t.equal((await setIbkrAccess(app, owner, id, true)).statusCode, 200);
+    const { f, owner, id } = await ownerWithAccess(t, `U${process.pid}79`);
+    const { database } = f;
     // The statement that reads the link fails in PostgreSQL itself: a column it reads is gone.
     await database.sql`alter table users rename column ibkr_refresh_token to ibkr_refresh_token_away`;
     const { log, lines } = captureLogger('trace');
@@ -301,12 +307,8 @@ t.test(
 );
 
 t.test('a run cancelled while its IBKR link is being read never starts', async (t) => {
-  const f = await executorFixture(t);
+  const { f, owner, id } = await ownerWithAccess(t, `U${process.pid}80`);
   const { app, database } = f;
-  const owner = await signUp(app);
-  t.equal((await linkIbkr(app, owner, `U${process.pid}80`)).statusCode, 200);
-  const id = await upload(f, owner, 'creds.py', SCRIPT);
-  t.equal((await setIbkrAccess(app, owner, id, true)).statusCode, 200);
   const queued = await execute(f, owner, id);
   t.equal(queued.statusCode, 202);
   const runId = (queued.json() as { id: number }).id;

@@ -436,6 +436,12 @@ t.test('a route without a body still answers 415 and 413 as problems, as documen
 // ---------------------------------------------------------------------------
 // Load shedding
 
+/** Waits (up to 10 s) for the app's next pressure sample to find it over its limit. */
+async function underPressure(app: FastifyInstance): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!app.isUnderPressure() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+}
+
 t.test(
   'a freshly started app does not shed load while its busy start-up is still being measured',
   async (t) => {
@@ -448,8 +454,7 @@ t.test(
       { sheddingWarmUpMs: 3_600_000 },
     );
     const account = await signUp(app);
-    const deadline = Date.now() + 10_000;
-    while (!app.isUnderPressure() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await underPressure(app);
     t.ok(app.isUnderPressure(), 'the utilisation is over the limit');
     const me = await app.inject({ url: '/api/v1/me', headers: account.headers });
     t.equal(me.statusCode, 200, 'and the request is answered, not shed');
@@ -504,8 +509,7 @@ t.test('under pressure the API answers 503, but /health and /metrics still answe
     { sheddingWarmUpMs: 0 },
   );
   const account = await signUp(app);
-  const deadline = Date.now() + 10_000;
-  while (!app.isUnderPressure() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  await underPressure(app);
   t.ok(app.isUnderPressure(), 'the app is under pressure');
 
   const shed = await app.inject({ url: '/api/v1/me', headers: account.headers });
