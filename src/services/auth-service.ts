@@ -17,7 +17,7 @@ import type { LoginLimit } from '../repositories/login-attempt-repository.ts';
 import type { AuthCache, AuthIdentity } from './auth-cache.ts';
 import { type GoogleIdentity, InvalidIdTokenError } from './google-id-token.ts';
 import { hashPassword, isLegacyHash, verifyPassword } from './passwords.ts';
-import { newToken, tokenHash } from './tokens.ts';
+import { hashOfKey, newToken, tokenHash, tokenKey } from './tokens.ts';
 
 export interface Session {
   user: User;
@@ -34,9 +34,9 @@ export interface PasswordChange {
   hashed: string;
 }
 
-/** The identity of an authenticated request, and which token it used. */
+/** The identity of an authenticated request, and which token it used (its `tokenKey`). */
 export interface Principal extends AuthIdentity {
-  token_hash: Buffer;
+  token_key: string;
 }
 
 /** Whose rows a caller may reach: its own, or everyone's (undefined) for an admin. */
@@ -167,24 +167,37 @@ export class AuthService {
 
   /** Revokes the token in use. */
   async logout(principal: Principal): Promise<void> {
-    await this.repos.tokens.revoke(principal.token_hash);
-    this.cache.evictKey(cacheKey(principal.token_hash));
+    await this.repos.tokens.revoke(hashOfKey(principal.token_key));
+    this.cache.evictKey(principal.token_key);
   }
 
   /** Who presents this bearer token; UnauthenticatedError when nobody valid does. */
   async authenticate(token: string): Promise<Principal> {
-    const hash = tokenHash(token);
-    if (hash === null) throw new UnauthenticatedError('invalid or expired token');
-    const key = cacheKey(hash);
-    const cached = this.cache.get(key);
-    if (cached !== null) return { ...cached, token_hash: hash };
+    return this.cached(token) ?? this.lookUp(token);
+  }
+
+  /**
+   * Who presents this bearer token when the cache knows it, without a promise or a query:
+   * the path of nearly every authenticated request (src/http/plugins/auth.ts). Null when
+   * it must be looked up (`authenticate`), which also refuses what cannot be a token.
+   */
+  cached(token: string): Principal | null {
+    const key = tokenKey(token);
+    if (key === null) return null;
+    const identity = this.cache.get(key);
+    return identity === null ? null : { user_id: identity.user_id, role: identity.role, token_key: key };
+  }
+
+  private async lookUp(token: string): Promise<Principal> {
+    const key = tokenKey(token);
+    if (key === null) throw new UnauthenticatedError('invalid or expired token');
     // Taken before the query: an eviction while it runs means its answer may be stale (AuthCache).
     const generation = this.cache.generation();
-    const identity = await this.repos.tokens.authenticate(hash);
+    const identity = await this.repos.tokens.authenticate(hashOfKey(key));
     if (identity === null) throw new UnauthenticatedError('invalid or expired token');
     const principal = { user_id: identity.user_id, role: identity.role };
     this.cache.set(key, principal, identity.expires_at, generation);
-    return { ...principal, token_hash: hash };
+    return { ...principal, token_key: key };
   }
 
   /**
@@ -234,7 +247,7 @@ export class AuthService {
         'the password was changed by another request in the meantime; nothing was changed',
       );
     }
-    await tx.tokens.revokeAllForUser(principal.user_id, principal.token_hash);
+    await tx.tokens.revokeAllForUser(principal.user_id, hashOfKey(principal.token_key));
   }
 
   /** Forget cached tokens of a user whose role, state or existence changed (other processes hear it by NOTIFY). */
@@ -270,8 +283,4 @@ export function usernameFor(identity: Pick<GoogleIdentity, 'name' | 'email'>): s
     .replace(/^_+|_+$/g, '')
     .slice(0, 100);
   return base.length >= 3 ? base : `user_${base}`.slice(0, 100).padEnd(3, '_');
-}
-
-function cacheKey(hash: Buffer): string {
-  return hash.toString('base64');
 }

@@ -11,7 +11,22 @@ export function newToken(): string {
 
 /** The stored form of a token; null for anything that cannot be one of ours. */
 export function tokenHash(token: string): Buffer | null {
+  const key = tokenKey(token);
+  return key === null ? null : hashOfKey(key);
+}
+
+/**
+ * The token's SHA-256 as base64: what the auth cache is keyed by, made on every
+ * authenticated request. One native call straight to the string (a Buffer then
+ * `toString('base64')` cost ~2x as much in the HTTP bench's profile); null for anything
+ * that cannot be one of ours.
+ */
+export function tokenKey(token: string): string | null {
   if (!TOKEN_PATTERN.test(token)) return null;
-  // One-shot hash: on every authenticated request, ~1 µs cheaper than createHash().update().digest().
-  return hash('sha256', token, 'buffer');
+  return hash('sha256', token, 'base64');
+}
+
+/** The stored form (`api_tokens.token_hash`) of a `tokenKey`. */
+export function hashOfKey(key: string): Buffer {
+  return Buffer.from(key, 'base64');
 }

@@ -17,7 +17,7 @@ const { repos } = await testDatabase(t);
 const service = new RunService(repos, 100);
 
 function principal(user: User, role: 'user' | 'admin' = user.role): Principal {
-  return { user_id: user.id, role, token_hash: Buffer.alloc(32) };
+  return { user_id: user.id, role, token_key: Buffer.alloc(32).toString('base64') };
 }
 
 /** A new user and its principal. */

@@ -19,7 +19,7 @@ let now = new Date('2027-03-01T10:00:00Z');
 const service = new ScheduleService(repos, () => now);
 
 function principal(user: User, role: 'user' | 'admin' = user.role): Principal {
-  return { user_id: user.id, role, token_hash: Buffer.alloc(32) };
+  return { user_id: user.id, role, token_key: Buffer.alloc(32).toString('base64') };
 }
 
 t.test('the system clock is the wall clock', async (t) => {

@@ -1,16 +1,10 @@
 import { Type } from '@sinclair/typebox';
 import { RUN_STATUSES, RUN_TRIGGERS } from '../../domain/enums.ts';
-import { DateTime, Nullable, NullableDateTime } from './common.ts';
+import { DateTime, Nullable, NullableDateTime, StringEnum } from './common.ts';
 
-export const RunStatus = Type.Union(
-  RUN_STATUSES.map((s) => Type.Literal(s)),
-  { $id: 'RunStatus' },
-);
+export const RunStatus = StringEnum(RUN_STATUSES, { $id: 'RunStatus' });
 
-export const RunTrigger = Type.Union(
-  RUN_TRIGGERS.map((s) => Type.Literal(s)),
-  { $id: 'RunTrigger' },
-);
+export const RunTrigger = StringEnum(RUN_TRIGGERS, { $id: 'RunTrigger' });
 
 /** One execution of a script, kept after it ends (API.md, Run). */
 export const Run = Type.Object(
