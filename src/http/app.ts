@@ -7,7 +7,6 @@
 import { randomUUID } from 'node:crypto';
 import cookie from '@fastify/cookie';
 import cors from '@fastify/cors';
-import multipart from '@fastify/multipart';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -225,9 +224,6 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
   await app.register(cookie, { hook: 'onRequest' });
   // Counters in PostgreSQL: shared by every API process.
   await app.register(rateLimit, { global: false, store: sharedRateLimitStore(ctx.rateLimits) });
-  await app.register(multipart, {
-    limits: { fileSize: ctx.config.MAX_UPLOAD_BYTES, files: 1, fields: 0, parts: 1 },
-  });
   await app.register(metricsPlugin, { ctx });
   await app.register(authPlugin, { auth: ctx.auth });
   await app.register(readScopePlugin, { router: ctx.readRouter });

@@ -243,6 +243,31 @@ t.test('a body that is not multipart is refused with a 415 problem and stores no
   await nothingStored(t, ta, 'not multipart');
 });
 
+t.test('a multipart body sent to any other route is a 415 problem and changes nothing', async (t) => {
+  const ta = await setup(t);
+  const alice = await signUp(ta.app);
+  const uploaded = await upload(ta, alice, 'keep.py', 'print(1)\n');
+  t.equal(uploaded.statusCode, 201, 'the upload route still reads multipart');
+  const id = uploaded.json().id;
+  const body = multipartFile('x.py', 'print(2)\n');
+  for (const [method, url] of [
+    ['PATCH', `/api/v1/scripts/${id}`],
+    ['POST', `/api/v1/scripts/${id}/execute`],
+    ['PATCH', '/api/v1/me'],
+    ['POST', '/api/v1/auth/login'],
+  ] as const) {
+    const res = await ta.app.inject({
+      method,
+      url,
+      headers: { ...alice.headers, ...body.headers },
+      payload: body.payload,
+    });
+    problemOf(t, res, 415, 'UNSUPPORTED_MEDIA_TYPE');
+  }
+  const [row] = await ta.database.sql`select ibkr_access, run_count from scripts where id = ${id}`;
+  t.same(row, { ibkr_access: false, run_count: 0 }, 'the script is as it was, with no run');
+});
+
 t.test('a file part not named `file` is a 400 naming the field', async (t) => {
   const ta = await setup(t);
   const alice = await signUp(ta.app);

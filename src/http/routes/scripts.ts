@@ -5,7 +5,7 @@
  */
 
 import type { Readable } from 'node:stream';
-import type {} from '@fastify/multipart';
+import multipart from '@fastify/multipart';
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
 import contentDisposition from 'content-disposition';
 import { ValidationError } from '../../domain/errors.ts';
@@ -39,70 +39,9 @@ const ScriptWithOwner = Type.Object(
 );
 
 export const scriptRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app, { ctx }) => {
-  app.post(
-    '/scripts',
-    {
-      // The body is a multipart stream read by the handler; its schema is documentation only.
-      validatorCompiler: () => () => true,
-      // Per account (the caller is authenticated by then: instance hooks run before this
-      // route's), counted in PostgreSQL so every API process shares the limit.
-      config: {
-        rateLimit: {
-          max: ctx.config.UPLOAD_RATE_LIMIT_MAX,
-          timeWindow: ctx.config.UPLOAD_RATE_LIMIT_WINDOW_SECONDS * 1000,
-          keyGenerator: (request) => `user:${principalOf(request).user_id}`,
-        },
-      },
-      schema: {
-        tags: ['scripts'],
-        summary: 'Upload a script (.py, .js or .ts) as the multipart field `file`',
-        description:
-          `At most ${ctx.config.MAX_UPLOAD_BYTES} bytes per script (413 PAYLOAD_TOO_LARGE). An account ` +
-          `keeps at most ${ctx.config.MAX_SCRIPTS_PER_USER} scripts (409 SCRIPT_QUOTA_EXCEEDED) of at most ` +
-          `${ctx.config.MAX_STORAGE_BYTES_PER_USER} bytes together (413 STORAGE_QUOTA_EXCEEDED); deleting ` +
-          `scripts frees both. At most ${ctx.config.UPLOAD_RATE_LIMIT_MAX} uploads per ` +
-          `${ctx.config.UPLOAD_RATE_LIMIT_WINDOW_SECONDS} s per account (429 RATE_LIMITED, with Retry-After).`,
-        consumes: ['multipart/form-data'],
-        body: Type.Object({
-          file: Type.String({ format: 'binary', maxLength: ctx.config.MAX_UPLOAD_BYTES }),
-        }),
-        response: { 201: Type.Ref(Script), ...problems(400, 401, 409, 413, 415, 429, 503) },
-      },
-    },
-    async (request, reply) => {
-      const part = await request
-        .file({
-          limits: { fileSize: ctx.config.MAX_UPLOAD_BYTES, files: 1, fields: 0, parts: 1, headerPairs: 100 },
-        })
-        .catch((error: Error & { statusCode?: number; code?: string }) => {
-          // A text field where the file should be is a bad request, not a too large one.
-          if (error.code === 'FST_FIELDS_LIMIT' || error.code === 'FST_PARTS_LIMIT')
-            throw ValidationError.field(
-              '/file',
-              'the body must hold one part: the file `file`',
-              'FILE_REQUIRED',
-            );
-          // The multipart parser's own errors carry no status: they describe a malformed body.
-          if (error.statusCode !== undefined) throw error;
-          throw ValidationError.field('/file', 'the body is not valid multipart data', 'MALFORMED_UPLOAD');
-        });
-      if (part === undefined) throw ValidationError.field('/file', 'a file is required', 'FILE_REQUIRED');
-      if (part.fieldname !== 'file') {
-        part.file.resume();
-        throw ValidationError.field(
-          `/${part.fieldname.slice(0, 50)}`,
-          'the file must be sent as the field `file`',
-        );
-      }
-      const script = await ctx.scripts.upload(principalOf(request).user_id, {
-        filename: part.filename,
-        stream: part.file,
-      });
-      request.log.info({ script_id: script.id, size: script.file_size }, 'script uploaded');
-      return reply.code(201).send(script);
-    },
-  );
-
+  // The multipart parser (and its hooks: one on every request, one on every response)
+  // only where a multipart body is read; elsewhere a multipart body is a 415.
+  await app.register(uploadRoute, { ctx });
   app.get(
     '/scripts',
     {
@@ -238,6 +177,76 @@ export const scriptRoutes: FastifyPluginAsyncTypebox<RouteOptions> = async (app,
       await ctx.scripts.delete(request.params.id, ownerScope(request));
       request.log.info({ script_id: request.params.id }, 'script deleted');
       return reply.code(204).send(null);
+    },
+  );
+};
+
+/** POST /scripts, in a scope of its own with the multipart parser. */
+const uploadRoute: FastifyPluginAsyncTypebox<RouteOptions> = async (app, { ctx }) => {
+  await app.register(multipart, {
+    limits: { fileSize: ctx.config.MAX_UPLOAD_BYTES, files: 1, fields: 0, parts: 1 },
+  });
+  app.post(
+    '/scripts',
+    {
+      // The body is a multipart stream read by the handler; its schema is documentation only.
+      validatorCompiler: () => () => true,
+      // Per account (the caller is authenticated by then: instance hooks run before this
+      // route's), counted in PostgreSQL so every API process shares the limit.
+      config: {
+        rateLimit: {
+          max: ctx.config.UPLOAD_RATE_LIMIT_MAX,
+          timeWindow: ctx.config.UPLOAD_RATE_LIMIT_WINDOW_SECONDS * 1000,
+          keyGenerator: (request) => `user:${principalOf(request).user_id}`,
+        },
+      },
+      schema: {
+        tags: ['scripts'],
+        summary: 'Upload a script (.py, .js or .ts) as the multipart field `file`',
+        description:
+          `At most ${ctx.config.MAX_UPLOAD_BYTES} bytes per script (413 PAYLOAD_TOO_LARGE). An account ` +
+          `keeps at most ${ctx.config.MAX_SCRIPTS_PER_USER} scripts (409 SCRIPT_QUOTA_EXCEEDED) of at most ` +
+          `${ctx.config.MAX_STORAGE_BYTES_PER_USER} bytes together (413 STORAGE_QUOTA_EXCEEDED); deleting ` +
+          `scripts frees both. At most ${ctx.config.UPLOAD_RATE_LIMIT_MAX} uploads per ` +
+          `${ctx.config.UPLOAD_RATE_LIMIT_WINDOW_SECONDS} s per account (429 RATE_LIMITED, with Retry-After).`,
+        consumes: ['multipart/form-data'],
+        body: Type.Object({
+          file: Type.String({ format: 'binary', maxLength: ctx.config.MAX_UPLOAD_BYTES }),
+        }),
+        response: { 201: Type.Ref(Script), ...problems(400, 401, 409, 413, 415, 429, 503) },
+      },
+    },
+    async (request, reply) => {
+      const part = await request
+        .file({
+          limits: { fileSize: ctx.config.MAX_UPLOAD_BYTES, files: 1, fields: 0, parts: 1, headerPairs: 100 },
+        })
+        .catch((error: Error & { statusCode?: number; code?: string }) => {
+          // A text field where the file should be is a bad request, not a too large one.
+          if (error.code === 'FST_FIELDS_LIMIT' || error.code === 'FST_PARTS_LIMIT')
+            throw ValidationError.field(
+              '/file',
+              'the body must hold one part: the file `file`',
+              'FILE_REQUIRED',
+            );
+          // The multipart parser's own errors carry no status: they describe a malformed body.
+          if (error.statusCode !== undefined) throw error;
+          throw ValidationError.field('/file', 'the body is not valid multipart data', 'MALFORMED_UPLOAD');
+        });
+      if (part === undefined) throw ValidationError.field('/file', 'a file is required', 'FILE_REQUIRED');
+      if (part.fieldname !== 'file') {
+        part.file.resume();
+        throw ValidationError.field(
+          `/${part.fieldname.slice(0, 50)}`,
+          'the file must be sent as the field `file`',
+        );
+      }
+      const script = await ctx.scripts.upload(principalOf(request).user_id, {
+        filename: part.filename,
+        stream: part.file,
+      });
+      request.log.info({ script_id: script.id, size: script.file_size }, 'script uploaded');
+      return reply.code(201).send(script);
     },
   );
 };
