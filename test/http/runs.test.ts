@@ -264,7 +264,10 @@ t.test('the OpenAPI document describes every runs route of API.md and the Run re
     status: { $ref: '#/components/schemas/RunStatus' },
     queued_at: { format: 'date-time' },
   });
-  const values = (name: string) => doc.components.schemas[name].enum;
+  const values = (name: string) =>
+    doc.components.schemas[name].anyOf.map(
+      (literal: { const?: string; enum?: string[] }) => literal.const ?? literal.enum?.[0],
+    );
   t.same(values('RunTrigger'), ['manual', 'schedule']);
   t.same(values('RunStatus'), ['queued', 'running', 'completed', 'failed', 'cancelled']);
   t.match(doc.components.schemas.RunPage, {

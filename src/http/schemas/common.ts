@@ -11,15 +11,6 @@ export const DateTime = () => Type.Unsafe<Date>({ type: 'string', format: 'date-
 export const NullableDateTime = () =>
   Type.Unsafe<Date | null>({ type: ['string', 'null'], format: 'date-time' });
 
-/**
- * One of a fixed set of strings, as a JSON `enum`: the serializer writes it as the string
- * it is, where an `anyOf` of literals (Type.Union) is validated on every response
- * (fast-json-stringify runs a validator for each anyOf it writes).
- */
-export function StringEnum<const T extends readonly string[]>(values: T, options: { $id?: string } = {}) {
-  return Type.Unsafe<T[number]>({ ...options, type: 'string', enum: [...values] });
-}
-
 /** `T | null` as a JSON type union (not anyOf), which the serializer handles natively. */
 export function Nullable<T extends TSchema & { type: string }>(schema: T) {
   return Type.Unsafe<Static<T> | null>({ ...schema, type: [schema.type, 'null'] });

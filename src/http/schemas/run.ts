@@ -1,10 +1,16 @@
 import { Type } from '@sinclair/typebox';
 import { RUN_STATUSES, RUN_TRIGGERS } from '../../domain/enums.ts';
-import { DateTime, Nullable, NullableDateTime, StringEnum } from './common.ts';
+import { DateTime, Nullable, NullableDateTime } from './common.ts';
 
-export const RunStatus = StringEnum(RUN_STATUSES, { $id: 'RunStatus' });
+export const RunStatus = Type.Union(
+  RUN_STATUSES.map((s) => Type.Literal(s)),
+  { $id: 'RunStatus' },
+);
 
-export const RunTrigger = StringEnum(RUN_TRIGGERS, { $id: 'RunTrigger' });
+export const RunTrigger = Type.Union(
+  RUN_TRIGGERS.map((s) => Type.Literal(s)),
+  { $id: 'RunTrigger' },
+);
 
 /** One execution of a script, kept after it ends (API.md, Run). */
 export const Run = Type.Object(

@@ -1,9 +1,12 @@
 import { Type } from '@sinclair/typebox';
 import { SCRIPT_STATUSES } from '../../domain/enums.ts';
 import { SCRIPT_EXTENSIONS } from '../../domain/script.ts';
-import { DateTime, Nullable, NullableDateTime, StringEnum } from './common.ts';
+import { DateTime, Nullable, NullableDateTime } from './common.ts';
 
-export const ScriptStatus = StringEnum(SCRIPT_STATUSES, { $id: 'ScriptStatus' });
+export const ScriptStatus = Type.Union(
+  SCRIPT_STATUSES.map((s) => Type.Literal(s)),
+  { $id: 'ScriptStatus' },
+);
 
 /** A script as the API shows it: never the server's file_path, never the logs. */
 export const Script = Type.Object(
@@ -12,7 +15,7 @@ export const Script = Type.Object(
     user_id: Type.Integer(),
     filename: Type.String(),
     original_filename: Type.String(),
-    file_extension: StringEnum(SCRIPT_EXTENSIONS),
+    file_extension: Type.Union(SCRIPT_EXTENSIONS.map((e) => Type.Literal(e))),
     file_size: Type.Integer(),
     sha256: Type.String(),
     status: Type.Ref(ScriptStatus),

@@ -1,9 +1,15 @@
 import { Type } from '@sinclair/typebox';
 import { AUTH_PROVIDERS, USER_ROLES } from '../../domain/enums.ts';
-import { DateTime, Nullable, NullableDateTime, StringEnum } from './common.ts';
+import { DateTime, Nullable, NullableDateTime } from './common.ts';
 
-export const AuthProvider = StringEnum(AUTH_PROVIDERS, { $id: 'AuthProvider' });
-export const UserRole = StringEnum(USER_ROLES, { $id: 'UserRole' });
+export const AuthProvider = Type.Union(
+  AUTH_PROVIDERS.map((p) => Type.Literal(p)),
+  { $id: 'AuthProvider' },
+);
+export const UserRole = Type.Union(
+  USER_ROLES.map((r) => Type.Literal(r)),
+  { $id: 'UserRole' },
+);
 
 /** A user as the API shows it: never a password hash or a token. */
 export const User = Type.Object(
