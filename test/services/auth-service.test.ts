@@ -59,6 +59,22 @@ t.test('without an eviction the answer is cached and the next request makes no q
   t.equal(h.queries(), 1);
 });
 
+t.test('cached answers a known token at once, and nothing else', async (t) => {
+  const h = heldLookups();
+  const token = newToken();
+  t.equal(h.auth.cached(token), null, 'a token not looked up yet is not known');
+  t.equal(h.auth.cached('not a token'), null, 'nor is what cannot be a token');
+  const first = h.auth.authenticate(token);
+  await h.answer(alice);
+  await first;
+  const known = h.auth.cached(token);
+  t.same(known, { user_id: 1, role: 'user', token_key: tokenHash(token)!.toString('base64') });
+  t.equal(h.auth.cached(newToken()), null, 'another token is not');
+  h.cache.evictUser(1);
+  t.equal(h.auth.cached(token), null, 'nor the token once its user is evicted');
+  t.equal(h.queries(), 1, 'cached never queries');
+});
+
 for (const [name, evict] of [
   [
     'the user is evicted (deactivation, password change, NOTIFY)',
