@@ -185,7 +185,7 @@ export class AuthService {
     const key = tokenKey(token);
     if (key === null) return null;
     const identity = this.cache.get(key);
-    return identity === null ? null : { user_id: identity.user_id, role: identity.role, token_key: key };
+    return identity === null ? null : { ...identity, token_key: key };
   }
 
   private async lookUp(token: string): Promise<Principal> {

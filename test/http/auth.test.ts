@@ -465,6 +465,23 @@ t.test('an expired token is 401', async (t) => {
   t.match(res.json(), { code: 'UNAUTHENTICATED' });
 });
 
+t.test('a lookup that fails with no error at all still stops the request before its handler', async (t) => {
+  const { app, ctx } = await testApp(t, { AUTH_CACHE_TTL_SECONDS: '0' });
+  const account = await signUp(app);
+  let handled = false;
+  ctx.auth.authenticate = () => Promise.reject(undefined);
+  const users = ctx.users;
+  const get = users.get.bind(users);
+  users.get = (...args) => {
+    handled = true;
+    return get(...args);
+  };
+  const res = await app.inject({ method: 'GET', url: ME, headers: account.headers });
+  t.equal(res.statusCode, 500, 'an error of the server, not an answer without a caller');
+  t.match(res.json(), { code: 'INTERNAL' });
+  t.notOk(handled, 'the route never ran');
+});
+
 t.test('a token expires after TOKEN_TTL_HOURS', async (t) => {
   const { app, database } = await testApp(t, { TOKEN_TTL_HOURS: '2' });
   const account = await signUp(app);

@@ -71,10 +71,14 @@ export const authPlugin = fp<{ auth: AuthService }>(
           signedIn(request, known);
           return done();
         }
-        auth.authenticate(token).then((principal) => {
-          signedIn(request, principal);
-          done();
-        }, done);
+        auth.authenticate(token).then(
+          (principal) => {
+            signedIn(request, principal);
+            done();
+          },
+          // Never `done(undefined)`: that would let the request on without a principal.
+          (error: unknown) => done(error instanceof Error ? error : new Error(String(error))),
+        );
       },
     );
     app.decorate('requireAdmin', async (request: FastifyRequest) => {
