@@ -7,12 +7,12 @@
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
 import type { RouteOptions } from '../context.ts';
 import { Followers, type FollowLimits, followLimits } from '../followers.ts';
-import { logsDescription, streamLogs } from '../log-stream.ts';
+import { logsDescription } from '../log-stream.ts';
 import { principalOf } from '../plugins/auth.ts';
 import { IdParams, problems } from '../schemas/common.ts';
 import { Run } from '../schemas/run.ts';
 import { Script } from '../schemas/script.ts';
-import { LogsQuery, PageOfRuns, RunPageQuery, runPageBody, runRoutes } from './runs.ts';
+import { logsRoute, PageOfRuns, RunPageQuery, runPageBody, runRoutes } from './runs.ts';
 
 export { tailLines } from '../../services/run-service.ts';
 export { FOLLOW_POLL_MS, FOLLOW_RETRY_AFTER_SECONDS, sseEvent } from '../log-stream.ts';
@@ -97,38 +97,15 @@ export const executionRoutes: FastifyPluginAsyncTypebox<
       runPageBody(await runs.listForScript(principalOf(request), request.params.id, request.query)),
   );
 
-  app.get(
+  logsRoute(
+    app,
+    followers,
     '/scripts/:id/logs',
+    'Output of the script’s latest run (as /runs/{run_id}/logs)',
+    `${logsDescription(followers)} A script that never ran has empty output (its stream ends at once with status \`uploaded\`).`,
     {
-      schema: {
-        tags: ['runs'],
-        summary: 'Output of the script’s latest run (as /runs/{run_id}/logs)',
-        description: `${logsDescription(followers)} A script that never ran has empty output (its stream ends at once with status \`uploaded\`).`,
-        params: IdParams,
-        produces: ['text/plain', 'text/event-stream'],
-        querystring: LogsQuery,
-        response: {
-          200: Type.String({
-            description: 'the output (text/plain), or an event stream (text/event-stream)',
-          }),
-          ...problems(400, 401, 404, 429, 503),
-        },
-      },
-    },
-    async (request, reply) => {
-      const principal = principalOf(request);
-      const { tail, follow } = request.query;
-      if (follow !== true)
-        return reply
-          .type('text/plain; charset=utf-8')
-          .send(await runs.scriptLogs(principal, request.params.id, tail));
-      return streamLogs(
-        request,
-        reply,
-        followers,
-        await runs.followScript(principal, request.params.id),
-        tail,
-      );
+      read: (principal, id, tail) => runs.scriptLogs(principal, id, tail),
+      follow: (principal, id) => runs.followScript(principal, id),
     },
   );
 

@@ -6,6 +6,8 @@
 import { type FastifyPluginAsyncTypebox, Type } from '@fastify/type-provider-typebox';
 import type { CursorPage } from '../../domain/paging.ts';
 import type { Run as RunRow } from '../../domain/run.ts';
+import type { Principal } from '../../services/auth-service.ts';
+import type { LogFollow } from '../../services/run-service.ts';
 import type { RouteOptions } from '../context.ts';
 import type { Followers } from '../followers.ts';
 import { logsDescription, streamLogs } from '../log-stream.ts';
@@ -23,13 +25,61 @@ export const RunPageQuery = Type.Object(
   { additionalProperties: false },
 );
 
-export const LogsQuery = Type.Object(
+const LogsQuery = Type.Object(
   {
     tail: Type.Optional(Type.Integer({ format: 'int32', minimum: 1, maximum: 100_000 })),
     follow: Type.Optional(Type.Boolean()),
   },
   { additionalProperties: false },
 );
+
+/** Where a logs route reads: the output (its last `tail` lines), or a follower of it. */
+export interface LogsSource {
+  read(principal: Principal, id: number, tail: number | undefined): Promise<string>;
+  follow(principal: Principal, id: number): Promise<LogFollow>;
+}
+
+/**
+ * A logs route (GET /runs/{id}/logs, GET /scripts/{id}/logs): the output as text, or with
+ * `follow=true` as an event stream (log-stream.ts).
+ */
+export function logsRoute(
+  app: Parameters<FastifyPluginAsyncTypebox>[0],
+  followers: Followers,
+  url: string,
+  summary: string,
+  description: string,
+  source: LogsSource,
+): void {
+  app.get(
+    url,
+    {
+      schema: {
+        tags: ['runs'],
+        summary,
+        description,
+        params: IdParams,
+        produces: ['text/plain', 'text/event-stream'],
+        querystring: LogsQuery,
+        response: {
+          200: Type.String({
+            description: 'the output (text/plain), or an event stream (text/event-stream)',
+          }),
+          ...problems(400, 401, 404, 429, 503),
+        },
+      },
+    },
+    async (request, reply) => {
+      const principal = principalOf(request);
+      const { tail, follow } = request.query;
+      if (follow !== true)
+        return reply
+          .type('text/plain; charset=utf-8')
+          .send(await source.read(principal, request.params.id, tail));
+      return streamLogs(request, reply, followers, await source.follow(principal, request.params.id), tail);
+    },
+  );
+}
 
 export function runPageBody(page: CursorPage<RunRow>): { runs: RunRow[]; next_cursor: string | null } {
   return { runs: page.items, next_cursor: page.next_cursor };
@@ -106,32 +156,8 @@ export const runRoutes: FastifyPluginAsyncTypebox<RouteOptions & { followers: Fo
     },
   );
 
-  app.get(
-    '/runs/:id/logs',
-    {
-      schema: {
-        tags: ['runs'],
-        summary: 'Output of a run',
-        description: logsDescription(followers),
-        params: IdParams,
-        produces: ['text/plain', 'text/event-stream'],
-        querystring: LogsQuery,
-        response: {
-          200: Type.String({
-            description: 'the output (text/plain), or an event stream (text/event-stream)',
-          }),
-          ...problems(400, 401, 404, 429, 503),
-        },
-      },
-    },
-    async (request, reply) => {
-      const principal = principalOf(request);
-      const { tail, follow } = request.query;
-      if (follow !== true)
-        return reply
-          .type('text/plain; charset=utf-8')
-          .send(await runs.logs(principal, request.params.id, tail));
-      return streamLogs(request, reply, followers, await runs.follow(principal, request.params.id), tail);
-    },
-  );
+  logsRoute(app, followers, '/runs/:id/logs', 'Output of a run', logsDescription(followers), {
+    read: (principal, id, tail) => runs.logs(principal, id, tail),
+    follow: (principal, id) => runs.follow(principal, id),
+  });
 };
