@@ -16,8 +16,6 @@ import { csrfSatisfied, SESSION_COOKIE } from '../session-cookies.ts';
 declare module 'fastify' {
   interface FastifyRequest {
     principal: Principal | null;
-    /** True when the caller authenticated with the session cookie rather than a bearer header. */
-    viaCookie: boolean;
   }
   interface FastifyInstance {
     authenticate: onRequestHookHandler;
@@ -46,15 +44,9 @@ function presentedToken(request: FastifyRequest): string {
   return cookie;
 }
 
-function signedIn(request: FastifyRequest, principal: Principal): void {
-  request.principal = principal;
-  request.viaCookie = request.headers.authorization === undefined;
-}
-
 export const authPlugin = fp<{ auth: AuthService }>(
   async (app, { auth }) => {
     app.decorateRequest('principal', null);
-    app.decorateRequest('viaCookie', false);
     // A hook with `done`, not an async function: a token the cache knows (nearly every
     // request) is answered without a promise or a microtask (bench/README.md, HTTP).
     app.decorate(
@@ -68,12 +60,12 @@ export const authPlugin = fp<{ auth: AuthService }>(
         }
         const known = auth.cached(token);
         if (known !== null) {
-          signedIn(request, known);
+          request.principal = known;
           return done();
         }
         auth.authenticate(token).then(
           (principal) => {
-            signedIn(request, principal);
+            request.principal = principal;
             done();
           },
           // Never `done(undefined)`: that would let the request on without a principal.
