@@ -173,7 +173,9 @@ export class AuthService {
 
   /** Who presents this bearer token; UnauthenticatedError when nobody valid does. */
   async authenticate(token: string): Promise<Principal> {
-    return this.cached(token) ?? this.lookUp(token);
+    const key = tokenKey(token);
+    if (key === null) throw new UnauthenticatedError('invalid or expired token');
+    return this.known(key) ?? this.lookUp(key);
   }
 
   /**
@@ -183,14 +185,15 @@ export class AuthService {
    */
   cached(token: string): Principal | null {
     const key = tokenKey(token);
-    if (key === null) return null;
+    return key === null ? null : this.known(key);
+  }
+
+  private known(key: string): Principal | null {
     const identity = this.cache.get(key);
     return identity === null ? null : { ...identity, token_key: key };
   }
 
-  private async lookUp(token: string): Promise<Principal> {
-    const key = tokenKey(token);
-    if (key === null) throw new UnauthenticatedError('invalid or expired token');
+  private async lookUp(key: string): Promise<Principal> {
     // Taken before the query: an eviction while it runs means its answer may be stale (AuthCache).
     const generation = this.cache.generation();
     const identity = await this.repos.tokens.authenticate(hashOfKey(key));
