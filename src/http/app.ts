@@ -25,6 +25,7 @@ import { readScopePlugin } from './plugins/read-scope.ts';
 import { securityHeaders } from './plugins/security-headers.ts';
 import { answerUnderPressure } from './pressure.ts';
 import { sharedRateLimitStore } from './rate-limit-store.ts';
+import { requestLoggerFactory } from './request-logger.ts';
 import { authRoutes } from './routes/auth.ts';
 import { executionRoutes } from './routes/execution.ts';
 import { healthRoutes } from './routes/health.ts';
@@ -95,6 +96,8 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
   const { ctx } = options;
   const app = Fastify({
     loggerInstance: options.logger as FastifyBaseLogger,
+    // Each request's pino child is made when the request first logs (request-logger.ts).
+    childLoggerFactory: requestLoggerFactory,
     // A well-formed X-Request-Id from a proxy is kept, so one id follows a request across services.
     genReqId: (req) => {
       const header = req.headers['x-request-id'];
