@@ -22,7 +22,7 @@ import { installGracefulClose } from './graceful-close.ts';
 import { authPlugin } from './plugins/auth.ts';
 import { metricsPlugin } from './plugins/metrics.ts';
 import { readScopePlugin } from './plugins/read-scope.ts';
-import { securityHeaders } from './plugins/security-headers.ts';
+import { securityHeaders, staticHeaders } from './plugins/security-headers.ts';
 import { answerUnderPressure } from './pressure.ts';
 import { sharedRateLimitStore } from './rate-limit-store.ts';
 import { requestLoggerFactory } from './request-logger.ts';
@@ -92,6 +92,32 @@ function hopsTrusted(hops: number): (address: string, hop: number) => boolean {
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
+/** Where the API documents (Swagger UI, the OpenAPI document) are served. */
+const DOCS_PREFIX = '/docs';
+
+/**
+ * The security headers of the API's answers (plugins/security-headers.ts): a policy that
+ * allows nothing, no framing, nosniff, HSTS, Cross-Origin-Resource-Policy, and nothing
+ * stored; helmet's headers for HTML documents are off.
+ */
+const API_HEADERS = {
+  ...staticHeaders({
+    contentSecurityPolicy: {
+      useDefaults: false,
+      directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] },
+    },
+    xFrameOptions: { action: 'deny' },
+    crossOriginOpenerPolicy: false,
+    originAgentCluster: false,
+    referrerPolicy: false,
+    xDnsPrefetchControl: false,
+    xDownloadOptions: false,
+    xPermittedCrossDomainPolicies: false,
+    xXssProtection: false,
+  }),
+  'cache-control': 'no-store',
+};
+
 export async function build(options: BuildOptions): Promise<FastifyInstance> {
   const { ctx } = options;
   const app = Fastify({
@@ -115,8 +141,10 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     onConstructorPoisoning: 'error',
     // Answered as a problem by the onRequest hook below, not with Fastify's plain JSON.
     return503OnClosing: false,
-    // Malformed URLs are refused before routing, outside setErrorHandler: answer them as problems too.
-    frameworkErrors: handleError,
+    // Malformed URLs are refused before routing, outside setErrorHandler and every hook: answer
+    // them as problems too, with the headers the hooks give every other answer.
+    frameworkErrors: (error, request, reply) =>
+      handleError(error, request, reply.headers(API_HEADERS).header('x-request-id', request.id)),
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   installErrorHandlers(app);
@@ -179,17 +207,21 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     // Named components (User, Script, Problem, ...) instead of def-0, def-1.
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) },
   });
-  await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true });
+  await app.register(swaggerUi, { routePrefix: DOCS_PREFIX, staticCSP: true });
   await app.register(securityHeaders, {
-    helmet: {
-      contentSecurityPolicy: {
-        directives: {
-          defaultSrc: ["'self'"],
-          imgSrc: ["'self'", 'data:', 'validator.swagger.io'],
-          scriptSrc: ["'self'", ...app.swaggerCSP.script],
-          styleSrc: ["'self'", 'https:', ...app.swaggerCSP.style],
+    api: API_HEADERS,
+    documents: {
+      prefix: DOCS_PREFIX,
+      headers: staticHeaders({
+        contentSecurityPolicy: {
+          directives: {
+            defaultSrc: ["'self'"],
+            imgSrc: ["'self'", 'data:', 'validator.swagger.io'],
+            scriptSrc: ["'self'", ...app.swaggerCSP.script],
+            styleSrc: ["'self'", 'https:', ...app.swaggerCSP.style],
+          },
         },
-      },
+      }),
     },
   });
   // Not before the first sample window that starts after the app is ready (see sheddingWarmUpMs);

@@ -61,11 +61,10 @@ export async function streamLogs(
           ),
     );
   }
-  // The stream writes its own head: headers Fastify holds (CORS, set by @fastify/cors in its
-  // onRequest hook) go on the raw response, where writeHead merges them.
+  // The stream writes its own head: headers Fastify holds (the security headers, CORS: set
+  // by onRequest hooks) go on the raw response, where writeHead merges them under its own.
   for (const [name, value] of Object.entries(reply.getHeaders()))
-    if (value !== undefined && (name.startsWith('access-control-') || name === 'vary'))
-      reply.raw.setHeader(name, value);
+    if (value !== undefined) reply.raw.setHeader(name, value);
   reply.hijack();
   try {
     await stream.run(follow, tail);

@@ -707,6 +707,13 @@ t.test('x-request-id: a well-formed incoming id is kept, anything else replaced'
   const problem = await app.inject({ url: '/nowhere', headers: { 'x-request-id': 'trace-7' } });
   t.equal(problem.headers['x-request-id'], 'trace-7', 'on error answers too');
   t.equal(problem.json().request_id, 'trace-7', 'and in the problem');
+  const malformed = await app.inject({
+    url: '/api/v1/users/%E0%A4%A',
+    headers: { 'x-request-id': 'trace-8' },
+  });
+  t.equal(malformed.statusCode, 400);
+  t.equal(malformed.headers['x-request-id'], 'trace-8', 'on a malformed URL, refused before any hook');
+  t.equal(malformed.json().request_id, 'trace-8', 'and in its problem');
   for (const bad of ['has spaces', 'x'.repeat(65), '<script>', 'ü', '']) {
     const res = await app.inject({ url: '/health', headers: { 'x-request-id': bad } });
     const id = String(res.headers['x-request-id']);
@@ -772,12 +779,39 @@ t.test('the Authorization header, tokens and passwords never reach the logs', as
   t.notOk(/"authorization":"Bearer/i.test(all), 'no Authorization header value at all');
 });
 
-t.test('helmet headers are on every answer', async (t) => {
+t.test('security headers are on every answer: the API set, and the documents set under /docs', async (t) => {
   const { app } = await testApp(t);
-  for (const url of ['/health', '/api/v1/me', '/nowhere']) {
+  const forDocuments = [
+    'cross-origin-opener-policy',
+    'origin-agent-cluster',
+    'referrer-policy',
+    'x-dns-prefetch-control',
+    'x-download-options',
+    'x-permitted-cross-domain-policies',
+    'x-xss-protection',
+  ];
+  for (const url of ['/health', '/api/v1/me', '/nowhere', '/api/v1/users/%E0%A4%A']) {
     const res = await app.inject(url);
     t.equal(res.headers['x-content-type-options'], 'nosniff', `${url}: nosniff`);
-    t.ok(res.headers['content-security-policy'], `${url}: a content security policy`);
+    t.equal(
+      res.headers['content-security-policy'],
+      "default-src 'none';frame-ancestors 'none'",
+      `${url}: a content security policy that allows nothing`,
+    );
+    t.equal(res.headers['x-frame-options'], 'DENY', `${url}: never framed`);
+    t.match(res.headers['strict-transport-security'], /max-age=\d+/, `${url}: HSTS`);
+    t.equal(res.headers['cross-origin-resource-policy'], 'same-origin', `${url}: CORP`);
+    t.equal(res.headers['cache-control'], 'no-store', `${url}: never stored`);
     t.equal(res.headers['x-powered-by'], undefined, `${url}: no x-powered-by`);
+    for (const name of forDocuments) t.equal(res.headers[name], undefined, `${url}: no ${name}`);
+  }
+  for (const url of ['/docs', '/docs/', '/docs/json']) {
+    const res = await app.inject(url);
+    t.ok(res.statusCode < 400, `${url}: served (${res.statusCode})`);
+    t.match(res.headers['content-security-policy'], /^default-src 'self'/, `${url}: the documents' policy`);
+    t.equal(res.headers['x-frame-options'], 'SAMEORIGIN', `${url}: framed by its own origin only`);
+    t.equal(res.headers['x-content-type-options'], 'nosniff', `${url}: nosniff`);
+    t.equal(res.headers['cache-control'], undefined, `${url}: may be cached`);
+    for (const name of forDocuments) t.ok(res.headers[name], `${url}: ${name}`);
   }
 });

@@ -122,6 +122,11 @@ t.test('follow of a finished run sends its output and `end` at once', async (t) 
   });
   t.equal(res.status, 200);
   t.match(res.headers.get('content-type'), /^text\/event-stream/);
+  t.equal(res.headers.get('cache-control'), 'no-cache, no-transform', "the stream's own caching rule");
+  t.equal(res.headers.get('x-content-type-options'), 'nosniff', 'the security headers of every answer');
+  t.equal(res.headers.get('content-security-policy'), "default-src 'none';frame-ancestors 'none'");
+  t.equal(res.headers.get('x-frame-options'), 'DENY');
+  t.ok(res.headers.get('x-request-id'), 'its request id');
   const body = await res.text();
   t.equal(
     body,

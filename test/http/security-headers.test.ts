@@ -1,17 +1,19 @@
 /**
  * The security headers recorded once at start-up are exactly the ones helmet sets
- * when it runs on every request, for the options the app uses and helmet's defaults.
+ * when it runs on every request, for the options the app uses and helmet's defaults;
+ * the documents' set is chosen by the request's path, the API's for everything else.
  */
 import Fastify, { type FastifyInstance } from 'fastify';
 import helmet, { type HelmetOptions } from 'helmet';
 import t from 'tap';
-import { securityHeaders } from '../../src/http/plugins/security-headers.ts';
+import { securityHeaders, staticHeaders, underPrefix } from '../../src/http/plugins/security-headers.ts';
 
-async function headersOf(register: (app: FastifyInstance) => PromiseLike<unknown>) {
+async function headersOf(register: (app: FastifyInstance) => PromiseLike<unknown>, url = '/') {
   const app = Fastify();
   await register(app);
   app.get('/', async () => ({ ok: true }));
-  const res = await app.inject('/');
+  app.get('/docs/*', async () => ({ ok: true }));
+  const res = await app.inject(url);
   await app.close();
   const { date: _date, 'content-length': _length, ...headers } = res.headers;
   return headers;
@@ -39,7 +41,7 @@ const CASES: Array<[string, HelmetOptions]> = [
 
 for (const [name, options] of CASES) {
   t.test(`${name}: the same headers as helmet run per request`, async (t) => {
-    const ours = await headersOf((app) => app.register(securityHeaders, { helmet: options }));
+    const ours = await headersOf((app) => app.register(securityHeaders, { api: staticHeaders(options) }));
     const apply = helmet(options);
     const reference = await headersOf(async (app) => {
       app.addHook('onRequest', (request, reply, done) => {
@@ -51,13 +53,38 @@ for (const [name, options] of CASES) {
   });
 }
 
-t.test('options whose headers vary per response are refused at start-up', async (t) => {
+t.test('options whose headers vary per response are refused', async (t) => {
   let n = 0;
-  const app = Fastify();
-  app.register(securityHeaders, {
-    helmet: { contentSecurityPolicy: { directives: { scriptSrc: [() => `'nonce-${n++}'`] } } },
-  });
-  await t.rejects(async () => {
-    await app.ready();
-  }, /vary per response/);
+  t.throws(
+    () => staticHeaders({ contentSecurityPolicy: { directives: { scriptSrc: [() => `'nonce-${n++}'`] } } }),
+    /vary per response/,
+  );
+});
+
+t.test("documents get the documents' headers, every other path the API's and its own", async (t) => {
+  const options = {
+    api: {
+      ...staticHeaders({ contentSecurityPolicy: false, xFrameOptions: { action: 'deny' } }),
+      'cache-control': 'no-store',
+    },
+    documents: { headers: staticHeaders({}), prefix: '/docs' },
+  };
+  const register = (app: FastifyInstance) => app.register(securityHeaders, options);
+  const api = await headersOf(register, '/');
+  t.equal(api['x-frame-options'], 'DENY', "the API's X-Frame-Options");
+  t.equal(api['cache-control'], 'no-store', "the API's own header");
+  t.equal(api['content-security-policy'], undefined, "the API's options apply (no CSP here)");
+  for (const url of ['/docs/', '/docs/static/index.html', '/docs/json?x=1']) {
+    const documents = await headersOf(register, url);
+    t.equal(documents['x-frame-options'], 'SAMEORIGIN', `${url}: helmet's default X-Frame-Options`);
+    t.match(documents['content-security-policy'], /default-src 'self'/, `${url}: helmet's default CSP`);
+    t.equal(documents['cache-control'], undefined, `${url}: not the API's own header`);
+  }
+});
+
+t.test('a path is under a prefix when it is the prefix or continues it with /, ? or #', async (t) => {
+  for (const url of ['/docs', '/docs/', '/docs/json', '/docs?a=b', '/docs#top'])
+    t.ok(underPrefix(url, '/docs'), url);
+  for (const url of ['/', '/doc', '/docsx', '/docs.json', '/api/v1/docs', '//docs', '/DOCS'])
+    t.notOk(underPrefix(url, '/docs'), url);
 });
