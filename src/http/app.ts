@@ -148,6 +148,13 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   installErrorHandlers(app);
+  // First of the onRequest hooks: every answer has the security headers, even one that a
+  // later hook gives at once (shutting down, load shedding, authentication). Before the
+  // documents' routes, which it sees being added. Swagger UI (staticCSP) sets its own CSP.
+  await app.register(securityHeaders, {
+    api: API_HEADERS,
+    documents: { prefix: DOCS_PREFIX, headers: staticHeaders({}) },
+  });
   // While closing, in-flight requests finish; a request that still arrives (on a kept-alive
   // connection) is refused, and its connection closed, so the client retries elsewhere; idle
   // connections are closed once nothing unread is left on them (graceful-close.ts).
@@ -208,22 +215,6 @@ export async function build(options: BuildOptions): Promise<FastifyInstance> {
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) },
   });
   await app.register(swaggerUi, { routePrefix: DOCS_PREFIX, staticCSP: true });
-  await app.register(securityHeaders, {
-    api: API_HEADERS,
-    documents: {
-      prefix: DOCS_PREFIX,
-      headers: staticHeaders({
-        contentSecurityPolicy: {
-          directives: {
-            defaultSrc: ["'self'"],
-            imgSrc: ["'self'", 'data:', 'validator.swagger.io'],
-            scriptSrc: ["'self'", ...app.swaggerCSP.script],
-            styleSrc: ["'self'", 'https:', ...app.swaggerCSP.style],
-          },
-        },
-      }),
-    },
-  });
   // Not before the first sample window that starts after the app is ready (see sheddingWarmUpMs);
   // every pressure handler asks (answerUnderPressure).
   let shedsFrom = Number.POSITIVE_INFINITY;

@@ -7,6 +7,11 @@
  * the level by doing nothing, and makes the real child (the one Fastify would have
  * made) for the first line written, for a change of its level, or for a child of its
  * own. Every line a request writes is the line it wrote before.
+ *
+ * It speaks the part of pino's API that Fastify, its plugins and this app use: the six
+ * levels, `silent`, `level`, `child`, `bindings`, `isLevelEnabled` and `flush`, with
+ * pino's default levels and their order (the app's logger, src/logger.ts, has no custom
+ * levels); anything more is reached through `child({})`.
  */
 import type { FastifyBaseLogger } from 'fastify';
 import type { Bindings, ChildLoggerOptions, Level, Logger } from 'pino';
@@ -15,13 +20,13 @@ type Args = Parameters<Logger['info']>;
 
 export class RequestLogger {
   private readonly parent: Logger;
-  private readonly bindings: Bindings;
+  private readonly own: Bindings;
   private readonly options: ChildLoggerOptions;
   private made: Logger | undefined;
 
   constructor(parent: Logger, bindings: Bindings, options: ChildLoggerOptions) {
     this.parent = parent;
-    this.bindings = bindings;
+    this.own = bindings;
     this.options = options;
   }
 
@@ -31,11 +36,15 @@ export class RequestLogger {
   }
 
   private real(): Logger {
-    this.made ??= this.parent.child(this.bindings, this.options);
+    this.made ??= this.parent.child(this.own, this.options);
     return this.made;
   }
 
   /** Whether a line at `level` would be written, without making the child. */
+  isLevelEnabled(level: Level): boolean {
+    return this.writes(level);
+  }
+
   private writes(level: Level): boolean {
     if (this.made !== undefined) return this.made.isLevelEnabled(level);
     const own = this.options.level;
@@ -73,6 +82,14 @@ export class RequestLogger {
 
   child(bindings: Bindings, options?: ChildLoggerOptions): Logger {
     return this.real().child(bindings, options);
+  }
+
+  bindings(): Bindings {
+    return { ...this.parent.bindings(), ...this.own };
+  }
+
+  flush(callback?: (error?: Error) => void): void {
+    this.parent.flush(callback);
   }
 }
 

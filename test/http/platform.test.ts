@@ -602,6 +602,8 @@ t.test(
     t.match(second, /connection: close/i);
     t.match(second, /"code":"SERVICE_UNAVAILABLE"/);
     t.match(second, /shutting down/);
+    t.match(second, /x-content-type-options: nosniff/i, 'with the security headers of every answer');
+    t.match(second, /content-security-policy: default-src 'none'/i);
   },
 );
 
@@ -805,7 +807,7 @@ t.test('security headers are on every answer: the API set, and the documents set
     t.equal(res.headers['x-powered-by'], undefined, `${url}: no x-powered-by`);
     for (const name of forDocuments) t.equal(res.headers[name], undefined, `${url}: no ${name}`);
   }
-  for (const url of ['/docs', '/docs/', '/docs/json']) {
+  for (const url of ['/docs', '/docs/', '/docs/json', '/%64ocs/']) {
     const res = await app.inject(url);
     t.ok(res.statusCode < 400, `${url}: served (${res.statusCode})`);
     t.match(res.headers['content-security-policy'], /^default-src 'self'/, `${url}: the documents' policy`);

@@ -52,7 +52,7 @@ t.test('a line a request writes carries its request id, and secrets are redacted
     request.log.error(new Error('an error'));
     return { ok: true };
   });
-  const res = await app.inject({ url: '/loud', headers: { 'request-id': 'ignored' } });
+  const res = await app.inject('/loud');
   t.equal(res.statusCode, 200);
   t.equal(seen.log?.materialised, true, 'the child was made for the first line');
   t.equal(lines.length, 2, 'both lines written');
@@ -65,7 +65,7 @@ t.test('a line a request writes carries its request id, and secrets are redacted
 });
 
 t.test("a child of the request's logger keeps the request id and adds its bindings", async (t) => {
-  const { app, lines, remember } = await server('warn');
+  const { app, lines, remember, seen } = await server('warn');
   app.get('/child', async (request) => {
     remember(request);
     request.log.child({ step: 'fetch' }).warn('from a child');
@@ -74,6 +74,7 @@ t.test("a child of the request's logger keeps the request id and adds its bindin
   await app.inject('/child');
   t.equal(lines.length, 1);
   t.match(lines[0], { msg: 'from a child', step: 'fetch', request_id: /.+/ });
+  t.same(seen.log?.bindings(), { request_id: lines[0]?.request_id }, 'its bindings are the request id');
 });
 
 t.test("a route's own log level decides, above or below the app's", async (t) => {
@@ -89,7 +90,18 @@ t.test("a route's own log level decides, above or below the app's", async (t) =>
     request.log.fatal('never written');
     return { ok: true };
   });
+  app.get('/strict', { logLevel: 'error' }, async (request) => {
+    remember(request);
+    request.log.warn('below the route level');
+    return { ok: true };
+  });
+  await app.inject('/strict');
+  t.equal(seen.log?.materialised, false, 'a warn line under an error route makes no child');
+  t.equal(seen.log?.isLevelEnabled('warn'), false);
+  t.equal(seen.log?.isLevelEnabled('error'), true);
+  t.same(lines, [], 'and writes nothing');
   await app.inject('/chatty');
+  t.equal(seen.log?.materialised, true, 'a debug line under a debug route makes the child');
   t.equal(seen.log?.level, 'debug', "the route's level");
   t.same(
     lines.map((l) => l.msg),

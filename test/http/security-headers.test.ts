@@ -82,9 +82,40 @@ t.test("documents get the documents' headers, every other path the API's and its
   }
 });
 
-t.test('a path is under a prefix when it is the prefix or continues it with /, ? or #', async (t) => {
-  for (const url of ['/docs', '/docs/', '/docs/json', '/docs?a=b', '/docs#top'])
-    t.ok(underPrefix(url, '/docs'), url);
+t.test('a route is under a prefix when its pattern is the prefix or continues it with /', async (t) => {
+  for (const url of ['/docs', '/docs/', '/docs/json', '/docs/static/*']) t.ok(underPrefix(url, '/docs'), url);
   for (const url of ['/', '/doc', '/docsx', '/docs.json', '/api/v1/docs', '//docs', '/DOCS'])
     t.notOk(underPrefix(url, '/docs'), url);
+});
+
+t.test("the documents' set follows the route matched, whatever the URL's spelling", async (t) => {
+  const register = (app: FastifyInstance) =>
+    app.register(securityHeaders, {
+      api: { ...staticHeaders({ xFrameOptions: { action: 'deny' } }), 'cache-control': 'no-store' },
+      documents: { headers: staticHeaders({}), prefix: '/docs' },
+    });
+  const escaped = await headersOf(register, '/%64ocs/static/index.html');
+  t.equal(
+    escaped['x-frame-options'],
+    'SAMEORIGIN',
+    'a %-escaped prefix reaches a documents route, with its set',
+  );
+  t.equal(escaped['cache-control'], undefined);
+  const own: string[] = [];
+  const app = Fastify();
+  await register(app);
+  app.get(
+    '/docs/own',
+    {
+      onRequest: (_request, _reply, done) => {
+        own.push('ran');
+        done();
+      },
+    },
+    async () => ({}),
+  );
+  const res = await app.inject('/docs/own');
+  await app.close();
+  t.same(own, ['ran'], "a documents route's own onRequest hook still runs");
+  t.equal(res.headers['x-frame-options'], 'SAMEORIGIN');
 });

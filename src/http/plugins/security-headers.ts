@@ -22,6 +22,7 @@
  * run twice to prove the headers static.
  */
 import type { ServerResponse } from 'node:http';
+import type { onRequestHookHandler } from 'fastify';
 import fp from 'fastify-plugin';
 import helmet, { type HelmetOptions } from 'helmet';
 
@@ -30,7 +31,11 @@ export type Headers = Record<string, string>;
 export interface SecurityHeadersOptions {
   /** Every answer but the documents' (`staticHeaders` of helmet's options, and any of our own). */
   api: Headers;
-  /** The documents a browser renders: paths that are `prefix` or start with `prefix/`. */
+  /**
+   * The documents a browser renders: the routes whose pattern is `prefix` or starts with
+   * `prefix/`, chosen by the route matched (never by the raw URL, which may spell the
+   * prefix in %-escapes). Registered before those routes.
+   */
   documents?: { headers: Headers; prefix: string };
 }
 
@@ -62,27 +67,34 @@ export function staticHeaders(options: HelmetOptions): Headers {
   return headers;
 }
 
-/** Whether the request target `url` (path and query) is `prefix` or under `prefix/`. */
+/** Whether the route pattern `url` is `prefix` or under `prefix/`. */
 export function underPrefix(url: string, prefix: string): boolean {
-  if (!url.startsWith(prefix)) return false;
-  const next = url.charCodeAt(prefix.length);
-  // end of the URL, '/', '?' or '#'
-  return Number.isNaN(next) || next === 47 || next === 63 || next === 35;
+  return url === prefix || url.startsWith(`${prefix}/`);
 }
 
+/**
+ * Every answer gets the API's headers from the first onRequest hook, so even an answer
+ * that a later hook gives at once (load shedding, shutdown, authentication) has them;
+ * the documents' routes replace them with theirs in a hook of their own.
+ */
 export const securityHeaders = fp<SecurityHeadersOptions>(
   async (app, { api, documents }) => {
-    if (documents === undefined) {
-      app.addHook('onRequest', (_request, reply, done) => {
-        reply.headers(api);
-        done();
-      });
-      return;
-    }
-    const { headers, prefix } = documents;
-    app.addHook('onRequest', (request, reply, done) => {
-      reply.headers(underPrefix(request.url, prefix) ? headers : api);
+    app.addHook('onRequest', (_request, reply, done) => {
+      reply.headers(api);
       done();
+    });
+    if (documents === undefined) return;
+    const { headers, prefix } = documents;
+    const apiOnly = Object.keys(api).filter((name) => !(name in headers));
+    const forDocuments: onRequestHookHandler = (_request, reply, done) => {
+      for (const name of apiOnly) reply.removeHeader(name);
+      reply.headers(headers);
+      done();
+    };
+    app.addHook('onRoute', (route) => {
+      if (!underPrefix(route.url, prefix)) return;
+      const own = route.onRequest;
+      route.onRequest = own === undefined ? [forDocuments] : [...[own].flat(), forDocuments];
     });
   },
   { name: 'security-headers' },
