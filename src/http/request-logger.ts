@@ -42,10 +42,6 @@ export class RequestLogger {
 
   /** Whether a line at `level` would be written, without making the child. */
   isLevelEnabled(level: Level): boolean {
-    return this.writes(level);
-  }
-
-  private writes(level: Level): boolean {
     if (this.made !== undefined) return this.made.isLevelEnabled(level);
     const own = this.options.level;
     if (own === undefined) return this.parent.isLevelEnabled(level);
@@ -54,22 +50,22 @@ export class RequestLogger {
   }
 
   fatal(...args: Args): void {
-    if (this.writes('fatal')) this.real().fatal(...args);
+    if (this.isLevelEnabled('fatal')) this.real().fatal(...args);
   }
   error(...args: Args): void {
-    if (this.writes('error')) this.real().error(...args);
+    if (this.isLevelEnabled('error')) this.real().error(...args);
   }
   warn(...args: Args): void {
-    if (this.writes('warn')) this.real().warn(...args);
+    if (this.isLevelEnabled('warn')) this.real().warn(...args);
   }
   info(...args: Args): void {
-    if (this.writes('info')) this.real().info(...args);
+    if (this.isLevelEnabled('info')) this.real().info(...args);
   }
   debug(...args: Args): void {
-    if (this.writes('debug')) this.real().debug(...args);
+    if (this.isLevelEnabled('debug')) this.real().debug(...args);
   }
   trace(...args: Args): void {
-    if (this.writes('trace')) this.real().trace(...args);
+    if (this.isLevelEnabled('trace')) this.real().trace(...args);
   }
   silent(): void {}
 
